@@ -1,0 +1,1 @@
+"""fraudstream models: feature definitions, training, ONNX export and the model registry."""

@@ -1,0 +1,1 @@
+"""fraudstream services: the scoring service and the runtime pieces every component shares."""

@@ -1,0 +1,309 @@
+"""The ``fraudstream`` command line: thin adapters over the services; no logic lives here.
+
+Every option that maps onto a setting shows its environment variable in ``--help``. Errors
+are one line on stderr and a non-zero exit, never a traceback.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import json
+import random
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, nullcontext
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from services import produce as producing
+from services import stack
+from services.card_csv import CsvFormatError
+from services.contract import parse_event_time
+from services.generator import GeneratorConfig
+from services.processes import is_running
+from services.settings import ENV_PREFIX, Settings, SettingsError, load_settings
+from services.stack_state import StackState
+
+app = typer.Typer(
+    name="fraudstream",
+    help="Real-time streaming fraud detection.",
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    add_completion=False,
+)
+stack_app = typer.Typer(help="The embedded local stack: broker and Redis.")
+app.add_typer(stack_app, name="stack")
+out = Console()
+err = Console(stderr=True)
+
+
+def _env(name: str) -> str:
+    return f"{ENV_PREFIX}{name.upper()}"
+
+
+def _opt(setting: str, help_text: str, flag: str | None = None) -> Any:
+    """A CLI option that overrides one setting and shows its environment variable."""
+    return typer.Option(
+        f"--{flag or setting.replace('_', '-')}",
+        envvar=_env(setting),
+        show_envvar=True,
+        help=help_text,
+    )
+
+
+BootstrapOpt = Annotated[
+    str | None, _opt("kafka_bootstrap_servers", "Kafka bootstrap servers", "bootstrap-servers")
+]
+StateDirOpt = Annotated[Path | None, _opt("state_dir", "Embedded stack state directory")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
+
+
+def _print_json(payload: Any) -> None:
+    sys.stdout.write(json.dumps(payload, default=str) + "\n")
+
+
+def _settings(**overrides: Any) -> Settings:
+    return load_settings(**overrides)
+
+
+@app.callback(invoke_without_command=True)
+@stack_app.callback(invoke_without_command=True)
+def _help_without_command(ctx: typer.Context) -> None:
+    """Without a command, show help (and exit 2: nothing was done)."""
+    if ctx.invoked_subcommand is None:
+        out.print(ctx.get_help(), markup=False, highlight=False)
+        raise typer.Exit(2)
+
+
+@app.command("config")
+def config_cmd(state_dir: StateDirOpt = None, as_json: JsonOpt = False) -> None:
+    """Print the effective settings, secrets masked."""
+    values = _settings(state_dir=state_dir).masked()
+    if as_json:
+        _print_json(values)
+        return
+    table = Table("setting", "environment variable", "value")
+    for name, value in values.items():
+        table.add_row(name, _env(name), "" if value is None else str(value))
+    out.print(table)
+
+
+@stack_app.command("up")
+def stack_up(
+    partitions: Annotated[
+        int | None,
+        _opt("transactions_partitions", "Partitions of the transactions topic", "partitions"),
+    ] = None,
+    broker_port: Annotated[int | None, _opt("broker_port", "Broker port (0: a free one)")] = None,
+    redis_port: Annotated[int | None, _opt("redis_port", "Redis port (0: a free one)")] = None,
+    state_dir: StateDirOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Start the broker and Redis on loopback, create the topics, record the state."""
+    settings = _settings(
+        transactions_partitions=partitions,
+        broker_port=broker_port,
+        redis_port=redis_port,
+        state_dir=state_dir,
+    )
+    with (
+        err.status("starting broker and Redis…", spinner="dots")
+        if err.is_terminal
+        else nullcontext()
+    ):
+        state = stack.up(settings)
+    _show_stack(state, as_json)
+
+
+@stack_app.command("status")
+def stack_status(state_dir: StateDirOpt = None, as_json: JsonOpt = False) -> None:
+    """Show what the embedded stack runs (exit 1 when nothing is recorded)."""
+    state = stack.status(_settings(state_dir=state_dir))
+    if state is None:
+        if as_json:
+            _print_json({"running": False})
+        else:
+            err.print("no stack recorded: run `fraudstream stack up`")
+        raise typer.Exit(1)
+    _show_stack(state, as_json)
+
+
+@stack_app.command("down")
+def stack_down(state_dir: StateDirOpt = None, as_json: JsonOpt = False) -> None:
+    """Stop exactly the processes `stack up` started; safe to repeat."""
+    stopped = stack.down(_settings(state_dir=state_dir))
+    if as_json:
+        _print_json({"stopped": stopped})
+    else:
+        out.print(f"stopped: {', '.join(stopped)}" if stopped else "nothing was running")
+
+
+def _show_stack(state: StackState, as_json: bool) -> None:
+    running = {p.name: is_running(p) for p in state.processes}
+    if as_json:
+        _print_json(
+            {
+                "running": all(running.values()),
+                "bootstrap_servers": state.bootstrap_servers,
+                "redis_url": state.redis_url,
+                "topics": state.topics,
+                "pids": {p.name: p.pid for p in state.processes},
+                "alive": running,
+                "java_home_found": state.java_home is not None,
+            }
+        )
+        return
+    table = Table("component", "endpoint", "pid", "state")
+    endpoints = {"broker": state.bootstrap_servers, "redis": state.redis_url}
+    for p in state.processes:
+        table.add_row(
+            p.name, endpoints.get(p.name, ""), str(p.pid), "up" if running[p.name] else "DOWN"
+        )
+    out.print(table)
+    out.print("topics: " + ", ".join(f"{t} ({n})" for t, n in state.topics.items()))
+    if state.java_home is None:
+        out.print("[yellow]no Java 17/21 found: install the job extra for PyFlink[/yellow]")
+
+
+@app.command("produce")
+def produce_cmd(
+    count: Annotated[int, typer.Option(min=1, help="Events to send (generator).")] = 10_000,
+    rate: Annotated[
+        float, typer.Option(min=0, help="Events per second; 0: as fast as possible.")
+    ] = 1000.0,
+    seed: Annotated[
+        int | None, typer.Option(help="Generator seed; default: random, printed.")
+    ] = None,
+    fraud_rate: Annotated[
+        float, typer.Option(min=0, max=0.5, help="Share of fraud events.")
+    ] = 0.005,
+    customers: Annotated[int, typer.Option(min=1, help="Simulated customers.")] = 20_000,
+    start: Annotated[
+        str | None, typer.Option(help="Simulated start time (RFC 3339); default: now.")
+    ] = None,
+    from_csv: Annotated[
+        Path | None,
+        typer.Option("--from-csv", help="Replay a public card-transaction CSV instead."),
+    ] = None,
+    out_file: Annotated[
+        Path | None, typer.Option("--out", help="Write JSON lines to this file instead of Kafka.")
+    ] = None,
+    labels: Annotated[
+        Path | None,
+        typer.Option(help="Label side file (CSV); default: labels.csv in the state dir."),
+    ] = None,
+    bootstrap_servers: BootstrapOpt = None,
+    topic: Annotated[str | None, _opt("topic_transactions", "Topic to publish to", "topic")] = None,
+    state_dir: StateDirOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Publish realistic synthetic transactions (or replay a CSV) keyed by card_id."""
+    settings = _settings(kafka_bootstrap_servers=bootstrap_servers, state_dir=state_dir)
+    rejected: list[str] = []
+    extra: dict[str, Any] = {}
+    if from_csv is None:
+        extra["seed"] = seed if seed is not None else random.SystemRandom().randrange(2**31)
+        config = GeneratorConfig(
+            seed=extra["seed"],
+            customers=customers,
+            fraud_rate=fraud_rate,
+            start_ms=_start_ms(start),
+        )
+        items = producing.generated_items(config, count)
+        total: int | None = count
+    else:
+        items = producing.csv_items(
+            from_csv, lambda line, bad: rejected.append(f"line {line}: {bad.field}: {bad.reason}")
+        )
+        first = list(itertools.islice(items, 1))  # reads the header: a bad file fails here
+        items = itertools.chain(first, items)
+        total = None
+    sink: producing.Sink = (
+        producing.FileSink(out_file)
+        if out_file
+        else producing.KafkaSink(settings, topic or settings.topic_transactions)
+    )
+    with _progress(total, quiet=as_json) as advance:
+        summary = producing.run(
+            items, sink, rate=rate, labels=labels or settings.state_dir / "labels.csv",
+            on_progress=advance,
+        )  # fmt: skip
+    summary.rejected = len(rejected)
+    report = dataclasses.asdict(summary) | extra
+    if as_json:
+        _print_json(report)
+    else:
+        _show_produce(report, rejected)
+    if summary.failed:
+        raise typer.Exit(1)
+
+
+def _start_ms(text: str | None) -> int:
+    if text is None:
+        return int(time.time() * 1000)
+    try:
+        return parse_event_time(text, "start")
+    except ValueError as error:
+        raise typer.BadParameter(str(error).split(" - at")[0], param_hint="'--start'") from None
+
+
+def _show_produce(report: dict[str, Any], rejected: list[str]) -> None:
+    table = Table("sent", "delivered", "failed", "fraud", "events/s", "seconds")
+    table.add_row(
+        *(
+            str(report[k])
+            for k in ("sent", "delivered", "failed", "fraud", "events_per_s", "seconds")
+        )
+    )
+    out.print(table)
+    if "seed" in report:
+        out.print(f"seed: {report['seed']}")
+    if rejected:
+        err.print(f"rejected {len(rejected)} invalid rows, first: " + "; ".join(rejected[:3]))
+    for error in report.get("first_errors") or []:
+        err.print(f"delivery error: {error}")
+
+
+@contextmanager
+def _progress(total: int | None, quiet: bool) -> Iterator[Callable[[int], None]]:
+    """A progress bar on a terminal; nothing when quiet or not interactive."""
+    if quiet or not err.is_terminal:
+        yield lambda _n: None
+        return
+    columns = (TextColumn("producing"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+    with Progress(*columns, console=err, transient=True) as progress:
+        task = progress.add_task("produce", total=total)
+        yield lambda n: progress.update(task, completed=n)
+
+
+def _fail(message: str, code: int = 2) -> NoReturn:
+    err.print(f"error: {message}", markup=False, highlight=False, soft_wrap=True)
+    sys.exit(code)
+
+
+def main() -> None:
+    """Console entry point: run the app, turning every expected failure into one line."""
+    try:
+        app(standalone_mode=False)
+    except typer.Exit as done:
+        sys.exit(done.exit_code)
+    except typer.Abort:
+        _fail("aborted", 130)
+    except typer.TyperException as error:  # usage errors: bad flag, bad value, missing argument
+        _fail(error.format_message().replace("\n", " "), error.exit_code)
+    except ValidationError as error:
+        first = error.errors()[0]
+        field = ".".join(str(p) for p in first["loc"])
+        _fail(f"{field}: {first['msg'].removeprefix('Value error, ')}")
+    except (SettingsError, CsvFormatError, stack.StackError, ValueError, OSError) as error:
+        _fail(str(error), 1)
+    except KeyboardInterrupt:
+        _fail("interrupted", 130)

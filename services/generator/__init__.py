@@ -1,0 +1,6 @@
+"""A realistic synthetic card-transaction generator with labelled fraud patterns."""
+
+from services.generator.patterns import PATTERNS
+from services.generator.stream import GeneratorConfig, Labelled, generate
+
+__all__ = ["PATTERNS", "GeneratorConfig", "Labelled", "generate"]

@@ -1,0 +1,200 @@
+"""Fraud patterns: each turns one victim and a start time into a labelled burst of events.
+
+The shapes follow what issuers report: card testing (many tiny e-commerce charges from a new
+device), account takeover (new device and IP far from home, then large purchases), velocity
+bursts (a cloned card used fast), impossible travel (card present far away soon after a home
+purchase), and high-risk categories in the victim's local night.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from services.contract import Transaction
+from services.generator import world as w
+
+MINUTE_MS = 60_000
+HOUR_MS = 3_600_000
+
+
+@dataclass(frozen=True)
+class Victim:
+    """Whose card is abused, and the context a pattern needs to look plausible."""
+
+    customer: int
+    second_card: bool
+    start_ms: int
+    typical_usd: float  # the victim's usual spend per transaction
+
+
+@dataclass(frozen=True)
+class Pattern:
+    name: str
+    share: float  # target share of fraud *events* (not episodes)
+    mean_events: float  # expected events per episode, to turn shares into episode odds
+    emit: Callable[[random.Random, w.World, Victim, Callable[[], str]], list[Transaction]]
+
+
+def _fraudster_city(rng: random.Random, home_city: int, min_km: float = 3000.0) -> int:
+    home = w.CITIES[home_city]
+    far = [
+        i
+        for i, c in enumerate(w.CITIES)
+        if w.haversine_km(home.lat, home.lon, c.lat, c.lon) >= min_km
+    ]
+    return rng.choice(far)
+
+
+def _fraud_ip(rng: random.Random) -> str:
+    return (
+        f"{rng.randint(1, 223)}.{rng.randint(0, 255)}.{rng.randint(0, 255)}.{rng.randint(1, 254)}"
+    )
+
+
+def _pick(rng: random.Random, pool: w.IntArray) -> int:
+    return int(pool[rng.randrange(pool.size)])
+
+
+def _tx(
+    new_id: Callable[[], str],
+    world: w.World,
+    victim: Victim,
+    time_ms: int,
+    merchant: int,
+    amount_usd: float,
+    *,
+    channel: str,
+    city: int,
+    device: str | None,
+    ip: str | None,
+    lat: float,
+    lon: float,
+) -> Transaction:
+    """A fraudulent transaction, priced in the merchant's (or, online, the card's) currency."""
+    customers, merchants = world.customers, world.merchants
+    priced_in = (
+        w.CITIES[city] if channel != "ecommerce" else w.CITIES[customers.city[victim.customer]]
+    )
+    return Transaction(
+        transaction_id=new_id(),
+        event_time=time_ms,
+        card_id=w.card_id(victim.customer, victim.second_card, customers.salt),
+        customer_id=w.customer_id(victim.customer, customers.salt),
+        merchant_id=merchants.ids[merchant],
+        merchant_category=w.CATEGORIES[merchants.category[merchant]].mcc,
+        amount=round(max(amount_usd * priced_in.fx_per_usd, 0.01), 2),
+        currency=priced_in.currency,
+        country=w.CITIES[city].country,
+        channel=channel,  # type: ignore[arg-type]
+        device_id=device,
+        ip=ip,
+        lat=round(lat, 5),
+        lon=round(lon, 5),
+    )
+
+
+def card_testing(
+    rng: random.Random, world: w.World, victim: Victim, new_id: Callable[[], str]
+) -> list[Transaction]:
+    """6-20 charges of 0.50-2.50 at digital merchants seconds apart, sometimes a big one after."""
+    city = _fraudster_city(rng, int(world.customers.city[victim.customer]))
+    c = w.CITIES[city]
+    device, ip = f"dev_x{rng.getrandbits(40):010x}", _fraud_ip(rng)
+    merchant = _pick(rng, world.merchants.by_mcc[rng.choice(w.DIGITAL_MCCS)])
+    t, out = victim.start_ms, []
+    for _ in range(rng.randint(6, 20)):
+        t += int(rng.expovariate(1 / 20_000)) + 1_000
+        amount = rng.uniform(0.5, 2.5)
+        out.append(_tx(new_id, world, victim, t, merchant, amount, channel="ecommerce",
+                       city=city, device=device, ip=ip, lat=c.lat, lon=c.lon))  # fmt: skip
+    if rng.random() < 0.3:
+        big = _pick(rng, world.merchants.by_mcc[rng.choice(w.HIGH_VALUE_MCCS)])
+        t += int(rng.expovariate(1 / (5 * MINUTE_MS)))
+        out.append(_tx(new_id, world, victim, t, big, rng.uniform(300, 1500), channel="ecommerce",
+                       city=city, device=device, ip=ip, lat=c.lat, lon=c.lon))  # fmt: skip
+    return out
+
+
+def account_takeover(
+    rng: random.Random, world: w.World, victim: Victim, new_id: Callable[[], str]
+) -> list[Transaction]:
+    """A new device and IP far from home, then 2-4 purchases at 8-25x the usual amount."""
+    city = _fraudster_city(rng, int(world.customers.city[victim.customer]))
+    c = w.CITIES[city]
+    device, ip = f"dev_x{rng.getrandbits(40):010x}", _fraud_ip(rng)
+    t, out = victim.start_ms, []
+    for _ in range(rng.randint(2, 4)):
+        t += int(rng.expovariate(1 / (10 * MINUTE_MS))) + MINUTE_MS
+        merchant = _pick(rng, world.merchants.by_mcc[rng.choice(w.HIGH_VALUE_MCCS)])
+        amount = victim.typical_usd * rng.uniform(8, 25)
+        out.append(_tx(new_id, world, victim, t, merchant, amount, channel="ecommerce",
+                       city=city, device=device, ip=ip, lat=c.lat, lon=c.lon))  # fmt: skip
+    return out
+
+
+def velocity_burst(
+    rng: random.Random, world: w.World, victim: Victim, new_id: Callable[[], str]
+) -> list[Transaction]:
+    """A cloned card: 8-15 card-present purchases in the home city about a minute apart."""
+    city = int(world.customers.city[victim.customer])
+    pool = world.merchants.by_city_physical[city]
+    t, out = victim.start_ms, []
+    for _ in range(rng.randint(8, 15)):
+        t += int(rng.expovariate(1 / MINUTE_MS)) + 5_000
+        m = _pick(rng, pool)
+        amount = victim.typical_usd * rng.uniform(1.5, 4.0)
+        out.append(_tx(new_id, world, victim, t, m, amount, channel="card_present", city=city,
+                       device=None, ip=None, lat=float(world.merchants.lat[m]),
+                       lon=float(world.merchants.lon[m])))  # fmt: skip
+    return out
+
+
+def impossible_travel(
+    rng: random.Random, world: w.World, victim: Victim, new_id: Callable[[], str]
+) -> list[Transaction]:
+    """Card present 3000+ km from home within two hours of a purchase at home."""
+    city = _fraudster_city(rng, int(world.customers.city[victim.customer]))
+    pool = world.merchants.by_city_physical[city]
+    t, out = victim.start_ms + int(rng.uniform(20, 120) * MINUTE_MS), []
+    for _ in range(rng.randint(1, 3)):
+        m = _pick(rng, pool)
+        amount = victim.typical_usd * rng.uniform(2, 6)
+        out.append(_tx(new_id, world, victim, t, m, amount, channel="card_present", city=city,
+                       device=None, ip=None, lat=float(world.merchants.lat[m]),
+                       lon=float(world.merchants.lon[m])))  # fmt: skip
+        t += int(rng.expovariate(1 / (15 * MINUTE_MS))) + MINUTE_MS
+    return out
+
+
+def night_high_risk(
+    rng: random.Random, world: w.World, victim: Victim, new_id: Callable[[], str]
+) -> list[Transaction]:
+    """Gambling, money transfer, crypto or jewelry between 01:00 and 05:00 at the victim's home."""
+    city = int(world.customers.city[victim.customer])
+    c = w.CITIES[city]
+    offset_ms = int(c.utc_offset_h * HOUR_MS)
+    day_ms = 24 * HOUR_MS
+    local = victim.start_ms + offset_ms
+    night = local - local % day_ms + HOUR_MS + int(rng.uniform(0, 4) * HOUR_MS)
+    if night < local:
+        night += day_ms
+    t, out = night - offset_ms, []
+    device = f"dev_x{rng.getrandbits(40):010x}" if rng.random() < 0.5 else None
+    for _ in range(rng.randint(1, 3)):
+        m = _pick(rng, world.merchants.by_mcc[rng.choice(w.HIGH_RISK_MCCS)])
+        amount = victim.typical_usd * rng.uniform(5, 15)
+        out.append(_tx(new_id, world, victim, t, m, amount, channel="ecommerce", city=city,
+                       device=device, ip=_fraud_ip(rng), lat=c.lat, lon=c.lon))  # fmt: skip
+        t += int(rng.expovariate(1 / (20 * MINUTE_MS))) + MINUTE_MS
+    return out
+
+
+PATTERNS: tuple[Pattern, ...] = (
+    Pattern("card_testing", 0.30, 13.0 + 0.3, card_testing),
+    Pattern("account_takeover", 0.20, 3.0, account_takeover),
+    Pattern("velocity_burst", 0.25, 11.5, velocity_burst),
+    Pattern("impossible_travel", 0.10, 2.0, impossible_travel),
+    Pattern("night_high_risk_mcc", 0.15, 2.0, night_high_risk),
+)

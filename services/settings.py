@@ -1,0 +1,140 @@
+"""The one typed settings object: environment variables ``FRAUDSTREAM_*``, overridable by CLI flags.
+
+Kafka and Redis endpoints left unset fall back to the embedded stack's state file, so after
+``fraudstream stack up`` every other command finds the local broker and Redis by itself.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from services import stack_state
+
+SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
+SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
+
+_HOST_PORT = re.compile(r"^[A-Za-z0-9_.\-\[\]:]+:\d{1,5}$")
+ENV_PREFIX = "FRAUDSTREAM_"
+
+
+class Settings(BaseSettings):
+    """Everything a component needs to find its peers; secrets are masked when printed."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, frozen=True, extra="forbid")
+
+    kafka_bootstrap_servers: str | None = Field(
+        None,
+        description="Kafka bootstrap servers, host:port[,host:port]; unset: the embedded stack",
+    )
+    kafka_security_protocol: SecurityProtocol = Field("PLAINTEXT", description="Kafka security")
+    kafka_sasl_mechanism: SaslMechanism | None = Field(None, description="SASL mechanism")
+    kafka_sasl_username: str | None = Field(None, description="SASL user name")
+    kafka_sasl_password: SecretStr | None = Field(None, description="SASL password")
+    kafka_ssl_ca_location: Path | None = Field(None, description="CA certificate file (PEM)")
+    kafka_ssl_certificate_location: Path | None = Field(None, description="Client certificate")
+    kafka_ssl_key_location: Path | None = Field(None, description="Client private key (PEM)")
+    kafka_ssl_key_password: SecretStr | None = Field(None, description="Client key password")
+
+    redis_url: str | None = Field(None, description="Redis URL; unset: the embedded stack")
+    redis_password: SecretStr | None = Field(
+        None, description="Redis password, kept out of the URL"
+    )
+
+    scoring_url: str | None = Field(None, description="Scoring service base URL")
+    scoring_token: SecretStr | None = Field(
+        None, description="Bearer token for the scoring service"
+    )
+
+    topic_transactions: str = Field("transactions", description="Incoming transactions")
+    topic_dlq: str = Field("transactions.dlq", description="Invalid transactions, with a reason")
+    topic_decisions: str = Field("decisions", description="One decision per transaction")
+    topic_alerts: str = Field("alerts", description="Review and decline decisions")
+    topic_feedback: str = Field("alert-feedback", description="Analyst dispositions")
+    transactions_partitions: int = Field(4, ge=1, le=1024, description="Partitions of transactions")
+
+    broker_port: int = Field(0, ge=0, le=65535, description="Embedded broker port; 0: a free one")
+    redis_port: int = Field(0, ge=0, le=65535, description="Embedded Redis port; 0: a free one")
+    state_dir: Path = Field(Path(".fraudstream"), description="Embedded stack state and logs")
+
+    @field_validator("kafka_bootstrap_servers")
+    @classmethod
+    def _check_bootstrap(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        servers = [s.strip() for s in value.split(",") if s.strip()]
+        bad = [s for s in servers if not _HOST_PORT.match(s)]
+        if not servers or bad:
+            raise ValueError(f"expected host:port[,host:port], got {value!r}")
+        return ",".join(servers)
+
+    @field_validator("redis_url")
+    @classmethod
+    def _check_redis_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError(f"expected redis://, rediss:// or unix:// URL, got {value!r}")
+        return value
+
+    @property
+    def topics(self) -> list[str]:
+        """Every topic the pipeline uses, in event-path order."""
+        return [
+            self.topic_transactions,
+            self.topic_dlq,
+            self.topic_decisions,
+            self.topic_alerts,
+            self.topic_feedback,
+        ]
+
+    def require_kafka(self) -> str:
+        """The bootstrap servers, or an error that says how to get some."""
+        if self.kafka_bootstrap_servers is None:
+            raise SettingsError(
+                "no Kafka broker: run `fraudstream stack up` or set "
+                "FRAUDSTREAM_KAFKA_BOOTSTRAP_SERVERS / --bootstrap-servers"
+            )
+        return self.kafka_bootstrap_servers
+
+    def require_redis(self) -> str:
+        """The Redis URL, or an error that says how to get one."""
+        if self.redis_url is None:
+            raise SettingsError(
+                "no Redis: run `fraudstream stack up` or set FRAUDSTREAM_REDIS_URL / --redis-url"
+            )
+        return self.redis_url
+
+    def masked(self) -> dict[str, Any]:
+        """The effective settings as plain values, secrets replaced by asterisks."""
+        out: dict[str, Any] = {}
+        for name, value in self:
+            if isinstance(value, SecretStr):
+                out[name] = "**********"
+            elif isinstance(value, Path):
+                out[name] = str(value)
+            else:
+                out[name] = value
+        return out
+
+
+class SettingsError(ValueError):
+    """A setting is missing or wrong; the message says which and how to fix it."""
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Settings from the environment, then CLI overrides (None means 'not given')."""
+    given = {k: v for k, v in overrides.items() if v is not None}
+    settings = Settings(**given)
+    if settings.kafka_bootstrap_servers and settings.redis_url:
+        return settings
+    state = stack_state.read(settings.state_dir)
+    if state is None:
+        return settings
+    fill = {
+        "kafka_bootstrap_servers": settings.kafka_bootstrap_servers or state.bootstrap_servers,
+        "redis_url": settings.redis_url or state.redis_url,
+    }
+    return settings.model_copy(update=fill)

@@ -1,0 +1,1 @@
+"""fraudstream stream jobs: the PyFlink decision job and the faust feedback app."""
