@@ -292,9 +292,9 @@ def _fail(message: str, code: int = 2) -> NoReturn:
 def main() -> None:
     """Console entry point: run the app, turning every expected failure into one line."""
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)  # returns the code of a typer.Exit instead of raising
     except typer.Exit as done:
-        sys.exit(done.exit_code)
+        code = done.exit_code
     except typer.Abort:
         _fail("aborted", 130)
     except typer.TyperException as error:  # usage errors: bad flag, bad value, missing argument
@@ -307,3 +307,4 @@ def main() -> None:
         _fail(str(error), 1)
     except KeyboardInterrupt:
         _fail("interrupted", 130)
+    sys.exit(code if isinstance(code, int) else 0)

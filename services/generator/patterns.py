@@ -187,7 +187,7 @@ def night_high_risk(
         amount = victim.typical_usd * rng.uniform(5, 15)
         out.append(_tx(new_id, world, victim, t, m, amount, channel="ecommerce", city=city,
                        device=device, ip=_fraud_ip(rng), lat=c.lat, lon=c.lon))  # fmt: skip
-        t += int(rng.expovariate(1 / (20 * MINUTE_MS))) + MINUTE_MS
+        t += int(min(rng.expovariate(1 / (20 * MINUTE_MS)), 30 * MINUTE_MS)) + MINUTE_MS
     return out
 
 

@@ -1,0 +1,77 @@
+"""The embedded stack end to end: up, produce through the CLI, read everything back, down."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import redis
+
+from services.contract import Transaction, decode_transaction
+from services.kafka import read_topic
+from services.settings import Settings
+from tests.conftest import Run
+
+pytestmark = pytest.mark.integration
+COUNT = 20_000
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie still answers kill(0); it is dead for our purpose.
+    return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def test_stack_up_produce_read_back_down(fraudstream: Run, tmp_path: Path) -> None:
+    up = fraudstream("stack", "up", "--json")
+    assert up.returncode == 0, up.stderr
+    state = json.loads(up.stdout)
+    pids = list(state["pids"].values())
+    try:
+        assert state["running"] is True
+        assert state["bootstrap_servers"].startswith("127.0.0.1:")
+        assert state["topics"]["transactions"] == 4
+        assert set(state["topics"]) == {
+            "transactions", "transactions.dlq", "decisions", "alerts", "alert-feedback",
+        }  # fmt: skip
+        again = fraudstream("stack", "up", "--json")  # idempotent: same stack
+        assert json.loads(again.stdout)["pids"] == state["pids"]
+
+        with redis.Redis.from_url(state["redis_url"]) as client:
+            assert client.ping() is True
+
+        produced = fraudstream(
+            "produce", "--rate", "20000", "--count", str(COUNT), "--seed", "42", "--json"
+        )
+        assert produced.returncode == 0, produced.stderr
+        summary = json.loads(produced.stdout)
+        assert summary["delivered"] == COUNT and summary["failed"] == 0
+
+        ids: set[str] = set()
+        keys_match = True
+        settings = Settings(kafka_bootstrap_servers=state["bootstrap_servers"])
+        for message in read_topic(settings, "transactions", lambda _n: len(ids) >= COUNT, 90):
+            event = decode_transaction(message.value())
+            assert isinstance(event, Transaction)
+            ids.add(event.transaction_id)
+            keys_match &= message.key() == event.card_id.encode()
+        assert len(ids) == COUNT
+        assert keys_match
+
+        labels = (tmp_path / "state" / "labels.csv").read_text().splitlines()
+        assert labels[0] == "transaction_id,is_fraud,pattern"
+        assert len(labels) == COUNT + 1
+        assert {line.split(",")[0] for line in labels[1:]} == ids
+    finally:
+        down = fraudstream("stack", "down", "--json")
+    assert down.returncode == 0, down.stderr
+    assert sorted(json.loads(down.stdout)["stopped"]) == ["broker", "redis"]
+    assert not any(_alive(pid) for pid in pids)
+    repeat = fraudstream("stack", "down", "--json")
+    assert repeat.returncode == 0 and json.loads(repeat.stdout)["stopped"] == []
+    assert fraudstream("stack", "status").returncode == 1
