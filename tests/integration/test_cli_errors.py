@@ -56,5 +56,6 @@ def test_csv_replay_to_a_file_reports_rejected_rows(
     out = tmp_path / "replayed.jsonl"
     result = fraudstream("produce", "--from-csv", str(source), "--out", str(out), "--json")
     assert result.returncode == 0, result.stderr
-    assert '"rejected": 1' in result.stdout and '"sent": 2' in result.stdout
+    assert '"rejected": 1' in result.stdout
+    assert '"sent": 2' in result.stdout
     assert len(out.read_text().splitlines()) == 2

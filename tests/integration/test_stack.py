@@ -50,13 +50,14 @@ def test_stack_up_produce_read_back_down(fraudstream: Run, tmp_path: Path) -> No
         )
         assert produced.returncode == 0, produced.stderr
         summary = json.loads(produced.stdout)
-        assert summary["delivered"] == COUNT and summary["failed"] == 0
+        assert summary["delivered"] == COUNT
+        assert summary["failed"] == 0
 
         ids: set[str] = set()
         keys_match = True
         settings = Settings(kafka_bootstrap_servers=state["bootstrap_servers"])
         for message in read_topic(settings, "transactions", lambda _n: len(ids) >= COUNT, 90):
-            event = decode_transaction(message.value())
+            event = decode_transaction(message.value() or b"")
             assert isinstance(event, Transaction)
             ids.add(event.transaction_id)
             keys_match &= message.key() == event.card_id.encode()
@@ -73,5 +74,6 @@ def test_stack_up_produce_read_back_down(fraudstream: Run, tmp_path: Path) -> No
     assert sorted(json.loads(down.stdout)["stopped"]) == ["broker", "redis"]
     assert not any(_alive(pid) for pid in pids)
     repeat = fraudstream("stack", "down", "--json")
-    assert repeat.returncode == 0 and json.loads(repeat.stdout)["stopped"] == []
+    assert repeat.returncode == 0
+    assert json.loads(repeat.stdout)["stopped"] == []
     assert fraudstream("stack", "status").returncode == 1

@@ -38,20 +38,23 @@ def _write(tmp_path: Path, text: str) -> Path:
 def test_rows_map_onto_transactions_with_labels_apart(tmp_path: Path) -> None:
     rows = list(read_card_csv(_write(tmp_path, "\n".join([HEADER, *ROWS]) + "\n")))
     first, second, third = rows
-    assert isinstance(first.event, Transaction) and isinstance(second.event, Transaction)
+    assert isinstance(first.event, Transaction)
+    assert isinstance(second.event, Transaction)
     assert first.event.transaction_id == "0b242abb623afc578575680df30655b9"
     assert first.event.event_time_ms == 1_546_300_818_000  # 2019-01-01T00:00:18Z
     assert first.event.merchant_id == "Rippin, Kub and Mann"
-    assert first.event.channel == "ecommerce" and second.event.channel == "card_present"
+    assert first.event.channel == "ecommerce"
+    assert second.event.channel == "card_present"
     assert second.event.merchant_category == "5411"
     assert (second.event.lat, second.event.lon) == (49.159047, -118.186462)
     assert (first.is_fraud, second.is_fraud) == (False, True)
-    assert isinstance(third.event, InvalidEvent) and third.event.field == "amount"
+    assert isinstance(third.event, InvalidEvent)
+    assert third.event.field == "amount"
     assert third.line == 4
 
 
 def test_missing_columns_are_named(tmp_path: Path) -> None:
-    with pytest.raises(CsvFormatError, match="missing columns .*amt"):
+    with pytest.raises(CsvFormatError, match=r"missing columns .*amt"):
         list(read_card_csv(_write(tmp_path, HEADER.replace(",amt,", ",amount,") + "\n")))
 
 

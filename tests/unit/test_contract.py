@@ -58,7 +58,8 @@ def test_optional_fields_may_be_absent_and_epoch_ms_is_accepted() -> None:
     )
     decoded = decode_transaction(raw)
     assert isinstance(decoded, Transaction)
-    assert decoded.ip is None and decoded.lat is None
+    assert decoded.ip is None
+    assert decoded.lat is None
 
 
 INVALID: list[tuple[str, bytes, str]] = [
@@ -125,7 +126,8 @@ def test_decision_alert_feedback_round_trip() -> None:
     assert isinstance(feedback, Feedback)
     assert feedback.time == 1_772_366_400_000
     bad = decode_feedback(b'{"transaction_id":"tx-1","label":"maybe","analyst":"a","time":1}')
-    assert isinstance(bad, InvalidEvent) and bad.field == "label"
+    assert isinstance(bad, InvalidEvent)
+    assert bad.field == "label"
 
 
 def test_decision_score_is_bounded() -> None:

@@ -53,7 +53,8 @@ def test_events_are_valid_unique_and_in_event_time_order(long_run: list[Labelled
     for item in itertools.islice(sample, 2_000):
         raw = encode(item.transaction)
         assert decode_transaction(raw) == item.transaction
-        assert b"fraud" not in raw and b"pattern" not in raw  # labels never travel
+        assert b"fraud" not in raw
+        assert b"pattern" not in raw
 
 
 def _by_pattern(run: list[Labelled], name: str) -> list[Transaction]:
@@ -77,7 +78,8 @@ def test_impossible_travel_is_far_from_home(long_run: list[Labelled]) -> None:
     for t in events:
         home = homes.get(t.card_id)
         if home and home.channel == "card_present" and home.lat is not None and t.lat is not None:
-            assert home.lon is not None and t.lon is not None
+            assert home.lon is not None
+            assert t.lon is not None
             far += w.haversine_km(home.lat, home.lon, t.lat, t.lon) > 2_000
     assert far > 0
 

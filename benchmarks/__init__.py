@@ -1,0 +1,1 @@
+"""Benchmarks: each prints one JSON object (last line) with figures, ratios and provenance."""
