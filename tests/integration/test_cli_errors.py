@@ -9,6 +9,8 @@ import pytest
 from tests.conftest import Run
 from tests.unit.test_card_csv import HEADER, ROWS
 
+pytestmark = pytest.mark.integration
+
 
 def _one_line_error(result: object, *needles: str) -> None:
     stderr: str = result.stderr  # type: ignore[attr-defined]
