@@ -24,7 +24,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from services import produce as producing
-from services import stack
+from services import reading, stack
 from services.card_csv import CsvFormatError
 from services.contract import parse_event_time
 from services.generator import GeneratorConfig
@@ -244,6 +244,37 @@ def produce_cmd(
         _show_produce(report, rejected)
     if summary.failed:
         raise typer.Exit(1)
+
+
+@app.command("read")
+def read_cmd(
+    topic: Annotated[str, typer.Argument(help="Topic to read from the beginning.")],
+    count: Annotated[int, typer.Option(min=1, help="Stop after this many messages.")] = 1_000,
+    timeout: Annotated[float, typer.Option(min=0.1, help="Stop after this many seconds.")] = 30.0,
+    bootstrap_servers: BootstrapOpt = None,
+    state_dir: StateDirOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Print a topic's messages (JSON lines) until --count or --timeout; --json: a summary only.
+
+    Reads by assigning partitions (no consumer group), so it starts at once and never commits.
+    Exit 1 when fewer than --count messages arrived before the timeout.
+    """
+    settings = _settings(kafka_bootstrap_servers=bootstrap_servers, state_dir=state_dir)
+    summary = reading.read_summary(settings, topic, count, timeout, None if as_json else _echo)
+    if as_json:
+        _print_json(dataclasses.asdict(summary))
+    else:
+        err.print(
+            f"read {summary.messages} messages, {summary.distinct_transaction_ids} distinct "
+            f"transaction ids, {summary.not_json} not JSON objects"
+        )
+    if summary.messages < count:
+        raise typer.Exit(1)
+
+
+def _echo(value: bytes) -> None:
+    sys.stdout.buffer.write(value + b"\n")
 
 
 def _start_ms(text: str | None) -> int:

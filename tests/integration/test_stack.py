@@ -64,6 +64,10 @@ def test_stack_up_produce_read_back_down(fraudstream: Run, tmp_path: Path) -> No
         assert len(ids) == COUNT
         assert keys_match
 
+        read = fraudstream("read", "transactions", "--count", str(COUNT), "--json")
+        assert read.returncode == 0, read.stderr
+        assert json.loads(read.stdout)["distinct_transaction_ids"] == COUNT
+
         labels = (tmp_path / "state" / "labels.csv").read_text().splitlines()
         assert labels[0] == "transaction_id,is_fraud,pattern"
         assert len(labels) == COUNT + 1
