@@ -13,7 +13,7 @@ import ipaddress
 import math
 import re
 from datetime import datetime
-from typing import Annotated, Final, Literal
+from typing import Annotated, Final, Literal, TypeVar
 
 import msgspec
 
@@ -35,6 +35,7 @@ Channel = Literal["card_present", "ecommerce", "atm"]
 DecisionOutcome = Literal["approve", "review", "decline"]
 Label = Literal["fraud", "legit"]
 Id = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
+_T = TypeVar("_T")
 
 
 def _invalid(field: str, reason: str) -> ValueError:
@@ -178,24 +179,23 @@ def _to_invalid(error: msgspec.DecodeError) -> InvalidEvent:
     return InvalidEvent(field=match.group(1) if match else "$", reason=reason)
 
 
-def decode_transaction(raw: bytes) -> Transaction | InvalidEvent:
-    """A valid Transaction, or the reason this message is not one."""
+def _decode(decoder: msgspec.json.Decoder[_T], raw: bytes) -> _T | InvalidEvent:
     if len(raw) > MAX_MESSAGE_BYTES:
         return InvalidEvent("$", f"payload of {len(raw)} bytes exceeds {MAX_MESSAGE_BYTES}")
     try:
-        return _transaction_decoder.decode(raw)
+        return decoder.decode(raw)
     except msgspec.DecodeError as error:
         return _to_invalid(error)
+
+
+def decode_transaction(raw: bytes) -> Transaction | InvalidEvent:
+    """A valid Transaction, or the reason this message is not one."""
+    return _decode(_transaction_decoder, raw)
 
 
 def decode_feedback(raw: bytes) -> Feedback | InvalidEvent:
     """A valid Feedback, or the reason this message is not one."""
-    if len(raw) > MAX_MESSAGE_BYTES:
-        return InvalidEvent("$", f"payload of {len(raw)} bytes exceeds {MAX_MESSAGE_BYTES}")
-    try:
-        return _feedback_decoder.decode(raw)
-    except msgspec.DecodeError as error:
-        return _to_invalid(error)
+    return _decode(_feedback_decoder, raw)
 
 
 def encode(event: msgspec.Struct) -> bytes:

@@ -95,25 +95,45 @@ def _tx(
     )
 
 
+@dataclass(frozen=True)
+class _Remote:
+    """A fraudster's online identity: where the IP geolocates, a device and IP never seen."""
+
+    city: int
+    device: str
+    ip: str
+
+
+def _remote(rng: random.Random, world: w.World, victim: Victim) -> _Remote:
+    city = _fraudster_city(rng, int(world.customers.city[victim.customer]))
+    return _Remote(city, f"dev_x{rng.getrandbits(40):010x}", _fraud_ip(rng))
+
+
+def _online(
+    new_id: Callable[[], str], world: w.World, victim: Victim, remote: _Remote,
+    time_ms: int, merchant: int, amount_usd: float,
+) -> Transaction:  # fmt: skip
+    c = w.CITIES[remote.city]
+    return _tx(
+        new_id, world, victim, time_ms, merchant, amount_usd, channel="ecommerce",
+        city=remote.city, device=remote.device, ip=remote.ip, lat=c.lat, lon=c.lon,
+    )  # fmt: skip
+
+
 def card_testing(
     rng: random.Random, world: w.World, victim: Victim, new_id: Callable[[], str]
 ) -> list[Transaction]:
     """6-20 charges of 0.50-2.50 at digital merchants seconds apart, sometimes a big one after."""
-    city = _fraudster_city(rng, int(world.customers.city[victim.customer]))
-    c = w.CITIES[city]
-    device, ip = f"dev_x{rng.getrandbits(40):010x}", _fraud_ip(rng)
+    remote = _remote(rng, world, victim)
     merchant = _pick(rng, world.merchants.by_mcc[rng.choice(w.DIGITAL_MCCS)])
     t, out = victim.start_ms, []
     for _ in range(rng.randint(6, 20)):
         t += int(rng.expovariate(1 / 20_000)) + 1_000
-        amount = rng.uniform(0.5, 2.5)
-        out.append(_tx(new_id, world, victim, t, merchant, amount, channel="ecommerce",
-                       city=city, device=device, ip=ip, lat=c.lat, lon=c.lon))  # fmt: skip
+        out.append(_online(new_id, world, victim, remote, t, merchant, rng.uniform(0.5, 2.5)))
     if rng.random() < 0.3:
         big = _pick(rng, world.merchants.by_mcc[rng.choice(w.HIGH_VALUE_MCCS)])
         t += int(rng.expovariate(1 / (5 * MINUTE_MS)))
-        out.append(_tx(new_id, world, victim, t, big, rng.uniform(300, 1500), channel="ecommerce",
-                       city=city, device=device, ip=ip, lat=c.lat, lon=c.lon))  # fmt: skip
+        out.append(_online(new_id, world, victim, remote, t, big, rng.uniform(300, 1500)))
     return out
 
 
@@ -121,16 +141,13 @@ def account_takeover(
     rng: random.Random, world: w.World, victim: Victim, new_id: Callable[[], str]
 ) -> list[Transaction]:
     """A new device and IP far from home, then 2-4 purchases at 8-25x the usual amount."""
-    city = _fraudster_city(rng, int(world.customers.city[victim.customer]))
-    c = w.CITIES[city]
-    device, ip = f"dev_x{rng.getrandbits(40):010x}", _fraud_ip(rng)
+    remote = _remote(rng, world, victim)
     t, out = victim.start_ms, []
     for _ in range(rng.randint(2, 4)):
         t += int(rng.expovariate(1 / (10 * MINUTE_MS))) + MINUTE_MS
         merchant = _pick(rng, world.merchants.by_mcc[rng.choice(w.HIGH_VALUE_MCCS)])
         amount = victim.typical_usd * rng.uniform(8, 25)
-        out.append(_tx(new_id, world, victim, t, merchant, amount, channel="ecommerce",
-                       city=city, device=device, ip=ip, lat=c.lat, lon=c.lon))  # fmt: skip
+        out.append(_online(new_id, world, victim, remote, t, merchant, amount))
     return out
 
 
