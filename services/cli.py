@@ -29,7 +29,7 @@ from services.card_csv import CsvFormatError
 from services.contract import parse_event_time
 from services.generator import GeneratorConfig
 from services.processes import is_running
-from services.settings import ENV_PREFIX, Settings, SettingsError, load_settings
+from services.settings import ENV_PREFIX, SettingsError, load_settings
 from services.stack_state import StackState
 
 app = typer.Typer(
@@ -70,10 +70,6 @@ def _print_json(payload: Any) -> None:
     sys.stdout.write(json.dumps(payload, default=str) + "\n")
 
 
-def _settings(**overrides: Any) -> Settings:
-    return load_settings(**overrides)
-
-
 @app.callback(invoke_without_command=True)
 @stack_app.callback(invoke_without_command=True)
 def _help_without_command(ctx: typer.Context) -> None:
@@ -86,7 +82,7 @@ def _help_without_command(ctx: typer.Context) -> None:
 @app.command("config")
 def config_cmd(state_dir: StateDirOpt = None, as_json: JsonOpt = False) -> None:
     """Print the effective settings, secrets masked."""
-    values = _settings(state_dir=state_dir).masked()
+    values = load_settings(state_dir=state_dir).masked()
     if as_json:
         _print_json(values)
         return
@@ -108,7 +104,7 @@ def stack_up(
     as_json: JsonOpt = False,
 ) -> None:
     """Start the broker and Redis on loopback, create the topics, record the state."""
-    settings = _settings(
+    settings = load_settings(
         transactions_partitions=partitions,
         broker_port=broker_port,
         redis_port=redis_port,
@@ -126,7 +122,7 @@ def stack_up(
 @stack_app.command("status")
 def stack_status(state_dir: StateDirOpt = None, as_json: JsonOpt = False) -> None:
     """Show what the embedded stack runs (exit 1 when nothing is recorded)."""
-    state = stack.status(_settings(state_dir=state_dir))
+    state = stack.status(load_settings(state_dir=state_dir))
     if state is None:
         if as_json:
             _print_json({"running": False})
@@ -139,7 +135,7 @@ def stack_status(state_dir: StateDirOpt = None, as_json: JsonOpt = False) -> Non
 @stack_app.command("down")
 def stack_down(state_dir: StateDirOpt = None, as_json: JsonOpt = False) -> None:
     """Stop exactly the processes `stack up` started; safe to repeat."""
-    stopped = stack.down(_settings(state_dir=state_dir))
+    stopped = stack.down(load_settings(state_dir=state_dir))
     if as_json:
         _print_json({"stopped": stopped})
     else:
@@ -206,7 +202,7 @@ def produce_cmd(
     as_json: JsonOpt = False,
 ) -> None:
     """Publish realistic synthetic transactions (or replay a CSV) keyed by card_id."""
-    settings = _settings(kafka_bootstrap_servers=bootstrap_servers, state_dir=state_dir)
+    settings = load_settings(kafka_bootstrap_servers=bootstrap_servers, state_dir=state_dir)
     rejected: list[str] = []
     extra: dict[str, Any] = {}
     if from_csv is None:
@@ -260,7 +256,7 @@ def read_cmd(
     Reads by assigning partitions (no consumer group), so it starts at once and never commits.
     Exit 1 when fewer than --count messages arrived before the timeout.
     """
-    settings = _settings(kafka_bootstrap_servers=bootstrap_servers, state_dir=state_dir)
+    settings = load_settings(kafka_bootstrap_servers=bootstrap_servers, state_dir=state_dir)
     summary = reading.read_summary(settings, topic, count, timeout, None if as_json else _echo)
     if as_json:
         _print_json(dataclasses.asdict(summary))
