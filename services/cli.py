@@ -29,7 +29,7 @@ from services.card_csv import CsvFormatError
 from services.contract import parse_event_time
 from services.generator import GeneratorConfig
 from services.processes import is_running
-from services.settings import ENV_PREFIX, SettingsError, load_settings
+from services.settings import ENV_PREFIX, Settings, SettingsError, load_settings
 from services.stack_state import StackState
 
 app = typer.Typer(
@@ -194,7 +194,7 @@ def produce_cmd(
     ] = None,
     labels: Annotated[
         Path | None,
-        typer.Option(help="Label side file (CSV); default: labels.csv in the state dir."),
+        typer.Option(help="Label side file (CSV); default: beside --out, else in the state dir."),
     ] = None,
     bootstrap_servers: BootstrapOpt = None,
     topic: Annotated[str | None, _opt("topic_transactions", "Topic to publish to", "topic")] = None,
@@ -229,7 +229,7 @@ def produce_cmd(
     )
     with _progress(total, quiet=as_json) as advance:
         summary = producing.run(
-            items, sink, rate=rate, labels=labels or settings.state_dir / "labels.csv",
+            items, sink, rate=rate, labels=labels or _default_labels(out_file, settings),
             on_progress=advance,
         )  # fmt: skip
     summary.rejected = len(rejected)
@@ -271,6 +271,13 @@ def read_cmd(
 
 def _echo(value: bytes) -> None:
     sys.stdout.buffer.write(value + b"\n")
+
+
+def _default_labels(out_file: Path | None, settings: Settings) -> Path:
+    """Beside the events file (where training looks for them), else in the state dir."""
+    if out_file is not None:
+        return producing.labels_path(out_file)
+    return settings.state_dir / "labels.csv"
 
 
 def _start_ms(text: str | None) -> int:

@@ -82,6 +82,11 @@ class FileSink:
         return self._count, 0, []
 
 
+def labels_path(events: Path) -> Path:
+    """Where the labels of an events file go: NAME.jsonl -> NAME.labels.csv beside it."""
+    return events.with_name(events.stem + ".labels.csv")
+
+
 def generated_items(config: GeneratorConfig, count: int) -> Iterator[Item]:
     """The generator's events with their labels."""
     for labelled in generate(config, count):

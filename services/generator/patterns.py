@@ -12,6 +12,7 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from models.features import haversine_km
 from services.contract import Transaction
 from services.generator import world as w
 
@@ -42,7 +43,7 @@ def _fraudster_city(rng: random.Random, home_city: int, min_km: float = 3000.0) 
     far = [
         i
         for i, c in enumerate(w.CITIES)
-        if w.haversine_km(home.lat, home.lon, c.lat, c.lon) >= min_km
+        if haversine_km(home.lat, home.lon, c.lat, c.lon) >= min_km
     ]
     return rng.choice(far)
 

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from services.currency import UNITS_PER_USD
+
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 
@@ -26,40 +28,44 @@ class City:
     lon: float
     utc_offset_h: float
     weight: float  # share of customers living there
-    fx_per_usd: float  # local currency units per US dollar
+
+    @property
+    def fx_per_usd(self) -> float:
+        """Local currency units per US dollar, from the shared reference table."""
+        return UNITS_PER_USD[self.currency]
 
 
 CITIES: tuple[City, ...] = (
-    City("New York", "US", "USD", 40.71, -74.01, -5, 9, 1.0),
-    City("Los Angeles", "US", "USD", 34.05, -118.24, -8, 7, 1.0),
-    City("Chicago", "US", "USD", 41.88, -87.63, -6, 5, 1.0),
-    City("Houston", "US", "USD", 29.76, -95.37, -6, 4, 1.0),
-    City("Miami", "US", "USD", 25.76, -80.19, -5, 3, 1.0),
-    City("Seattle", "US", "USD", 47.61, -122.33, -8, 3, 1.0),
-    City("Toronto", "CA", "CAD", 43.65, -79.38, -5, 4, 1.37),
-    City("Mexico City", "MX", "MXN", 19.43, -99.13, -6, 3, 17.1),
-    City("Sao Paulo", "BR", "BRL", -23.55, -46.63, -3, 3, 5.0),
-    City("Buenos Aires", "AR", "ARS", -34.60, -58.38, -3, 1, 870.0),
-    City("London", "GB", "GBP", 51.51, -0.13, 0, 7, 0.79),
-    City("Manchester", "GB", "GBP", 53.48, -2.24, 0, 2, 0.79),
-    City("Paris", "FR", "EUR", 48.86, 2.35, 1, 5, 0.92),
-    City("Berlin", "DE", "EUR", 52.52, 13.40, 1, 5, 0.92),
-    City("Madrid", "ES", "EUR", 40.42, -3.70, 1, 3, 0.92),
-    City("Rome", "IT", "EUR", 41.90, 12.50, 1, 3, 0.92),
-    City("Amsterdam", "NL", "EUR", 52.37, 4.90, 1, 2, 0.92),
-    City("Stockholm", "SE", "SEK", 59.33, 18.07, 1, 1, 10.5),
-    City("Warsaw", "PL", "PLN", 52.23, 21.01, 1, 2, 3.95),
-    City("Bucharest", "RO", "RON", 44.43, 26.10, 2, 1, 4.6),
-    City("Moscow", "RU", "RUB", 55.76, 37.62, 3, 1, 92.0),
-    City("Lagos", "NG", "NGN", 6.52, 3.38, 1, 1, 1500.0),
-    City("Johannesburg", "ZA", "ZAR", -26.20, 28.05, 2, 1, 18.5),
-    City("Dubai", "AE", "AED", 25.20, 55.27, 4, 1, 3.67),
-    City("Mumbai", "IN", "INR", 19.08, 72.88, 5.5, 2, 83.0),
-    City("Singapore", "SG", "SGD", 1.35, 103.82, 8, 1, 1.35),
-    City("Jakarta", "ID", "IDR", -6.20, 106.85, 7, 1, 15600.0),
-    City("Manila", "PH", "PHP", 14.60, 120.98, 8, 1, 56.0),
-    City("Tokyo", "JP", "JPY", 35.68, 139.69, 9, 3, 150.0),
-    City("Sydney", "AU", "AUD", -33.87, 151.21, 10, 2, 1.52),
+    City("New York", "US", "USD", 40.71, -74.01, -5, 9),
+    City("Los Angeles", "US", "USD", 34.05, -118.24, -8, 7),
+    City("Chicago", "US", "USD", 41.88, -87.63, -6, 5),
+    City("Houston", "US", "USD", 29.76, -95.37, -6, 4),
+    City("Miami", "US", "USD", 25.76, -80.19, -5, 3),
+    City("Seattle", "US", "USD", 47.61, -122.33, -8, 3),
+    City("Toronto", "CA", "CAD", 43.65, -79.38, -5, 4),
+    City("Mexico City", "MX", "MXN", 19.43, -99.13, -6, 3),
+    City("Sao Paulo", "BR", "BRL", -23.55, -46.63, -3, 3),
+    City("Buenos Aires", "AR", "ARS", -34.60, -58.38, -3, 1),
+    City("London", "GB", "GBP", 51.51, -0.13, 0, 7),
+    City("Manchester", "GB", "GBP", 53.48, -2.24, 0, 2),
+    City("Paris", "FR", "EUR", 48.86, 2.35, 1, 5),
+    City("Berlin", "DE", "EUR", 52.52, 13.40, 1, 5),
+    City("Madrid", "ES", "EUR", 40.42, -3.70, 1, 3),
+    City("Rome", "IT", "EUR", 41.90, 12.50, 1, 3),
+    City("Amsterdam", "NL", "EUR", 52.37, 4.90, 1, 2),
+    City("Stockholm", "SE", "SEK", 59.33, 18.07, 1, 1),
+    City("Warsaw", "PL", "PLN", 52.23, 21.01, 1, 2),
+    City("Bucharest", "RO", "RON", 44.43, 26.10, 2, 1),
+    City("Moscow", "RU", "RUB", 55.76, 37.62, 3, 1),
+    City("Lagos", "NG", "NGN", 6.52, 3.38, 1, 1),
+    City("Johannesburg", "ZA", "ZAR", -26.20, 28.05, 2, 1),
+    City("Dubai", "AE", "AED", 25.20, 55.27, 4, 1),
+    City("Mumbai", "IN", "INR", 19.08, 72.88, 5.5, 2),
+    City("Singapore", "SG", "SGD", 1.35, 103.82, 8, 1),
+    City("Jakarta", "ID", "IDR", -6.20, 106.85, 7, 1),
+    City("Manila", "PH", "PHP", 14.60, 120.98, 8, 1),
+    City("Tokyo", "JP", "JPY", 35.68, 139.69, 9, 3),
+    City("Sydney", "AU", "AUD", -33.87, 151.21, 10, 2),
 )
 
 
@@ -287,11 +293,3 @@ def home_ip(customer: int, salt: int) -> str:
     """A stable residential-looking IPv4 address per customer."""
     n = scramble(customer, salt ^ 0x1B)
     return f"{64 + n % 128}.{(n >> 8) & 255}.{(n >> 16) & 255}.{1 + (n >> 24) % 254}"
-
-
-def haversine_km(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
-    """Great-circle distance in km."""
-    p1, p2 = np.radians(lat1), np.radians(lat2)
-    dp, dl = p2 - p1, np.radians(lon2 - lon1)
-    a = np.sin(dp / 2) ** 2 + np.cos(p1) * np.cos(p2) * np.sin(dl / 2) ** 2
-    return float(6371.0 * 2 * np.arcsin(np.sqrt(a)))

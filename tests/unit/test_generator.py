@@ -7,6 +7,7 @@ import itertools
 
 import pytest
 
+from models.features import haversine_km
 from services.contract import Transaction, decode_transaction, encode
 from services.generator import PATTERNS, GeneratorConfig, Labelled, generate
 from services.generator import world as w
@@ -80,7 +81,7 @@ def test_impossible_travel_is_far_from_home(long_run: list[Labelled]) -> None:
         if home and home.channel == "card_present" and home.lat is not None and t.lat is not None:
             assert home.lon is not None
             assert t.lon is not None
-            far += w.haversine_km(home.lat, home.lon, t.lat, t.lon) > 2_000
+            far += haversine_km(home.lat, home.lon, t.lat, t.lon) > 2_000
     assert far > 0
 
 

@@ -1,0 +1,166 @@
+"""Labelled data for training and evaluation, from every supported format, as one frame.
+
+Formats (chosen by file name and header):
+- the generator's output: ``fraudstream produce --out NAME.jsonl`` writes the events, and
+  its labels beside them as ``NAME.labels.csv``;
+- the public card-transaction CSV (``trans_num``, ``cc_num``, ``amt``, ``is_fraud``, ...), read
+  through the producer's mapping in ``services.card_csv``;
+- the classic anonymised CSV (``Time, V1..V28, Amount, Class``): no card, merchant or place, so
+  only per-row features apply (``ANONYMISED_FEATURE_NAMES``).
+
+Labels become known ``LABEL_DELAY_MS`` after the event (``label_time``), which is what the
+merchant fraud rate may use.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import msgspec
+import numpy as np
+import pandas as pd
+
+from models import features as f
+from services.card_csv import read_card_csv
+from services.contract import InvalidEvent, Transaction
+from services.produce import labels_path
+
+Kind = Literal["transactions", "anonymised"]
+_TX_FIELDS = tuple(Transaction.__struct_fields__)
+_ANONYMISED_COLUMNS = ("Time", *(f"V{i}" for i in range(1, 29)), "Amount", "Class")
+
+
+class DataError(ValueError):
+    """The data cannot be used; the message says what is wrong with which file."""
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """Rows with ``is_fraud`` (bool), ``event_time`` (ms) and the columns of their kind."""
+
+    kind: Kind
+    frame: pd.DataFrame
+    fingerprint: str  # sha256 of the source bytes, recorded in the model's metadata
+    source: str  # the file name, for messages and metadata
+
+    @property
+    def feature_names(self) -> tuple[str, ...]:
+        return f.FEATURE_NAMES if self.kind == "transactions" else f.ANONYMISED_FEATURE_NAMES
+
+
+def frame_from_transactions(transactions: list[Transaction]) -> pd.DataFrame:
+    """The contract's columns, one row per transaction (``event_time`` in ms)."""
+    rows = [msgspec.structs.astuple(tx) for tx in transactions]
+    frame = pd.DataFrame(rows, columns=list(_TX_FIELDS))
+    frame["event_time"] = frame["event_time"].astype(np.int64)
+    for column in ("amount", "lat", "lon"):
+        frame[column] = frame[column].astype(np.float64)
+    return frame
+
+
+def load(path: Path) -> Dataset:
+    """Any supported file, with labels; raises DataError naming the problem."""
+    if not path.is_file():
+        raise DataError(f"{path}: no such file")
+    if path.suffix == ".jsonl":
+        dataset = _load_generated(path)
+    elif path.suffix == ".csv":
+        header = _header(path)
+        if "trans_num" in header:
+            dataset = _load_card_csv(path)
+        elif set(_ANONYMISED_COLUMNS) <= set(header):
+            dataset = _load_anonymised(path)
+        else:
+            raise DataError(
+                f"{path.name}: not a known format: expected the card-transaction columns "
+                f"(trans_num, cc_num, amt, is_fraud, ...) or Time, V1..V28, Amount, Class"
+            )
+    else:
+        raise DataError(f"{path.name}: expected a .jsonl (generator output) or .csv file")
+    _check(dataset)
+    return dataset
+
+
+def _check(dataset: Dataset) -> None:
+    frame = dataset.frame
+    if frame.empty:
+        raise DataError(f"{dataset.source}: no rows")
+    positives = int(frame["is_fraud"].sum())
+    if positives == 0:
+        raise DataError(f"{dataset.source}: no positive (fraud) labels: nothing to learn from")
+    if positives == len(frame):
+        raise DataError(f"{dataset.source}: every row is fraud: nothing to compare with")
+
+
+def _header(path: Path) -> list[str]:
+    with path.open(newline="", encoding="utf-8") as handle:
+        return next(csv.reader(handle), [])
+
+
+def _fingerprint(*paths: Path) -> str:
+    digest = hashlib.sha256()
+    for path in paths:
+        with path.open("rb") as handle:
+            while chunk := handle.read(1 << 20):
+                digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _load_generated(path: Path) -> Dataset:
+    labels_file = labels_path(path)
+    if not labels_file.is_file():
+        raise DataError(f"{path.name}: its labels file {labels_file.name} is missing")
+    decoder = msgspec.json.Decoder(Transaction)
+    try:
+        transactions = [decoder.decode(line) for line in path.read_bytes().splitlines() if line]
+    except msgspec.DecodeError as error:
+        raise DataError(f"{path.name}: not generator output: {error}") from None
+    labels = pd.read_csv(labels_file, dtype={"transaction_id": str})
+    if not {"transaction_id", "is_fraud"} <= set(labels.columns):
+        raise DataError(f"{labels_file.name}: missing columns transaction_id, is_fraud")
+    frame = frame_from_transactions(transactions)
+    fraud = labels.set_index("transaction_id")["is_fraud"].astype(bool)
+    frame["is_fraud"] = frame["transaction_id"].map(fraud).fillna(False).astype(bool)
+    return _with_label_time(Dataset("transactions", frame, _fingerprint(path, labels_file),
+                                    path.name))  # fmt: skip
+
+
+def _load_card_csv(path: Path) -> Dataset:
+    transactions, fraud = [], []
+    bad = 0
+    for row in read_card_csv(path):
+        if isinstance(row.event, InvalidEvent):
+            bad += 1
+            continue
+        transactions.append(row.event)
+        fraud.append(row.is_fraud)
+    if bad > len(transactions):
+        raise DataError(f"{path.name}: {bad} of {bad + len(transactions)} rows are invalid")
+    frame = frame_from_transactions(transactions)
+    frame["is_fraud"] = np.array(fraud, dtype=bool)
+    return _with_label_time(Dataset("transactions", frame, _fingerprint(path), path.name))
+
+
+def _load_anonymised(path: Path) -> Dataset:
+    raw = pd.read_csv(path)
+    frame = pd.DataFrame(
+        {
+            "transaction_id": [f"row-{i}" for i in range(len(raw))],
+            # Time is seconds since the first row of a two-day capture; no date, no zone.
+            "event_time": (raw["Time"].to_numpy(np.float64) * 1000).astype(np.int64),
+            "amount": raw["Amount"].astype(np.float64),
+            "hour_of_day": ((raw["Time"] // 3600) % 24).astype(np.float64),
+            **{f"v{i}": raw[f"V{i}"].astype(np.float64) for i in range(1, 29)},
+            "is_fraud": raw["Class"].astype(int).astype(bool),
+        }
+    )
+    return Dataset("anonymised", frame, _fingerprint(path), path.name)
+
+
+def _with_label_time(dataset: Dataset) -> Dataset:
+    dataset.frame["label_time"] = dataset.frame["event_time"] + f.LABEL_DELAY_MS
+    return dataset
