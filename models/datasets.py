@@ -27,6 +27,7 @@ import pandas as pd
 from models import features as f
 from services.card_csv import read_card_csv
 from services.contract import InvalidEvent, Transaction
+from services.errors import UserError
 from services.produce import labels_path
 
 Kind = Literal["transactions", "anonymised"]
@@ -34,7 +35,7 @@ _TX_FIELDS = tuple(Transaction.__struct_fields__)
 _ANONYMISED_COLUMNS = ("Time", *(f"V{i}" for i in range(1, 29)), "Amount", "Class")
 
 
-class DataError(ValueError):
+class DataError(UserError, ValueError):
     """The data cannot be used; the message says what is wrong with which file."""
 
 

@@ -33,6 +33,7 @@ from typing import Final
 import msgspec
 
 from services.contract import InvalidEvent, Transaction
+from services.errors import UserError
 
 REQUIRED_COLUMNS: Final = (
     "trans_date_trans_time", "cc_num", "merchant", "category", "amt", "lat", "long",
@@ -59,7 +60,7 @@ UNKNOWN_CATEGORY_MCC: Final = "5999"  # misc retail, for categories the mapping 
 _TIME_FORMAT: Final = "%Y-%m-%d %H:%M:%S"
 
 
-class CsvFormatError(ValueError):
+class CsvFormatError(UserError, ValueError):
     """The file is not in the expected format; the message names what is wrong."""
 
 

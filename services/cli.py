@@ -25,11 +25,12 @@ from rich.table import Table
 
 from services import produce as producing
 from services import reading, stack
-from services.card_csv import CsvFormatError
+from services.cli_models import models_app, train_cmd
 from services.contract import parse_event_time
+from services.errors import UserError
 from services.generator import GeneratorConfig
 from services.processes import is_running
-from services.settings import ENV_PREFIX, Settings, SettingsError, load_settings
+from services.settings import ENV_PREFIX, Settings, load_settings
 from services.stack_state import StackState
 
 app = typer.Typer(
@@ -41,6 +42,8 @@ app = typer.Typer(
 )
 stack_app = typer.Typer(help="The embedded local stack: broker and Redis.")
 app.add_typer(stack_app, name="stack")
+app.add_typer(models_app, name="models")
+app.command("train")(train_cmd)
 out = Console()
 err = Console(stderr=True)
 
@@ -72,6 +75,7 @@ def _print_json(payload: Any) -> None:
 
 @app.callback(invoke_without_command=True)
 @stack_app.callback(invoke_without_command=True)
+@models_app.callback(invoke_without_command=True)
 def _help_without_command(ctx: typer.Context) -> None:
     """Without a command, show help (and exit 2: nothing was done)."""
     if ctx.invoked_subcommand is None:
@@ -337,7 +341,7 @@ def main() -> None:
         first = error.errors()[0]
         field = ".".join(str(p) for p in first["loc"])
         _fail(f"{field}: {first['msg'].removeprefix('Value error, ')}")
-    except (SettingsError, CsvFormatError, stack.StackError, ValueError, OSError) as error:
+    except (UserError, ValueError, OSError) as error:
         _fail(str(error), 1)
     except KeyboardInterrupt:
         _fail("interrupted", 130)

@@ -8,11 +8,13 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from services.errors import UserError
+
 SUPPORTED_MAJORS = (17, 21)
 _VERSION = re.compile(r'version "(\d+)')
 
 
-class JavaNotFound(RuntimeError):
+class JavaNotFound(UserError, RuntimeError):
     """No usable Java; the message says how to get one."""
 
 

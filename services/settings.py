@@ -14,6 +14,7 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from services import stack_state
+from services.errors import UserError
 
 SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
 SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
@@ -56,6 +57,10 @@ class Settings(BaseSettings):
     topic_alerts: str = Field("alerts", description="Review and decline decisions")
     topic_feedback: str = Field("alert-feedback", description="Analyst dispositions")
     transactions_partitions: int = Field(4, ge=1, le=1024, description="Partitions of transactions")
+
+    model_registry: Path | None = Field(
+        None, description="Model registry directory; unset: the registry shipped in models/"
+    )
 
     broker_port: int = Field(0, ge=0, le=65535, description="Embedded broker port; 0: a free one")
     redis_port: int = Field(0, ge=0, le=65535, description="Embedded Redis port; 0: a free one")
@@ -120,7 +125,7 @@ class Settings(BaseSettings):
         return out
 
 
-class SettingsError(ValueError):
+class SettingsError(UserError, ValueError):
     """A setting is missing or wrong; the message says which and how to fix it."""
 
 

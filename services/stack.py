@@ -16,6 +16,7 @@ from pathlib import Path
 import redis
 
 from services import kafka, processes, stack_state
+from services.errors import UserError
 from services.java import JavaNotFound, find_java_home
 from services.processes import ProcessRecord
 from services.settings import Settings
@@ -25,7 +26,7 @@ START_TIMEOUT_S = 60.0
 _PORT_ATTEMPTS = 3
 
 
-class StackError(RuntimeError):
+class StackError(UserError, RuntimeError):
     """The stack could not be started or found; the message says why."""
 
 
@@ -93,6 +94,19 @@ def _start_server(
             return port
         started.remove(record)
     raise StackError(f"{name} did not start; see {name}.log in the state directory")
+
+
+def start_redis(logs: Path, port: int = 0) -> tuple[str, ProcessRecord]:
+    """A standalone Redis on loopback (for tests and benchmarks): its URL and process."""
+    started: list[ProcessRecord] = []
+    chosen = _start_server("redis", port, _redis_argv, logs, started)
+    url = f"redis://127.0.0.1:{chosen}/0"
+    try:
+        processes.wait_until(lambda: _redis_answers(url), START_TIMEOUT_S, "redis PING")
+    except processes.WaitTimeout:
+        processes.stop(started[0])
+        raise
+    return url, started[0]
 
 
 def up(settings: Settings) -> StackState:

@@ -9,10 +9,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-import redis
 
 from services import processes
-from services.stack import redis_server_binary
+from services.stack import start_redis
 
 CLI = Path(sys.executable).with_name("fraudstream")
 Run = Callable[..., subprocess.CompletedProcess[str]]
@@ -36,16 +35,8 @@ def fraudstream(tmp_path: Path) -> Run:
 @pytest.fixture(scope="session")
 def redis_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A real Redis server on a free loopback port, stopped by its PID at the end."""
-    port = processes.free_loopback_port()
-    logs = tmp_path_factory.mktemp("redis") / "redis.log"
-    argv = [str(redis_server_binary()), "--port", str(port), "--bind", "127.0.0.1",
-            "--save", "", "--appendonly", "no"]  # fmt: skip
-    record = processes.spawn("redis", argv, logs)
-    url = f"redis://127.0.0.1:{port}/0"
+    url, record = start_redis(tmp_path_factory.mktemp("redis"))
     try:
-        processes.wait_until(
-            lambda: bool(redis.Redis.from_url(url, socket_timeout=1).ping()), 30, "test redis"
-        )
         yield url
     finally:
         processes.stop(record)

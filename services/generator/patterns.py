@@ -30,15 +30,18 @@ class Victim:
     typical_usd: float  # the victim's usual spend per transaction
 
 
+EmitFn = Callable[[random.Random, w.World, Victim, Callable[[], str]], list[Transaction]]
+
+
 @dataclass(frozen=True)
 class Pattern:
     name: str
     share: float  # target share of fraud *events* (not episodes)
     mean_events: float  # expected events per episode, to turn shares into episode odds
-    emit: Callable[[random.Random, w.World, Victim, Callable[[], str]], list[Transaction]]
+    emit: EmitFn
 
 
-def _fraudster_city(rng: random.Random, home_city: int, min_km: float = 3000.0) -> int:
+def _far_city(rng: random.Random, home_city: int, min_km: float = 3000.0) -> int:
     home = w.CITIES[home_city]
     far = [
         i
@@ -106,7 +109,7 @@ class _Remote:
 
 
 def _remote(rng: random.Random, world: w.World, victim: Victim) -> _Remote:
-    city = _fraudster_city(rng, int(world.customers.city[victim.customer]))
+    city = _far_city(rng, int(world.customers.city[victim.customer]))
     return _Remote(city, f"dev_x{rng.getrandbits(40):010x}", _fraud_ip(rng))
 
 
@@ -141,14 +144,16 @@ def card_testing(
 def account_takeover(
     rng: random.Random, world: w.World, victim: Victim, new_id: Callable[[], str]
 ) -> list[Transaction]:
-    """A new device and IP far from home, then 2-4 purchases at 8-25x the usual amount."""
+    """A new device and IP far from home, then 2-4 purchases at 8-25x the usual amount (a
+    careful fraudster, one time in three, stays at 1.5-4x)."""
     remote = _remote(rng, world, victim)
+    modest = rng.random() < 1 / 3
     t, out = victim.start_ms, []
     for _ in range(rng.randint(2, 4)):
         t += int(rng.expovariate(1 / (10 * MINUTE_MS))) + MINUTE_MS
         merchant = _pick(rng, world.merchants.by_mcc[rng.choice(w.HIGH_VALUE_MCCS)])
-        amount = victim.typical_usd * rng.uniform(8, 25)
-        out.append(_online(new_id, world, victim, remote, t, merchant, amount))
+        scale = rng.uniform(1.5, 4) if modest else rng.uniform(8, 25)
+        out.append(_online(new_id, world, victim, remote, t, merchant, victim.typical_usd * scale))
     return out
 
 
@@ -173,7 +178,7 @@ def impossible_travel(
     rng: random.Random, world: w.World, victim: Victim, new_id: Callable[[], str]
 ) -> list[Transaction]:
     """Card present 3000+ km from home within two hours of a purchase at home."""
-    city = _fraudster_city(rng, int(world.customers.city[victim.customer]))
+    city = _far_city(rng, int(world.customers.city[victim.customer]))
     pool = world.merchants.by_city_physical[city]
     t, out = victim.start_ms + int(rng.uniform(20, 120) * MINUTE_MS), []
     for _ in range(rng.randint(1, 3)):
@@ -208,6 +213,68 @@ def night_high_risk(
         t += int(min(rng.expovariate(1 / (20 * MINUTE_MS)), 30 * MINUTE_MS)) + MINUTE_MS
     return out
 
+
+def legit_trip(
+    rng: random.Random, world: w.World, victim: Victim, new_id: Callable[[], str]
+) -> list[Transaction]:
+    """A real trip: card present in a far city after a plausible flight, for one to four days."""
+    home = int(world.customers.city[victim.customer])
+    city = _far_city(rng, home, min_km=1500.0)
+    h, c = w.CITIES[home], w.CITIES[city]
+    flight_h = haversine_km(h.lat, h.lon, c.lat, c.lon) / 800.0 + 2.0
+    t = victim.start_ms + int((flight_h + rng.uniform(0, 12)) * HOUR_MS)
+    pool, out = world.merchants.by_city_physical[city], []
+    for _ in range(rng.randint(3, 10)):
+        m = _pick(rng, pool)
+        amount = victim.typical_usd * rng.uniform(0.5, 2.5)
+        out.append(_tx(new_id, world, victim, t, m, amount, channel="card_present", city=city,
+                       device=None, ip=None, lat=float(world.merchants.lat[m]),
+                       lon=float(world.merchants.lon[m])))  # fmt: skip
+        t += int(rng.expovariate(1 / (5 * HOUR_MS))) + 20 * MINUTE_MS
+    return out
+
+
+def legit_micro_burst(
+    rng: random.Random, world: w.World, victim: Victim, new_id: Callable[[], str]
+) -> list[Transaction]:
+    """In-app purchases: 3-8 charges of 0.99-4.99 at one digital merchant within minutes,
+    from the customer's own device and home IP (what card testing must not be confused with)."""
+    cu, home = world.customers, int(world.customers.city[victim.customer])
+    c = w.CITIES[home]
+    merchant = _pick(rng, world.merchants.by_mcc[rng.choice(w.DIGITAL_MCCS)])
+    device, ip = cu.devices[0][victim.customer], cu.ips[victim.customer]
+    t, out = victim.start_ms, []
+    for _ in range(rng.randint(3, 8)):
+        t += int(rng.expovariate(1 / 60_000)) + 5_000
+        amount = rng.choice((0.99, 0.99, 1.49, 1.99, 2.99, 4.99))
+        out.append(_tx(new_id, world, victim, t, merchant, amount, channel="ecommerce", city=home,
+                       device=device, ip=ip, lat=c.lat, lon=c.lon))  # fmt: skip
+    return out
+
+
+def legit_spree(
+    rng: random.Random, world: w.World, victim: Victim, new_id: Callable[[], str]
+) -> list[Transaction]:
+    """A shopping afternoon: 4-9 card-present purchases in the home city within two hours."""
+    city = int(world.customers.city[victim.customer])
+    pool, t, out = world.merchants.by_city_physical[city], victim.start_ms, []
+    for _ in range(rng.randint(4, 9)):
+        t += int(rng.expovariate(1 / (12 * MINUTE_MS))) + 2 * MINUTE_MS
+        m = _pick(rng, pool)
+        amount = victim.typical_usd * rng.uniform(0.5, 2.0)
+        out.append(_tx(new_id, world, victim, t, m, amount, channel="card_present", city=city,
+                       device=None, ip=None, lat=float(world.merchants.lat[m]),
+                       lon=float(world.merchants.lon[m])))  # fmt: skip
+    return out
+
+
+# Legitimate episodes that look like fraud, so that no single signal gives fraud away.
+# Chance per everyday event that one starts, and the expected events per episode.
+LEGIT_EPISODES: tuple[tuple[float, float, EmitFn], ...] = (
+    (0.0015, 6.5, legit_trip),
+    (0.0015, 5.5, legit_micro_burst),
+    (0.0015, 6.5, legit_spree),
+)
 
 PATTERNS: tuple[Pattern, ...] = (
     Pattern("card_testing", 0.30, 13.0 + 0.3, card_testing),

@@ -18,7 +18,7 @@ import numpy as np
 
 from services.contract import Transaction
 from services.generator import world as w
-from services.generator.patterns import PATTERNS, Pattern, Victim
+from services.generator.patterns import LEGIT_EPISODES, PATTERNS, EmitFn, Victim
 
 DAY_MS = 86_400_000
 _CHUNK = 4096
@@ -52,11 +52,13 @@ class Labelled:
 
 
 def _episode_odds(fraud_rate: float) -> tuple[float, list[float]]:
-    """Chance that a legit event starts an episode, and each pattern's chance per episode."""
+    """Chance that an everyday event starts a fraud episode, and each pattern's chance per
+    episode, such that fraud is ``fraud_rate`` of all events (legit episodes included)."""
     weights = [p.share / p.mean_events for p in PATTERNS]
     per_episode = [wt / sum(weights) for wt in weights]
     mean_len = sum(q * p.mean_events for q, p in zip(per_episode, PATTERNS, strict=True))
-    return fraud_rate / (mean_len * (1 - fraud_rate)), per_episode
+    legit_per_everyday = 1 + sum(chance * length for chance, length, _ in LEGIT_EPISODES)
+    return fraud_rate * legit_per_everyday / (mean_len * (1 - fraud_rate)), per_episode
 
 
 class _Ids:
@@ -77,7 +79,7 @@ def generate(config: GeneratorConfig, count: int) -> Iterator[Labelled]:
     world = w.build_world(nrng, config.customers, config.merchants)
     new_id = _Ids(prng)
     episode_p, pattern_p = _episode_odds(config.fraud_rate)
-    pending: list[tuple[int, int, Transaction, str]] = []  # (time, seq, event, pattern)
+    pending: list[tuple[int, int, Transaction, str | None]] = []  # (time, seq, event, fraud)
     seq, produced, clock = 0, 0, config.start_ms
     while produced < count:
         times, who = _arrivals(nrng, world.customers, clock)
@@ -87,25 +89,34 @@ def generate(config: GeneratorConfig, count: int) -> Iterator[Labelled]:
             while pending and pending[0][0] <= t and produced < count:
                 _, _, event, name = heapq.heappop(pending)
                 produced += 1
-                yield Labelled(event, True, name)
+                yield Labelled(event, name is not None, name)
             if produced >= count:
                 return
             produced += 1
             yield Labelled(legit, False, None)
+            starts: list[tuple[EmitFn, str | None]] = []
             if prng.random() < episode_p:
                 chosen = prng.choices(PATTERNS, pattern_p)[0]
-                for event in _episode(prng, world, legit, chosen, new_id):
+                starts.append((chosen.emit, chosen.name))
+            u = prng.random()
+            for chance, _, emit in LEGIT_EPISODES:
+                if u < chance:
+                    starts.append((emit, None))
+                    break
+                u -= chance
+            for emit, name in starts:
+                for event in _episode(prng, world, legit, emit, new_id):
                     seq += 1
-                    heapq.heappush(pending, (event.event_time_ms, seq, event, chosen.name))
+                    heapq.heappush(pending, (event.event_time_ms, seq, event, name))
 
 
 def _episode(
-    rng: random.Random, world: w.World, trigger: Transaction, pattern: Pattern, new_id: _Ids
+    rng: random.Random, world: w.World, trigger: Transaction, emit: EmitFn, new_id: _Ids
 ) -> list[Transaction]:
     customer, second = _owner(world, trigger.card_id)
     shift = float(world.customers.amount_shift[customer])
     victim = Victim(customer, second, trigger.event_time_ms, 40.0 * float(np.exp(shift)))
-    return pattern.emit(rng, world, victim, new_id)
+    return emit(rng, world, victim, new_id)
 
 
 def _owner(world: w.World, card: str) -> tuple[int, bool]:
@@ -171,6 +182,8 @@ def _legit_events(
     merchant[atm] = me.atm_flat.pick(city[atm], u_pick[atm])
     online_pick = np.minimum(np.searchsorted(me.online_weights, u_pick[online]), me.online.size - 1)
     merchant[online] = me.online[online_pick]
+    risky = online & cu.risky[who] & (u_regular < 0.3)
+    merchant[risky] = me.risky_online[(u_pick[risky] * me.risky_online.size).astype(int)]
     category = me.category[merchant]
     usd = _MEDIAN[category] * np.exp(
         cu.amount_shift[who] + _SIGMA[category] * rng.standard_normal(n)
@@ -181,28 +194,21 @@ def _legit_events(
     lat = np.where(online, cu.lat[who], me.lat[merchant]) + rng.normal(0.0, 0.005, n)
     lon = np.where(online, cu.lon[who], me.lon[merchant]) + rng.normal(0.0, 0.005, n)
     second_card = cu.second_card[who] & (rng.random(n) < 0.3)
-    second_device = rng.random(n) < 0.1
+    u_device = rng.random(n)
+    second_device = u_device < 0.1
+    borrowed = u_device > 0.99  # a one-off device: a work computer, a friend's phone
+    borrowed_ids = rng.integers(0, 2**40, n)
     channel = np.where(online, "ecommerce", np.where(atm, "atm", "card_present"))
     rows = zip(
         times.tolist(), who.tolist(), city.tolist(), category.tolist(), merchant.tolist(),
         amount.tolist(), np.round(lat, 5).tolist(), np.round(lon, 5).tolist(),
-        channel.tolist(), second_card.tolist(), second_device.tolist(), strict=True,
+        channel.tolist(), second_card.tolist(), second_device.tolist(), borrowed.tolist(),
+        borrowed_ids.tolist(), strict=True,
     )  # fmt: skip
     cards, devices = cu.cards, cu.devices
-    for (
-        t,
-        c,
-        home,
-        cat,
-        m,
-        amt,
-        la,
-        lo,
-        chan,
-        card2,
-        dev2,
-    ) in rows:
+    for t, c, home, cat, m, amt, la, lo, chan, card2, dev2, lent, lent_id in rows:  # fmt: skip
         is_online = chan == "ecommerce"
+        device = (f"dev_b{lent_id:010x}" if lent else devices[dev2][c]) if is_online else None
         yield Transaction(
             transaction_id=new_id(),
             event_time=t,
@@ -214,7 +220,7 @@ def _legit_events(
             currency=_CURRENCY[home],
             country=_COUNTRY[home],
             channel=chan,
-            device_id=devices[dev2][c] if is_online else None,
+            device_id=device,
             ip=cu.ips[c] if is_online else None,
             lat=la,
             lon=lo,

@@ -155,6 +155,7 @@ class Merchants:
     atm_flat: CityPools
     online: IntArray
     online_weights: FloatArray  # cumulative popularity, for searchsorted
+    risky_online: IntArray  # online gambling, money transfer and crypto merchants
     by_mcc: dict[str, IntArray]
 
 
@@ -173,6 +174,7 @@ class Customers:
     hour_shift: IntArray  # early bird (-) or night owl (+), hours
     regulars: IntArray  # (customers, REGULAR_MERCHANTS) merchant indices
     second_card: npt.NDArray[np.bool_]
+    risky: npt.NDArray[np.bool_]  # really gambles, wires money or buys crypto, often at night
     salt: int
     cards: tuple[list[str], list[str]]  # first and second card token per customer
     ids: list[str]
@@ -236,6 +238,9 @@ def _build_merchants(rng: np.random.Generator, count: int) -> Merchants:
         atm_flat=CityPools.of(atm),
         online=online,
         online_weights=np.cumsum(popularity) / popularity.sum(),
+        risky_online=online[
+            np.isin(category[online], [MCC_INDEX[m] for m in ("7995", "4829", "6051")])
+        ],
         by_mcc={c.mcc: np.flatnonzero(category == i) for i, c in enumerate(CATEGORIES)},
     )
 
@@ -262,6 +267,7 @@ def _build_customers(rng: np.random.Generator, count: int, merchants: Merchants)
         hour_shift=rng.integers(-2, 3, count),
         regulars=regulars,
         second_card=rng.random(count) < 0.25,
+        risky=rng.random(count) < 0.03,
         salt=salt,
         cards=([card_id(i, False, salt) for i in ids], [card_id(i, True, salt) for i in ids]),
         ids=[customer_id(i, salt) for i in ids],

@@ -1,0 +1,161 @@
+"""The model registry: immutable version directories and an atomically switched pointer.
+
+Layout::
+
+    REGISTRY/versions/v0001/model.onnx      the served model (input "features", float32)
+                           model.txt       the native LightGBM model, for reason codes
+                           metadata.json   version, feature names in order, data fingerprint,
+                                           parameters, metrics, thresholds
+                           pr_curve.png
+    REGISTRY/CURRENT                       the served version's name, replaced atomically
+    REGISTRY/history.json                  promotions and rollbacks, newest last
+
+A version is written in a hidden temporary directory and renamed into place, so a reader
+never sees a half-written version; CURRENT is replaced with ``os.replace``, so a reader sees
+the old or the new name, never a mix.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from services.errors import UserError
+
+VERSION_PATTERN = re.compile(r"^v(\d{4,})$")
+DEFAULT_REGISTRY = Path(__file__).parent / "registry"
+DEFAULT_TOLERANCE = 0.01
+
+
+class RegistryError(UserError, RuntimeError):
+    """A registry operation was refused; the message says why."""
+
+
+class PromotionRefused(RegistryError):
+    """The promotion gate refused a candidate (its figures are in the message)."""
+
+
+class Promotion(msgspec.Struct, frozen=True):
+    version: str
+    previous: str | None
+    at: int
+    action: str  # "promote" or "rollback"
+
+
+@dataclass(frozen=True)
+class Registry:
+    root: Path
+
+    @property
+    def versions_dir(self) -> Path:
+        return self.root / "versions"
+
+    def path(self, version: str) -> Path:
+        if not VERSION_PATTERN.match(version):
+            raise RegistryError(f"not a version name: {version!r} (expected like v0001)")
+        path = self.versions_dir / version
+        if not path.is_dir():
+            raise RegistryError(f"no version {version} in the registry")
+        return path
+
+    def versions(self) -> list[str]:
+        if not self.versions_dir.is_dir():
+            return []
+        names = [p.name for p in self.versions_dir.iterdir() if VERSION_PATTERN.match(p.name)]
+        return sorted(names, key=lambda name: int(name[1:]))
+
+    def current(self) -> str | None:
+        try:
+            return (self.root / "CURRENT").read_text().strip() or None
+        except FileNotFoundError:
+            return None
+
+    def metadata(self, version: str) -> dict[str, Any]:
+        loaded: dict[str, Any] = json.loads((self.path(version) / "metadata.json").read_text())
+        return loaded
+
+    def history(self) -> list[Promotion]:
+        path = self.root / "history.json"
+        if not path.is_file():
+            return []
+        return msgspec.json.decode(path.read_bytes(), type=list[Promotion])
+
+    def publish(self, files: dict[str, bytes], metadata: dict[str, Any]) -> str:
+        """Write a new version atomically; return its name (metadata gets ``version``)."""
+        self.versions_dir.mkdir(parents=True, exist_ok=True)
+        staging = self.versions_dir / f".staging-{uuid.uuid4().hex}"
+        staging.mkdir()
+        try:
+            for name, content in files.items():
+                (staging / name).write_bytes(content)
+            for _ in range(100):
+                existing = self.versions()
+                version = f"v{(int(existing[-1][1:]) + 1) if existing else 1:04d}"
+                meta = {**metadata, "version": version}
+                (staging / "metadata.json").write_text(json.dumps(meta, indent=2) + "\n")
+                try:
+                    staging.rename(self.versions_dir / version)  # fails if taken meanwhile
+                except OSError:
+                    continue
+                return version
+            raise RegistryError("could not allocate a version name")
+        finally:
+            if staging.exists():
+                shutil.rmtree(staging)
+
+    def _point_to(self, version: str, action: str) -> None:
+        previous = self.current()
+        _atomic_write(self.root / "CURRENT", version + "\n")
+        entry = Promotion(version, previous, int(time.time() * 1000), action)
+        history = [*self.history(), entry]
+        _atomic_write(self.root / "history.json", msgspec.json.format(
+            msgspec.json.encode(history)).decode() + "\n")  # fmt: skip
+
+    def promote(
+        self, version: str, tolerance: float = DEFAULT_TOLERANCE, force: bool = False,
+        candidate_pr_auc: float | None = None, current_pr_auc: float | None = None,
+    ) -> None:  # fmt: skip
+        """Make ``version`` current, unless its PR-AUC is worse than the current model's by
+        more than ``tolerance``. Figures default to each version's own evaluation split;
+        pass both to compare on the same data."""
+        self.path(version)
+        current = self.current()
+        if current is not None and current != version and not force:
+            ours = candidate_pr_auc
+            theirs = current_pr_auc
+            if ours is None or theirs is None:
+                ours = float(self.metadata(version)["metrics"]["pr_auc"])
+                theirs = float(self.metadata(current)["metrics"]["pr_auc"])
+            if ours < theirs - tolerance:
+                raise PromotionRefused(
+                    f"{version} refused: PR-AUC {ours:.4f} is worse than {current}'s {theirs:.4f}"
+                    f" by more than the tolerance {tolerance}"
+                )
+        self._point_to(version, "promote")
+
+    def rollback(self) -> str:
+        """Point CURRENT back to what it was before the current version's latest promotion
+        (repeatable: promote v1, v2, v3; rollback gives v2, again v1); return it."""
+        current = self.current()
+        for entry in reversed(self.history()):
+            promoted_here = entry.action == "promote" and entry.version == current
+            if promoted_here and entry.previous and entry.previous != current:
+                self.path(entry.previous)
+                self._point_to(entry.previous, "rollback")
+                return entry.previous
+        raise RegistryError("nothing to roll back to: no earlier promotion is recorded")
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)

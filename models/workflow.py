@@ -1,0 +1,78 @@
+"""What the ``train`` and ``models`` commands do, wired from datasets, training and registry."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from models import datasets
+from models.metrics import Metrics, evaluate
+from models.registry import Registry, RegistryError
+from models.training import TrainConfig, feature_matrix, pr_curve_png, scores_for, time_split, train
+
+
+@dataclass(frozen=True)
+class Published:
+    version: str
+    promoted: bool
+    metadata: dict[str, Any]
+
+
+def train_and_publish(
+    data: Path,
+    registry: Registry,
+    config: TrainConfig,
+    promote: bool = False,
+    on_round: Callable[[int, int], None] = lambda _d, _t: None,
+) -> Published:
+    """Train on ``data``, write a new version; make it current if asked (through the gate)
+    or if the registry has no current model yet."""
+    dataset = datasets.load(data)
+    trained = train(dataset, config, on_round)
+    png = pr_curve_png(trained.eval_labels, trained.eval_scores, f"{dataset.source}: evaluation")
+    files = {
+        "model.onnx": trained.onnx,
+        "model.txt": trained.booster.model_to_string().encode(),
+        "pr_curve.png": png,
+    }
+    version = registry.publish(files, trained.metadata)
+    first = registry.current() is None
+    if promote or first:
+        registry.promote(version)
+    return Published(version, promote or first, registry.metadata(version))
+
+
+def evaluate_version(
+    registry: Registry, version: str, data: Path, all_rows: bool = False
+) -> Metrics:
+    """A version's figures on any labelled file: its later time split, or every row."""
+    meta = registry.metadata(version)
+    dataset = datasets.load(data)
+    if list(dataset.feature_names) != meta["feature_names"]:
+        raise RegistryError(
+            f"{version} expects {meta['kind']} features; {dataset.source} gives {dataset.kind}"
+        )
+    x = feature_matrix(dataset)
+    y = dataset.frame["is_fraud"].to_numpy(bool)
+    rows = np.arange(len(y))
+    if not all_rows:
+        rows = time_split(dataset.frame["event_time"], TrainConfig()).evaluation
+    onnx = (registry.path(version) / "model.onnx").read_bytes()
+    return evaluate(y[rows], scores_for(x[rows], onnx))
+
+
+def promote_through_gate(
+    registry: Registry, version: str, tolerance: float, force: bool, data: Path | None
+) -> tuple[float | None, float | None]:
+    """Promote; with ``data``, candidate and current are compared on that same data."""
+    candidate = current = None
+    live = registry.current()
+    if data is not None and live is not None and live != version:
+        candidate = evaluate_version(registry, version, data).pr_auc
+        current = evaluate_version(registry, live, data).pr_auc
+    registry.promote(version, tolerance, force, candidate, current)
+    return candidate, current

@@ -1,0 +1,82 @@
+"""Training: no leakage across the time split, ONNX equals LightGBM, reason codes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from models import export
+from models.datasets import Dataset, frame_from_transactions
+from models.explain import top_reasons
+from models.features import FEATURE_NAMES, LABEL_DELAY_MS
+from models.training import TrainConfig, Trained, time_split, train
+from services.generator import GeneratorConfig, generate
+
+FAST = TrainConfig(max_rounds=60, early_stopping_rounds=20)
+
+
+def small_dataset(seed: int = 3, count: int = 60_000) -> Dataset:
+    items = list(generate(GeneratorConfig(seed=seed, customers=1_500, fraud_rate=0.02), count))
+    frame = frame_from_transactions([i.transaction for i in items])
+    frame["is_fraud"] = [i.is_fraud for i in items]
+    frame["label_time"] = frame["event_time"] + LABEL_DELAY_MS
+    return Dataset("transactions", frame, fingerprint="test", source="generated")
+
+
+@pytest.fixture(scope="module")
+def trained() -> Trained:
+    return train(small_dataset(), FAST)
+
+
+def test_no_evaluation_row_is_earlier_than_any_training_row() -> None:
+    rng = np.random.default_rng(0)
+    times = rng.integers(0, 1_000_000, 10_000)
+    times[:500] = 424_242  # a block of equal times must not straddle the cut
+    split = time_split(times, TrainConfig())
+    assert times[split.train].max() <= times[split.valid].min()
+    assert times[split.valid].max() <= times[split.evaluation].min()
+    assert times[split.train].max() < times[split.evaluation].min()
+    assert split.train.size + split.valid.size + split.evaluation.size == times.size
+    assert 0.15 < split.evaluation.size / times.size < 0.25
+
+
+def test_trained_model_records_a_leak_free_split(trained: Trained) -> None:
+    data = trained.metadata["data"]
+    assert data["train_rows"] + data["valid_rows"] + data["eval_rows"] == data["rows"]
+    assert trained.metadata["feature_names"] == list(FEATURE_NAMES)
+    assert trained.metrics.pr_auc > 0.5  # a model that learned something
+    assert 0 < trained.metrics.decline.fpr <= 0.001 < trained.metrics.review.fpr <= 0.01
+
+
+def test_onnx_scores_equal_lightgbm_scores(trained: Trained) -> None:
+    rows = np.random.default_rng(1).normal(0, 50, (2_000, len(FEATURE_NAMES))).astype(np.float32)
+    rows[::5, 3] = np.nan  # missing values take the same branch in both
+    onnx = export.fraud_probability(export.session(trained.onnx), rows)
+    assert np.abs(onnx - trained.booster.predict(rows)).max() <= export.MAX_DIFFERENCE
+
+
+def test_export_is_refused_when_onnx_disagrees(
+    trained: Trained, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rows = np.ones((10, len(FEATURE_NAMES)), dtype=np.float32)
+    monkeypatch.setattr(export, "MAX_DIFFERENCE", -1.0)  # any difference at all now fails
+    with pytest.raises(export.ExportError, match="differ"):
+        export.to_onnx(trained.booster, rows)
+
+
+def test_reason_codes_name_the_top_features(trained: Trained) -> None:
+    rows = np.zeros((2, len(FEATURE_NAMES)), dtype=np.float32)
+    rows[1, FEATURE_NAMES.index("tiny_count_10m")] = 15  # a card-testing burst
+    rows[1, FEATURE_NAMES.index("count_1h")] = 15
+    reasons = top_reasons(trained.booster, rows, FEATURE_NAMES, k=3)
+    assert len(reasons) == 2
+    assert all(set(r) <= set(FEATURE_NAMES) and len(r) <= 3 for r in reasons)
+    assert reasons[1]  # something pushed the burst's score up
+
+
+def test_a_split_without_fraud_is_refused() -> None:
+    dataset = small_dataset(count=5_000)
+    dataset.frame["is_fraud"] = False
+    dataset.frame.loc[0, "is_fraud"] = True  # one positive, in the earliest rows only
+    with pytest.raises(ValueError, match="single class"):
+        train(dataset, FAST)
