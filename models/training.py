@@ -133,7 +133,7 @@ def train(
         params, train_set, num_boost_round=config.max_rounds, valid_sets=[valid_set],
         callbacks=[lgb.early_stopping(config.early_stopping_rounds, verbose=False), progress],
     )  # fmt: skip
-    booster = _trimmed(booster)
+    booster = _servable(booster)
     eval_x, eval_y = x[split.evaluation], y[split.evaluation]
     onnx = export.to_onnx(booster, eval_x)
     scores = export.fraud_probability(export.session(onnx), eval_x).astype(np.float64)
@@ -161,10 +161,31 @@ def train(
     return Trained(booster, onnx, metrics, eval_y, scores, metadata)
 
 
-def _trimmed(booster: lgb.Booster) -> lgb.Booster:
-    """The booster cut at its best iteration, so ONNX and native hold the same trees."""
+def _servable(booster: lgb.Booster) -> lgb.Booster:
+    """The booster cut at its best iteration, with split thresholds rounded down to float32.
+
+    LightGBM keeps thresholds as doubles, ONNX's tree operator as float32: a float32 input
+    between the two would branch differently. For a float32 input x, ``x <= t`` holds exactly
+    when ``x <= t32`` with t32 the largest float32 not above t, so snapping changes nothing
+    for LightGBM and makes ONNX take the same branches.
+    """
     text = booster.model_to_string(num_iteration=booster.best_iteration or None)
-    return lgb.Booster(model_str=text)
+    lines = [
+        "threshold=" + " ".join(_floor_float32(v) for v in line[len("threshold=") :].split())
+        if line.startswith("threshold=")
+        else line
+        for line in text.splitlines()
+        if not line.startswith("tree_sizes=")  # byte offsets of the trees, which change here
+    ]
+    return lgb.Booster(model_str="\n".join(lines) + "\n")
+
+
+def _floor_float32(text: str) -> str:
+    value = float(text)
+    rounded = np.float32(value)
+    if float(rounded) > value:
+        rounded = np.nextafter(rounded, np.float32(-np.inf))
+    return repr(float(rounded))
 
 
 def pr_curve_png(

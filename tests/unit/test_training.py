@@ -80,3 +80,20 @@ def test_a_split_without_fraud_is_refused() -> None:
     dataset.frame.loc[0, "is_fraud"] = True  # one positive, in the earliest rows only
     with pytest.raises(ValueError, match="single class"):
         train(dataset, FAST)
+
+
+def test_float32_thresholds_change_nothing_for_lightgbm() -> None:
+    import lightgbm as lgb
+
+    from models.training import _servable
+
+    rng = np.random.default_rng(2)
+    # Values a float32 ulp apart make double thresholds that float32 cannot hold.
+    x = (1e4 + rng.integers(0, 2_000, (5_000, 3)) * np.float32(1e4) * 2**-23).astype(np.float32)
+    y = rng.random(5_000) < 0.3
+    booster = lgb.train({"objective": "binary", "verbosity": -1, "min_child_samples": 5},
+                        lgb.Dataset(x, y), num_boost_round=30)  # fmt: skip
+    servable = _servable(booster)
+    assert np.array_equal(servable.predict(x), booster.predict(x))
+    onnx = export.fraud_probability(export.session(export.to_onnx(servable, x)), x)
+    assert np.abs(onnx - servable.predict(x)).max() <= export.MAX_DIFFERENCE
