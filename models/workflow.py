@@ -60,7 +60,8 @@ def evaluate_version(
     y = dataset.frame["is_fraud"].to_numpy(bool)
     rows = np.arange(len(y))
     if not all_rows:
-        rows = time_split(dataset.frame["event_time"], TrainConfig()).evaluation
+        config = TrainConfig(**meta.get("config", {}))  # the version's own split
+        rows = time_split(dataset.frame["event_time"], config).evaluation
     onnx = (registry.path(version) / "model.onnx").read_bytes()
     return evaluate(y[rows], scores_for(x[rows], onnx))
 

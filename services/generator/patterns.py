@@ -124,6 +124,16 @@ def _online(
     )  # fmt: skip
 
 
+def _in_person(
+    new_id: Callable[[], str], world: w.World, victim: Victim, time_ms: int, merchant: int,
+    amount_usd: float, city: int,
+) -> Transaction:  # fmt: skip
+    """Card present at a shop: the location is the shop's."""
+    lat, lon = float(world.merchants.lat[merchant]), float(world.merchants.lon[merchant])
+    return _tx(new_id, world, victim, time_ms, merchant, amount_usd, channel="card_present",
+               city=city, device=None, ip=None, lat=lat, lon=lon)  # fmt: skip
+
+
 def card_testing(
     rng: random.Random, world: w.World, victim: Victim, new_id: Callable[[], str]
 ) -> list[Transaction]:
@@ -168,9 +178,7 @@ def velocity_burst(
         t += int(rng.expovariate(1 / MINUTE_MS)) + 5_000
         m = _pick(rng, pool)
         amount = victim.typical_usd * rng.uniform(1.5, 4.0)
-        out.append(_tx(new_id, world, victim, t, m, amount, channel="card_present", city=city,
-                       device=None, ip=None, lat=float(world.merchants.lat[m]),
-                       lon=float(world.merchants.lon[m])))  # fmt: skip
+        out.append(_in_person(new_id, world, victim, t, m, amount, city))
     return out
 
 
@@ -184,9 +192,7 @@ def impossible_travel(
     for _ in range(rng.randint(1, 3)):
         m = _pick(rng, pool)
         amount = victim.typical_usd * rng.uniform(2, 6)
-        out.append(_tx(new_id, world, victim, t, m, amount, channel="card_present", city=city,
-                       device=None, ip=None, lat=float(world.merchants.lat[m]),
-                       lon=float(world.merchants.lon[m])))  # fmt: skip
+        out.append(_in_person(new_id, world, victim, t, m, amount, city))
         t += int(rng.expovariate(1 / (15 * MINUTE_MS))) + MINUTE_MS
     return out
 
@@ -227,9 +233,7 @@ def legit_trip(
     for _ in range(rng.randint(3, 10)):
         m = _pick(rng, pool)
         amount = victim.typical_usd * rng.uniform(0.5, 2.5)
-        out.append(_tx(new_id, world, victim, t, m, amount, channel="card_present", city=city,
-                       device=None, ip=None, lat=float(world.merchants.lat[m]),
-                       lon=float(world.merchants.lon[m])))  # fmt: skip
+        out.append(_in_person(new_id, world, victim, t, m, amount, city))
         t += int(rng.expovariate(1 / (5 * HOUR_MS))) + 20 * MINUTE_MS
     return out
 
@@ -262,9 +266,7 @@ def legit_spree(
         t += int(rng.expovariate(1 / (12 * MINUTE_MS))) + 2 * MINUTE_MS
         m = _pick(rng, pool)
         amount = victim.typical_usd * rng.uniform(0.5, 2.0)
-        out.append(_tx(new_id, world, victim, t, m, amount, channel="card_present", city=city,
-                       device=None, ip=None, lat=float(world.merchants.lat[m]),
-                       lon=float(world.merchants.lon[m])))  # fmt: skip
+        out.append(_in_person(new_id, world, victim, t, m, amount, city))
     return out
 
 
