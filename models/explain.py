@@ -19,7 +19,12 @@ def top_reasons(
     names: Sequence[str],
     k: int = 3,
 ) -> list[list[str]]:
-    """Per row, up to ``k`` feature names with the largest positive contribution, largest first."""
+    """Per row, up to ``k`` feature names with the largest positive contribution, largest
+    first; a row that no feature pushed up (its score is the baseline's) gets the one feature
+    that held it down least, so every explained row has a reason."""
     contributions = np.asarray(booster.predict(rows, pred_contrib=True))[:, :-1]  # last: bias
     order = np.argsort(-contributions, axis=1)[:, :k]
-    return [[names[j] for j in ranked if contributions[i, j] > 0] for i, ranked in enumerate(order)]
+    return [
+        [names[j] for j in ranked if contributions[i, j] > 0] or [names[ranked[0]]]
+        for i, ranked in enumerate(order)
+    ]

@@ -27,9 +27,9 @@ from services import produce as producing
 from services import reading, stack
 from services.cli_models import models_app, train_cmd
 from services.contract import parse_event_time
-from services.errors import UserError
+from services.errors import MissingExtra, UserError
 from services.generator import GeneratorConfig
-from services.processes import is_running
+from services.processes import free_loopback_port, is_running
 from services.settings import ENV_PREFIX, Settings, load_settings
 from services.stack_state import StackState
 
@@ -246,6 +246,38 @@ def produce_cmd(
         raise typer.Exit(1)
 
 
+@app.command("serve")
+def serve_cmd(
+    port: Annotated[int | None, _opt("scoring_port", "Port (0: a free one)", "port")] = None,
+    host: Annotated[str | None, _opt("scoring_host", "Address to listen on", "host")] = None,
+    registry: Annotated[
+        Path | None, _opt("model_registry", "Model registry directory", "registry")
+    ] = None,
+    shadow: Annotated[
+        str | None, _opt("scoring_shadow_version", "Shadow model version", "shadow")
+    ] = None,
+    workers: Annotated[int | None, _opt("scoring_workers", "Server processes", "workers")] = None,
+    threads: Annotated[
+        int | None, _opt("scoring_threads", "ONNX Runtime threads per request", "threads")
+    ] = None,
+) -> None:
+    """Serve the registry's current model over HTTP (POST /v1/score) until SIGTERM.
+
+    Reloads a newly promoted model without a restart; FRAUDSTREAM_SCORING_TOKEN turns on
+    bearer-token auth.
+    """
+    settings = load_settings(scoring_port=port, scoring_host=host, model_registry=registry,
+                             scoring_shadow_version=shadow, scoring_workers=workers,
+                             scoring_threads=threads)  # fmt: skip
+    try:
+        from services.scoring.app import serve
+    except ImportError as error:
+        raise MissingExtra("serve", error.name) from None
+    chosen = settings.scoring_port or free_loopback_port()
+    err.print(f"scoring service on http://{settings.scoring_host}:{chosen}", highlight=False)
+    serve(settings, chosen)
+
+
 @app.command("read")
 def read_cmd(
     topic: Annotated[str, typer.Argument(help="Topic to read from the beginning.")],
@@ -346,3 +378,7 @@ def main() -> None:
     except KeyboardInterrupt:
         _fail("interrupted", 130)
     sys.exit(code if isinstance(code, int) else 0)
+
+
+if __name__ == "__main__":
+    main()

@@ -46,9 +46,24 @@ class Settings(BaseSettings):
         None, description="Redis password, kept out of the URL"
     )
 
-    scoring_url: str | None = Field(None, description="Scoring service base URL")
+    scoring_url: str | None = Field(
+        None, description="Scoring service URL; unset: the embedded stack"
+    )
     scoring_token: SecretStr | None = Field(
-        None, description="Bearer token for the scoring service"
+        None, description="Bearer token the scoring service requires (unset: no auth)"
+    )
+    scoring_host: str = Field("127.0.0.1", description="Address the scoring service listens on")
+    scoring_port: int = Field(0, ge=0, le=65535, description="Scoring port; 0: a free one")
+    scoring_workers: int = Field(1, ge=1, le=64, description="Scoring server processes")
+    scoring_threads: int = Field(1, ge=1, le=64, description="ONNX Runtime threads per request")
+    scoring_shadow_version: str | None = Field(
+        None, description="A model version scored alongside, reported, never acted on"
+    )
+    scoring_max_body_bytes: int = Field(
+        8 * 1024 * 1024, ge=1024, description="Largest scoring request body (413 above)"
+    )
+    scoring_reload_interval_s: float = Field(
+        1.0, gt=0, description="How often the service checks the registry for a new model"
     )
 
     topic_transactions: str = Field("transactions", description="Incoming transactions")

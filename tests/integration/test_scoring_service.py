@@ -1,0 +1,260 @@
+"""The scoring service as a real process: scores, validation, reload under load, shadow,
+auth, graceful drain on SIGTERM, and the client's circuit breaker."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import msgspec
+import numpy as np
+import pytest
+import urllib3
+
+from models import offline
+from models.datasets import frame_from_transactions
+from models.features import FEATURE_NAMES
+from models.registry import DEFAULT_REGISTRY, Registry
+from services import processes
+from services.generator import GeneratorConfig, generate
+from services.scoring import model as scoring_model
+from services.scoring.client import CircuitOpen, ScoringClient, ScoringUnavailable
+
+pytestmark = pytest.mark.integration
+http = urllib3.PoolManager(retries=False, timeout=30)
+
+
+@dataclass
+class Service:
+    url: str
+    port: int
+    registry: Path
+    record: processes.ProcessRecord
+
+    def post(self, body: bytes, **headers: str) -> urllib3.BaseHTTPResponse:
+        return http.request("POST", f"{self.url}/v1/score", body=body, headers=headers)
+
+    def metrics(self) -> str:
+        return http.request("GET", f"{self.url}/metrics").data.decode()
+
+
+Start = Callable[..., Service]
+
+
+@pytest.fixture
+def start_service(tmp_path: Path) -> Iterator[Start]:
+    """Start `fraudstream serve` on a free port over a copy of the shipped registry."""
+    started: list[Service] = []
+    registry = tmp_path / "registry"
+    shutil.copytree(DEFAULT_REGISTRY, registry)
+
+    def start(*args: str, port: int | None = None, **env: str) -> Service:
+        chosen = port or processes.free_loopback_port()
+        argv = [sys.executable, "-m", "services.cli", "serve", "--port", str(chosen),
+                "--registry", str(registry), *args]  # fmt: skip
+        environ = {k: v for k, v in os.environ.items() if not k.startswith("FRAUDSTREAM_")}
+        environ |= {"FRAUDSTREAM_SCORING_RELOAD_INTERVAL_S": "0.1", **env}
+        record = processes.spawn("scoring", argv, tmp_path / f"scoring-{chosen}.log", environ)
+        service = Service(f"http://127.0.0.1:{chosen}", chosen, registry, record)
+        started.append(service)
+        processes.wait_until(
+            lambda: http.request("GET", f"{service.url}/readyz").status == 200, 60, "scoring"
+        )
+        return service
+
+    yield start
+    for service in started:
+        processes.stop(service.record)
+
+
+@pytest.fixture(scope="module")
+def feature_rows() -> list[dict[str, float]]:
+    items = list(generate(GeneratorConfig(seed=8, customers=300, fraud_rate=0.05), 3_000))
+    frame = offline.compute(frame_from_transactions([i.transaction for i in items]))
+    return [dict(zip(FEATURE_NAMES, map(float, row), strict=True)) for row in frame.to_numpy()]
+
+
+def _body(rows: list[dict[str, float]], explain: str = "flagged") -> bytes:
+    return msgspec.json.encode({"rows": rows, "explain": explain})
+
+
+def test_scores_equal_in_process_onnxruntime(
+    start_service: Start, feature_rows: list[dict[str, float]]
+) -> None:
+    service = start_service()
+    reply = json.loads(service.post(_body(feature_rows)).data)
+    local = scoring_model.load(DEFAULT_REGISTRY / "versions" / "v0001")
+    matrix = np.array([[r[n] for n in FEATURE_NAMES] for r in feature_rows], dtype=np.float32)
+    expected = local.score(matrix)
+    got = np.array([r["score"] for r in reply["results"]])
+    assert reply["model_version"] == "v0001"
+    assert np.abs(got - expected).max() <= 1e-7
+    flagged = [r for r in reply["results"] if r["score"] >= reply["review_threshold"]]
+    assert flagged
+    assert all(r["reasons"] and set(r["reasons"]) <= set(FEATURE_NAMES) for r in flagged)
+    assert all(not r["reasons"] for r in reply["results"] if r not in flagged)
+
+
+def test_validation_errors_name_row_and_field(
+    start_service: Start, feature_rows: list[dict[str, float]]
+) -> None:
+    service = start_service("--shadow", "v0001")
+    good = feature_rows[0]
+    missing = {k: v for k, v in good.items() if k != "amount_usd"}
+    cases = [
+        (_body([good, missing]), 422, 1, "amount_usd"),
+        (_body([good, good, {**good, "surprise": 1.0}]), 422, 2, "surprise"),
+        (_body([{**good, "count_1m": "many"}]), 422, 0, "count_1m"),  # type: ignore[dict-item]
+        (_body([]), 422, None, "rows"),
+        (b"{not json", 400, None, None),
+    ]
+    for body, status, row, field in cases:
+        reply = service.post(body)
+        detail = json.loads(reply.data)
+        assert (reply.status, detail.get("row"), detail.get("field")) == (status, row, field)
+    nan_row = msgspec.msgpack.encode(
+        {"rows": [good, {**good, "speed_from_prev_kmh": float("nan")}]}
+    )
+    reply = service.post(nan_row, **{"content-type": "application/msgpack"})
+    assert reply.status == 422
+    assert json.loads(reply.data)["field"] == "speed_from_prev_kmh"
+    oversized = service.post(b"[" + b"0," * (5 * 1024 * 1024) + b"0]")
+    assert oversized.status == 413
+    ok = msgspec.msgpack.decode(
+        service.post(
+            msgspec.msgpack.encode({"rows": [good]}), **{"content-type": "application/msgpack"}
+        ).data
+    )
+    assert ok["shadow"]["model_version"] == "v0001"
+    assert ok["shadow"]["scores"] == [ok["results"][0]["score"]]  # reported, same model here
+    text = service.metrics()
+    for name in ('fraudstream_scoring_request_seconds_bucket{endpoint="score"',
+                 "fraudstream_scoring_batch_rows_bucket", 'role="shadow"',
+                 'fraudstream_scoring_errors_total{type="invalid"} 5.0',
+                 'fraudstream_scoring_errors_total{type="too_large"} 1.0',
+                 'fraudstream_scoring_model_load_seconds{model_version="v0001"}'):  # fmt: skip
+        assert name in text, name
+
+
+def test_reload_under_load_drops_nothing(
+    start_service: Start, feature_rows: list[dict[str, float]]
+) -> None:
+    service = start_service()
+    registry = Registry(service.registry)
+    client = ScoringClient(service.url, deadline_s=5.0, retries=0)
+    seen: list[str] = []
+    failures: list[str] = []
+    stop = threading.Event()
+
+    def load() -> None:
+        while not stop.is_set():
+            try:
+                seen.append(client.score(feature_rows[:64]).model_version)
+            except Exception as error:
+                failures.append(repr(error))
+
+    sender = threading.Thread(target=load)
+    sender.start()
+    try:
+        processes.wait_until(lambda: len(seen) > 50, 30, "traffic before the promotion")
+        v1 = service.registry / "versions" / "v0001"
+        files = {p.name: p.read_bytes() for p in v1.iterdir() if p.name != "metadata.json"}
+        meta = json.loads((v1 / "metadata.json").read_text())
+        new = registry.publish(files, meta)
+        registry.promote(new)
+        processes.wait_until(lambda: seen[-1] == new, 30, "responses from the new version")
+        processes.wait_until(lambda: seen.count(new) > 50, 30, "traffic after the promotion")
+    finally:
+        stop.set()
+        sender.join()
+    assert failures == []
+    switch = seen.index(new)
+    assert set(seen[:switch]) == {"v0001"}
+    assert set(seen[switch:]) == {new}  # once swapped, never back
+    assert "fraudstream_scoring_reloads_total 1.0" in service.metrics()
+
+
+def test_bearer_token_is_required_when_configured(
+    start_service: Start, feature_rows: list[dict[str, float]]
+) -> None:
+    service = start_service(FRAUDSTREAM_SCORING_TOKEN="s3cret")
+    body = _body(feature_rows[:2])
+    assert service.post(body).status == 401
+    assert service.post(body, authorization="Bearer wrong").status == 401
+    assert service.post(body, authorization="Bearer s3cret").status == 200
+    assert http.request("GET", f"{service.url}/healthz").status == 200  # probes stay open
+    open_service = start_service()
+    assert open_service.post(body).status == 200
+
+
+def test_sigterm_drains_in_flight_requests(
+    start_service: Start, feature_rows: list[dict[str, float]]
+) -> None:
+    service = start_service()
+    big = _body(feature_rows * 2, explain="all")  # about a second of work, off the event loop
+    replies: list[urllib3.BaseHTTPResponse] = []
+    sender = threading.Thread(target=lambda: replies.append(service.post(big)))
+    sender.start()
+    processes.wait_until(
+        lambda: "fraudstream_scoring_in_flight 1.0" in service.metrics(), 30, "request in flight"
+    )
+    os.kill(service.record.pid, signal.SIGTERM)
+    sender.join(timeout=60)
+    assert replies[0].status == 200
+    assert len(json.loads(replies[0].data)["results"]) == 2 * len(feature_rows)
+    processes.wait_until(lambda: not processes.is_running(service.record), 30, "exit")
+
+
+def test_breaker_opens_while_down_and_closes_when_back(
+    start_service: Start, feature_rows: list[dict[str, float]]
+) -> None:
+    service = start_service()
+    client = ScoringClient(service.url, deadline_s=0.5, retries=1, failures_to_open=3,
+                           cooldown_s=0.3)  # fmt: skip
+    assert client.score(feature_rows[:1]).model_version == "v0001"
+    processes.stop(service.record)
+    for _ in range(3):
+        with pytest.raises(ScoringUnavailable):
+            client.score(feature_rows[:1])
+    assert client.breaker.state == "open"
+    with pytest.raises(CircuitOpen):
+        client.score(feature_rows[:1])  # fails fast: no connection attempted
+    start_service(port=service.port)
+
+    def recovered() -> bool:
+        try:
+            return client.score(feature_rows[:1]).model_version == "v0001"
+        except ScoringUnavailable:
+            return False
+
+    processes.wait_until(recovered, 30, "breaker closing")
+    state: str = client.breaker.state  # read again: the service came back meanwhile
+    assert state == "closed"
+
+
+def test_readyz_waits_for_a_model(start_service: Start, tmp_path: Path) -> None:
+    empty = tmp_path / "empty-registry"
+    empty.mkdir()
+    port = processes.free_loopback_port()
+    argv = [sys.executable, "-m", "services.cli", "serve", "--port", str(port),
+            "--registry", str(empty)]  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FRAUDSTREAM_")}
+    record = processes.spawn("scoring", argv, tmp_path / "empty.log",
+                             env | {"FRAUDSTREAM_SCORING_RELOAD_INTERVAL_S": "0.1"})  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        processes.wait_until(lambda: http.request("GET", f"{url}/healthz").status == 200, 60, "up")
+        assert http.request("GET", f"{url}/readyz").status == 503
+        assert http.request("POST", f"{url}/v1/score", body=b'{"rows":[]}').status == 503
+        shutil.copytree(DEFAULT_REGISTRY, empty, dirs_exist_ok=True)
+        processes.wait_until(lambda: http.request("GET", f"{url}/readyz").status == 200, 30,
+                             "ready once a model is promoted")  # fmt: skip
+    finally:
+        processes.stop(record)
