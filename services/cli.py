@@ -40,7 +40,7 @@ app = typer.Typer(
     rich_markup_mode=None,
     add_completion=False,
 )
-stack_app = typer.Typer(help="The embedded local stack: broker and Redis.")
+stack_app = typer.Typer(help="The embedded local stack: broker, Redis, scoring service.")
 app.add_typer(stack_app, name="stack")
 app.add_typer(models_app, name="models")
 app.command("train")(train_cmd)
@@ -107,7 +107,7 @@ def stack_up(
     state_dir: StateDirOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Start the broker and Redis on loopback, create the topics, record the state."""
+    """Start broker, Redis and the scoring service on loopback, create the topics."""
     settings = load_settings(
         transactions_partitions=partitions,
         broker_port=broker_port,
@@ -115,7 +115,7 @@ def stack_up(
         state_dir=state_dir,
     )
     with (
-        err.status("starting broker and Redis…", spinner="dots")
+        err.status("starting broker, Redis and the scoring service…", spinner="dots")
         if err.is_terminal
         else nullcontext()
     ):
@@ -154,6 +154,7 @@ def _show_stack(state: StackState, as_json: bool) -> None:
                 "running": all(running.values()),
                 "bootstrap_servers": state.bootstrap_servers,
                 "redis_url": state.redis_url,
+                "scoring_url": state.scoring_url,
                 "topics": state.topics,
                 "pids": {p.name: p.pid for p in state.processes},
                 "alive": running,
@@ -162,7 +163,11 @@ def _show_stack(state: StackState, as_json: bool) -> None:
         )
         return
     table = Table("component", "endpoint", "pid", "state")
-    endpoints = {"broker": state.bootstrap_servers, "redis": state.redis_url}
+    endpoints = {
+        "broker": state.bootstrap_servers,
+        "redis": state.redis_url,
+        "scoring": state.scoring_url or "",
+    }
     for p in state.processes:
         table.add_row(
             p.name, endpoints.get(p.name, ""), str(p.pid), "up" if running[p.name] else "DOWN"
@@ -171,6 +176,8 @@ def _show_stack(state: StackState, as_json: bool) -> None:
     out.print("topics: " + ", ".join(f"{t} ({n})" for t, n in state.topics.items()))
     if state.java_home is None:
         out.print("[yellow]no Java 17/21 found: install the job extra for PyFlink[/yellow]")
+    if state.scoring_url is None:
+        out.print("[yellow]no scoring service: install the serve extra[/yellow]")
 
 
 @app.command("produce")

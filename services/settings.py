@@ -148,7 +148,7 @@ def load_settings(**overrides: Any) -> Settings:
     """Settings from the environment, then CLI overrides (None means 'not given')."""
     given = {k: v for k, v in overrides.items() if v is not None}
     settings = Settings(**given)
-    if settings.kafka_bootstrap_servers and settings.redis_url:
+    if settings.kafka_bootstrap_servers and settings.redis_url and settings.scoring_url:
         return settings
     state = stack_state.read(settings.state_dir)
     if state is None:
@@ -156,5 +156,6 @@ def load_settings(**overrides: Any) -> Settings:
     fill = {
         "kafka_bootstrap_servers": settings.kafka_bootstrap_servers or state.bootstrap_servers,
         "redis_url": settings.redis_url or state.redis_url,
+        "scoring_url": settings.scoring_url or state.scoring_url,
     }
     return settings.model_copy(update=fill)

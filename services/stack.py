@@ -7,8 +7,11 @@ recorded processes and is safe to repeat.
 
 from __future__ import annotations
 
+import importlib.util
 import shutil
+import sys
 import time
+import urllib.request
 from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
@@ -96,6 +99,25 @@ def _start_server(
     raise StackError(f"{name} did not start; see {name}.log in the state directory")
 
 
+def _scoring_argv(port: int) -> list[str]:
+    return [sys.executable, "-m", "services.cli", "serve", "--port", str(port)]
+
+
+def _start_scoring(settings: Settings, logs: Path, started: list[ProcessRecord]) -> str | None:
+    """The scoring service on the registry's current model; None without the serve extra."""
+    if not all(importlib.util.find_spec(m) for m in ("onnxruntime", "uvicorn", "lightgbm")):
+        return None
+    port = _start_server("scoring", settings.scoring_port, _scoring_argv, logs, started)
+    url = f"http://127.0.0.1:{port}"
+    processes.wait_until(lambda: _scoring_ready(url), START_TIMEOUT_S, "scoring /readyz")
+    return url
+
+
+def _scoring_ready(url: str) -> bool:
+    with urllib.request.urlopen(f"{url}/readyz", timeout=1) as reply:
+        return bool(reply.status == 200)
+
+
 def start_redis(logs: Path, port: int = 0) -> tuple[str, ProcessRecord]:
     """A standalone Redis on loopback (for tests and benchmarks): its URL and process."""
     started: list[ProcessRecord] = []
@@ -128,6 +150,7 @@ def up(settings: Settings) -> StackState:
             update={"kafka_bootstrap_servers": bootstrap, "kafka_security_protocol": "PLAINTEXT"}
         )
         topics = kafka.create_topics(local)
+        scoring_url = _start_scoring(settings, logs, started)
     except BaseException:
         for record in reversed(started):
             processes.stop(record)
@@ -145,6 +168,7 @@ def up(settings: Settings) -> StackState:
         processes=started,
         java_home=java_home,
         started_at=int(time.time() * 1000),
+        scoring_url=scoring_url,
     )
     stack_state.write(settings.state_dir, state)
     return state

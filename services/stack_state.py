@@ -23,6 +23,7 @@ class StackState(msgspec.Struct, frozen=True, kw_only=True):
     processes: list[ProcessRecord]
     java_home: str | None
     started_at: int
+    scoring_url: str | None = None  # None when the serve extra is not installed
 
 
 def read(state_dir: Path) -> StackState | None:

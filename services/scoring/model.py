@@ -25,7 +25,7 @@ class LoadedModel:
     decline_threshold: float
     load_seconds: float
     _session: Any
-    _booster: Any
+    _explainer: Any
 
     def score(self, rows: Matrix) -> npt.NDArray[np.float64]:
         """P(fraud) per row, from ONNX Runtime."""
@@ -33,10 +33,9 @@ class LoadedModel:
         return np.asarray(probabilities[:, 1], dtype=np.float64)
 
     def reasons(self, rows: Matrix, k: int = 3) -> list[list[str]]:
-        """The top features that raised each row's score (LightGBM pred_contrib)."""
-        from models.explain import top_reasons
-
-        return top_reasons(self._booster, rows, self.feature_names, k)
+        """The top features that raised each row's score (path attribution)."""
+        result: list[list[str]] = self._explainer.top(rows, k)
+        return result
 
 
 def load(version_dir: Path, threads: int = 1) -> LoadedModel:
@@ -55,8 +54,10 @@ def load(version_dir: Path, threads: int = 1) -> LoadedModel:
     session = ort.InferenceSession(
         str(version_dir / "model.onnx"), options, providers=["CPUExecutionProvider"]
     )
-    booster = lgb.Booster(model_file=str(version_dir / "model.txt"))
+    from models.explain import PathExplainer
+
     names: Sequence[str] = meta["feature_names"]
+    explainer = PathExplainer(lgb.Booster(model_file=str(version_dir / "model.txt")), names)
     warm = np.zeros((1, len(names)), dtype=np.float32)
     session.run(None, {"features": warm})  # the first run allocates; do it before traffic
     return LoadedModel(
@@ -66,5 +67,5 @@ def load(version_dir: Path, threads: int = 1) -> LoadedModel:
         decline_threshold=float(meta["thresholds"]["decline"]),
         load_seconds=time.perf_counter() - started,
         _session=session,
-        _booster=booster,
+        _explainer=explainer,
     )

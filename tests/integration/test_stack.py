@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -44,6 +45,8 @@ def test_stack_up_produce_read_back_down(fraudstream: Run, tmp_path: Path) -> No
 
         with redis.Redis.from_url(state["redis_url"]) as client:
             assert client.ping() is True
+        with urllib.request.urlopen(f"{state['scoring_url']}/readyz") as ready:
+            assert json.loads(ready.read())["model_version"] == "v0001"  # the shipped model
 
         produced = fraudstream(
             "produce", "--rate", "20000", "--count", str(COUNT), "--seed", "42", "--json"
@@ -75,7 +78,7 @@ def test_stack_up_produce_read_back_down(fraudstream: Run, tmp_path: Path) -> No
     finally:
         down = fraudstream("stack", "down", "--json")
     assert down.returncode == 0, down.stderr
-    assert sorted(json.loads(down.stdout)["stopped"]) == ["broker", "redis"]
+    assert sorted(json.loads(down.stdout)["stopped"]) == ["broker", "redis", "scoring"]
     assert not any(_alive(pid) for pid in pids)
     repeat = fraudstream("stack", "down", "--json")
     assert repeat.returncode == 0

@@ -9,7 +9,7 @@ from models import export
 from models.datasets import Dataset, frame_from_transactions
 from models.explain import top_reasons
 from models.features import FEATURE_NAMES, LABEL_DELAY_MS
-from models.training import TrainConfig, Trained, time_split, train
+from models.training import TrainConfig, Trained, feature_matrix, time_split, train
 from services.generator import GeneratorConfig, generate
 
 FAST = TrainConfig(max_rounds=60, early_stopping_rounds=20)
@@ -62,6 +62,27 @@ def test_export_is_refused_when_onnx_disagrees(
     monkeypatch.setattr(export, "MAX_DIFFERENCE", -1.0)  # any difference at all now fails
     with pytest.raises(export.ExportError, match="differ"):
         export.to_onnx(trained.booster, rows)
+
+
+def test_path_contributions_add_up_and_name_treeshap_drivers() -> None:
+    import lightgbm as lgb
+
+    from models.explain import PathExplainer
+    from models.registry import DEFAULT_REGISTRY
+
+    booster = lgb.Booster(model_file=str(DEFAULT_REGISTRY / "versions" / "v0001" / "model.txt"))
+    x = feature_matrix(small_dataset(seed=9, count=20_000))
+    explainer = PathExplainer(booster, FEATURE_NAMES)
+    sample = x[:500]
+    total = explainer.contributions(sample).sum(axis=1) + explainer.baseline
+    assert np.abs(total - booster.predict(sample, raw_score=True)).max() < 1e-6
+    # On the rows that get explained (the highest scores), the top reason is among exact
+    # TreeSHAP's top three: a different attribution that names the same drivers.
+    high = x[np.argsort(-np.asarray(booster.predict(x)))[:100]]
+    exact = np.asarray(booster.predict(high, pred_contrib=True))[:, :-1]
+    path_top = explainer.contributions(high).argmax(axis=1)
+    agree = np.mean([path_top[i] in np.argsort(-exact[i])[:3] for i in range(len(high))])
+    assert agree >= 0.9
 
 
 def test_reason_codes_name_the_top_features(trained: Trained) -> None:

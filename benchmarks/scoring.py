@@ -1,0 +1,165 @@
+"""The scoring service against in-process ONNX Runtime (the floor), same model, same rows.
+
+Latency p50/p99 at batch 1 and 256 (sequential requests on a kept-alive connection, JSON and
+msgpack), rows/s at saturation (concurrent clients), and p99 at batch 1 under an open-loop
+load of 1,000 requests/s (latency counted from each request's scheduled time, so a stall is
+not hidden). Client and service share the machine's two cores.
+
+    python -m benchmarks.scoring [--json] [--seconds 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import numpy as np
+import urllib3
+
+from benchmarks.provenance import provenance
+from models import offline
+from models.datasets import frame_from_transactions
+from models.features import FEATURE_NAMES
+from models.registry import DEFAULT_REGISTRY, Registry
+from services import processes
+from services.generator import GeneratorConfig, generate
+from services.scoring import model as scoring_model
+
+
+def _percentiles(samples: list[float]) -> dict[str, float]:
+    ordered = np.sort(np.asarray(samples)) * 1000
+    return {"p50_ms": round(float(np.percentile(ordered, 50)), 3),
+            "p99_ms": round(float(np.percentile(ordered, 99)), 3)}  # fmt: skip
+
+
+def _timed(call: Callable[[], Any], repeats: int) -> list[float]:
+    for _ in range(min(50, repeats)):
+        call()  # warm up
+    samples = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        call()
+        samples.append(time.perf_counter() - started)
+    return samples
+
+
+def _rows(count: int) -> list[dict[str, float]]:
+    items = list(generate(GeneratorConfig(seed=5, customers=2_000, fraud_rate=0.01), count))
+    frame = offline.compute(frame_from_transactions([i.transaction for i in items]))
+    return [dict(zip(FEATURE_NAMES, map(float, r), strict=True)) for r in frame.to_numpy()]
+
+
+def _start(registry: Path, workdir: Path) -> tuple[str, processes.ProcessRecord]:
+    port = processes.free_loopback_port()
+    argv = [sys.executable, "-m", "services.cli", "serve", "--port", str(port),
+            "--registry", str(registry)]  # fmt: skip
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FRAUDSTREAM_")}
+    record = processes.spawn("scoring", argv, workdir / "scoring.log", env)
+    url = f"http://127.0.0.1:{port}"
+    pool = urllib3.PoolManager()
+    processes.wait_until(lambda: pool.request("GET", f"{url}/readyz").status == 200, 60, "ready")
+    return url, record
+
+
+def _post(pool: urllib3.HTTPConnectionPool, body: bytes, binary: bool) -> None:
+    kind = "application/msgpack" if binary else "application/json"
+    reply = pool.urlopen("POST", "/v1/score", body=body, headers={"content-type": kind})
+    if reply.status != 200:
+        raise RuntimeError(f"{reply.status}: {reply.data[:200]!r}")
+
+
+def _saturation(url: str, body: bytes, rows: int, seconds: float, clients: int) -> float:
+    done = [0] * clients
+    stop = time.monotonic() + seconds
+
+    def client(i: int) -> None:
+        pool = urllib3.connection_from_url(url, maxsize=1)
+        while time.monotonic() < stop:
+            _post(pool, body, binary=True)
+            done[i] += rows
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
+    started = time.monotonic()
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return sum(done) / (time.monotonic() - started)
+
+
+def _open_loop(url: str, body: bytes, rate: float, seconds: float) -> dict[str, float]:
+    pool = urllib3.connection_from_url(url, maxsize=1)
+    interval, count = 1.0 / rate, int(rate * seconds)
+    latencies, start = [], time.perf_counter() + 0.05
+    for i in range(count):
+        scheduled = start + i * interval
+        while (now := time.perf_counter()) < scheduled:
+            if scheduled - now > 0.0005:
+                time.sleep(scheduled - now - 0.0003)
+        _post(pool, body, binary=False)
+        latencies.append(time.perf_counter() - scheduled)
+    achieved = count / (time.perf_counter() - start)
+    return {**_percentiles(latencies), "achieved_rps": round(achieved, 1)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--json", action="store_true", help="print only the JSON object")
+    parser.add_argument("--seconds", type=float, default=5.0, help="per throughput measurement")
+    parser.add_argument("--repeats", type=int, default=1000, help="requests per latency figure")
+    args = parser.parse_args()
+
+    rows = _rows(4_096)
+    version = Registry(DEFAULT_REGISTRY).current() or "v0001"
+    local = scoring_model.load(DEFAULT_REGISTRY / "versions" / version)
+    matrix = np.array([[r[n] for n in FEATURE_NAMES] for r in rows], dtype=np.float32)
+    result: dict[str, Any] = {"benchmark": "scoring", "model_version": version}
+    for batch in (1, 256):
+        result[f"inprocess_batch{batch}"] = _percentiles(
+            _timed(partial(local.score, matrix[:batch]), args.repeats)
+        )
+
+    with tempfile.TemporaryDirectory() as tmp:
+        url, record = _start(DEFAULT_REGISTRY, Path(tmp))
+        try:
+            pool = urllib3.connection_from_url(url, maxsize=1)
+            for batch in (1, 256):
+                payload = {"rows": rows[:batch]}
+                for name, binary, body in (
+                    ("json", False, msgspec.json.encode(payload)),
+                    ("msgpack", True, msgspec.msgpack.encode(payload)),
+                ):
+                    samples = _timed(partial(_post, pool, body, binary), args.repeats)
+                    result[f"service_{name}_batch{batch}"] = _percentiles(samples)
+            body256 = msgspec.msgpack.encode({"rows": rows[:256]})
+            result["service_rows_per_s_saturation"] = round(
+                _saturation(url, body256, 256, args.seconds, clients=2))  # fmt: skip
+            body1 = msgspec.json.encode({"rows": rows[:1]})
+            result["service_batch1_at_1000rps"] = _open_loop(url, body1, 1000, args.seconds)
+        finally:
+            processes.stop(record)
+    inproc = result["inprocess_batch256"]["p50_ms"]
+    best256 = min(result["service_json_batch256"]["p50_ms"],
+                  result["service_msgpack_batch256"]["p50_ms"])  # fmt: skip
+    result["inprocess_rows_per_s_batch256"] = round(256 / (inproc / 1000))
+    result["ratio_batch256"] = round(best256 / inproc, 3)
+    result["ratio_batch256_json"] = round(result["service_json_batch256"]["p50_ms"] / inproc, 3)
+    result.update(provenance())
+    if not args.json:
+        for key, value in result.items():
+            print(f"{key:>34}: {value}")
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
