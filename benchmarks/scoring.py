@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 import tempfile
 import threading
@@ -64,6 +65,7 @@ def _start(registry: Path, workdir: Path) -> tuple[str, processes.ProcessRecord]
     argv = [sys.executable, "-m", "services.cli", "serve", "--port", str(port),
             "--registry", str(registry)]  # fmt: skip
     env = {k: v for k, v in os.environ.items() if not k.startswith("FRAUDSTREAM_")}
+    env["FRAUDSTREAM_SCORING_RELOAD_INTERVAL_S"] = "0.2"
     record = processes.spawn("scoring", argv, workdir / "scoring.log", env)
     url = f"http://127.0.0.1:{port}"
     pool = urllib3.PoolManager()
@@ -112,6 +114,43 @@ def _open_loop(url: str, body: bytes, rate: float, seconds: float) -> dict[str, 
     return {**_percentiles(latencies), "achieved_rps": round(achieved, 1)}
 
 
+def _reload_latency(url: str, registry: Path, body: bytes) -> dict[str, Any]:
+    """Batch-1 latency before a promotion and in the second after it (the swap happens then)."""
+    pool = urllib3.connection_from_url(url, maxsize=1)
+    samples: list[tuple[float, float, str]] = []
+    stop = threading.Event()
+
+    def send() -> None:
+        while not stop.is_set():
+            started = time.perf_counter()
+            reply = pool.urlopen("POST", "/v1/score", body=body,
+                                 headers={"content-type": "application/json"})  # fmt: skip
+            version = msgspec.json.decode(reply.data)["model_version"]
+            samples.append((started, time.perf_counter() - started, version))
+
+    sender = threading.Thread(target=send)
+    sender.start()
+    time.sleep(1.5)
+    reg = Registry(registry)
+    current = reg.current() or "v0001"
+    source = registry / "versions" / current
+    files = {p.name: p.read_bytes() for p in source.iterdir() if p.name != "metadata.json"}
+    promoted_at = time.perf_counter()
+    new = reg.publish(files, json.loads((source / "metadata.json").read_text()))
+    reg.promote(new)
+    time.sleep(2.0)
+    stop.set()
+    sender.join()
+    before = [lat for t, lat, _ in samples if t < promoted_at]
+    during = [lat for t, lat, _ in samples if promoted_at <= t < promoted_at + 1.0]
+    return {
+        "before": _percentiles(before),
+        "second_after_promotion": _percentiles(during),
+        "switched_to": new if samples[-1][2] == new else None,
+        "failed": 0,  # a failed request raises above and ends the benchmark
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", action="store_true", help="print only the JSON object")
@@ -130,7 +169,9 @@ def main() -> None:
         )
 
     with tempfile.TemporaryDirectory() as tmp:
-        url, record = _start(DEFAULT_REGISTRY, Path(tmp))
+        registry = Path(tmp) / "registry"
+        shutil.copytree(DEFAULT_REGISTRY, registry)
+        url, record = _start(registry, Path(tmp))
         try:
             pool = urllib3.connection_from_url(url, maxsize=1)
             for batch in (1, 256):
@@ -146,6 +187,7 @@ def main() -> None:
                 _saturation(url, body256, 256, args.seconds, clients=2))  # fmt: skip
             body1 = msgspec.json.encode({"rows": rows[:1]})
             result["service_batch1_at_1000rps"] = _open_loop(url, body1, 1000, args.seconds)
+            result["reload_batch1"] = _reload_latency(url, registry, body1)
         finally:
             processes.stop(record)
     inproc = result["inprocess_batch256"]["p50_ms"]

@@ -10,6 +10,7 @@ from typing import Any
 import numpy as np
 
 from models import datasets
+from models.explain import PathExplainer
 from models.metrics import Metrics, evaluate
 from models.registry import Registry, RegistryError
 from models.training import TrainConfig, feature_matrix, pr_curve_png, scores_for, time_split, train
@@ -37,6 +38,7 @@ def train_and_publish(
     files = {
         "model.onnx": trained.onnx,
         "model.txt": trained.booster.model_to_string().encode(),
+        "explainer.npz": PathExplainer.build(trained.booster, dataset.feature_names).to_bytes(),
         "pr_curve.png": png,
     }
     version = registry.publish(files, trained.metadata)

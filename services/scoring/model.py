@@ -57,7 +57,13 @@ def load(version_dir: Path, threads: int = 1) -> LoadedModel:
     from models.explain import PathExplainer
 
     names: Sequence[str] = meta["feature_names"]
-    explainer = PathExplainer(lgb.Booster(model_file=str(version_dir / "model.txt")), names)
+    booster = lgb.Booster(model_file=str(version_dir / "model.txt"))
+    stored = version_dir / "explainer.npz"
+    explainer = (
+        PathExplainer.from_bytes(booster, names, stored.read_bytes())
+        if stored.is_file()
+        else PathExplainer.build(booster, names)  # versions from before it was stored
+    )
     warm = np.zeros((1, len(names)), dtype=np.float32)
     session.run(None, {"features": warm})  # the first run allocates; do it before traffic
     return LoadedModel(

@@ -41,7 +41,7 @@ def test_train_promote_rollback_evaluate(fraudstream: Run, tmp_path: Path) -> No
     second = _json(fraudstream("train", "--data", str(data), "--registry", str(registry),
                                "--seed", "8", "--json"))  # fmt: skip
     assert second["promoted"] is False
-    for name in ("model.onnx", "model.txt", "metadata.json", "pr_curve.png"):
+    for name in ("model.onnx", "model.txt", "explainer.npz", "metadata.json", "pr_curve.png"):
         assert (registry / "versions" / "v0002" / name).stat().st_size > 0
     promoted = _json(fraudstream("models", "promote", "v0002", "--registry", str(registry),
                                  "--tolerance", "0.5", "--json"))  # fmt: skip

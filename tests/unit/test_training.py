@@ -72,7 +72,10 @@ def test_path_contributions_add_up_and_name_treeshap_drivers() -> None:
 
     booster = lgb.Booster(model_file=str(DEFAULT_REGISTRY / "versions" / "v0001" / "model.txt"))
     x = feature_matrix(small_dataset(seed=9, count=20_000))
-    explainer = PathExplainer(booster, FEATURE_NAMES)
+    stored = (DEFAULT_REGISTRY / "versions" / "v0001" / "explainer.npz").read_bytes()
+    explainer = PathExplainer.from_bytes(booster, FEATURE_NAMES, stored)
+    rebuilt = PathExplainer.build(booster, FEATURE_NAMES)
+    assert np.array_equal(explainer.table, rebuilt.table)  # what training stored is current
     sample = x[:500]
     total = explainer.contributions(sample).sum(axis=1) + explainer.baseline
     assert np.abs(total - booster.predict(sample, raw_score=True)).max() < 1e-6
