@@ -137,16 +137,26 @@ class OnlineFeatureStore:
             rows.append(features_from_history(tx, history, fraud, labelled))
         return rows
 
-    def write_snapshots(self, batch: Sequence[Transaction], rows: Sequence[list[float]]) -> None:
-        """Store each card's latest features with their event time (read by analysts' tools)."""
-        pipe = self._redis.pipeline(transaction=False)
+    def write_snapshots(
+        self,
+        batch: Sequence[Transaction],
+        rows: Sequence[list[float]],
+        pipe: redis.client.Pipeline | None = None,
+    ) -> None:
+        """Store each card's latest features with their event time (read by analysts' tools).
+
+        Given a pipeline, only queue the writes: the caller executes it with its own commands.
+        """
+        queue_only = pipe is not None
+        pipe = pipe if pipe is not None else self._redis.pipeline(transaction=False)
         for tx, row in zip(batch, rows, strict=True):
             mapping: dict[str, str | float] = dict(zip(f.FEATURE_NAMES, row, strict=True))
             mapping |= {"event_time": tx.event_time_ms, "transaction_id": tx.transaction_id}
             key = layout.card_features(tx.card_id)
             pipe.hset(key, mapping=mapping)  # type: ignore[arg-type]
             pipe.pexpire(key, _TTL_MS)
-        pipe.execute()
+        if not queue_only:
+            pipe.execute()
 
     def record_label(self, transaction_id: str, merchant_id: str, is_fraud: bool) -> bool:
         """Count a confirmed label for the merchant once; False if it was already counted."""

@@ -6,6 +6,8 @@
                                   ``transaction_id``, so readers can check freshness.
 ``fs:v1:merchant:{merchant_id}``  HASH ``fraud``, ``labelled``: counts of known labels.
 ``fs:v1:label:{transaction_id}``  STRING, set once when a label is counted (idempotence).
+``fs:v1:blocklist:card:{card_id}``, ``fs:v1:blocklist:device:{device_id}``
+                                  STRING (why), with a TTL: confirmed fraud; the job declines.
 
 Bump VERSION when a layout changes; old keys then expire by their TTL.
 """
@@ -59,3 +61,11 @@ def merchant_labels(merchant_id: str) -> str:
 
 def label_seen(transaction_id: str) -> str:
     return f"{PREFIX}:label:{transaction_id}"
+
+
+def blocklist_card(card_id: str) -> str:
+    return f"{PREFIX}:blocklist:card:{card_id}"
+
+
+def blocklist_device(device_id: str) -> str:
+    return f"{PREFIX}:blocklist:device:{device_id}"

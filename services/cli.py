@@ -26,6 +26,7 @@ from rich.table import Table
 from services import produce as producing
 from services import reading, stack
 from services.cli_models import models_app, train_cmd
+from services.cli_stream import job_app, verify_cmd
 from services.contract import parse_event_time
 from services.errors import MissingExtra, UserError
 from services.generator import GeneratorConfig
@@ -43,7 +44,9 @@ app = typer.Typer(
 stack_app = typer.Typer(help="The embedded local stack: broker, Redis, scoring service.")
 app.add_typer(stack_app, name="stack")
 app.add_typer(models_app, name="models")
+app.add_typer(job_app, name="job")
 app.command("train")(train_cmd)
+app.command("verify")(verify_cmd)
 out = Console()
 err = Console(stderr=True)
 
@@ -76,6 +79,7 @@ def _print_json(payload: Any) -> None:
 @app.callback(invoke_without_command=True)
 @stack_app.callback(invoke_without_command=True)
 @models_app.callback(invoke_without_command=True)
+@job_app.callback(invoke_without_command=True)
 def _help_without_command(ctx: typer.Context) -> None:
     """Without a command, show help (and exit 2: nothing was done)."""
     if ctx.invoked_subcommand is None:

@@ -77,6 +77,24 @@ class Settings(BaseSettings):
         None, description="Model registry directory; unset: the registry shipped in models/"
     )
 
+    job_parallelism: int = Field(1, ge=1, le=256, description="Stream job parallelism")
+    job_checkpoint_interval_ms: int = Field(
+        1000, ge=100, description="Stream job checkpoint interval (commits source offsets)"
+    )
+    job_bundle_ms: int = Field(
+        10, ge=1, le=60_000, description="Longest a micro-batch waits before it is processed"
+    )
+    job_bundle_rows: int = Field(500, ge=1, le=100_000, description="Largest micro-batch")
+    job_out_of_orderness_ms: int = Field(
+        5000, ge=0, description="Event-time watermark delay (bounded out-of-orderness)"
+    )
+    job_group_id: str = Field("fraudstream-job", description="The job's Kafka consumer group")
+    job_metrics_port: int = Field(
+        9250, ge=0, le=65535, description="First Prometheus port of the job's Python workers"
+    )
+    job_scoring_deadline_ms: int = Field(
+        200, ge=1, description="Deadline of one scoring call before the rules-only fallback"
+    )
     broker_port: int = Field(0, ge=0, le=65535, description="Embedded broker port; 0: a free one")
     redis_port: int = Field(0, ge=0, le=65535, description="Embedded Redis port; 0: a free one")
     state_dir: Path = Field(Path(".fraudstream"), description="Embedded stack state and logs")

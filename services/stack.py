@@ -8,6 +8,7 @@ recorded processes and is safe to repeat.
 from __future__ import annotations
 
 import importlib.util
+import os
 import shutil
 import sys
 import time
@@ -17,12 +18,13 @@ from importlib import resources
 from pathlib import Path
 
 import redis
+from pydantic import SecretStr
 
 from services import kafka, processes, stack_state
 from services.errors import UserError
 from services.java import JavaNotFound, find_java_home
 from services.processes import ProcessRecord
-from services.settings import Settings
+from services.settings import ENV_PREFIX, Settings
 from services.stack_state import StackState
 
 START_TIMEOUT_S = 60.0
@@ -107,10 +109,40 @@ def _start_scoring(settings: Settings, logs: Path, started: list[ProcessRecord])
     """The scoring service on the registry's current model; None without the serve extra."""
     if not all(importlib.util.find_spec(m) for m in ("onnxruntime", "uvicorn", "lightgbm")):
         return None
-    port = _start_server("scoring", settings.scoring_port, _scoring_argv, logs, started)
-    url = f"http://127.0.0.1:{port}"
-    processes.wait_until(lambda: _scoring_ready(url), START_TIMEOUT_S, "scoring /readyz")
+    url, record = start_scoring(logs, settings.scoring_port)
+    started.append(record)
     return url
+
+
+def start_scoring(logs: Path, port: int = 0) -> tuple[str, ProcessRecord]:
+    """A scoring service on loopback, ready to score: its URL and process."""
+    started: list[ProcessRecord] = []
+    chosen = _start_server("scoring", port, _scoring_argv, logs, started)
+    url = f"http://127.0.0.1:{chosen}"
+    try:
+        processes.wait_until(lambda: _scoring_ready(url), START_TIMEOUT_S, "scoring /readyz")
+    except processes.WaitTimeout:
+        processes.stop(started[0])
+        raise
+    return url, started[0]
+
+
+def start_job(settings: Settings, logs: Path, name: str = "job") -> ProcessRecord:
+    """The stream job (PyFlink local mode) as its own process, configured by ``settings``."""
+    env = dict(os.environ) | settings_env(settings)
+    argv = [sys.executable, "-m", "services.cli", "job", "run"]
+    return processes.spawn(name, argv, logs / f"{name}.log", env=env)
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """``settings`` as FRAUDSTREAM_* variables, for a child process (secrets included)."""
+    env: dict[str, str] = {}
+    for name, value in settings:
+        if value is None:
+            continue
+        shown = value.get_secret_value() if isinstance(value, SecretStr) else str(value)
+        env[f"{ENV_PREFIX}{name.upper()}"] = shown
+    return env
 
 
 def _scoring_ready(url: str) -> bool:

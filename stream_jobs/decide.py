@@ -1,0 +1,215 @@
+"""One micro-batch of raw Kafka records in, a decision (and maybe an alert or a dead letter)
+per record out: the stream job's whole per-event logic, free of Flink so that the job, the
+pure-Python baseline and the tests run the very same code.
+
+Per batch: decode and validate; one pipelined Redis round trip for features (history and
+labels, recording the events), one for blocklists and feature snapshots; one scoring call;
+rules and the model's thresholds. Redis or scoring failing degrades the decision (listed in
+``degraded``) instead of failing the batch, and both are retried on the next batch.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import msgspec
+import redis
+
+from models import features as f
+from models import redis_layout as layout
+from models.online import OnlineFeatureStore, features_from_history
+from services.contract import (
+    Alert,
+    DeadLetter,
+    Decision,
+    InvalidEvent,
+    Transaction,
+    decode_transaction,
+    encode,
+)
+from services.scoring.client import ScoringRejected, ScoringUnavailable
+from services.scoring.scorer import ScoreResponse
+from stream_jobs import rules
+from stream_jobs.job_metrics import JobMetrics
+
+NO_MODEL = "none"  # model_version of a rules-only decision
+REDIS_RETRY_S = 0.5  # after a Redis failure, batches skip Redis this long before trying again
+
+
+class RowScorer(Protocol):
+    """Scores rows of features in ``FEATURE_NAMES`` order (the service, or in-process)."""
+
+    def score(self, rows: Sequence[list[float]]) -> ScoreResponse: ...
+
+
+@dataclass(frozen=True)
+class Record:
+    """A raw Kafka record and where it came from."""
+
+    key: bytes | None
+    value: bytes
+    partition: int
+    offset: int
+    ingest_ms: int  # the record's Kafka timestamp
+
+
+@dataclass
+class Output:
+    """What one record produces: (topic, key, value) messages."""
+
+    key: bytes | None
+    decision: bytes | None = None
+    alert: bytes | None = None
+    dead_letter: bytes | None = None
+
+
+@dataclass
+class _Valid:
+    index: int
+    record: Record
+    tx: Transaction
+    degraded: list[str] = field(default_factory=list)
+
+
+class Decider:
+    def __init__(
+        self,
+        redis_client: redis.Redis,
+        scorer: RowScorer,
+        source_topic: str,
+        metrics: JobMetrics | None = None,
+    ) -> None:
+        self._redis = redis_client
+        self._store = OnlineFeatureStore(redis_client)
+        self._scorer = scorer
+        self._topic = source_topic
+        self._metrics = metrics
+        self._redis_retry_at = 0.0
+
+    def decide(self, records: Sequence[Record], watermark_ms: int | None = None) -> list[Output]:
+        outputs = [Output(key=r.key) for r in records]
+        valid: list[_Valid] = []
+        for i, record in enumerate(records):
+            parsed = decode_transaction(record.value)
+            if isinstance(parsed, InvalidEvent):
+                outputs[i].dead_letter = self._dead_letter(record, parsed)
+            else:
+                valid.append(_Valid(i, record, parsed))
+        if valid:
+            self._decide_valid(valid, outputs)
+        if self._metrics is not None:
+            self._count(records, valid, watermark_ms)
+        return outputs
+
+    def _decide_valid(self, valid: list[_Valid], outputs: list[Output]) -> None:
+        txs = [v.tx for v in valid]
+        rows, blocked = self._features(txs)
+        if rows is None:
+            rows = [features_from_history(tx, [], 0.0, 0.0) for tx in txs]
+            blocked = [(False, False)] * len(txs)
+            for v in valid:
+                v.degraded.append("redis")
+        response = self._score(rows)
+        decided_at = int(time.time() * 1000)
+        for j, (v, row, flags) in enumerate(zip(valid, rows, blocked, strict=True)):
+            fired = rules.evaluate(v.tx, row, *flags)
+            decision = self._decision(v, fired, response, j, decided_at)
+            out = outputs[v.index]
+            out.key = v.tx.card_id.encode()
+            out.decision = encode(decision)
+            if decision.decision != "approve":
+                features = dict(zip(f.FEATURE_NAMES, row, strict=True))
+                alert = Alert(**msgspec.structs.asdict(decision), transaction=v.tx,
+                              features=features)  # fmt: skip
+                out.alert = encode(alert)
+            if self._metrics is not None:
+                self._observe(decision)
+
+    def _decision(
+        self,
+        v: _Valid,
+        fired: list[tuple[str, rules.Outcome]],
+        response: ScoreResponse | None,
+        position: int,
+        decided_at: int,
+    ) -> Decision:
+        reasons = [rule for rule, _ in fired]
+        model: rules.Outcome = "approve"
+        score, version = 0.0, NO_MODEL
+        if response is None:
+            v.degraded.append("scoring")
+        else:
+            result = response.results[position]
+            score, version = result.score, response.model_version
+            model = rules.model_outcome(
+                score, response.review_threshold, response.decline_threshold
+            )
+            reasons += [f"model:{name}" for name in result.reasons]
+        return Decision(
+            transaction_id=v.tx.transaction_id, card_id=v.tx.card_id,
+            event_time=v.tx.event_time_ms, decided_at=decided_at, score=score,
+            decision=rules.combine(model, fired), reasons=reasons, model_version=version,
+            degraded=sorted(v.degraded), latency_ms=float(decided_at - v.record.ingest_ms),
+        )  # fmt: skip
+
+    def _features(
+        self, txs: list[Transaction]
+    ) -> tuple[list[list[float]] | None, list[tuple[bool, bool]]]:
+        """Features and blocklist flags from Redis, or (None, []) while Redis is unavailable."""
+        if time.monotonic() < self._redis_retry_at:
+            return None, []
+        try:
+            rows = self._store.update(txs)
+            pipe = self._redis.pipeline(transaction=False)
+            for tx in txs:
+                pipe.exists(layout.blocklist_card(tx.card_id))
+                pipe.exists(layout.blocklist_device(tx.device_id or ""))
+            self._store.write_snapshots(txs, rows, pipe)
+            flags = pipe.execute()[: 2 * len(txs)]
+        except redis.RedisError:
+            self._redis_retry_at = time.monotonic() + REDIS_RETRY_S
+            return None, []
+        blocked = [
+            (bool(flags[2 * i]), bool(tx.device_id) and bool(flags[2 * i + 1]))
+            for i, tx in enumerate(txs)
+        ]
+        return rows, blocked
+
+    def _score(self, rows: list[list[float]]) -> ScoreResponse | None:
+        started = time.perf_counter()
+        try:
+            response = self._scorer.score(rows)
+        except (ScoringUnavailable, ScoringRejected):
+            return None
+        if self._metrics is not None:
+            self._metrics.scoring.observe(time.perf_counter() - started)
+        return response
+
+    def _dead_letter(self, record: Record, invalid: InvalidEvent) -> bytes:
+        if self._metrics is not None:
+            self._metrics.dlq.labels(invalid.field).inc()
+        return encode(
+            DeadLetter(
+                field=invalid.field, reason=invalid.reason, raw=record.value,
+                source_topic=self._topic, partition=record.partition, offset=record.offset,
+                failed_at=int(time.time() * 1000),
+            )
+        )  # fmt: skip
+
+    def _observe(self, decision: Decision) -> None:
+        assert self._metrics is not None
+        self._metrics.decisions.labels(decision.decision).inc()
+        self._metrics.latency.observe(decision.latency_ms / 1000)
+        for dependency in decision.degraded:
+            self._metrics.degraded.labels(dependency).inc()
+
+    def _count(self, records: Sequence[Record], valid: list[_Valid], watermark: int | None) -> None:
+        assert self._metrics is not None
+        self._metrics.batch_rows.observe(len(records))
+        self._metrics.events.labels("valid").inc(len(valid))
+        self._metrics.events.labels("invalid").inc(len(records) - len(valid))
+        if watermark is not None:
+            self._metrics.late.inc(sum(v.tx.event_time_ms < watermark for v in valid))

@@ -1,0 +1,89 @@
+"""The vectorised Python function of the job: a pandas micro-batch in, one Decider call.
+
+Flink hands the worker Arrow batches bounded by ``job_bundle_rows`` and ``job_bundle_ms``;
+the batch is finished (outputs emitted) before any checkpoint barrier passes, so no event is
+ever held only in Python memory across a checkpoint.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+
+from services.settings import Settings
+
+RESULT_FIELDS = ("k", "d", "a", "q")  # output key, decision, alert, dead letter
+
+
+def _epoch_ms(times: pd.Series) -> pd.Series:
+    return pd.to_datetime(times, utc=True).dt.as_unit("ms").astype("int64")
+
+
+class DecideFunction:
+    """Built lazily in each worker (``open``): Redis, the scoring client, metrics, lag probe."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._decider: Any = None
+        self._lag: Any = None
+
+    def open(self, _context: Any) -> None:
+        import redis
+        from prometheus_client import CollectorRegistry
+
+        from services.scoring.client import ScoringClient
+        from stream_jobs.decide import Decider
+        from stream_jobs.job_metrics import JobMetrics, LagProbe, serve_metrics
+        from stream_jobs.scorers import ServiceScorer
+
+        s = self._settings
+        metrics = JobMetrics(CollectorRegistry())
+        serve_metrics(metrics.registry, s.job_metrics_port)
+        client = redis.Redis.from_url(
+            s.require_redis(),
+            password=s.redis_password.get_secret_value() if s.redis_password else None,
+            socket_timeout=0.5, socket_connect_timeout=0.5,
+        )  # fmt: skip
+        token = s.scoring_token.get_secret_value() if s.scoring_token else None
+        if s.scoring_url is None:
+            raise RuntimeError("no scoring service: set FRAUDSTREAM_SCORING_URL")
+        scoring = ScoringClient(
+            s.scoring_url, token, deadline_s=s.job_scoring_deadline_ms / 1000, cooldown_s=1.0
+        )
+        self._decider = Decider(client, ServiceScorer(scoring), s.topic_transactions, metrics)
+        self._lag = LagProbe(s, metrics)
+
+    def eval(self, key: pd.Series, value: pd.Series, partition: pd.Series, offset: pd.Series,
+             ingest: pd.Series, watermark: pd.Series) -> pd.DataFrame:  # fmt: skip
+        from stream_jobs.decide import Record
+
+        ingest_ms = _epoch_ms(ingest).tolist()
+        records = [
+            Record(k, v, int(p), int(o), int(t))
+            for k, v, p, o, t in zip(key, value, partition, offset, ingest_ms, strict=True)
+        ]
+        marks = _epoch_ms(watermark.dropna())
+        mark = int(marks.max()) if len(marks) else None
+        outputs = self._decider.decide(records, mark)
+        self._lag.processed((r.partition, r.offset) for r in records)
+        return pd.DataFrame(
+            {"k": [o.key for o in outputs], "d": [o.decision for o in outputs],
+             "a": [o.alert for o in outputs], "q": [o.dead_letter for o in outputs]}
+        )  # fmt: skip
+
+    def close(self) -> None:
+        if self._lag is not None:
+            self._lag.close()
+
+
+def decide_udf(settings: Settings) -> Any:
+    from pyflink.table import DataTypes
+    from pyflink.table.udf import ScalarFunction, udf
+
+    class _Function(DecideFunction, ScalarFunction):  # type: ignore[misc]
+        def is_deterministic(self) -> bool:
+            return False  # side effects in Redis: never duplicate or fold the call
+
+    row = DataTypes.ROW([DataTypes.FIELD(name, DataTypes.BYTES()) for name in RESULT_FIELDS])
+    return udf(_Function(settings), result_type=row, func_type="pandas")

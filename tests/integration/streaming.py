@@ -1,0 +1,85 @@
+"""Helpers for stream-job tests: a stack per test, the job as a process, a decisions tail."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import msgspec
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
+from services import processes, stack
+from services.contract import Decision
+from services.kafka import client_config
+from services.processes import ProcessRecord, free_loopback_port
+from services.settings import Settings
+
+_decision = msgspec.json.Decoder(Decision).decode
+
+
+@contextmanager
+def running_stack(state_dir: Path) -> Iterator[Settings]:
+    """Broker, Redis and scoring service for one test; the job's settings pointing at them."""
+    base = Settings(state_dir=state_dir)
+    state = stack.up(base)
+    try:
+        yield base.model_copy(
+            update={
+                "kafka_bootstrap_servers": state.bootstrap_servers,
+                "redis_url": state.redis_url,
+                "scoring_url": state.scoring_url,
+                "job_metrics_port": free_loopback_port(),
+                "job_scoring_deadline_ms": 200,
+            }
+        )
+    finally:
+        stack.down(base)
+
+
+def kill_hard(record: ProcessRecord) -> None:
+    """SIGKILL the job's whole process group (driver, JVM, Python workers): a crash."""
+    os.killpg(record.pid, signal.SIGKILL)
+    processes.wait_until(lambda: not processes.is_running(record), 10, "job killed")
+
+
+def produce(settings: Settings, count: int, rate: int, seed: int, start: str) -> None:
+    """Generated transactions through the real CLI (labels beside, in the state dir)."""
+    env = dict(os.environ) | stack.settings_env(settings)
+    argv = [sys.executable, "-m", "services.cli", "produce", "--count", str(count),
+            "--rate", str(rate), "--seed", str(seed), "--start", start, "--json"]  # fmt: skip
+    done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0, done.stderr
+
+
+class DecisionTail:
+    """Reads ``decisions`` from the beginning, keeping every decision (repeats too)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._consumer = Consumer(client_config(settings) | {"group.id": "test-tail"})
+        topic = settings.topic_decisions
+        partitions = self._consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        self._consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
+        self.decisions: list[Decision] = []
+
+    def poll(self) -> None:
+        for message in self._consumer.consume(10_000, timeout=0.2):
+            if not message.error():
+                self.decisions.append(_decision(message.value() or b""))
+
+    def wait_for(self, count: int, timeout: float, what: str = "") -> list[Decision]:
+        deadline = time.monotonic() + timeout
+        while len({d.transaction_id for d in self.decisions}) < count:
+            if time.monotonic() > deadline:
+                seen = len({d.transaction_id for d in self.decisions})
+                raise TimeoutError(f"{what}: {seen} of {count} decisions within {timeout} s")
+            self.poll()
+        return self.decisions
+
+    def close(self) -> None:
+        self._consumer.close()

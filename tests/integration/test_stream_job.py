@@ -1,0 +1,135 @@
+"""The PyFlink job against a real broker, Redis and scoring service: one decision per valid
+transaction, dead letters for the rest, through a crash and through outages."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import msgspec
+import pytest
+
+from services import processes, stack
+from services.contract import DeadLetter
+from services.kafka import TransactionProducer
+from services.reading import read_until_idle
+from services.verify import verify
+from tests.integration.streaming import DecisionTail, kill_hard, produce, running_stack
+
+pytestmark = pytest.mark.integration
+START = "2026-03-01T00:00:00Z"
+
+# Each is invalid for a different reason; (key, value, the field the dead letter must name).
+INVALID: list[tuple[bytes | None, bytes, str]] = [
+    (b"c1", b"not json at all", "$"),
+    (b"c1", b"\xff\xfe\x00garbage", "$"),
+    (b"c1", b'{"transaction_id": "x"}', "event_time"),
+    (None, b'["an", "array"]', "$"),
+    (b"c2", json.dumps({
+        "transaction_id": "bad-amount", "event_time": 1772323200000, "card_id": "c2",
+        "customer_id": "u", "merchant_id": "m", "merchant_category": "5411", "amount": -5,
+        "currency": "USD", "country": "US", "channel": "ecommerce"}).encode(), "amount"),
+    (b"c3", json.dumps({
+        "transaction_id": "bad-currency", "event_time": 1772323200000, "card_id": "c3",
+        "customer_id": "u", "merchant_id": "m", "merchant_category": "5411", "amount": 5,
+        "currency": "XXQ", "country": "US", "channel": "ecommerce"}).encode(), "currency"),
+]  # fmt: skip
+
+
+def _wait_complete(settings, timeout: float = 240.0):  # type: ignore[no-untyped-def]
+    deadline = processes.time.monotonic() + timeout
+    while True:
+        result = verify(settings, idle_s=2.0)
+        if result.complete or processes.time.monotonic() > deadline:
+            return result
+
+
+def test_every_valid_transaction_decided_every_invalid_dead_lettered(tmp_path: Path) -> None:
+    with running_stack(tmp_path / "state") as settings:
+        produce(settings, 10_000, 0, 11, START)
+        with TransactionProducer(settings) as producer:
+            for i in range(50):  # 300 invalid messages among the valid ones
+                for key, value, _ in INVALID:
+                    producer.send_raw(key, value if i == 0 else value.replace(b"x", b"x" * i))
+        produce(settings, 10_000, 0, 12, "2026-03-02T00:00:00Z")
+        job = stack.start_job(settings, tmp_path / "logs")
+        try:
+            result = _wait_complete(settings)
+        finally:
+            processes.stop(job)
+        assert result.valid == 20_000
+        assert result.invalid == 300
+        assert result.missing == 0, result
+        assert result.duplicates == 0, result
+        assert result.unexpected == 0
+        assert result.invalid_not_dead_lettered == 0
+        letters = [msgspec.json.decode(v, type=DeadLetter)
+                   for _, _, v in read_until_idle(settings, settings.topic_dlq, 2.0)]  # fmt: skip
+        fields = {letter.raw: letter.field for letter in letters}
+        for _, value, field in INVALID:
+            assert fields[value] == field, (value, fields.get(value))
+        assert all(letter.reason for letter in letters)
+
+
+def test_sigkill_mid_stream_then_restart_loses_nothing(tmp_path: Path) -> None:
+    with running_stack(tmp_path / "state") as settings:
+        job = stack.start_job(settings, tmp_path / "logs", "job-1")
+        tail = DecisionTail(settings)
+        try:
+            produce(settings, 20_000, 0, 21, START)
+            tail.wait_for(10_000, 180, "before the crash")
+        finally:
+            kill_hard(job)
+        decided_before = len({d.transaction_id for d in tail.decisions})
+        assert decided_before < 20_000, "the crash came too late to test anything"
+        job = stack.start_job(settings, tmp_path / "logs", "job-2")
+        try:
+            result = _wait_complete(settings)
+            tail.wait_for(20_000, 60, "after the restart")
+        finally:
+            processes.stop(job)
+            tail.close()
+        assert result.missing == 0, result
+        assert result.valid == 20_000
+        # At-least-once: a replayed event is decided again, identically (features idempotent).
+        by_id: dict[str, set[tuple[str, float, tuple[str, ...]]]] = {}
+        for d in tail.decisions:
+            by_id.setdefault(d.transaction_id, set()).add((d.decision, d.score, tuple(d.reasons)))
+        assert all(len(variants) == 1 for variants in by_id.values())
+
+
+def _phase(settings, tail: DecisionTail, seed: int, start: str, done: int, rate: int):  # type: ignore[no-untyped-def]
+    produce(settings, 1_000, rate, seed, start)
+    return tail.wait_for(done, 120, f"phase seeded {seed}")[-1_000:]
+
+
+@pytest.mark.parametrize("dependency", ["scoring", "redis"])
+def test_outage_degrades_then_recovers(tmp_path: Path, dependency: str) -> None:
+    with running_stack(tmp_path / "state") as settings:
+        state = stack.status(settings)
+        assert state is not None
+        record = next(p for p in state.processes if p.name == dependency)
+        job = stack.start_job(settings, tmp_path / "logs")
+        tail = DecisionTail(settings)
+        try:
+            healthy = _phase(settings, tail, 31, START, 1_000, 0)
+            assert all(not d.degraded for d in healthy)
+            processes.stop(record)
+            during = _phase(settings, tail, 32, "2026-03-02T00:00:00Z", 2_000, 0)
+            assert all(dependency in d.degraded for d in during)
+            if dependency == "scoring":
+                assert all(d.model_version == "none" and d.score == 0.0 for d in during)
+                _, record = stack.start_scoring(tmp_path / "logs", state_port(settings.scoring_url))
+            else:
+                _, record = stack.start_redis(tmp_path / "logs", state.redis_port)
+            after = _phase(settings, tail, 33, "2026-03-03T00:00:00Z", 3_000, 500)
+            assert all(not d.degraded for d in after[-300:]), "did not recover"
+        finally:
+            processes.stop(job)
+            processes.stop(record)
+            tail.close()
+
+
+def state_port(url: str | None) -> int:
+    assert url is not None
+    return int(url.rsplit(":", 1)[1])
