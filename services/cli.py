@@ -26,7 +26,7 @@ from rich.table import Table
 from services import produce as producing
 from services import reading, stack
 from services.cli_models import models_app, train_cmd
-from services.cli_stream import job_app, verify_cmd
+from services.cli_stream import alerts_cmd, demo_cmd, job_app, verify_cmd
 from services.contract import parse_event_time
 from services.errors import MissingExtra, UserError
 from services.generator import GeneratorConfig
@@ -47,6 +47,8 @@ app.add_typer(models_app, name="models")
 app.add_typer(job_app, name="job")
 app.command("train")(train_cmd)
 app.command("verify")(verify_cmd)
+app.command("demo")(demo_cmd)
+app.command("alerts")(alerts_cmd)
 out = Console()
 err = Console(stderr=True)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import random
 from typing import Annotated, Any
 
 import typer
@@ -98,3 +99,85 @@ def verify_cmd(
             typer.echo(f"{name:>26}  {value}")
     if not result.complete:
         raise typer.Exit(1)
+
+
+def demo_cmd(
+    rate: Annotated[int, typer.Option(min=1, max=100_000, help="Events per second.")] = 2_000,
+    duration: Annotated[float, typer.Option(min=1, help="Seconds of streaming.")] = 30.0,
+    seed: Annotated[int | None, typer.Option(help="Generator seed (default: random).")] = None,
+    fraud_rate: Annotated[float, typer.Option(min=0, max=0.5, help="Share of fraud.")] = 0.01,
+    as_json: Annotated[bool, typer.Option("--json", help="No live view; one JSON object.")] = False,
+) -> None:
+    """Start the embedded stack and the stream job, stream the generator at --rate for
+    --duration seconds with a live view, then summarise (latency, precision and recall)."""
+    from rich.console import Console
+    from rich.live import Live
+
+    from services import demo
+
+    config = demo.DemoConfig(rate, duration, seed or random.randrange(2**31), fraud_rate)
+    settings = load_settings()
+    if as_json:
+        summary = demo.run(settings, config, lambda _p: None)
+        typer.echo(json.dumps(summary))
+        return
+    console = Console(stderr=True)
+    console.print("starting the stack and the stream job (PyFlink takes ~15 s)…")
+    with Live(console=console, refresh_per_second=4) as live:
+        summary = demo.run(settings, config, lambda p: live.update(_live_view(p, config)))
+    console.print(_summary_table(summary))
+
+
+def _live_view(progress: Any, config: Any) -> Any:
+    from rich.console import Group
+    from rich.table import Table
+
+    stats = Table.grid(padding=(0, 3))
+    stats.add_row(
+        f"produced {progress.produced:,}/{int(config.rate * config.duration_s):,}",
+        f"decided {progress.decisions:,}",
+        f"{progress.events_per_s():,.0f} decisions/s",
+        f"p50 {progress.percentile_ms(50, 5.0):.1f} ms",
+        f"p99 {progress.percentile_ms(99, 5.0):.1f} ms",
+    )
+    stats.add_row(
+        *(f"{k} {progress.outcomes[k]:,}" for k in ("approve", "review", "decline")),
+        f"alerts {progress.alerts:,}  dlq {progress.dlq}  degraded {progress.degraded}",
+    )
+    alerts = Table("card", "amount", "decision", "score", "reasons", title="latest alerts")
+    for a in reversed(progress.latest_alerts):
+        tx = a.transaction
+        alerts.add_row(tx.card_id, f"{tx.amount:,.2f} {tx.currency}", a.decision,
+                       f"{a.score:.3f}", ", ".join(a.reasons[:3]))  # fmt: skip
+    return Group(stats, alerts)
+
+
+def _summary_table(summary: dict[str, Any]) -> Any:
+    from rich.table import Table
+
+    table = Table("summary", "value", title="demo")
+    for key, value in summary.items():
+        table.add_row(key, f"{value:,}" if isinstance(value, int) else str(value))
+    return table
+
+
+def alerts_cmd(
+    follow: Annotated[
+        bool, typer.Option("--follow", "-f", help="Keep waiting for new ones.")
+    ] = False,
+    from_beginning: Annotated[bool, typer.Option(help="Start at the oldest alert.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON alert per line.")] = False,
+) -> None:
+    """Print alerts (review and decline decisions with their reasons) as they arrive; repeats
+    after a job restart are dropped. Without --follow, stop when none arrived for 3 s."""
+    from services.alerts import follow_alerts
+
+    for alert, raw in follow_alerts(load_settings(), follow, from_beginning):
+        if as_json:
+            typer.echo(raw)
+        else:
+            tx = alert.transaction
+            typer.echo(
+                f"{alert.decision:<8} {alert.score:.3f} {tx.card_id} {tx.amount:,.2f} "
+                f"{tx.currency} {tx.merchant_id} {alert.transaction_id}  {', '.join(alert.reasons)}"
+            )

@@ -59,6 +59,7 @@ def _with(options: dict[str, str]) -> str:
 
 
 def source_ddl(settings: Settings) -> str:
+    """The raw source: bytes and their Kafka coordinates, event-time watermarks."""
     props = {f"properties.{k}": v for k, v in kafka_properties(settings).items()}
     event_ms = "TRY_CAST(JSON_VALUE(CAST(`value` AS STRING), '$.event_time') AS BIGINT)"
     return f"""

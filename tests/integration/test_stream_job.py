@@ -4,16 +4,18 @@ transaction, dead letters for the rest, through a crash and through outages."""
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import msgspec
 import pytest
 
 from services import processes, stack
-from services.contract import DeadLetter
+from services.contract import DeadLetter, Decision
 from services.kafka import TransactionProducer
 from services.reading import read_until_idle
-from services.verify import verify
+from services.settings import Settings
+from services.verify import Verification, verify
 from tests.integration.streaming import DecisionTail, kill_hard, produce, running_stack
 
 pytestmark = pytest.mark.integration
@@ -36,11 +38,12 @@ INVALID: list[tuple[bytes | None, bytes, str]] = [
 ]  # fmt: skip
 
 
-def _wait_complete(settings, timeout: float = 240.0):  # type: ignore[no-untyped-def]
-    deadline = processes.time.monotonic() + timeout
+def _wait_complete(settings: Settings, timeout: float = 240.0) -> Verification:
+    """Verify until every transaction is accounted for, or the deadline passes."""
+    deadline = time.monotonic() + timeout
     while True:
         result = verify(settings, idle_s=2.0)
-        if result.complete or processes.time.monotonic() > deadline:
+        if result.complete or time.monotonic() > deadline:
             return result
 
 
@@ -98,7 +101,9 @@ def test_sigkill_mid_stream_then_restart_loses_nothing(tmp_path: Path) -> None:
         assert all(len(variants) == 1 for variants in by_id.values())
 
 
-def _phase(settings, tail: DecisionTail, seed: int, start: str, done: int, rate: int):  # type: ignore[no-untyped-def]
+def _phase(
+    settings: Settings, tail: DecisionTail, seed: int, start: str, done: int, rate: int
+) -> list[Decision]:
     produce(settings, 1_000, rate, seed, start)
     return tail.wait_for(done, 120, f"phase seeded {seed}")[-1_000:]
 

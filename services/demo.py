@@ -1,0 +1,250 @@
+"""``fraudstream demo``: the embedded stack and the stream job, fed by the generator at a
+chosen rate, watched live, and summed up against the generator's labels at the end."""
+
+from __future__ import annotations
+
+import contextlib
+import random
+import threading
+import time
+import uuid
+from collections import Counter, deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+import msgspec
+import numpy as np
+from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
+
+from services import processes, stack
+from services.contract import Alert, DeadLetter, Decision
+from services.generator import GeneratorConfig, generate
+from services.kafka import TransactionProducer, client_config
+from services.processes import ProcessRecord, free_loopback_port
+from services.settings import Settings
+from services.stack import StackError
+
+JOB_READY_TIMEOUT_S = 180.0
+DRAIN_TIMEOUT_S = 120.0
+WARMUP_PREFIX = "demo-warmup-"
+_decision = msgspec.json.Decoder(Decision).decode
+_alert = msgspec.json.Decoder(Alert).decode
+_dead_letter = msgspec.json.Decoder(DeadLetter).decode
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    rate: int
+    duration_s: float
+    seed: int
+    fraud_rate: float = 0.01
+    invalid_rate: float = 0.002  # a few malformed messages, to show the dead-letter path
+
+
+@dataclass
+class Progress:
+    """What the live view shows; updated by the consumer thread, read by the view."""
+
+    started: float = field(default_factory=time.monotonic)
+    produced: int = 0
+    invalid_sent: int = 0
+    decisions: int = 0
+    alerts: int = 0
+    dlq: int = 0
+    outcomes: Counter[str] = field(default_factory=Counter)
+    degraded: int = 0
+    latencies_ms: list[float] = field(default_factory=list)
+    recent: deque[tuple[float, float]] = field(default_factory=lambda: deque(maxlen=100_000))
+    latest_alerts: deque[Alert] = field(default_factory=lambda: deque(maxlen=8))
+
+    def events_per_s(self, window_s: float = 2.0) -> float:
+        now = time.monotonic()
+        return sum(1 for t, _ in self.recent if now - t <= window_s) / window_s
+
+    def percentile_ms(self, q: float, window_s: float | None = None) -> float:
+        now = time.monotonic()
+        values = (
+            [ms for t, ms in self.recent if now - t <= window_s] if window_s else self.latencies_ms
+        )
+        return float(np.percentile(values, q)) if values else 0.0
+
+
+class _Watcher:
+    """Reads decisions, alerts and dead letters of this run in a background thread."""
+
+    def __init__(self, settings: Settings, progress: Progress, ids: set[str], seed: int) -> None:
+        self._settings, self._progress, self._ids, self._seed = settings, progress, ids, seed
+        self._decided: set[str] = set()
+        self.alerted: set[str] = set()
+        self.job_answered = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="demo-watcher", daemon=True)
+        self._thread.start()
+
+    @property
+    def decided(self) -> int:
+        return len(self._decided)
+
+    def _run(self) -> None:
+        s = self._settings
+        consumer = Consumer(client_config(s) | {"group.id": "fraudstream-demo"})
+        topics = [s.topic_decisions, s.topic_alerts, s.topic_dlq]
+        assignment = [
+            TopicPartition(topic, p, OFFSET_BEGINNING)
+            for topic in topics
+            for p in consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        ]
+        consumer.assign(assignment)
+        try:
+            while not self._stop.is_set():
+                for message in consumer.consume(5_000, timeout=0.2):
+                    if not message.error():
+                        self._take(message.topic() or "", message.value() or b"")
+        finally:
+            consumer.close()
+
+    def _take(self, topic: str, value: bytes) -> None:
+        p, s = self._progress, self._settings
+        if topic == s.topic_decisions:
+            d = _decision(value)
+            if d.transaction_id.startswith(f"{WARMUP_PREFIX}{self._seed}-"):
+                self.job_answered.set()
+            if d.transaction_id not in self._ids or d.transaction_id in self._decided:
+                return  # another run's, or a repeat after a restart
+            self._decided.add(d.transaction_id)
+            p.decisions += 1
+            p.outcomes[d.decision] += 1
+            p.degraded += bool(d.degraded)
+            p.latencies_ms.append(d.latency_ms)
+            p.recent.append((time.monotonic(), d.latency_ms))
+        elif topic == s.topic_alerts:
+            a = _alert(value)
+            if a.transaction_id in self._ids and a.transaction_id not in self.alerted:
+                self.alerted.add(a.transaction_id)
+                p.alerts += 1
+                p.latest_alerts.append(a)
+        elif _dead_letter(value).raw == _broken(self._seed):
+            p.dlq += 1
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+
+def _broken(seed: int) -> bytes:
+    """This run's malformed message (the DLQ keeps its bytes, so the run can count its own)."""
+    return b'{"transaction_id": "broken-%d", "amount": -1}' % seed
+
+
+def _wait_for_job(settings: Settings, watcher: _Watcher, job: ProcessRecord, seed: int) -> None:
+    """Send a marked warm-up transaction every 2 s until the job decides one (end to end)."""
+    template = next(generate(GeneratorConfig(seed=0), 1)).transaction
+    deadline = time.monotonic() + JOB_READY_TIMEOUT_S
+    with TransactionProducer(settings) as producer:
+        while not watcher.job_answered.wait(2.0):
+            if not processes.is_running(job):
+                raise StackError(f"the stream job exited at start; its log: {job.log}")
+            if time.monotonic() > deadline:
+                raise processes.WaitTimeout(
+                    f"the stream job decided nothing in {JOB_READY_TIMEOUT_S:.0f} s"
+                )
+            warmup = msgspec.structs.replace(
+                template, transaction_id=f"{WARMUP_PREFIX}{seed}-{uuid.uuid4()}",
+                event_time=int(time.time() * 1000),
+            )  # fmt: skip
+            producer.send(warmup)
+            producer.flush(5)
+
+
+def _stream(settings: Settings, config: DemoConfig, progress: Progress, ids: set[str],
+            fraud: set[str]) -> None:  # fmt: skip
+    """Publish generated events at ``rate`` for ``duration`` (and a few malformed ones)."""
+    rng = random.Random(config.seed)
+    generator = GeneratorConfig(seed=config.seed, fraud_rate=config.fraud_rate,
+                                start_ms=int(time.time() * 1000))  # fmt: skip
+    total = int(config.rate * config.duration_s)
+    started = time.monotonic()
+    with TransactionProducer(settings) as producer:
+        for n, item in enumerate(generate(generator, total), start=1):
+            ids.add(item.transaction.transaction_id)
+            if item.is_fraud:
+                fraud.add(item.transaction.transaction_id)
+            producer.send(item.transaction)
+            progress.produced = n
+            if rng.random() < config.invalid_rate:
+                producer.send_raw(b"demo", _broken(config.seed))
+                progress.invalid_sent += 1
+            ahead = n / config.rate - (time.monotonic() - started)
+            if ahead > 0.005:
+                time.sleep(ahead)
+
+
+def run(
+    settings: Settings, config: DemoConfig, view: Callable[[Progress], None]
+) -> dict[str, float | int | str]:
+    """Start what is missing, stream, watch, stop the job; the summary as a flat dict."""
+    state = stack.up(settings)
+    local = settings.model_copy(update={
+        "kafka_bootstrap_servers": state.bootstrap_servers, "redis_url": state.redis_url,
+        "scoring_url": state.scoring_url, "job_metrics_port": free_loopback_port(),
+    })  # fmt: skip
+    progress, ids, fraud = Progress(), set[str](), set[str]()
+    job = stack.start_job(local, settings.state_dir / "logs", "demo-job")
+    try:
+        watcher = _Watcher(local, progress, ids, config.seed)
+        _wait_for_job(local, watcher, job, config.seed)
+        progress.started = time.monotonic()
+        producer = threading.Thread(target=_stream, args=(local, config, progress, ids, fraud))
+        producer.start()
+        with _ticking(lambda: view(progress)):
+            producer.join()
+            deadline = time.monotonic() + DRAIN_TIMEOUT_S
+            while watcher.decided < len(ids) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            time.sleep(0.5)  # the alerts of the last decisions are produced in the same batch
+        watcher.close()
+    finally:
+        processes.stop(job)
+    return _summary(progress, ids, fraud, watcher.alerted)
+
+
+@contextlib.contextmanager
+def _ticking(tick: Callable[[], None], every_s: float = 0.5) -> Iterator[None]:
+    stop = threading.Event()
+
+    def loop() -> None:
+        while not stop.wait(every_s):
+            tick()
+
+    thread = threading.Thread(target=loop, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+        tick()
+
+
+def _summary(
+    progress: Progress, ids: set[str], fraud: set[str], alerted: set[str]
+) -> dict[str, float | int | str]:
+    caught = len(alerted & fraud)
+    return {
+        "produced": len(ids),
+        "decisions": progress.decisions,
+        "missing": len(ids) - progress.decisions,
+        "alerts": progress.alerts,
+        "dlq": progress.dlq,
+        "invalid_sent": progress.invalid_sent,
+        "review": progress.outcomes["review"],
+        "decline": progress.outcomes["decline"],
+        "degraded": progress.degraded,
+        "fraud": len(fraud),
+        "p50_ms": round(progress.percentile_ms(50), 2),
+        "p99_ms": round(progress.percentile_ms(99), 2),
+        "max_ms": round(max(progress.latencies_ms, default=0.0), 2),
+        "precision": round(caught / len(alerted), 4) if alerted else 0.0,
+        "recall": round(caught / len(fraud), 4) if fraud else 0.0,
+        "seconds": round(time.monotonic() - progress.started, 2),
+    }
