@@ -1,0 +1,188 @@
+"""End to end: the PyFlink job against a pure-Python baseline doing the same work.
+
+The baseline is one process: confluent-kafka consume, the same ``Decider`` (the shared online
+features with pipelined Redis, the same rules), ONNX Runtime in process instead of the
+service, produce. Both run on the same embedded broker and Redis, on their own topics.
+
+- throughput: a backlog of ``--count`` events, each pipeline alone on the machine; events/s
+  between the first and the last decision (start-up excluded);
+- latency: open-loop rates (1k, 2k, 5k events/s) for ``--seconds`` each: p50/p99 of
+  ingest-to-decision latency, and whether the pipeline kept up (every event decided within
+  10 s of the last one sent, so lag did not grow).
+
+    python -m benchmarks.e2e [--json] [--count 20000] [--seconds 8]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import numpy as np
+import redis
+from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, Producer, TopicPartition
+
+from benchmarks.provenance import provenance
+from models.registry import DEFAULT_REGISTRY, Registry
+from services import kafka, processes, stack
+from services.contract import Decision
+from services.generator import GeneratorConfig
+from services.produce import KafkaSink, generated_items, run
+from services.settings import Settings
+from stream_jobs.decide import Decider, Record
+from stream_jobs.scorers import InProcessScorer
+
+RATES = (1_000, 2_000, 5_000)
+_decision = msgspec.json.Decoder(Decision).decode
+
+
+def _baseline_topics(settings: Settings) -> Settings:
+    return settings.model_copy(update={
+        "topic_transactions": "baseline.transactions", "topic_decisions": "baseline.decisions",
+        "topic_alerts": "baseline.alerts", "topic_dlq": "baseline.dlq",
+        "topic_feedback": "baseline.feedback",
+    })  # fmt: skip
+
+
+def baseline_worker(settings: Settings, from_end: bool, batch: int = 500) -> None:
+    """The single-process pipeline: consume a batch, decide it, produce, repeat."""
+    consumer = Consumer(kafka.client_config(settings) | {"group.id": "baseline"})
+    topic = settings.topic_transactions
+    parts = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+    start = OFFSET_END if from_end else OFFSET_BEGINNING
+    consumer.assign([TopicPartition(topic, p, start) for p in parts])
+    producer = Producer(kafka.client_config(settings) | {"linger.ms": 1})
+    registry = Registry(DEFAULT_REGISTRY)
+    version = registry.current()
+    assert version is not None
+    scorer = InProcessScorer(registry.path(version))
+    decider = Decider(redis.Redis.from_url(settings.require_redis()), scorer, topic)
+    while True:
+        messages = [m for m in consumer.consume(batch, timeout=0.01) if not m.error()]
+        if not messages:
+            continue
+        records = [Record(m.key(), m.value() or b"", m.partition() or 0, m.offset() or 0,
+                          m.timestamp()[1]) for m in messages]  # fmt: skip
+        for out in decider.decide(records):
+            if out.decision is not None:
+                producer.produce(settings.topic_decisions, out.decision, out.key)
+            if out.alert is not None:
+                producer.produce(settings.topic_alerts, out.alert, out.key)
+            if out.dead_letter is not None:
+                producer.produce(settings.topic_dlq, out.dead_letter, out.key)
+        producer.poll(0)
+
+
+class Collector:
+    """Decisions of one topic from the beginning, kept per transaction id."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._consumer = Consumer(kafka.client_config(settings) | {"group.id": "bench"})
+        topic = settings.topic_decisions
+        parts = self._consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        self._consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in parts])
+        self.by_id: dict[str, Decision] = {}
+
+    def wait(self, ids: set[str], timeout: float) -> list[Decision]:
+        deadline = time.monotonic() + timeout
+        while not ids <= self.by_id.keys() and time.monotonic() < deadline:
+            for m in self._consumer.consume(10_000, timeout=0.2):
+                if not m.error():
+                    d = _decision(m.value() or b"")
+                    self.by_id.setdefault(d.transaction_id, d)
+        return [self.by_id[i] for i in ids if i in self.by_id]
+
+
+def _send(settings: Settings, count: int, rate: int, seed: int) -> set[str]:
+    config = GeneratorConfig(seed=seed, start_ms=int(time.time() * 1000))
+    items = list(generated_items(config, count))
+    run(items, KafkaSink(settings, None), rate=rate, labels=None)
+    return {item.transaction.transaction_id for item in items}
+
+
+def _measure(settings: Settings, start: Any, stop: Any, count: int, seconds: float,
+             seed: int) -> dict[str, Any]:  # fmt: skip
+    """Throughput on a backlog, then latency at each fixed rate, for one pipeline."""
+    collector = Collector(settings)
+    ids = _send(settings, count, 0, seed)
+    handle = start(False)
+    try:
+        got = collector.wait(ids, 600)
+        decided_at = sorted(d.decided_at for d in got)
+        span_s = max((decided_at[-1] - decided_at[0]) / 1000, 1e-3)
+        result: dict[str, Any] = {"events_per_s": round(len(got) / span_s, 1),
+                                  "backlog_decided": len(got)}  # fmt: skip
+        for i, rate in enumerate(RATES):
+            ids = _send(settings, int(rate * seconds), rate, seed + 1 + i)
+            got = collector.wait(ids, 10)
+            latencies = [d.latency_ms for d in got]
+            result[f"rate_{rate}"] = {
+                "decided": len(got), "sent": len(ids), "kept_up": len(got) == len(ids),
+                "p50_ms": round(float(np.percentile(latencies, 50)), 1) if got else None,
+                "p99_ms": round(float(np.percentile(latencies, 99)), 1) if got else None,
+            }  # fmt: skip
+    finally:
+        stop(handle)
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--json", action="store_true")
+    parser.add_argument("--count", type=int, default=20_000)
+    parser.add_argument("--seconds", type=float, default=8.0)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        base = Settings(state_dir=Path(tmp))
+        state = stack.up(base)
+        settings = base.model_copy(update={
+            "kafka_bootstrap_servers": state.bootstrap_servers, "redis_url": state.redis_url,
+            "scoring_url": state.scoring_url, "job_metrics_port": 0,
+        })  # fmt: skip
+        try:
+            flink = _measure(
+                settings,
+                lambda _end: stack.start_job(settings, Path(tmp) / "logs"),
+                processes.stop, args.count, args.seconds, 100,
+            )  # fmt: skip
+            other = _baseline_topics(settings)
+            kafka.create_topics(other)
+            redis.Redis.from_url(settings.require_redis()).flushdb()
+            context = multiprocessing.get_context("spawn")
+
+            def start_baseline(from_end: bool) -> Any:
+                worker = context.Process(target=baseline_worker, args=(other, from_end))
+                worker.start()
+                return worker
+
+            def stop_baseline(worker: Any) -> None:
+                worker.terminate()
+                worker.join(10)
+
+            base_result = _measure(other, start_baseline, stop_baseline, args.count,
+                                   args.seconds, 100)  # fmt: skip
+        finally:
+            stack.down(base)
+    summary = {
+        "pyflink": flink, "baseline": base_result,
+        "pyflink_events_per_s": flink["events_per_s"],
+        "baseline_events_per_s": base_result["events_per_s"],
+        "ratio": round(flink["events_per_s"] / base_result["events_per_s"], 3),
+        "p99_ms": {str(r): {"pyflink": flink[f"rate_{r}"]["p99_ms"],
+                            "baseline": base_result[f"rate_{r}"]["p99_ms"]} for r in RATES},
+    } | provenance()  # fmt: skip
+    if not args.json:
+        print(json.dumps(summary, indent=2))
+    print(json.dumps(summary))
+    sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()
