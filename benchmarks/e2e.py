@@ -27,7 +27,7 @@ from typing import Any
 import msgspec
 import numpy as np
 import redis
-from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, Producer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Producer
 
 from benchmarks.provenance import provenance
 from models.registry import DEFAULT_REGISTRY, Registry
@@ -53,11 +53,9 @@ def _baseline_topics(settings: Settings) -> Settings:
 
 def baseline_worker(settings: Settings, from_end: bool, batch: int = 500) -> None:
     """The single-process pipeline: consume a batch, decide it, produce, repeat."""
-    consumer = Consumer(kafka.client_config(settings) | {"group.id": "baseline"})
     topic = settings.topic_transactions
-    parts = consumer.list_topics(topic, timeout=10).topics[topic].partitions
     start = OFFSET_END if from_end else OFFSET_BEGINNING
-    consumer.assign([TopicPartition(topic, p, start) for p in parts])
+    consumer = kafka.assigned_consumer(settings, [topic], start, "baseline")
     producer = Producer(kafka.client_config(settings) | {"linger.ms": 1})
     registry = Registry(DEFAULT_REGISTRY)
     version = registry.current()
@@ -84,10 +82,9 @@ class Collector:
     """Decisions of one topic from the beginning, kept per transaction id."""
 
     def __init__(self, settings: Settings) -> None:
-        self._consumer = Consumer(kafka.client_config(settings) | {"group.id": "bench"})
-        topic = settings.topic_decisions
-        parts = self._consumer.list_topics(topic, timeout=10).topics[topic].partitions
-        self._consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in parts])
+        self._consumer = kafka.assigned_consumer(
+            settings, [settings.topic_decisions], group="bench"
+        )
         self.by_id: dict[str, Decision] = {}
 
     def wait(self, ids: set[str], timeout: float) -> list[Decision]:

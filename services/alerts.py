@@ -7,10 +7,10 @@ import time
 from collections.abc import Iterator
 
 import msgspec
-from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, OFFSET_END
 
 from services.contract import Alert
-from services.kafka import client_config
+from services.kafka import assigned_consumer
 from services.reading import Deduplicator
 from services.settings import Settings
 
@@ -22,11 +22,8 @@ def follow_alerts(
     settings: Settings, follow: bool, from_beginning: bool
 ) -> Iterator[tuple[Alert, str]]:
     """Alerts with their raw JSON; until interrupted with ``follow``, else until idle."""
-    consumer = Consumer(client_config(settings) | {"group.id": "fraudstream-analyst"})
-    topic = settings.topic_alerts
     start = OFFSET_BEGINNING if from_beginning else OFFSET_END
-    partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
-    consumer.assign([TopicPartition(topic, p, start) for p in partitions])
+    consumer = assigned_consumer(settings, [settings.topic_alerts], start, "fraudstream-analyst")
     seen = Deduplicator()
     last = time.monotonic()
     try:

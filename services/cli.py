@@ -26,12 +26,14 @@ from rich.table import Table
 from services import produce as producing
 from services import reading, stack
 from services.cli_models import models_app, train_cmd
+from services.cli_options import env_var as _env
+from services.cli_options import setting_option as _opt
 from services.cli_stream import alerts_cmd, demo_cmd, job_app, verify_cmd
 from services.contract import parse_event_time
 from services.errors import MissingExtra, UserError
 from services.generator import GeneratorConfig
 from services.processes import free_loopback_port, is_running
-from services.settings import ENV_PREFIX, Settings, load_settings
+from services.settings import Settings, load_settings
 from services.stack_state import StackState
 
 app = typer.Typer(
@@ -51,20 +53,6 @@ app.command("demo")(demo_cmd)
 app.command("alerts")(alerts_cmd)
 out = Console()
 err = Console(stderr=True)
-
-
-def _env(name: str) -> str:
-    return f"{ENV_PREFIX}{name.upper()}"
-
-
-def _opt(setting: str, help_text: str, flag: str | None = None) -> Any:
-    """A CLI option that overrides one setting and shows its environment variable."""
-    return typer.Option(
-        f"--{flag or setting.replace('_', '-')}",
-        envvar=_env(setting),
-        show_envvar=True,
-        help=help_text,
-    )
 
 
 BootstrapOpt = Annotated[

@@ -9,19 +9,11 @@ from typing import Annotated, Any
 
 import typer
 
+from services.cli_options import setting_option as _opt
 from services.errors import MissingExtra, UserError
-from services.settings import ENV_PREFIX, Settings, load_settings
+from services.settings import Settings, load_settings
 
 job_app = typer.Typer(help="The PyFlink stream job.")
-
-
-def _opt(setting: str, help_text: str, flag: str | None = None) -> Any:
-    return typer.Option(
-        f"--{flag or setting.replace('_', '-')}",
-        envvar=f"{ENV_PREFIX}{setting.upper()}",
-        show_envvar=True,
-        help=help_text,
-    )
 
 
 ParallelismOpt = Annotated[int | None, _opt("job_parallelism", "Job parallelism", "parallelism")]
@@ -35,10 +27,7 @@ def _job_settings(**overrides: Any) -> Settings:
     settings = load_settings(**overrides)
     settings.require_kafka()
     settings.require_redis()
-    if settings.scoring_url is None:
-        raise UserError(
-            "no scoring service: run `fraudstream stack up` or set FRAUDSTREAM_SCORING_URL"
-        )
+    settings.require_scoring()
     return settings
 
 

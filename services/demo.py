@@ -14,12 +14,11 @@ from dataclasses import dataclass, field
 
 import msgspec
 import numpy as np
-from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from services import processes, stack
 from services.contract import Alert, DeadLetter, Decision
 from services.generator import GeneratorConfig, generate
-from services.kafka import TransactionProducer, client_config
+from services.kafka import TransactionProducer, assigned_consumer
 from services.processes import ProcessRecord, free_loopback_port
 from services.settings import Settings
 from services.stack import StackError
@@ -87,14 +86,8 @@ class _Watcher:
 
     def _run(self) -> None:
         s = self._settings
-        consumer = Consumer(client_config(s) | {"group.id": "fraudstream-demo"})
         topics = [s.topic_decisions, s.topic_alerts, s.topic_dlq]
-        assignment = [
-            TopicPartition(topic, p, OFFSET_BEGINNING)
-            for topic in topics
-            for p in consumer.list_topics(topic, timeout=10).topics[topic].partitions
-        ]
-        consumer.assign(assignment)
+        consumer = assigned_consumer(s, topics, group="fraudstream-demo")
         try:
             while not self._stop.is_set():
                 for message in consumer.consume(5_000, timeout=0.2):

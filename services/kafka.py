@@ -8,7 +8,7 @@ reads until a condition holds rather than trusting a broker's 'latest' offset.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -153,6 +153,26 @@ class TransactionProducer:
         self.flush()
 
 
+def assigned_consumer(
+    settings: Settings,
+    topics: Sequence[str],
+    start: int = OFFSET_BEGINNING,
+    group: str = "fraudstream-reader",
+) -> _Consumer:
+    """A consumer owning every partition of ``topics`` from ``start``: no group join to wait
+    for, no committed offsets."""
+    consumer = _Consumer(
+        client_config(settings)
+        | {"group.id": group, "enable.auto.commit": False, "enable.partition.eof": False}
+    )
+    consumer.assign([
+        TopicPartition(topic, p, start)
+        for topic in topics
+        for p in consumer.list_topics(topic, timeout=10).topics[topic].partitions
+    ])  # fmt: skip
+    return consumer
+
+
 def read_topic(
     settings: Settings,
     topic: str,
@@ -164,18 +184,8 @@ def read_topic(
     Assigns every partition directly (no group join, no committed offsets). The caller decides
     when it has read enough: an exact count, a marker message, or simply the deadline.
     """
-    consumer = _Consumer(
-        client_config(settings)
-        | {
-            "group.id": "fraudstream-reader",
-            "enable.auto.commit": False,
-            "enable.partition.eof": False,
-        }
-    )
+    consumer = assigned_consumer(settings, [topic])
     try:
-        metadata = consumer.list_topics(topic, timeout=10)
-        partitions = metadata.topics[topic].partitions
-        consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
         count = 0
         deadline = time.monotonic() + timeout
         while not stop(count) and time.monotonic() < deadline:

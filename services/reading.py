@@ -43,10 +43,11 @@ def read_summary(
         messages += 1
         if each is not None:
             each(value)
-        try:
-            ids.add(_decode_id(value).transaction_id)
-        except msgspec.DecodeError:
+        tx_id = transaction_id(value)
+        if tx_id is None:
             not_json += 1
+        else:
+            ids.add(tx_id)
         if messages >= count:
             break
     return ReadSummary(topic, messages, len(ids), not_json)

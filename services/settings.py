@@ -145,6 +145,14 @@ class Settings(BaseSettings):
             )
         return self.redis_url
 
+    def require_scoring(self) -> str:
+        """The scoring service URL, or an error that says how to get one."""
+        if self.scoring_url is None:
+            raise SettingsError(
+                "no scoring service: run `fraudstream stack up` or set FRAUDSTREAM_SCORING_URL"
+            )
+        return self.scoring_url
+
     def masked(self) -> dict[str, Any]:
         """The effective settings as plain values, secrets replaced by asterisks."""
         out: dict[str, Any] = {}

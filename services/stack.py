@@ -116,15 +116,8 @@ def _start_scoring(settings: Settings, logs: Path, started: list[ProcessRecord])
 
 def start_scoring(logs: Path, port: int = 0) -> tuple[str, ProcessRecord]:
     """A scoring service on loopback, ready to score: its URL and process."""
-    started: list[ProcessRecord] = []
-    chosen = _start_server("scoring", port, _scoring_argv, logs, started)
-    url = f"http://127.0.0.1:{chosen}"
-    try:
-        processes.wait_until(lambda: _scoring_ready(url), START_TIMEOUT_S, "scoring /readyz")
-    except processes.WaitTimeout:
-        processes.stop(started[0])
-        raise
-    return url, started[0]
+    return _start_ready("scoring", port, _scoring_argv, logs, "http://127.0.0.1:{port}",
+                        _scoring_ready, "scoring /readyz")  # fmt: skip
 
 
 def start_job(settings: Settings, logs: Path, name: str = "job") -> ProcessRecord:
@@ -152,11 +145,24 @@ def _scoring_ready(url: str) -> bool:
 
 def start_redis(logs: Path, port: int = 0) -> tuple[str, ProcessRecord]:
     """A standalone Redis on loopback (for tests and benchmarks): its URL and process."""
+    return _start_ready("redis", port, _redis_argv, logs, "redis://127.0.0.1:{port}/0",
+                        _redis_answers, "redis PING")  # fmt: skip
+
+
+def _start_ready(
+    name: str,
+    port: int,
+    argv: Callable[[int], list[str]],
+    logs: Path,
+    url_template: str,
+    answers: Callable[[str], bool],
+    what: str,
+) -> tuple[str, ProcessRecord]:
+    """Start a server and wait until its URL answers (stopping it if it never does)."""
     started: list[ProcessRecord] = []
-    chosen = _start_server("redis", port, _redis_argv, logs, started)
-    url = f"redis://127.0.0.1:{chosen}/0"
+    url = url_template.format(port=_start_server(name, port, argv, logs, started))
     try:
-        processes.wait_until(lambda: _redis_answers(url), START_TIMEOUT_S, "redis PING")
+        processes.wait_until(lambda: answers(url), START_TIMEOUT_S, what)
     except processes.WaitTimeout:
         processes.stop(started[0])
         raise

@@ -17,6 +17,7 @@ from typing import Protocol
 
 import msgspec
 import redis
+from prometheus_client import CollectorRegistry
 
 from models import features as f
 from models import redis_layout as layout
@@ -86,7 +87,7 @@ class Decider:
         self._store = OnlineFeatureStore(redis_client)
         self._scorer = scorer
         self._topic = source_topic
-        self._metrics = metrics
+        self._metrics = metrics or JobMetrics(CollectorRegistry())  # unserved when not given
         self._redis_retry_at = 0.0
 
     def decide(self, records: Sequence[Record], watermark_ms: int | None = None) -> list[Output]:
@@ -100,8 +101,7 @@ class Decider:
                 valid.append(_Valid(i, record, parsed))
         if valid:
             self._decide_valid(valid, outputs)
-        if self._metrics is not None:
-            self._count(records, valid, watermark_ms)
+        self._count(records, valid, watermark_ms)
         return outputs
 
     def _decide_valid(self, valid: list[_Valid], outputs: list[Output]) -> None:
@@ -125,8 +125,7 @@ class Decider:
                 alert = Alert(**msgspec.structs.asdict(decision), transaction=v.tx,
                               features=features)  # fmt: skip
                 out.alert = encode(alert)
-            if self._metrics is not None:
-                self._observe(decision)
+            self._observe(decision)
 
     def _decision(
         self,
@@ -184,13 +183,11 @@ class Decider:
             response = self._scorer.score(rows)
         except (ScoringUnavailable, ScoringRejected):
             return None
-        if self._metrics is not None:
-            self._metrics.scoring.observe(time.perf_counter() - started)
+        self._metrics.scoring.observe(time.perf_counter() - started)
         return response
 
     def _dead_letter(self, record: Record, invalid: InvalidEvent) -> bytes:
-        if self._metrics is not None:
-            self._metrics.dlq.labels(invalid.field).inc()
+        self._metrics.dlq.labels(invalid.field).inc()
         return encode(
             DeadLetter(
                 field=invalid.field, reason=invalid.reason, raw=record.value,
@@ -200,14 +197,12 @@ class Decider:
         )  # fmt: skip
 
     def _observe(self, decision: Decision) -> None:
-        assert self._metrics is not None
         self._metrics.decisions.labels(decision.decision).inc()
         self._metrics.latency.observe(decision.latency_ms / 1000)
         for dependency in decision.degraded:
             self._metrics.degraded.labels(dependency).inc()
 
     def _count(self, records: Sequence[Record], valid: list[_Valid], watermark: int | None) -> None:
-        assert self._metrics is not None
         self._metrics.batch_rows.observe(len(records))
         self._metrics.events.labels("valid").inc(len(valid))
         self._metrics.events.labels("invalid").inc(len(records) - len(valid))

@@ -46,10 +46,8 @@ class DecideFunction:
             socket_timeout=0.5, socket_connect_timeout=0.5,
         )  # fmt: skip
         token = s.scoring_token.get_secret_value() if s.scoring_token else None
-        if s.scoring_url is None:
-            raise RuntimeError("no scoring service: set FRAUDSTREAM_SCORING_URL")
         scoring = ScoringClient(
-            s.scoring_url, token, deadline_s=s.job_scoring_deadline_ms / 1000, cooldown_s=1.0
+            s.require_scoring(), token, deadline_s=s.job_scoring_deadline_ms / 1000, cooldown_s=1.0
         )
         self._decider = Decider(client, ServiceScorer(scoring), s.topic_transactions, metrics)
         self._lag = LagProbe(s, metrics)

@@ -12,11 +12,10 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import msgspec
-from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
 from services import processes, stack
 from services.contract import Decision
-from services.kafka import client_config
+from services.kafka import assigned_consumer
 from services.processes import ProcessRecord, free_loopback_port
 from services.settings import Settings
 
@@ -61,10 +60,7 @@ class DecisionTail:
     """Reads ``decisions`` from the beginning, keeping every decision (repeats too)."""
 
     def __init__(self, settings: Settings) -> None:
-        self._consumer = Consumer(client_config(settings) | {"group.id": "test-tail"})
-        topic = settings.topic_decisions
-        partitions = self._consumer.list_topics(topic, timeout=10).topics[topic].partitions
-        self._consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in partitions])
+        self._consumer = assigned_consumer(settings, [settings.topic_decisions], group="test-tail")
         self.decisions: list[Decision] = []
 
     def poll(self) -> None:
