@@ -28,7 +28,7 @@ from services import reading, stack
 from services.cli_models import models_app, train_cmd
 from services.cli_options import env_var as _env
 from services.cli_options import setting_option as _opt
-from services.cli_stream import alerts_cmd, demo_cmd, job_app, verify_cmd
+from services.cli_stream import alerts_cmd, cluster_app, demo_cmd, job_app, verify_cmd
 from services.contract import parse_event_time
 from services.errors import MissingExtra, UserError
 from services.generator import GeneratorConfig
@@ -70,6 +70,7 @@ def _print_json(payload: Any) -> None:
 @stack_app.callback(invoke_without_command=True)
 @models_app.callback(invoke_without_command=True)
 @job_app.callback(invoke_without_command=True)
+@cluster_app.callback(invoke_without_command=True)
 def _help_without_command(ctx: typer.Context) -> None:
     """Without a command, show help (and exit 2: nothing was done)."""
     if ctx.invoked_subcommand is None:

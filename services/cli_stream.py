@@ -14,6 +14,8 @@ from services.errors import MissingExtra, UserError
 from services.settings import Settings, load_settings
 
 job_app = typer.Typer(help="The PyFlink stream job.")
+cluster_app = typer.Typer(help="A standalone Flink cluster on loopback (apache-flink wheel).")
+job_app.add_typer(cluster_app, name="cluster")
 
 
 ParallelismOpt = Annotated[int | None, _opt("job_parallelism", "Job parallelism", "parallelism")]
@@ -67,6 +69,28 @@ def job_submit(
         job_parallelism=parallelism, job_group_id=group_id, job_metrics_port=metrics_port
     )
     typer.echo(_job_module().submit(settings, host, int(port)))
+
+
+@cluster_app.command("up")
+def cluster_up(
+    taskmanagers: Annotated[int, typer.Option(min=1, max=16, help="TaskManagers.")] = 2,
+    slots: Annotated[int, typer.Option(min=1, max=16, help="Task slots each.")] = 1,
+) -> None:
+    """Start one JobManager and the TaskManagers; print the address `job submit` takes."""
+    _job_module()  # the cluster's scripts and jars come with the job extra
+    from services import flink_cluster
+
+    cluster = flink_cluster.up(load_settings().state_dir, taskmanagers, slots)
+    typer.echo(cluster.jobmanager)
+
+
+@cluster_app.command("down")
+def cluster_down() -> None:
+    """Cancel the cluster's jobs and stop its processes; safe to repeat."""
+    from services import flink_cluster
+
+    stopped = flink_cluster.down(load_settings().state_dir)
+    typer.echo("cluster stopped" if stopped else "no cluster was running")
 
 
 def verify_cmd(

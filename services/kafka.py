@@ -50,6 +50,15 @@ def client_config(settings: Settings) -> dict[str, Any]:
     return conf
 
 
+def consumer_config(settings: Settings) -> dict[str, Any]:
+    """librdkafka consumer settings: the client's, and how long a fetch may wait for data.
+
+    A short wait matters on brokers that answer a waiting fetch only when it times out
+    (Tansu: one hop measured at p50 139 ms with librdkafka's default 500 ms, 32 ms at 10 ms).
+    """
+    return client_config(settings) | {"fetch.wait.max.ms": settings.kafka_fetch_max_wait_ms}
+
+
 def topic_partitions(settings: Settings) -> dict[str, int]:
     """Partitions per topic: the transactions topic as configured, keyed topics alike."""
     keyed = settings.transactions_partitions
@@ -162,7 +171,7 @@ def assigned_consumer(
     """A consumer owning every partition of ``topics`` from ``start``: no group join to wait
     for, no committed offsets."""
     consumer = _Consumer(
-        client_config(settings)
+        consumer_config(settings)
         | {"group.id": group, "enable.auto.commit": False, "enable.partition.eof": False}
     )
     consumer.assign([

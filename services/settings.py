@@ -40,6 +40,10 @@ class Settings(BaseSettings):
     kafka_ssl_certificate_location: Path | None = Field(None, description="Client certificate")
     kafka_ssl_key_location: Path | None = Field(None, description="Client private key (PEM)")
     kafka_ssl_key_password: SecretStr | None = Field(None, description="Client key password")
+    kafka_fetch_max_wait_ms: int = Field(
+        10, ge=0, le=60_000,
+        description="Longest a consumer's fetch waits at the broker when no data is there",
+    )  # fmt: skip
 
     redis_url: str | None = Field(None, description="Redis URL; unset: the embedded stack")
     redis_password: SecretStr | None = Field(
@@ -77,7 +81,9 @@ class Settings(BaseSettings):
         None, description="Model registry directory; unset: the registry shipped in models/"
     )
 
-    job_parallelism: int = Field(1, ge=1, le=256, description="Stream job parallelism")
+    job_parallelism: int = Field(
+        2, ge=1, le=256, description="Stream job parallelism (a Python worker process each)"
+    )
     job_checkpoint_interval_ms: int = Field(
         1000, ge=100, description="Stream job checkpoint interval (commits source offsets)"
     )

@@ -75,6 +75,10 @@ class _Valid:
     degraded: list[str] = field(default_factory=list)
 
 
+def _blocklist_keys(tx: Transaction) -> tuple[str, str]:
+    return layout.blocklist_card(tx.card_id), layout.blocklist_device(tx.device_id or "")
+
+
 class Decider:
     def __init__(
         self,
@@ -163,16 +167,14 @@ class Decider:
         try:
             rows = self._store.update(txs)
             pipe = self._redis.pipeline(transaction=False)
-            for tx in txs:
-                pipe.exists(layout.blocklist_card(tx.card_id))
-                pipe.exists(layout.blocklist_device(tx.device_id or ""))
+            pipe.mget([key for tx in txs for key in _blocklist_keys(tx)])
             self._store.write_snapshots(txs, rows, pipe)
-            flags = pipe.execute()[: 2 * len(txs)]
+            flags = pipe.execute()[0]
         except redis.RedisError:
             self._redis_retry_at = time.monotonic() + REDIS_RETRY_S
             return None, []
         blocked = [
-            (bool(flags[2 * i]), bool(tx.device_id) and bool(flags[2 * i + 1]))
+            (flags[2 * i] is not None, bool(tx.device_id) and flags[2 * i + 1] is not None)
             for i, tx in enumerate(txs)
         ]
         return rows, blocked

@@ -103,17 +103,14 @@ def test_replayed_events_and_labels_count_once(
 
 
 def test_latest_features_are_stored_with_their_event_time(
-    store: OnlineFeatureStore, history: tuple[list[Transaction], dict[str, bool]], redis_url: str
+    store: OnlineFeatureStore, history: tuple[list[Transaction], dict[str, bool]]
 ) -> None:
-    from models.redis_layout import card_features
-
     batch = sorted(history[0][:200], key=lambda t: (t.event_time_ms, t.transaction_id))
     rows = store.update(batch)
     store.write_snapshots(batch, rows)
     last = batch[-1]
-    stored = redis.Redis.from_url(redis_url, decode_responses=True).hgetall(
-        card_features(last.card_id)
-    )
-    assert int(stored["event_time"]) == last.event_time_ms
+    stored = store.snapshot(last.card_id)
+    assert stored is not None
+    assert stored["event_time"] == last.event_time_ms
     assert stored["transaction_id"] == last.transaction_id
     assert float(stored["amount_usd"]) == pytest.approx(rows[-1][0])
