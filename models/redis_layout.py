@@ -69,3 +69,13 @@ def blocklist_card(card_id: str) -> str:
 
 def blocklist_device(device_id: str) -> str:
     return f"{PREFIX}:blocklist:device:{device_id}"
+
+
+def card_labels(card_id: str) -> str:
+    """Analysts' labels of a card's transactions: a hash of transaction_id -> label."""
+    return f"{PREFIX}:card:{card_id}:labels"
+
+
+def alert_context(transaction_id: str) -> str:
+    """An alert as the job published it, kept for the feedback on it."""
+    return f"{PREFIX}:alert:{transaction_id}"

@@ -25,6 +25,7 @@ from rich.table import Table
 
 from services import produce as producing
 from services import reading, stack
+from services.cli_feedback import features_cmd, feedback_app_cmd, feedback_cmd
 from services.cli_models import models_app, train_cmd
 from services.cli_options import env_var as _env
 from services.cli_options import setting_option as _opt
@@ -51,6 +52,9 @@ app.command("train")(train_cmd)
 app.command("verify")(verify_cmd)
 app.command("demo")(demo_cmd)
 app.command("alerts")(alerts_cmd)
+app.command("feedback")(feedback_cmd)
+app.command("features")(features_cmd)
+app.command("feedback-app")(feedback_app_cmd)
 out = Console()
 err = Console(stderr=True)
 

@@ -68,6 +68,7 @@ def topic_partitions(settings: Settings) -> dict[str, int]:
         settings.topic_decisions: keyed,
         settings.topic_alerts: keyed,
         settings.topic_feedback: 1,
+        settings.topic_feedback_dlq: 1,
     }
 
 

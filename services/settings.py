@@ -75,6 +75,9 @@ class Settings(BaseSettings):
     topic_decisions: str = Field("decisions", description="One decision per transaction")
     topic_alerts: str = Field("alerts", description="Review and decline decisions")
     topic_feedback: str = Field("alert-feedback", description="Analyst dispositions")
+    topic_feedback_dlq: str = Field(
+        "alert-feedback.dlq", description="Invalid dispositions, with a reason"
+    )
     transactions_partitions: int = Field(4, ge=1, le=1024, description="Partitions of transactions")
 
     model_registry: Path | None = Field(
@@ -100,6 +103,12 @@ class Settings(BaseSettings):
     )
     job_scoring_deadline_ms: int = Field(
         200, ge=1, description="Deadline of one scoring call before the rules-only fallback"
+    )
+    feedback_blocklist_ttl_ms: int = Field(
+        30 * 24 * 3600 * 1000, ge=1000, description="How long a confirmed fraud blocks its card"
+    )
+    feedback_metrics_port: int = Field(
+        9260, ge=0, le=65535, description="Prometheus port of the feedback app (0: none)"
     )
     broker_port: int = Field(0, ge=0, le=65535, description="Embedded broker port; 0: a free one")
     redis_port: int = Field(0, ge=0, le=65535, description="Embedded Redis port; 0: a free one")
@@ -132,6 +141,7 @@ class Settings(BaseSettings):
             self.topic_decisions,
             self.topic_alerts,
             self.topic_feedback,
+            self.topic_feedback_dlq,
         ]
 
     def require_kafka(self) -> str:

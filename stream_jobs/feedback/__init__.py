@@ -1,0 +1,1 @@
+"""The feedback loop: analysts' dispositions of alerts become Redis labels and blocklists."""

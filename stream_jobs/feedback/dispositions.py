@@ -1,0 +1,70 @@
+"""What one analyst disposition changes, free of faust so the app and the tests share it.
+
+Every write is idempotent: merchant counters move once per transaction (``record_label``
+counts under a SET NX marker), blocklist entries are set only if absent, a card's label
+history is a hash keyed by transaction id. A redelivered or repeated message changes nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import msgspec
+import redis
+
+from models import redis_layout as layout
+from models.online import OnlineFeatureStore
+from services.contract import Alert, Feedback, InvalidEvent, decode_feedback
+
+ALERT_TTL_MS = 30 * 24 * 3600 * 1000  # how long an alert can still be labelled
+_alert = msgspec.json.Decoder(Alert).decode
+
+
+@dataclass(frozen=True)
+class Applied:
+    feedback: Feedback
+    alert: Alert
+    first: bool  # False: this transaction was labelled before; nothing changed
+
+
+@dataclass(frozen=True)
+class Rejected:
+    field: str
+    reason: str
+
+
+class Dispositions:
+    def __init__(self, client: redis.Redis, blocklist_ttl_ms: int) -> None:
+        self._redis = client
+        self._store = OnlineFeatureStore(client)
+        self._blocklist_ttl_ms = blocklist_ttl_ms
+
+    def remember(self, raw_alert: bytes) -> None:
+        """Keep an alert (its card, device, merchant, features, score) for its feedback."""
+        alert = _alert(raw_alert)
+        self._redis.set(layout.alert_context(alert.transaction_id), raw_alert, px=ALERT_TTL_MS)
+
+    def alert(self, transaction_id: str) -> Alert | None:
+        raw = self._redis.get(layout.alert_context(transaction_id))
+        return _alert(raw) if raw is not None else None
+
+    def apply(self, raw_feedback: bytes) -> Applied | Rejected | None:
+        """Apply one message; None while its alert is not known (yet)."""
+        feedback = decode_feedback(raw_feedback)
+        if isinstance(feedback, InvalidEvent):
+            return Rejected(feedback.field, feedback.reason)
+        alert = self.alert(feedback.transaction_id)
+        if alert is None:
+            return None
+        tx, fraud = alert.transaction, feedback.label == "fraud"
+        first = self._store.record_label(tx.transaction_id, tx.merchant_id, fraud)
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.hset(layout.card_labels(tx.card_id), tx.transaction_id, feedback.label)
+        pipe.pexpire(layout.card_labels(tx.card_id), ALERT_TTL_MS)
+        if fraud:
+            ttl = self._blocklist_ttl_ms
+            pipe.set(layout.blocklist_card(tx.card_id), tx.transaction_id, px=ttl, nx=True)
+            if tx.device_id:
+                pipe.set(layout.blocklist_device(tx.device_id), tx.transaction_id, px=ttl, nx=True)
+        pipe.execute()
+        return Applied(feedback, alert, first)

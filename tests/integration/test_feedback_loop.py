@@ -1,0 +1,114 @@
+"""The feedback loop with real parts: broker, Redis, scoring service, the PyFlink job and the
+faust worker. An analyst marks an alert as fraud; the card's next transaction is declined."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import msgspec
+import pytest
+import redis
+
+from models import redis_layout as layout
+from services import processes, stack
+from services.contract import Alert, DeadLetter, Feedback, Transaction
+from services.kafka import TransactionProducer
+from services.processes import ProcessRecord, free_loopback_port
+from services.reading import read_until_idle
+from services.settings import Settings
+from tests.integration.streaming import DecisionTail, produce, running_stack
+
+pytestmark = [pytest.mark.integration, pytest.mark.loop]
+_alert = msgspec.json.Decoder(Alert).decode
+
+
+def _cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ) | stack.settings_env(settings)
+    return subprocess.run([sys.executable, "-m", "services.cli", *args], env=env,
+                          capture_output=True, text=True, timeout=120, check=False)  # fmt: skip
+
+
+def _start_feedback_app(settings: Settings, logs: Path) -> ProcessRecord:
+    env = dict(os.environ) | stack.settings_env(settings)
+    argv = [sys.executable, "-m", "services.cli", "feedback-app"]
+    return processes.spawn("feedback-app", argv, logs / "feedback-app.log", env=env)
+
+
+def _ready(port: int) -> bool:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=1) as reply:
+        return b"fraudstream_feedback_ready 1.0" in reply.read()
+
+
+def _first_alert(settings: Settings) -> Alert:
+    for _, _, value in read_until_idle(settings, settings.topic_alerts, 3.0):
+        return _alert(value)
+    raise AssertionError("the job raised no alert")
+
+
+def test_fraud_feedback_blocks_the_card_and_counts_once(tmp_path: Path) -> None:
+    with running_stack(tmp_path / "state") as base:
+        settings = base.model_copy(update={"feedback_metrics_port": free_loopback_port()})
+        client = redis.Redis.from_url(settings.require_redis())
+        job = stack.start_job(settings, tmp_path / "logs")
+        app = _start_feedback_app(settings, tmp_path / "logs")
+        tail = DecisionTail(settings)
+        try:
+            produce(settings, 2_000, 0, 51, "2026-03-01T00:00:00Z")
+            tail.wait_for(2_000, 180, "the first decisions")
+            processes.wait_until(lambda: _ready(settings.feedback_metrics_port), 120,
+                                 "feedback app ready", interval=0.5)  # fmt: skip
+            alert = _first_alert(settings)
+            tx = alert.transaction
+            processes.wait_until(
+                lambda: client.exists(layout.alert_context(tx.transaction_id)) == 1, 30,
+                "the alert remembered",
+            )  # fmt: skip
+            merchant = layout.merchant_labels(tx.merchant_id)
+            before = client.hmget(merchant, "fraud", "labelled")
+
+            done = _cli(settings, "feedback", tx.transaction_id, "--label", "fraud", "--note", "t")
+            assert done.returncode == 0, done.stderr
+            processes.wait_until(lambda: client.exists(layout.blocklist_card(tx.card_id)) == 1,
+                                 10.0, "card blocklisted")  # fmt: skip
+            blocked_at_ms = time.time() * 1000
+            _, _, raw = next(iter(read_until_idle(settings, settings.topic_feedback, 2.0)))
+            produced_at_ms = msgspec.json.decode(raw, type=Feedback).time
+
+            nxt = Transaction(**msgspec.structs.asdict(tx) | {
+                "transaction_id": f"{tx.transaction_id}-next", "amount": 12.5,
+                "event_time": tx.event_time_ms + 60_000,
+            })  # fmt: skip
+            with TransactionProducer(settings) as producer:
+                producer.send(nxt)
+            decided = tail.wait_for(2_001, 30, "the next transaction")
+            verdict = next(d for d in decided if d.transaction_id == nxt.transaction_id)
+
+            again = _cli(settings, "feedback", tx.transaction_id, "--label", "fraud")
+            assert again.returncode == 0, again.stderr
+            bad = _cli(settings, "feedback", "no-such-transaction", "--label", "legit")
+            assert bad.returncode == 0, bad.stderr
+            letters = [msgspec.json.decode(v, type=DeadLetter) for _, _, v in
+                       read_until_idle(settings, settings.topic_feedback_dlq, 15.0)]  # fmt: skip
+            after = client.hmget(merchant, "fraud", "labelled")
+            features = _cli(settings, "features", tx.card_id, "--json")
+        finally:
+            processes.stop(app)
+            processes.stop(job)
+            tail.close()
+
+    assert isinstance(produced_at_ms, int)
+    assert blocked_at_ms - produced_at_ms < 2_000  # the Feedback's time is set as it is sent
+    assert verdict.decision == "decline"
+    assert "rule:blocklist_card" in verdict.reasons
+    counts = [int(v or 0) for v in before], [int(v or 0) for v in after]
+    assert counts[1] == [counts[0][0] + 1, counts[0][1] + 1]  # twice sent, counted once
+    assert [(d.field, d.reason) for d in letters] == [
+        ("transaction_id", "no alert known for this transaction")
+    ]
+    assert features.returncode == 0, features.stderr
+    assert f'"{tx.transaction_id}": "fraud"' in features.stdout
