@@ -13,15 +13,18 @@ from pathlib import Path
 import msgspec
 import pytest
 import redis
+from confluent_kafka import Producer
 
 from models import redis_layout as layout
 from services import processes, stack
-from services.contract import Alert, DeadLetter, Feedback, Transaction
-from services.kafka import TransactionProducer
+from services.contract import Alert, DeadLetter, Feedback, Transaction, encode
+from services.generator import GeneratorConfig
+from services.kafka import TransactionProducer, client_config
 from services.processes import ProcessRecord, free_loopback_port
+from services.produce import generated_items
 from services.reading import read_until_idle
 from services.settings import Settings
-from tests.integration.streaming import DecisionTail, produce, running_stack
+from tests.integration.streaming import DecisionTail, kill_hard, produce, running_stack
 
 pytestmark = [pytest.mark.integration, pytest.mark.loop]
 _alert = msgspec.json.Decoder(Alert).decode
@@ -112,3 +115,62 @@ def test_fraud_feedback_blocks_the_card_and_counts_once(tmp_path: Path) -> None:
     ]
     assert features.returncode == 0, features.stderr
     assert f'"{tx.transaction_id}": "fraud"' in features.stdout
+
+
+def _processed(port: int) -> float:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=1) as reply:
+        lines = reply.read().decode().splitlines()
+    return sum(float(line.rsplit(" ", 1)[1]) for line in lines
+               if line.startswith("fraudstream_feedback_processed_total{"))  # fmt: skip
+
+
+def test_a_killed_worker_loses_no_feedback_and_counts_each_once(tmp_path: Path) -> None:
+    count = 2_000
+    with running_stack(tmp_path / "state") as base:
+        settings = base.model_copy(update={"feedback_metrics_port": free_loopback_port()})
+        client = redis.Redis.from_url(settings.require_redis())
+        txs = [item.transaction for item in generated_items(GeneratorConfig(seed=61), count)]
+        cards = {tx.card_id for tx in txs}
+
+        def labelled() -> int:
+            return sum(int(client.hlen(layout.card_labels(card))) for card in cards)
+
+        producer = Producer(client_config(settings))
+        for tx in txs:
+            alert = Alert(
+                transaction_id=tx.transaction_id, card_id=tx.card_id, event_time=tx.event_time_ms,
+                decided_at=tx.event_time_ms, score=0.9, decision="review", reasons=["model:x"],
+                model_version="test", transaction=tx,
+            )  # fmt: skip
+            producer.produce(settings.topic_alerts, encode(alert), tx.card_id.encode())
+        assert producer.flush(30) == 0
+        app = _start_feedback_app(settings, tmp_path / "logs")
+        try:
+            processes.wait_until(lambda: _ready(settings.feedback_metrics_port), 120,
+                                 "feedback app ready", interval=0.5)  # fmt: skip
+            processes.wait_until(lambda: len(client.keys(layout.alert_context("*"))) == count,
+                                 60, "every alert remembered")  # fmt: skip
+            for i, tx in enumerate(txs):
+                feedback = Feedback(
+                    transaction_id=tx.transaction_id,
+                    analyst="a",
+                    time=tx.event_time_ms,
+                    label=("legit", "fraud")[i % 2],
+                )
+                producer.produce(settings.topic_feedback, encode(feedback))
+            assert producer.flush(30) == 0
+            processes.wait_until(lambda: _processed(settings.feedback_metrics_port) >= 100, 60,
+                                 "some feedback applied", interval=0.01)  # fmt: skip
+            kill_hard(app)  # mid-stream: offsets of what it applied may not be committed
+            labelled_at_kill = labelled()
+            app = _start_feedback_app(settings, tmp_path / "logs")
+            processes.wait_until(lambda: labelled() == count, 240, "all applied after restart",
+                                 interval=0.5)  # fmt: skip
+        finally:
+            processes.stop(app)
+        merchants = {tx.merchant_id for tx in txs}
+        counts = [client.hmget(layout.merchant_labels(m), "fraud", "labelled") for m in merchants]
+
+    assert labelled_at_kill < count, "the kill came too late to test anything"
+    assert sum(int(labelled or 0) for _, labelled in counts) == count  # each counted once
+    assert sum(int(fraud or 0) for fraud, _ in counts) == count // 2
