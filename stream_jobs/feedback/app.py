@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import faust
 import redis
@@ -26,6 +27,8 @@ from stream_jobs.job_metrics import serve_metrics
 
 APP_ID = "fraudstream-feedback"
 ALERT_WAIT_S = 10.0  # a disposition may overtake its alert (two topics): wait this long
+REDIS_RETRY_S = 0.5
+_T = TypeVar("_T")
 
 
 class FeedbackMetrics:
@@ -38,6 +41,15 @@ class FeedbackMetrics:
         self.dlq = Counter(f"{p}_dlq", "Invalid dispositions", ["field"], registry=registry)
         self.alerts = Counter(f"{p}_alerts_remembered", "Alerts kept", registry=registry)
         self.ready = Gauge(f"{p}_ready", "1 once partitions are assigned", registry=registry)
+
+
+async def _until_redis_answers(call: Callable[[bytes], _T], raw: bytes) -> _T:
+    """Retry through a Redis outage: an agent that raised would skip its message."""
+    while True:
+        try:
+            return call(raw)
+        except redis.RedisError:
+            await asyncio.sleep(REDIS_RETRY_S)
 
 
 def _broker(settings: Settings) -> str:
@@ -67,18 +79,18 @@ def create_app(settings: Settings, metrics: FeedbackMetrics) -> faust.App:
     @app.agent(alerts)
     async def remember(stream: Any) -> None:
         async for raw in stream:
-            dispositions.remember(raw)
-            metrics.alerts.inc()
+            if await _until_redis_answers(dispositions.remember, raw):
+                metrics.alerts.inc()
 
     @app.agent(feedback)
     async def apply(stream: Any) -> None:
         async for event in stream.events():
             raw, source = event.value, event.message
-            outcome = dispositions.apply(raw)
+            outcome = await _until_redis_answers(dispositions.apply, raw)
             deadline = time.monotonic() + ALERT_WAIT_S
             while outcome is None and time.monotonic() < deadline:
                 await asyncio.sleep(0.1)
-                outcome = dispositions.apply(raw)
+                outcome = await _until_redis_answers(dispositions.apply, raw)
             if isinstance(outcome, Applied):
                 result = "applied" if outcome.first else "repeat"
                 metrics.processed.labels(outcome.feedback.label, result).inc()

@@ -39,10 +39,15 @@ class Dispositions:
         self._store = OnlineFeatureStore(client)
         self._blocklist_ttl_ms = blocklist_ttl_ms
 
-    def remember(self, raw_alert: bytes) -> None:
-        """Keep an alert (its card, device, merchant, features, score) for its feedback."""
-        alert = _alert(raw_alert)
+    def remember(self, raw_alert: bytes) -> bool:
+        """Keep an alert (its card, device, merchant, features, score) for its feedback;
+        False for a message that is not an alert (the job writes only valid ones)."""
+        try:
+            alert = _alert(raw_alert)
+        except msgspec.DecodeError:
+            return False
         self._redis.set(layout.alert_context(alert.transaction_id), raw_alert, px=ALERT_TTL_MS)
+        return True
 
     def alert(self, transaction_id: str) -> Alert | None:
         raw = self._redis.get(layout.alert_context(transaction_id))
