@@ -24,10 +24,8 @@ from services.java import find_java_home
 from services.processes import ProcessRecord
 
 START_TIMEOUT_S = 120.0
+STATE_FILE = "flink-cluster.json"  # in the state directory, beside the stack's
 _ENDED = {"CANCELED", "FAILED", "FINISHED"}
-
-
-STATE_FILE = "flink-cluster.json"
 
 
 class Cluster(msgspec.Struct, frozen=True):
