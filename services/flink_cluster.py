@@ -84,10 +84,10 @@ def _lib_dir(directory: Path) -> Path:
     return lib
 
 
-def rest(cluster_or_port: Cluster | int, path: str, method: str = "GET") -> Any:
+def rest(cluster: Cluster, path: str, method: str = "GET") -> Any:
     """One call to the JobManager's REST API; the decoded JSON reply."""
-    port = cluster_or_port.rest_port if isinstance(cluster_or_port, Cluster) else cluster_or_port
-    request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", method=method)
+    url = f"http://127.0.0.1:{cluster.rest_port}{path}"
+    request = urllib.request.Request(url, method=method)
     with urllib.request.urlopen(request, timeout=5) as reply:
         body = reply.read()
     return json.loads(body) if body else None
