@@ -144,7 +144,7 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         base = Settings(state_dir=Path(tmp))
-        state = stack.up(base)
+        state = stack.up(base, feedback=False)  # the job alone is measured
         settings = base.model_copy(update={
             "kafka_bootstrap_servers": state.bootstrap_servers, "redis_url": state.redis_url,
             "scoring_url": state.scoring_url, "job_metrics_port": 0,

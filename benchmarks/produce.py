@@ -71,7 +71,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as state_dir:
         settings = Settings(state_dir=Path(state_dir))
-        state = stack.up(settings)
+        state = stack.up(settings, feedback=False)
         try:
             local = settings.model_copy(update={"kafka_bootstrap_servers": state.bootstrap_servers})
             sample = next(generate(GeneratorConfig(seed=9), 1)).transaction

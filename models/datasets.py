@@ -6,7 +6,9 @@ Formats (chosen by file name and header):
 - the public card-transaction CSV (``trans_num``, ``cc_num``, ``amt``, ``is_fraud``, ...), read
   through the producer's mapping in ``services.card_csv``;
 - the classic anonymised CSV (``Time, V1..V28, Amount, Class``): no card, merchant or place, so
-  only per-row features apply (``ANONYMISED_FEATURE_NAMES``).
+  only per-row features apply (``ANONYMISED_FEATURE_NAMES``);
+- the lake (a directory, ``models.lake``): every archived transaction, labelled by analysts'
+  latest dispositions; a transaction nobody labelled counts as legitimate.
 
 Labels become known ``LABEL_DELAY_MS`` after the event (``label_time``), which is what the
 merchant fraud rate may use.
@@ -65,9 +67,11 @@ def frame_from_transactions(transactions: list[Transaction]) -> pd.DataFrame:
 
 def load(path: Path) -> Dataset:
     """Any supported file, with labels; raises DataError naming the problem."""
-    if not path.is_file():
-        raise DataError(f"{path}: no such file")
-    if path.suffix == ".jsonl":
+    if path.is_dir():
+        dataset = _load_lake(path)
+    elif not path.is_file():
+        raise DataError(f"{path}: no such file or lake")
+    elif path.suffix == ".jsonl":
         dataset = _load_generated(path)
     elif path.suffix == ".csv":
         header = _header(path)
@@ -128,6 +132,31 @@ def _load_generated(path: Path) -> Dataset:
     frame["is_fraud"] = frame["transaction_id"].map(fraud).fillna(False).astype(bool)
     return _with_label_time(Dataset("transactions", frame, _fingerprint(path, labels_file),
                                     path.name))  # fmt: skip
+
+
+_LAKE_ROWS = """
+    SELECT t.* EXCLUDE (date), coalesce(l.label = 'fraud', false) AS is_fraud,
+           l.labelled_at AS label_time
+    FROM transactions t LEFT JOIN labels l USING (transaction_id)
+"""
+
+
+def _load_lake(path: Path) -> Dataset:
+    """Label time is the disposition's; unlabelled rows count in no merchant's labels, as
+    online, where only dispositions reach the merchant counters."""
+    from models import lake as lk
+
+    lake = lk.Lake(path)
+    if not any(lake.files(table) for table in lk.TABLES):
+        raise DataError(f"{path.name}: not a lake, or an empty one (no table has a file)")
+    frame = lk.connect(lake).execute(_LAKE_ROWS).df()
+    for column in ("amount", "lat", "lon", "label_time"):
+        frame[column] = frame[column].astype(np.float64)
+    frame["event_time"] = frame["event_time"].astype(np.int64)
+    frame["is_fraud"] = frame["is_fraud"].astype(bool)
+    manifests = sorted((path / table / "_manifest.json") for table in lk.TABLES)
+    return Dataset("transactions", frame, _fingerprint(*[m for m in manifests if m.is_file()]),
+                   path.name)  # fmt: skip
 
 
 def _load_card_csv(path: Path) -> Dataset:

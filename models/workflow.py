@@ -12,7 +12,7 @@ import numpy as np
 from models import datasets
 from models.explain import PathExplainer
 from models.metrics import Metrics, evaluate
-from models.registry import Registry, RegistryError
+from models.registry import DEFAULT_TOLERANCE, PromotionRefused, Registry, RegistryError
 from models.training import TrainConfig, feature_matrix, pr_curve_png, scores_for, time_split, train
 
 
@@ -21,6 +21,8 @@ class Published:
     version: str
     promoted: bool
     metadata: dict[str, Any]
+    refused: str | None = None  # why the gate kept it from being current
+    gate: tuple[float | None, float | None] = (None, None)  # PR-AUC of it and the current
 
 
 def train_and_publish(
@@ -29,9 +31,10 @@ def train_and_publish(
     config: TrainConfig,
     promote: bool = False,
     on_round: Callable[[int, int], None] = lambda _d, _t: None,
+    tolerance: float = DEFAULT_TOLERANCE,
 ) -> Published:
-    """Train on ``data``, write a new version; make it current if asked (through the gate)
-    or if the registry has no current model yet."""
+    """Train on ``data``, write a new version; make it current if the registry has none yet,
+    or if asked and it is no worse than the current model on the same ``data``."""
     dataset = datasets.load(data)
     trained = train(dataset, config, on_round)
     png = pr_curve_png(trained.eval_labels, trained.eval_scores, f"{dataset.source}: evaluation")
@@ -42,10 +45,16 @@ def train_and_publish(
         "pr_curve.png": png,
     }
     version = registry.publish(files, trained.metadata)
-    first = registry.current() is None
-    if promote or first:
+    if registry.current() is None:
         registry.promote(version)
-    return Published(version, promote or first, registry.metadata(version))
+        return Published(version, True, registry.metadata(version))
+    if not promote:
+        return Published(version, False, registry.metadata(version))
+    try:
+        gate = promote_through_gate(registry, version, tolerance, False, data)
+    except PromotionRefused as refused:
+        return Published(version, False, registry.metadata(version), str(refused))
+    return Published(version, True, registry.metadata(version), gate=gate)
 
 
 def evaluate_version(

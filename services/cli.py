@@ -26,6 +26,7 @@ from rich.table import Table
 from services import produce as producing
 from services import reading, stack
 from services.cli_feedback import features_cmd, feedback_app_cmd, feedback_cmd
+from services.cli_lake import lake_app
 from services.cli_models import models_app, train_cmd
 from services.cli_options import env_var as _env
 from services.cli_options import setting_option as _opt
@@ -48,6 +49,7 @@ stack_app = typer.Typer(help="The embedded local stack: broker, Redis, scoring s
 app.add_typer(stack_app, name="stack")
 app.add_typer(models_app, name="models")
 app.add_typer(job_app, name="job")
+app.add_typer(lake_app, name="lake")
 app.command("train")(train_cmd)
 app.command("verify")(verify_cmd)
 app.command("demo")(demo_cmd)

@@ -30,7 +30,6 @@ def feedback_cmd(
         transaction_id=transaction_id, label=label, analyst=analyst or getpass.getuser(),
         time=int(time.time() * 1000), note=note,
     )  # fmt: skip
-    # Not TransactionProducer: its lz4 batches need the lz4 package in the faust worker.
     producer = Producer(client_config(settings) | {"enable.idempotence": True})
     producer.produce(settings.topic_feedback, encode(feedback), transaction_id.encode())
     if producer.flush(30):

@@ -34,7 +34,12 @@ RegistryOpt = Annotated[
     ),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
-DataOpt = Annotated[Path, typer.Option("--data", help="Labelled data: .jsonl (generator) or .csv.")]
+DataOpt = Annotated[
+    Path, typer.Option("--data", help="Labelled data: .jsonl (generator), .csv, or a lake.")
+]
+ToleranceOpt = Annotated[
+    float, typer.Option(min=0, help="PR-AUC the candidate may lose against the current.")
+]
 
 
 def _workflow() -> ModuleType:
@@ -86,8 +91,10 @@ def train_cmd(
     registry: RegistryOpt = None,
     seed: Annotated[int, typer.Option(help="Seed for LightGBM's sampling.")] = 7,
     promote: Annotated[
-        bool, typer.Option("--promote", help="Make it current (through the promotion gate).")
+        bool,
+        typer.Option("--promote", help="Make it current if the gate passes on the same data."),
     ] = False,
+    tolerance: ToleranceOpt = 0.01,
     as_json: JsonOpt = False,
 ) -> None:
     """Train LightGBM on a time split, export ONNX, write a new registry version."""
@@ -96,15 +103,21 @@ def train_cmd(
 
     with _rounds(as_json) as on_round:
         published = workflow.train_and_publish(
-            data, _registry(registry), TrainConfig(seed=seed), promote, on_round
+            data, _registry(registry), TrainConfig(seed=seed), promote, on_round, tolerance
         )
     meta = published.metadata
     if as_json:
-        _print_json({"version": published.version, "promoted": published.promoted, **meta})
-        return
-    out.print(_metrics_table(meta["metrics"], f"{published.version}: evaluation split"))
-    state = "current" if published.promoted else "not promoted (fraudstream models promote)"
-    out.print(f"{published.version} written, {state}; PR curve: pr_curve.png in the version")
+        candidate, current = published.gate
+        _print_json({"version": published.version, "promoted": published.promoted,
+                     "refused": published.refused, "candidate_pr_auc": candidate,
+                     "previous_pr_auc": current, **meta})  # fmt: skip
+    else:
+        out.print(_metrics_table(meta["metrics"], f"{published.version}: evaluation split"))
+        state = "current" if published.promoted else "not promoted (fraudstream models promote)"
+        out.print(f"{published.version} written, {state}; PR curve: pr_curve.png in the version")
+    if published.refused:
+        err.print(published.refused)
+        raise typer.Exit(1)
 
 
 @models_app.command("list")
@@ -153,9 +166,7 @@ def promote_cmd(
     data: Annotated[
         Path | None, typer.Option(help="Compare candidate and current on this data.")
     ] = None,
-    tolerance: Annotated[
-        float, typer.Option(min=0, help="PR-AUC the candidate may lose against the current.")
-    ] = 0.01,
+    tolerance: ToleranceOpt = 0.01,
     force: Annotated[bool, typer.Option("--force", help="Skip the gate.")] = False,
     as_json: JsonOpt = False,
 ) -> None:

@@ -156,6 +156,7 @@ def _live_view(progress: Any, config: Any) -> Any:
     stats.add_row(
         *(f"{k} {progress.outcomes[k]:,}" for k in ("approve", "review", "decline")),
         f"alerts {progress.alerts:,}  dlq {progress.dlq}  degraded {progress.degraded}",
+        f"labelled {progress.dispositions:,}  blocklisted {progress.blocklisted:,}",
     )
     alerts = Table("card", "amount", "decision", "score", "reasons", title="latest alerts")
     for a in reversed(progress.latest_alerts):

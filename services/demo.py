@@ -1,5 +1,9 @@
 """``fraudstream demo``: the embedded stack and the stream job, fed by the generator at a
-chosen rate, watched live, and summed up against the generator's labels at the end."""
+chosen rate, watched live, and summed up against the generator's labels at the end.
+
+With the feedback app in the stack, the demo is also the analyst: it labels each alert with
+the generator's truth, so a confirmed card's later transactions are declined by the
+blocklist while the demo runs."""
 
 from __future__ import annotations
 
@@ -14,11 +18,12 @@ from dataclasses import dataclass, field
 
 import msgspec
 import numpy as np
+from confluent_kafka import Producer
 
 from services import processes, stack
-from services.contract import Alert, DeadLetter, Decision
+from services.contract import Alert, DeadLetter, Decision, Feedback, Label, encode
 from services.generator import GeneratorConfig, generate
-from services.kafka import TransactionProducer, assigned_consumer
+from services.kafka import TransactionProducer, assigned_consumer, client_config
 from services.processes import ProcessRecord, free_loopback_port
 from services.settings import Settings
 from services.stack import StackError
@@ -52,6 +57,8 @@ class Progress:
     dlq: int = 0
     outcomes: Counter[str] = field(default_factory=Counter)
     degraded: int = 0
+    dispositions: int = 0
+    blocklisted: int = 0  # declined by a blocklist rule, i.e. because of an analyst's label
     latencies_ms: list[float] = field(default_factory=list)
     recent: deque[tuple[float, float]] = field(default_factory=lambda: deque(maxlen=100_000))
     latest_alerts: deque[Alert] = field(default_factory=lambda: deque(maxlen=8))
@@ -68,11 +75,33 @@ class Progress:
         return float(np.percentile(values, q)) if values else 0.0
 
 
+class _Analyst:
+    """Labels each alert with the generator's truth, as an analyst team would."""
+
+    def __init__(self, settings: Settings, fraud: set[str]) -> None:
+        self._producer = Producer(client_config(settings) | {"enable.idempotence": True})
+        self._topic, self._fraud = settings.topic_feedback, fraud
+
+    def label(self, alert: Alert) -> None:
+        label: Label = "fraud" if alert.transaction_id in self._fraud else "legit"
+        feedback = Feedback(transaction_id=alert.transaction_id, label=label, analyst="demo",
+                            time=int(time.time() * 1000))  # fmt: skip
+        self._producer.produce(self._topic, encode(feedback), alert.transaction_id.encode())
+        self._producer.poll(0)
+
+    def close(self) -> None:
+        self._producer.flush(10)
+
+
 class _Watcher:
     """Reads decisions, alerts and dead letters of this run in a background thread."""
 
-    def __init__(self, settings: Settings, progress: Progress, ids: set[str], seed: int) -> None:
+    def __init__(
+        self, settings: Settings, progress: Progress, ids: set[str], seed: int,
+        analyst: _Analyst | None,
+    ) -> None:  # fmt: skip
         self._settings, self._progress, self._ids, self._seed = settings, progress, ids, seed
+        self._analyst = analyst
         self._decided: set[str] = set()
         self.alerted: set[str] = set()
         self.job_answered = threading.Event()
@@ -108,6 +137,7 @@ class _Watcher:
             p.decisions += 1
             p.outcomes[d.decision] += 1
             p.degraded += bool(d.degraded)
+            p.blocklisted += any(r.startswith("rule:blocklist") for r in d.reasons)
             p.latencies_ms.append(d.latency_ms)
             p.recent.append((time.monotonic(), d.latency_ms))
         elif topic == s.topic_alerts:
@@ -116,6 +146,9 @@ class _Watcher:
                 self.alerted.add(a.transaction_id)
                 p.alerts += 1
                 p.latest_alerts.append(a)
+                if self._analyst is not None:
+                    self._analyst.label(a)
+                    p.dispositions += 1
         elif _dead_letter(value).raw == _broken(self._seed):
             p.dlq += 1
 
@@ -182,9 +215,12 @@ def run(
         "scoring_url": state.scoring_url, "job_metrics_port": free_loopback_port(),
     })  # fmt: skip
     progress, ids, fraud = Progress(), set[str](), set[str]()
+    feedback_app = any(p.name == "feedback-app" and processes.is_running(p)
+                       for p in state.processes)  # fmt: skip
+    analyst = _Analyst(local, fraud) if feedback_app else None
     job = stack.start_job(local, settings.state_dir / "logs", "demo-job")
     try:
-        watcher = _Watcher(local, progress, ids, config.seed)
+        watcher = _Watcher(local, progress, ids, config.seed, analyst)
         _wait_for_job(local, watcher, job, config.seed)
         progress.started = time.monotonic()
         producer = threading.Thread(target=_stream, args=(local, config, progress, ids, fraud))
@@ -198,6 +234,8 @@ def run(
         watcher.close()
     finally:
         processes.stop(job)
+        if analyst is not None:
+            analyst.close()
     return _summary(progress, ids, fraud, watcher.alerted)
 
 
@@ -233,6 +271,8 @@ def _summary(
         "review": progress.outcomes["review"],
         "decline": progress.outcomes["decline"],
         "degraded": progress.degraded,
+        "dispositions": progress.dispositions,
+        "blocklisted": progress.blocklisted,
         "fraud": len(fraud),
         "p50_ms": round(progress.percentile_ms(50), 2),
         "p99_ms": round(progress.percentile_ms(99), 2),

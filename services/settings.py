@@ -110,6 +110,12 @@ class Settings(BaseSettings):
     feedback_metrics_port: int = Field(
         9260, ge=0, le=65535, description="Prometheus port of the feedback app (0: none)"
     )
+    lake_dir: Path | None = Field(
+        None, description="The data lake (Parquet tables); unset: lake/ in the state directory"
+    )
+    lake_flush_s: float = Field(
+        5.0, gt=0, description="How long the raw archive gathers rows before writing a file"
+    )
     broker_port: int = Field(0, ge=0, le=65535, description="Embedded broker port; 0: a free one")
     redis_port: int = Field(0, ge=0, le=65535, description="Embedded Redis port; 0: a free one")
     state_dir: Path = Field(Path(".fraudstream"), description="Embedded stack state and logs")
@@ -131,6 +137,10 @@ class Settings(BaseSettings):
         if value is not None and not value.startswith(("redis://", "rediss://", "unix://")):
             raise ValueError(f"expected redis://, rediss:// or unix:// URL, got {value!r}")
         return value
+
+    @property
+    def lake(self) -> Path:
+        return self.lake_dir or self.state_dir / "lake"
 
     @property
     def topics(self) -> list[str]:

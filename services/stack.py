@@ -169,8 +169,18 @@ def _start_ready(
     return url, started[0]
 
 
-def up(settings: Settings) -> StackState:
-    """Start broker and Redis, create topics, record the state; return it. Idempotent."""
+def _start_feedback(settings: Settings, logs: Path, started: list[ProcessRecord]) -> None:
+    """The faust feedback app (alerts, dispositions, the lake); none without its extra."""
+    if importlib.util.find_spec("faust") is None:
+        return
+    env = dict(os.environ) | settings_env(settings)
+    argv = [sys.executable, "-m", "services.cli", "feedback-app"]
+    started.append(processes.spawn("feedback-app", argv, logs / "feedback-app.log", env=env))
+
+
+def up(settings: Settings, feedback: bool = True) -> StackState:
+    """Start broker, Redis, the scoring service and (with ``feedback``) the feedback app;
+    create topics, record the state; return it. Idempotent."""
     current = status(settings)
     if current is not None and all(processes.is_running(p) for p in current.processes):
         return current
@@ -189,6 +199,8 @@ def up(settings: Settings) -> StackState:
         )
         topics = kafka.create_topics(local)
         scoring_url = _start_scoring(settings, logs, started)
+        if feedback:
+            _start_feedback(local.model_copy(update={"redis_url": redis_url}), logs, started)
     except BaseException:
         for record in reversed(started):
             processes.stop(record)

@@ -1,10 +1,13 @@
-"""The faust-streaming feedback app: remembers alerts, applies analysts' dispositions.
+"""The faust-streaming feedback app: remembers alerts, applies analysts' dispositions, and
+keeps the lake.
 
-Two agents: ``alerts`` keeps each alert in Redis (what a disposition needs: card, device,
+Agents: ``alerts`` keeps each alert in Redis (what a disposition needs: card, device,
 merchant, features, score); ``alert-feedback`` applies each disposition
-(``stream_jobs.feedback.dispositions``). A message that is not a valid Feedback goes to
-``alert-feedback.dlq`` with the reason. faust commits an offset after its message was
-processed, so a killed worker replays the rest, and every write is idempotent.
+(``stream_jobs.feedback.dispositions``) and appends it, joined with its alert, to the lake's
+``labels``; two archive agents write every transaction and decision to the lake's raw zone.
+A message that is not a valid Feedback goes to ``alert-feedback.dlq`` with the reason. faust
+commits an offset after its batch was processed, so a killed worker replays the rest: Redis
+writes are idempotent and the lake skips records its manifest has (``models.lake``).
 
     fraudstream feedback-app
 """
@@ -12,15 +15,18 @@ processed, so a killed worker replays the rest, and every write is idempotent.
 from __future__ import annotations
 
 import asyncio
+import ssl
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 import faust
+import msgspec
 import redis
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
-from services.contract import DeadLetter, encode
+from models import lake as lk
+from services.contract import DeadLetter, Decision, InvalidEvent, decode_transaction, encode
 from services.settings import Settings
 from stream_jobs.feedback.dispositions import Applied, Dispositions, Rejected
 from stream_jobs.job_metrics import serve_metrics
@@ -28,7 +34,12 @@ from stream_jobs.job_metrics import serve_metrics
 APP_ID = "fraudstream-feedback"
 ALERT_WAIT_S = 10.0  # a disposition may overtake its alert (two topics): wait this long
 REDIS_RETRY_S = 0.5
+LABEL_FLUSH_S = 0.2  # dispositions are applied in batches gathered this long (the 2 s budget)
+BATCH_ROWS = 10_000
+LAG_EVERY_S = 5.0
 _T = TypeVar("_T")
+_decision = msgspec.json.Decoder(Decision).decode
+RowOf = Callable[[bytes], dict[str, Any] | None]
 
 
 class FeedbackMetrics:
@@ -41,6 +52,14 @@ class FeedbackMetrics:
         self.dlq = Counter(f"{p}_dlq", "Invalid dispositions", ["field"], registry=registry)
         self.alerts = Counter(f"{p}_alerts_remembered", "Alerts kept", registry=registry)
         self.ready = Gauge(f"{p}_ready", "1 once partitions are assigned", registry=registry)
+        self.lag = Gauge(f"{p}_lag", "Records not yet fetched", ["topic"], registry=registry)
+        self.lake_files = Counter(
+            f"{p}_lake_files", "Parquet files added to the lake", ["table"], registry=registry
+        )
+        self.lake_rows = Counter(f"{p}_lake_rows", "Rows written", ["table"], registry=registry)
+        self.lake_skipped = Counter(
+            f"{p}_lake_skipped", "Invalid records not archived", ["table"], registry=registry
+        )
 
 
 async def _until_redis_answers(call: Callable[[bytes], _T], raw: bytes) -> _T:
@@ -56,10 +75,65 @@ def _broker(settings: Settings) -> str:
     return ";".join(f"kafka://{server}" for server in settings.require_kafka().split(","))
 
 
+def _transaction_row(raw: bytes) -> dict[str, Any] | None:
+    tx = decode_transaction(raw)  # an invalid one is in transactions.dlq already
+    return None if isinstance(tx, InvalidEvent) else lk.transaction_row(tx)
+
+
+def _decision_row(raw: bytes) -> dict[str, Any] | None:
+    try:
+        return lk.decision_row(_decision(raw))
+    except msgspec.DecodeError:
+        return None
+
+
+def _sourced(event: Any, row: dict[str, Any]) -> lk.Sourced:
+    message = event.message
+    return lk.Sourced(message.topic, message.partition, message.offset, row)
+
+
+async def _append(
+    lake: lk.Lake, table: lk.Table, records: list[lk.Sourced], metrics: FeedbackMetrics
+) -> None:
+    """Write off the event loop, so a large file does not delay dispositions."""
+    files = await asyncio.to_thread(lake.append, table, records)
+    metrics.lake_files.labels(table).inc(files)
+    metrics.lake_rows.labels(table).inc(len(records))
+
+
+def _ssl_context(settings: Settings) -> ssl.SSLContext:
+    ca = settings.kafka_ssl_ca_location
+    context = ssl.create_default_context(cafile=str(ca) if ca else None)
+    if settings.kafka_ssl_certificate_location:
+        password = settings.kafka_ssl_key_password
+        context.load_cert_chain(
+            settings.kafka_ssl_certificate_location,
+            settings.kafka_ssl_key_location,
+            password.get_secret_value() if password else None,
+        )
+    return context
+
+
+def credentials(settings: Settings) -> faust.types.auth.CredentialsT | None:
+    """The same FRAUDSTREAM_KAFKA_* security settings the librdkafka clients use."""
+    protocol = settings.kafka_security_protocol
+    context = _ssl_context(settings) if protocol in ("SSL", "SASL_SSL") else None
+    if protocol.startswith("SASL"):
+        password = settings.kafka_sasl_password
+        return faust.SASLCredentials(
+            username=settings.kafka_sasl_username,
+            password=password.get_secret_value() if password else None,
+            mechanism=settings.kafka_sasl_mechanism or "PLAIN",
+            ssl_context=context,
+        )
+    return faust.SSLCredentials(context) if context else None
+
+
 def create_app(settings: Settings, metrics: FeedbackMetrics) -> faust.App:
     app = faust.App(
         APP_ID,
         broker=_broker(settings),
+        broker_credentials=credentials(settings),
         value_serializer="raw",
         key_serializer="raw",
         web_enabled=False,
@@ -72,6 +146,7 @@ def create_app(settings: Settings, metrics: FeedbackMetrics) -> faust.App:
         password=settings.redis_password.get_secret_value() if settings.redis_password else None,
     )
     dispositions = Dispositions(client, settings.feedback_blocklist_ttl_ms)
+    lake = lk.Lake(settings.lake)
     alerts = app.topic(settings.topic_alerts)
     feedback = app.topic(settings.topic_feedback)
     dlq = app.topic(settings.topic_feedback_dlq)
@@ -82,28 +157,67 @@ def create_app(settings: Settings, metrics: FeedbackMetrics) -> faust.App:
             if await _until_redis_answers(dispositions.remember, raw):
                 metrics.alerts.inc()
 
+    async def apply_one(event: Any) -> Applied | Rejected:
+        raw = event.value
+        outcome = await _until_redis_answers(dispositions.apply, raw)
+        deadline = time.monotonic() + ALERT_WAIT_S
+        while outcome is None and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+            outcome = await _until_redis_answers(dispositions.apply, raw)
+        return outcome or Rejected("transaction_id", "no alert known for this transaction")
+
+    async def dead_letter(event: Any, rejected: Rejected) -> None:
+        metrics.dlq.labels(rejected.field).inc()
+        source = event.message
+        letter = DeadLetter(
+            field=rejected.field, reason=rejected.reason, raw=event.value,
+            source_topic=source.topic, partition=source.partition, offset=source.offset,
+            failed_at=int(time.time() * 1000),
+        )  # fmt: skip
+        await dlq.send(key=source.key, value=encode(letter))
+
     @app.agent(feedback)
     async def apply(stream: Any) -> None:
-        async for event in stream.events():
-            raw, source = event.value, event.message
-            outcome = await _until_redis_answers(dispositions.apply, raw)
-            deadline = time.monotonic() + ALERT_WAIT_S
-            while outcome is None and time.monotonic() < deadline:
-                await asyncio.sleep(0.1)
-                outcome = await _until_redis_answers(dispositions.apply, raw)
-            if isinstance(outcome, Applied):
+        async for events in stream.take_events(BATCH_ROWS, within=LABEL_FLUSH_S):
+            labelled = []
+            for event in events:
+                outcome = await apply_one(event)
+                if isinstance(outcome, Rejected):
+                    await dead_letter(event, outcome)
+                    continue
                 result = "applied" if outcome.first else "repeat"
                 metrics.processed.labels(outcome.feedback.label, result).inc()
-                continue
-            if outcome is None:
-                outcome = Rejected("transaction_id", "no alert known for this transaction")
-            metrics.dlq.labels(outcome.field).inc()
-            letter = DeadLetter(
-                field=outcome.field, reason=outcome.reason, raw=raw,
-                source_topic=source.topic, partition=source.partition, offset=source.offset,
-                failed_at=int(time.time() * 1000),
-            )  # fmt: skip
-            await dlq.send(key=source.key, value=encode(letter))
+                labelled.append(_sourced(event, lk.label_row(outcome.feedback, outcome.alert)))
+            if labelled:
+                await _append(lake, "labels", labelled, metrics)
+
+    def archive(
+        table: lk.Table, topic: str, to_row: Callable[[bytes], dict[str, Any] | None]
+    ) -> None:
+        @app.agent(app.topic(topic), name=f"archive-{table}")
+        async def _archive(stream: Any) -> None:
+            async for events in stream.take_events(BATCH_ROWS, within=settings.lake_flush_s):
+                records = []
+                for event in events:
+                    row = to_row(event.value)
+                    if row is None:
+                        metrics.lake_skipped.labels(table).inc()
+                    else:
+                        records.append(_sourced(event, row))
+                await _append(lake, table, records, metrics)
+
+    archive("transactions", settings.topic_transactions, _transaction_row)
+    archive("decisions", settings.topic_decisions, _decision_row)
+
+    @app.timer(LAG_EVERY_S)  # type: ignore[untyped-decorator]  # faust's timer is untyped
+    async def _lag() -> None:
+        lag: dict[str, int] = {}
+        for tp in app.consumer.assignment():
+            position = await app.consumer.position(tp)
+            behind = max(0, (app.consumer.highwater(tp) or 0) - (position or 0))
+            lag[tp.topic] = lag.get(tp.topic, 0) + behind
+        for topic, behind in lag.items():
+            metrics.lag.labels(topic).set(behind)
 
     @app.on_rebalance_complete.connect
     async def _ready(_sender: Any, /, *_args: Any, signal: Any, **_kwargs: Any) -> None:

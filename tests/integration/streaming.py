@@ -26,7 +26,7 @@ _decision = msgspec.json.Decoder(Decision).decode
 def running_stack(state_dir: Path) -> Iterator[Settings]:
     """Broker, Redis and scoring service for one test; the job's settings pointing at them."""
     base = Settings(state_dir=state_dir)
-    state = stack.up(base)
+    state = stack.up(base, feedback=False)  # tests start their own feedback app
     try:
         yield base.model_copy(
             update={

@@ -9,6 +9,7 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import pytest
@@ -166,6 +167,8 @@ def test_a_killed_worker_loses_no_feedback_and_counts_each_once(tmp_path: Path) 
             app = _start_feedback_app(settings, tmp_path / "logs")
             processes.wait_until(lambda: labelled() == count, 240, "all applied after restart",
                                  interval=0.5)  # fmt: skip
+            processes.wait_until(lambda: _lake_rows(settings.lake, "labels") >= count, 30,
+                                 "every disposition in the lake")  # fmt: skip
         finally:
             processes.stop(app)
         merchants = {tx.merchant_id for tx in txs}
@@ -174,3 +177,117 @@ def test_a_killed_worker_loses_no_feedback_and_counts_each_once(tmp_path: Path) 
     assert labelled_at_kill < count, "the kill came too late to test anything"
     assert sum(int(labelled or 0) for _, labelled in counts) == count  # each counted once
     assert sum(int(fraud or 0) for fraud, _ in counts) == count // 2
+    assert _lake_rows(settings.lake, "labels") == count  # the replayed batch was not written again
+
+
+def _lake_rows(lake: Path, table: str) -> int:
+    from models.lake import Lake
+
+    return Lake(lake).rows(table)  # type: ignore[arg-type]
+
+
+def _query(settings: Settings, sql: str) -> list[dict[str, Any]]:
+    done = _cli(settings, "lake", "query", sql, "--json")
+    assert done.returncode == 0, done.stderr
+    return [msgspec.json.decode(line) for line in done.stdout.splitlines()]
+
+
+def test_lake_labels_retrain_promote_and_the_service_reloads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    count = 20_000
+    registry = tmp_path / "registry"
+    monkeypatch.setenv("FRAUDSTREAM_MODEL_REGISTRY", str(registry))  # the stack's service too
+    # The model in service was trained on an early sample; the lake's labels should beat it.
+    early = tmp_path / "early.jsonl"
+    for argv in (
+        ("produce", "--count", "3000", "--rate", "0", "--fraud-rate", "0.02", "--seed", "70",
+         "--customers", "2000", "--start", "2026-02-01T00:00:00Z", "--out", str(early)),
+        ("train", "--data", str(early)),
+    ):  # fmt: skip
+        done = _cli(Settings(), *argv)
+        assert done.returncode == 0, done.stderr
+    config = GeneratorConfig(seed=71, customers=2_000, fraud_rate=0.02,
+                             start_ms=1_772_323_200_000)  # 2026-03-01  # fmt: skip
+    items = list(generated_items(config, count))
+    truth = {item.transaction.transaction_id: item.is_fraud for item in items}
+    with running_stack(tmp_path / "state") as base:
+        settings = base.model_copy(update={
+            "feedback_metrics_port": free_loopback_port(), "lake_dir": tmp_path / "lake",
+            "lake_flush_s": 1.0,
+        })  # fmt: skip
+        job = stack.start_job(settings, tmp_path / "logs")
+        app = _start_feedback_app(settings, tmp_path / "logs")
+        tail = DecisionTail(settings)
+        try:
+            with TransactionProducer(settings) as producer:
+                for item in items:
+                    producer.send(item.transaction)
+            tail.wait_for(count, 300, "decisions")
+            alerts = [_alert(v) for _, _, v in read_until_idle(settings, settings.topic_alerts)]
+            processes.wait_until(lambda: _ready(settings.feedback_metrics_port), 120,
+                                 "feedback app ready", interval=0.5)  # fmt: skip
+            feedback = Producer(client_config(settings))
+            for alert in alerts:
+                sent = Feedback(transaction_id=alert.transaction_id, analyst="t",
+                                label="fraud" if truth[alert.transaction_id] else "legit",
+                                time=alert.decided_at + 60_000)  # fmt: skip
+                feedback.produce(settings.topic_feedback, encode(sent))
+            assert feedback.flush(30) == 0
+            labels_sent = time.monotonic()
+            lake = settings.lake
+            processes.wait_until(
+                lambda: (_lake_rows(lake, "labels"), _lake_rows(lake, "transactions"),
+                         _lake_rows(lake, "decisions")) == (len(alerts), count, count),
+                180, "the lake filled", interval=1.0,
+            )  # fmt: skip
+            lake_s = time.monotonic() - labels_sent
+            labelled = _query(settings, "SELECT * FROM labels WHERE label = 'fraud' LIMIT 1")[0]
+            compacted = _cli(settings, "lake", "compact", "--json")  # the app keeps writing
+            first_day = "SELECT count(*) AS n FROM transactions WHERE date = DATE '2026-03-01'"
+            day_rows = _query(settings, first_day)[0]["n"]
+            replayed = _cli(settings, "lake", "replay", "--from", "2026-03-01", "--to",
+                            "2026-03-01", "--topic", "backfill", "--json")  # fmt: skip
+            backfill = read_until_idle(settings, "backfill", 3.0)
+            counts = _query(settings, "SELECT (SELECT count(*) FROM transactions_all) AS t, "
+                            "(SELECT count(*) FROM labels) AS l")[0]  # fmt: skip
+
+            started = time.monotonic()
+            trained = _cli(settings, "train", "--data", str(lake), "--promote", "--json")
+            train_s = time.monotonic() - started
+            assert trained.returncode == 0, trained.stderr + trained.stdout
+            trained_meta = msgspec.json.decode(trained.stdout)
+            version = trained_meta["version"]
+
+            later = GeneratorConfig(seed=72, start_ms=config.start_ms + 86_400_000)
+            fresh = {item.transaction.transaction_id: item for item in generated_items(later, 200)}
+            with TransactionProducer(settings) as producer:
+                for item in fresh.values():
+                    producer.send(item.transaction)
+            decided = tail.wait_for(count + 200, 60, "decisions after the promotion")
+            reload_s = time.monotonic() - started - train_s
+        finally:
+            processes.stop(app)
+            processes.stop(job)
+            tail.close()
+
+    assert compacted.returncode == 0, compacted.stderr
+    assert sum(r["files_in"] for r in msgspec.json.decode(compacted.stdout)) > 0
+    assert counts == {"t": count, "l": len(alerts)}  # compaction lost and doubled nothing
+    assert replayed.returncode == 0, replayed.stderr
+    assert 0 < day_rows < count
+    assert msgspec.json.decode(replayed.stdout)["sent"] == day_rows == len(backfill)
+    alert = next(a for a in alerts if a.transaction_id == labelled["transaction_id"])
+    assert labelled["score"] == alert.score
+    assert labelled["model_version"] == alert.model_version
+    assert all(labelled[name] == value for name, value in alert.features.items())
+    assert alert.features  # the features at decision time are in the lake
+    assert version == "v0002"
+    assert trained_meta["data"]["source"] == "lake"
+    assert (registry / "CURRENT").read_text().strip() == version
+    assert {d.model_version for d in decided if d.transaction_id in fresh} == {version}
+    print(
+        f"{len(alerts)} alerts labelled, in the lake after {lake_s:.1f} s; train and promote"
+        f" {train_s:.1f} s (PR-AUC {trained_meta['candidate_pr_auc']:.3f} against"
+        f" {trained_meta['previous_pr_auc']:.3f}); 200 decisions by it {reload_s:.1f} s later"
+    )

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import redis
 
+from services import processes
 from services.contract import Transaction, decode_transaction
 from services.kafka import read_topic
 from services.settings import Settings
@@ -76,10 +77,17 @@ def test_stack_up_produce_read_back_down(fraudstream: Run, tmp_path: Path) -> No
         assert labels[0] == "transaction_id,is_fraud,pattern"
         assert len(labels) == COUNT + 1
         assert {line.split(",")[0] for line in labels[1:]} == ids
+
+        def archived() -> bool:  # by the stack's feedback app, in the lake of the state dir
+            status = fraudstream("lake", "status", "--json")
+            return bool(json.loads(status.stdout)["transactions"]["rows"] == COUNT)
+
+        processes.wait_until(archived, 120, "the transactions archived", interval=1.0)
     finally:
         down = fraudstream("stack", "down", "--json")
     assert down.returncode == 0, down.stderr
-    assert sorted(json.loads(down.stdout)["stopped"]) == ["broker", "redis", "scoring"]
+    stopped = sorted(json.loads(down.stdout)["stopped"])
+    assert stopped == ["broker", "feedback-app", "redis", "scoring"]
     assert not any(_alive(pid) for pid in pids)
     repeat = fraudstream("stack", "down", "--json")
     assert repeat.returncode == 0

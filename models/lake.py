@@ -1,0 +1,289 @@
+"""The data lake: Parquet tables partitioned by date, committed through a manifest.
+
+``LAKE/{table}/date=YYYY-MM-DD/part-{uuid}.parquet`` holds the rows; ``LAKE/{table}/
+_manifest.json`` lists the files that make up the table and, per Kafka partition, the last
+offset written. A file becomes part of the table only when a new manifest naming it replaces
+the old one (``os.replace`` under a lock), so no reader sees a partial file, a compaction
+never shows its input and output together, and a batch replayed after a crash is skipped by
+its offsets instead of being written twice.
+
+Tables: ``transactions`` and ``decisions`` (the raw zone: everything the stream saw and
+decided) and ``labels`` (each analyst disposition with the transaction, its features at
+decision time and its score). The DuckDB views of :func:`connect` keep one row per
+transaction: the latest decision and the latest label.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Final, Literal
+
+import msgspec
+import msgspec.inspect as mi
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from models.features import FEATURE_NAMES
+from services.contract import Alert, Decision, Feedback, Transaction
+from services.errors import UserError
+
+if TYPE_CHECKING:
+    import duckdb
+
+Table = Literal["transactions", "decisions", "labels"]
+TABLES: Final[tuple[Table, ...]] = ("transactions", "decisions", "labels")
+RETIRED_GRACE_MS: Final = 10 * 60 * 1000  # a reader that listed a compacted file may still open it
+_MANIFEST = "_manifest.json"
+
+
+class LakeError(UserError, RuntimeError):
+    """The lake cannot be read or written as asked; the message says why."""
+
+
+def _arrow_type(info: mi.Type) -> pa.DataType:
+    """The Parquet column type of a contract field (``int | str`` times are stored as ms)."""
+    if isinstance(info, mi.UnionType):
+        kinds = [t for t in info.types if not isinstance(t, mi.NoneType)]
+        return (
+            pa.int64() if any(isinstance(t, mi.IntType) for t in kinds) else _arrow_type(kinds[0])
+        )
+    if isinstance(info, mi.StrType | mi.LiteralType):
+        return pa.string()
+    if isinstance(info, mi.IntType):
+        return pa.int64()
+    if isinstance(info, mi.FloatType):
+        return pa.float64()
+    if isinstance(info, mi.ListType):
+        return pa.list_(_arrow_type(info.item_type))
+    raise TypeError(f"no Parquet column type for {info}")
+
+
+def _fields(struct: type[msgspec.Struct], skip: Sequence[str] = ()) -> list[pa.Field]:
+    info = mi.type_info(struct)
+    assert isinstance(info, mi.StructType)
+    return [pa.field(f.name, _arrow_type(f.type)) for f in info.fields if f.name not in skip]
+
+
+_DECISION_SKIP = ("transaction_id", "card_id", "event_time")  # the labels row has them already
+SCHEMAS: Final[dict[Table, pa.Schema]] = {
+    "transactions": pa.schema(_fields(Transaction)),
+    "decisions": pa.schema(_fields(Decision)),
+    "labels": pa.schema(
+        [
+            *_fields(Feedback, skip=("time",)),
+            pa.field("labelled_at", pa.int64()),
+            *_fields(Transaction, skip=("transaction_id",)),
+            *_fields(Decision, skip=_DECISION_SKIP),
+            *(pa.field(name, pa.float64()) for name in FEATURE_NAMES),
+        ]
+    ),
+}
+_PARTITION_TIME: Final[dict[Table, str]] = {
+    "transactions": "event_time",
+    "decisions": "event_time",
+    "labels": "labelled_at",
+}
+# One row per transaction in the views: the first sighting, the latest decision and label.
+_LATEST: Final[dict[Table, str]] = {
+    "transactions": "event_time",
+    "decisions": "decided_at DESC",
+    "labels": "labelled_at DESC",
+}
+
+
+def transaction_row(tx: Transaction) -> dict[str, Any]:
+    return msgspec.structs.asdict(tx)
+
+
+def decision_row(decision: Decision) -> dict[str, Any]:
+    return msgspec.structs.asdict(decision)
+
+
+def label_row(feedback: Feedback, alert: Alert) -> dict[str, Any]:
+    """A disposition joined with what the job knew: the transaction, features, score."""
+    assert isinstance(feedback.time, int)
+    decision = {k: v for k, v in msgspec.structs.asdict(alert).items()
+                if k not in ("transaction", "features")}  # fmt: skip
+    return (
+        decision
+        | msgspec.structs.asdict(alert.transaction)
+        | {name: alert.features.get(name) for name in FEATURE_NAMES}
+        | {k: v for k, v in msgspec.structs.asdict(feedback).items() if k != "time"}
+        | {"labelled_at": feedback.time}
+    )
+
+
+@dataclass(frozen=True)
+class Sourced:
+    """A row and the Kafka record it came from (the manifest's offsets make writes once-only)."""
+
+    topic: str
+    partition: int
+    offset: int
+    row: dict[str, Any]
+
+
+class Manifest(msgspec.Struct):
+    files: dict[str, int] = {}  # relative path -> rows
+    offsets: dict[str, int] = {}  # "topic:partition" -> last offset written
+    retired: dict[str, int] = {}  # relative path -> when compaction replaced it (epoch ms)
+
+
+@dataclass(frozen=True)
+class Compacted:
+    table: Table
+    partitions: int
+    files_in: int
+    files_out: int
+    rows: int
+    deleted: int = 0
+    skipped: list[str] = field(default_factory=list)  # partitions changed meanwhile
+
+
+def _date(epoch_ms: int) -> str:
+    return datetime.fromtimestamp(epoch_ms / 1000, UTC).strftime("%Y-%m-%d")
+
+
+def _source(topic: str, partition: int) -> str:
+    return f"{topic}:{partition}"
+
+
+class Lake:
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    def _dir(self, table: Table) -> Path:
+        return self.root / table
+
+    def manifest(self, table: Table) -> Manifest:
+        path = self._dir(table) / _MANIFEST
+        try:
+            return msgspec.json.decode(path.read_bytes(), type=Manifest)
+        except FileNotFoundError:
+            return Manifest()
+        except msgspec.DecodeError as error:
+            raise LakeError(f"{table}/{_MANIFEST} is not a lake manifest: {error}") from None
+
+    @contextmanager
+    def _committing(self, table: Table) -> Iterator[Manifest]:
+        """The manifest to change, written back atomically when the block ends without error."""
+        directory = self._dir(table)
+        directory.mkdir(parents=True, exist_ok=True)
+        with (directory / "_manifest.lock").open("a") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            manifest = self.manifest(table)
+            yield manifest
+            tmp = directory / f".{_MANIFEST}.{uuid.uuid4().hex}.tmp"
+            with tmp.open("wb") as handle:
+                handle.write(msgspec.json.encode(manifest))
+                handle.flush()
+                os.fsync(handle.fileno())
+            os.replace(tmp, directory / _MANIFEST)
+
+    def _write_file(self, table: Table, date: str, rows: pa.Table) -> str:
+        """A new Parquet file, not yet part of the table: its path relative to the table."""
+        relative = f"date={date}/part-{uuid.uuid4().hex}.parquet"
+        path = self._dir(table) / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        pq.write_table(rows, path)
+        return relative
+
+    def append(self, table: Table, records: Sequence[Sourced]) -> int:
+        """Add records not written before (by offset); return how many files were added."""
+        written = self.manifest(table).offsets
+        fresh = [r for r in records
+                 if r.offset > written.get(_source(r.topic, r.partition), -1)]  # fmt: skip
+        if not fresh:
+            return 0
+        by_date: dict[str, list[dict[str, Any]]] = {}
+        for record in fresh:
+            by_date.setdefault(_date(record.row[_PARTITION_TIME[table]]), []).append(record.row)
+        schema = SCHEMAS[table]
+        files = {
+            self._write_file(table, date, pa.Table.from_pylist(rows, schema=schema)): len(rows)
+            for date, rows in by_date.items()
+        }
+        with self._committing(table) as manifest:
+            for record in fresh:
+                key = _source(record.topic, record.partition)
+                manifest.offsets[key] = max(manifest.offsets.get(key, -1), record.offset)
+            manifest.files.update(files)
+        return len(files)
+
+    def files(self, table: Table) -> list[Path]:
+        return [self._dir(table) / relative for relative in sorted(self.manifest(table).files)]
+
+    def rows(self, table: Table) -> int:
+        return sum(self.manifest(table).files.values())
+
+    def compact(self, table: Table, target_rows: int = 1_000_000) -> Compacted:
+        """Merge each date's small files into one; delete what earlier compactions retired."""
+        manifest = self.manifest(table)
+        groups: dict[str, list[str]] = {}
+        for relative, rows in manifest.files.items():
+            if rows < target_rows:
+                groups.setdefault(relative.split("/", 1)[0], []).append(relative)
+        merged: dict[str, tuple[list[str], str, int]] = {}
+        for partition, inputs in sorted(groups.items()):
+            if len(inputs) < 2:
+                continue
+            merged_table = pa.concat_tables(
+                pq.read_table(self._dir(table) / r, schema=SCHEMAS[table]) for r in inputs
+            )
+            output = self._write_file(table, partition.removeprefix("date="), merged_table)
+            merged[partition] = (inputs, output, merged_table.num_rows)
+        now = int(time.time() * 1000)
+        skipped: list[str] = []
+        with self._committing(table) as current:
+            for partition, (inputs, output, rows) in merged.items():
+                if not all(r in current.files for r in inputs):
+                    skipped.append(partition)  # compacted by someone else meanwhile
+                    (self._dir(table) / output).unlink()
+                    continue
+                for relative in inputs:
+                    del current.files[relative]
+                    current.retired[relative] = now
+                current.files[output] = rows
+            expired = [r for r, at in current.retired.items() if now - at >= RETIRED_GRACE_MS]
+            for relative in expired:
+                (self._dir(table) / relative).unlink(missing_ok=True)
+                del current.retired[relative]
+        done = [p for p in merged if p not in skipped]
+        return Compacted(
+            table, len(done), sum(len(merged[p][0]) for p in done), len(done),
+            sum(merged[p][2] for p in done), len(expired), skipped,
+        )  # fmt: skip
+
+
+def connect(lake: Lake) -> duckdb.DuckDBPyConnection:
+    """An in-memory DuckDB with a view per table over the manifest's files (one row per
+    transaction) and ``{table}_all`` views of every row as written."""
+    import duckdb
+
+    connection = duckdb.connect()
+    for table in TABLES:
+        files = ", ".join(_sql_string(str(path)) for path in lake.files(table))
+        if files:
+            source = f"read_parquet([{files}], hive_partitioning = true)"
+        else:
+            empty = SCHEMAS[table].empty_table().append_column("date", pa.array([], pa.string()))
+            connection.register(f"_{table}_empty", empty)
+            source = f"_{table}_empty"
+        connection.execute(f"CREATE VIEW {table}_all AS SELECT * FROM {source}")
+        connection.execute(
+            f"CREATE VIEW {table} AS SELECT * FROM {table}_all QUALIFY row_number() OVER "
+            f"(PARTITION BY transaction_id ORDER BY {_LATEST[table]}) = 1"
+        )
+    return connection
+
+
+def _sql_string(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"

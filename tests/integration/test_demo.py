@@ -1,0 +1,38 @@
+"""The README's main command: ``fraudstream demo`` on the embedded stack, feedback app included."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from services import processes
+from tests.conftest import Run
+
+pytestmark = pytest.mark.integration
+
+
+def test_demo_decides_everything_labels_its_alerts_and_fills_the_lake(fraudstream: Run) -> None:
+    try:
+        demo = fraudstream("demo", "--rate", "500", "--duration", "15", "--seed", "3", "--json",
+                           timeout=400)  # fmt: skip
+        assert demo.returncode == 0, demo.stderr
+        summary = json.loads(demo.stdout)
+
+        def archived() -> bool:
+            status = json.loads(fraudstream("lake", "status", "--json").stdout)
+            return bool(status["decisions"]["rows"] >= summary["produced"])
+
+        processes.wait_until(archived, 120, "the decisions archived", interval=1.0)
+        labelled = fraudstream("lake", "query", "SELECT count(*) AS n FROM labels", "--json")
+    finally:
+        down = fraudstream("stack", "down", "--json")
+    assert down.returncode == 0, down.stderr
+    assert "feedback-app" in json.loads(down.stdout)["stopped"]
+    assert summary["produced"] == 7_500
+    assert summary["missing"] == 0
+    assert summary["dlq"] == summary["invalid_sent"]
+    assert summary["alerts"] > 0
+    assert summary["dispositions"] == summary["alerts"]  # the demo labelled every alert
+    assert labelled.returncode == 0, labelled.stderr
+    assert 0 < json.loads(labelled.stdout)["n"] <= summary["dispositions"]

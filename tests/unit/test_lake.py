@@ -1,0 +1,151 @@
+"""The lake on a real directory and DuckDB: once-only appends, date partitions, compaction."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from models import lake as lk
+from models.features import FEATURE_NAMES
+from services.contract import Alert, Feedback, Transaction
+from services.generator import GeneratorConfig
+from services.produce import generated_items
+
+DAY_MS = 24 * 3600 * 1000
+
+
+def _transactions(count: int) -> list[Transaction]:
+    return [item.transaction for item in generated_items(GeneratorConfig(seed=5), count)]
+
+
+def _sourced(txs: list[Transaction], first_offset: int = 0) -> list[lk.Sourced]:
+    return [lk.Sourced("transactions", i % 2, first_offset + i, lk.transaction_row(tx))
+            for i, tx in enumerate(txs)]  # fmt: skip
+
+
+def _count(lake: lk.Lake, sql: str) -> int:
+    row = lk.connect(lake).execute(sql).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def test_a_batch_replayed_after_a_crash_is_not_written_twice(tmp_path: Path) -> None:
+    lake = lk.Lake(tmp_path)
+    txs = _transactions(300)
+    records = _sourced(txs)
+    lake.append("transactions", records[:200])
+    assert lake.append("transactions", records[100:]) >= 1  # 100..199 were written already
+    assert lake.append("transactions", records[:200]) == 0
+    assert lake.rows("transactions") == 300
+    assert _count(lake, "SELECT count(*) FROM transactions_all") == 300
+    assert _count(lake, "SELECT count(DISTINCT transaction_id) FROM transactions") == 300
+
+
+def test_rows_are_partitioned_by_the_date_of_their_event(tmp_path: Path) -> None:
+    lake = lk.Lake(tmp_path)
+    txs = _transactions(2)
+    late = Transaction(
+        **{**lk.transaction_row(txs[1]), "event_time": txs[0].event_time_ms + DAY_MS}
+    )
+    lake.append("transactions", _sourced([txs[0], late]))
+    dates = sorted(p.parent.name for p in lake.files("transactions"))
+    assert len(dates) == 2
+    assert dates[0] < dates[1]
+    connection = lk.connect(lake)
+    rows = connection.execute("SELECT date, event_time FROM transactions ORDER BY 2").fetchall()
+    assert [f"date={d}" for d, _ in rows] == dates
+
+
+def test_compaction_merges_small_files_and_keeps_every_row_once(tmp_path: Path) -> None:
+    lake = lk.Lake(tmp_path)
+    txs = _transactions(500)
+    for start in range(0, 500, 50):
+        lake.append("transactions", _sourced(txs[start : start + 50], start))
+    before = _count(lake, "SELECT count(*) FROM transactions_all")
+    files_before = len(lake.files("transactions"))
+
+    report = lake.compact("transactions")
+
+    assert before == 500
+    assert report.files_in == files_before > report.files_out
+    assert len(lake.files("transactions")) == report.files_out
+    assert _count(lake, "SELECT count(*) FROM transactions_all") == 500
+    assert lake.append("transactions", _sourced(txs)) == 0  # offsets survive compaction
+    # The replaced files stay on disk for readers that listed them, until the grace ends.
+    on_disk = list(tmp_path.glob("transactions/date=*/*.parquet"))
+    assert len(on_disk) == files_before + report.files_out
+
+
+def test_compacting_again_changes_nothing(tmp_path: Path) -> None:
+    lake = lk.Lake(tmp_path)
+    txs = _transactions(100)
+    lake.append("transactions", _sourced(txs[:50]))
+    lake.append("transactions", _sourced(txs[50:], 50))
+    assert lake.compact("transactions").files_out >= 1
+    files = lake.files("transactions")
+    assert lake.compact("transactions").files_in == 0
+    assert lake.files("transactions") == files
+    assert _count(lake, "SELECT count(*) FROM transactions_all") == 100
+
+
+def test_a_label_row_carries_the_features_and_score_of_its_decision(tmp_path: Path) -> None:
+    lake = lk.Lake(tmp_path)
+    tx = _transactions(1)[0]
+    alert = Alert(
+        transaction_id=tx.transaction_id, card_id=tx.card_id, event_time=tx.event_time_ms,
+        decided_at=tx.event_time_ms + 5, score=0.93, decision="decline", reasons=["model:x"],
+        model_version="v0007", transaction=tx, features={FEATURE_NAMES[0]: 3.0},
+    )  # fmt: skip
+    first = Feedback(transaction_id=tx.transaction_id, label="legit", analyst="a",
+                     time=tx.event_time_ms + 1_000)  # fmt: skip
+    second = Feedback(transaction_id=tx.transaction_id, label="fraud", analyst="b",
+                      time=tx.event_time_ms + DAY_MS, note="called the customer")  # fmt: skip
+    lake.append("labels", [lk.Sourced("alert-feedback", 0, i, lk.label_row(f, alert))
+                           for i, f in enumerate([first, second])])  # fmt: skip
+    columns = f"label, analyst, score, model_version, merchant_id, {', '.join(FEATURE_NAMES[:2])}"
+    row = lk.connect(lake).execute(f"SELECT {columns} FROM labels").fetchall()
+    assert row == [("fraud", "b", 0.93, "v0007", tx.merchant_id, 3.0, None)]
+
+
+def test_an_empty_lake_answers_queries(tmp_path: Path) -> None:
+    for table in lk.TABLES:
+        assert _count(lk.Lake(tmp_path), f"SELECT count(*) FROM {table}") == 0
+
+
+def test_a_corrupt_manifest_is_a_clear_error(tmp_path: Path) -> None:
+    (tmp_path / "labels").mkdir()
+    (tmp_path / "labels" / "_manifest.json").write_text("{not json")
+    with pytest.raises(lk.LakeError, match=r"labels/_manifest\.json is not a lake manifest"):
+        lk.Lake(tmp_path).files("labels")
+
+
+def test_the_lake_trains_with_analysts_labels_and_unlabelled_rows_as_legit(tmp_path: Path) -> None:
+    from models import datasets
+
+    lake = lk.Lake(tmp_path)
+    txs = _transactions(50)
+    lake.append("transactions", _sourced(txs))
+    alert = Alert(
+        transaction_id=txs[3].transaction_id, card_id=txs[3].card_id,
+        event_time=txs[3].event_time_ms, decided_at=txs[3].event_time_ms, score=0.9,
+        decision="review", reasons=[], model_version="v1", transaction=txs[3],
+    )  # fmt: skip
+    when = txs[3].event_time_ms + 5_000
+    fraud = Feedback(transaction_id=txs[3].transaction_id, label="fraud", analyst="a", time=when)
+    lake.append("labels", [lk.Sourced("alert-feedback", 0, 0, lk.label_row(fraud, alert))])
+
+    frame = datasets.load(tmp_path).frame.set_index("transaction_id")
+
+    assert len(frame) == 50
+    assert frame["is_fraud"].sum() == 1
+    assert frame.loc[txs[3].transaction_id, "is_fraud"]
+    assert frame.loc[txs[3].transaction_id, "label_time"] == when
+    assert frame["label_time"].isna().sum() == 49  # no label: counts in no merchant's labels
+
+
+def test_a_directory_that_is_no_lake_is_a_clear_error(tmp_path: Path) -> None:
+    from models import datasets
+
+    with pytest.raises(datasets.DataError, match="not a lake, or an empty one"):
+        datasets.load(tmp_path)
