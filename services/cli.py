@@ -201,6 +201,10 @@ def produce_cmd(
         Path | None,
         typer.Option("--from-csv", help="Replay a public card-transaction CSV instead."),
     ] = None,
+    from_jsonl: Annotated[
+        Path | None,
+        typer.Option("--from-jsonl", help="Send transactions from JSON lines (as --out writes)."),
+    ] = None,
     out_file: Annotated[
         Path | None, typer.Option("--out", help="Write JSON lines to this file instead of Kafka.")
     ] = None,
@@ -217,7 +221,10 @@ def produce_cmd(
     settings = load_settings(kafka_bootstrap_servers=bootstrap_servers, state_dir=state_dir)
     rejected: list[str] = []
     extra: dict[str, Any] = {}
-    if from_csv is None:
+    if from_csv and from_jsonl:
+        raise UserError("--from-csv and --from-jsonl: give one source")
+    source = from_csv or from_jsonl
+    if source is None:
         extra["seed"] = seed if seed is not None else random.SystemRandom().randrange(2**31)
         config = GeneratorConfig(
             seed=extra["seed"],
@@ -228,10 +235,11 @@ def produce_cmd(
         items = producing.generated_items(config, count)
         total: int | None = count
     else:
-        items = producing.csv_items(
-            from_csv, lambda line, bad: rejected.append(f"line {line}: {bad.field}: {bad.reason}")
+        read = producing.csv_items if from_csv else producing.jsonl_items
+        items = read(
+            source, lambda line, bad: rejected.append(f"line {line}: {bad.field}: {bad.reason}")
         )
-        first = list(itertools.islice(items, 1))  # reads the header: a bad file fails here
+        first = list(itertools.islice(items, 1))  # a missing or bad file fails here
         items = itertools.chain(first, items)
         total = None
     sink: producing.Sink = (
@@ -239,11 +247,10 @@ def produce_cmd(
         if out_file
         else producing.KafkaSink(settings, topic or settings.topic_transactions)
     )
+    if labels is None and not from_jsonl:  # JSON lines carry no labels: keep the last file
+        labels = _default_labels(out_file, settings)
     with _progress(total, quiet=as_json) as advance:
-        summary = producing.run(
-            items, sink, rate=rate, labels=labels or _default_labels(out_file, settings),
-            on_progress=advance,
-        )  # fmt: skip
+        summary = producing.run(items, sink, rate=rate, labels=labels, on_progress=advance)
     summary.rejected = len(rejected)
     report = dataclasses.asdict(summary) | extra
     if as_json:

@@ -44,8 +44,10 @@ def _run_sql(connection: Any, sql: str) -> tuple[list[str], list[tuple[Any, ...]
 
     try:
         result = connection.execute(sql)
-    except duckdb.Error as error:
-        raise UserError(f"query failed: {error}") from None
+    except duckdb.Error as error:  # one line: DuckDB's SQL excerpt and caret are dropped
+        lines = [line.strip() for line in str(error).splitlines()]
+        kept = [line for line in lines if line and not line.startswith(("LINE ", "^"))]
+        raise UserError(f"query failed: {'; '.join(kept)}") from None
     columns = [d[0] for d in result.description] if result.description else []
     return columns, result.fetchall()
 

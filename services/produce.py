@@ -1,4 +1,4 @@
-"""Publish transactions: generated or replayed from a CSV, to Kafka or a JSON-lines file.
+"""Publish transactions: generated, or replayed from a CSV or JSON lines, to Kafka or a file.
 
 Labels never travel in the event: they go to a side CSV (transaction_id, is_fraud, pattern)
 for evaluation and training. Sending is paced to a target rate by sleeping between small
@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import IO, Protocol
 
 from services.card_csv import read_card_csv
-from services.contract import InvalidEvent, Transaction, encode
+from services.contract import InvalidEvent, Transaction, decode_transaction, encode
+from services.errors import UserError
 from services.generator import GeneratorConfig, generate
 from services.kafka import TransactionProducer
 from services.settings import Settings
@@ -100,6 +101,21 @@ def csv_items(path: Path, rejected: Callable[[int, InvalidEvent], None]) -> Iter
             rejected(row.line, row.event)
         else:
             yield Item(row.event, row.is_fraud, "labelled" if row.is_fraud else None)
+
+
+def jsonl_items(path: Path, rejected: Callable[[int, InvalidEvent], None]) -> Iterator[Item]:
+    """Transactions as JSON lines (what ``--out`` writes); invalid lines go to ``rejected``."""
+    if not path.is_file():
+        raise UserError(f"{path.name}: no such file")
+    with path.open("rb") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            event = decode_transaction(line.strip())
+            if isinstance(event, InvalidEvent):
+                rejected(number, event)
+            else:
+                yield Item(event, None)
 
 
 def run(

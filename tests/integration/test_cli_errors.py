@@ -61,3 +61,28 @@ def test_csv_replay_to_a_file_reports_rejected_rows(
     assert '"rejected": 1' in result.stdout
     assert '"sent": 2' in result.stdout
     assert len(out.read_text().splitlines()) == 2
+
+
+def test_jsonl_round_trip_and_its_rejected_lines(fraudstream: Run, tmp_path: Path) -> None:
+    first, second = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
+    made = fraudstream("produce", "--count", "5", "--seed", "1", "--out", str(first), "--json")
+    assert made.returncode == 0, made.stderr
+    with first.open("a") as handle:
+        handle.write('{"transaction_id": "x", "amount": -1}\n\n')
+    again = fraudstream("produce", "--from-jsonl", str(first), "--out", str(second), "--json")
+    assert again.returncode == 0, again.stderr
+    assert '"rejected": 1' in again.stdout
+    assert second.read_text().splitlines() == first.read_text().splitlines()[:5]
+    _one_line_error(fraudstream("produce", "--from-jsonl", str(tmp_path / "no.jsonl")),
+                    "no.jsonl", "no such file")  # fmt: skip
+
+
+def test_lake_commands_explain_what_is_wrong(fraudstream: Run, tmp_path: Path) -> None:
+    _one_line_error(fraudstream("lake", "query", "SELECT nope FROM labels"), "query failed", "nope")
+    _one_line_error(
+        fraudstream("lake", "replay", "--from", "2026-03-02", "--to", "2026-03-01"), "before"
+    )
+    _one_line_error(fraudstream("lake", "replay", "--from", "March", "--to", "2026-03-01"),
+                    "--from")  # fmt: skip
+    (tmp_path / "empty").mkdir()
+    _one_line_error(fraudstream("train", "--data", str(tmp_path / "empty")), "not a lake")

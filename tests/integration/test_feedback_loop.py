@@ -87,8 +87,9 @@ def test_fraud_feedback_blocks_the_card_and_counts_once(tmp_path: Path) -> None:
                 "transaction_id": f"{tx.transaction_id}-next", "amount": 12.5,
                 "event_time": tx.event_time_ms + 60_000,
             })  # fmt: skip
-            with TransactionProducer(settings) as producer:
-                producer.send(nxt)
+            (tmp_path / "next.jsonl").write_bytes(encode(nxt) + b"\n")
+            sent = _cli(settings, "produce", "--from-jsonl", str(tmp_path / "next.jsonl"))
+            assert sent.returncode == 0, sent.stderr
             decided = tail.wait_for(2_001, 30, "the next transaction")
             verdict = next(d for d in decided if d.transaction_id == nxt.transaction_id)
 
