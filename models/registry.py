@@ -36,6 +36,24 @@ DEFAULT_REGISTRY = Path(__file__).parent / "registry"
 DEFAULT_TOLERANCE = 0.01
 
 
+def working_registry(configured: Path | None, state_dir: Path) -> Path:
+    """The configured registry, or ``registry/`` in the state directory, seeded with a copy
+    of the shipped one on first use, so training and promotion never write into the
+    installed package (or a clone's tracked files)."""
+    if configured is not None:
+        return configured
+    path = state_dir / "registry"
+    if not path.exists():
+        state_dir.mkdir(parents=True, exist_ok=True)
+        staging = state_dir / f".registry-{uuid.uuid4().hex}"
+        shutil.copytree(DEFAULT_REGISTRY, staging, ignore=shutil.ignore_patterns("__pycache__"))
+        try:
+            staging.rename(path)
+        except OSError:  # seeded by another process meanwhile
+            shutil.rmtree(staging)
+    return path
+
+
 class RegistryError(UserError, RuntimeError):
     """A registry operation was refused; the message says why."""
 

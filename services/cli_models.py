@@ -30,7 +30,8 @@ RegistryOpt = Annotated[
         "--registry",
         envvar=f"{ENV_PREFIX}MODEL_REGISTRY",
         show_envvar=True,
-        help="Registry directory (default: the registry shipped with the project).",
+        help="Registry directory (default: registry/ in the state directory, seeded with the"
+        " shipped model).",
     ),
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
@@ -51,10 +52,10 @@ def _workflow() -> ModuleType:
 
 
 def _registry(path: Path | None) -> Any:
-    from models.registry import DEFAULT_REGISTRY, Registry
+    from models.registry import Registry, working_registry
 
-    chosen = path or load_settings().model_registry or DEFAULT_REGISTRY
-    return Registry(chosen)
+    settings = load_settings()
+    return Registry(working_registry(path or settings.model_registry, settings.state_dir))
 
 
 def _print_json(payload: Any) -> None:

@@ -20,6 +20,7 @@ from pathlib import Path
 import redis
 from pydantic import SecretStr
 
+from models.registry import working_registry
 from services import kafka, processes, stack_state
 from services.errors import UserError
 from services.java import JavaNotFound, find_java_home
@@ -101,22 +102,24 @@ def _start_server(
     raise StackError(f"{name} did not start; see {name}.log in the state directory")
 
 
-def _scoring_argv(port: int) -> list[str]:
-    return [sys.executable, "-m", "services.cli", "serve", "--port", str(port)]
-
-
 def _start_scoring(settings: Settings, logs: Path, started: list[ProcessRecord]) -> str | None:
     """The scoring service on the registry's current model; None without the serve extra."""
     if not all(importlib.util.find_spec(m) for m in ("onnxruntime", "uvicorn", "lightgbm")):
         return None
-    url, record = start_scoring(logs, settings.scoring_port)
+    registry = working_registry(settings.model_registry, settings.state_dir)
+    url, record = start_scoring(logs, registry, settings.scoring_port)
     started.append(record)
     return url
 
 
-def start_scoring(logs: Path, port: int = 0) -> tuple[str, ProcessRecord]:
-    """A scoring service on loopback, ready to score: its URL and process."""
-    return _start_ready("scoring", port, _scoring_argv, logs, "http://127.0.0.1:{port}",
+def start_scoring(logs: Path, registry: Path, port: int = 0) -> tuple[str, ProcessRecord]:
+    """A scoring service on loopback serving ``registry``, ready to score: URL and process."""
+
+    def argv(port: int) -> list[str]:
+        return [sys.executable, "-m", "services.cli", "serve", "--port", str(port),
+                "--registry", str(registry)]  # fmt: skip
+
+    return _start_ready("scoring", port, argv, logs, "http://127.0.0.1:{port}",
                         _scoring_ready, "scoring /readyz")  # fmt: skip
 
 

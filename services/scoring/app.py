@@ -21,7 +21,7 @@ from typing import Any
 import msgspec
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-from models.registry import DEFAULT_REGISTRY
+from models.registry import working_registry
 from services.metrics import ScoringMetrics
 from services.scoring.scorer import NotReady, Rejected, Scorer
 from services.settings import Settings
@@ -173,7 +173,8 @@ def from_environment() -> ScoringApp:
     settings = Settings()
     registry = CollectorRegistry()
     metrics = ScoringMetrics(registry)
-    scorer = Scorer(settings.model_registry or DEFAULT_REGISTRY, metrics, settings.scoring_threads,
+    registry_dir = working_registry(settings.model_registry, settings.state_dir)
+    scorer = Scorer(registry_dir, metrics, settings.scoring_threads,
                     settings.scoring_shadow_version)  # fmt: skip
     token = settings.scoring_token.get_secret_value() if settings.scoring_token else None
     return ScoringApp(scorer, metrics, registry, token, settings.scoring_max_body_bytes,

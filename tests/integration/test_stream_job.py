@@ -10,6 +10,7 @@ from pathlib import Path
 import msgspec
 import pytest
 
+from models.registry import working_registry
 from services import processes, stack
 from services.contract import DeadLetter, Decision
 from services.kafka import TransactionProducer
@@ -124,7 +125,9 @@ def test_outage_degrades_then_recovers(tmp_path: Path, dependency: str) -> None:
             assert all(dependency in d.degraded for d in during)
             if dependency == "scoring":
                 assert all(d.model_version == "none" and d.score == 0.0 for d in during)
-                _, record = stack.start_scoring(tmp_path / "logs", state_port(settings.scoring_url))
+                registry = working_registry(None, settings.state_dir)  # the stack's
+                _, record = stack.start_scoring(tmp_path / "logs", registry,
+                                                state_port(settings.scoring_url))  # fmt: skip
             else:
                 _, record = stack.start_redis(tmp_path / "logs", state.redis_port)
             after = _phase(settings, tail, 33, "2026-03-03T00:00:00Z", 3_000, 500)

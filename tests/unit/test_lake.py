@@ -149,3 +149,31 @@ def test_a_directory_that_is_no_lake_is_a_clear_error(tmp_path: Path) -> None:
 
     with pytest.raises(datasets.DataError, match="not a lake, or an empty one"):
         datasets.load(tmp_path)
+
+
+class _RacedLake(lk.Lake):
+    """Another process compacts the same table while this one writes its merged file."""
+
+    raced = False
+
+    def _write_file(self, table: lk.Table, date: str, rows: object) -> str:
+        if not self.raced:
+            self.raced = True
+            lk.Lake(self.root).compact(table)
+        return super()._write_file(table, date, rows)
+
+
+def test_a_compaction_that_lost_a_race_changes_nothing(tmp_path: Path) -> None:
+    txs = _transactions(100)
+    lk.Lake(tmp_path).append("transactions", _sourced(txs[:50]))
+    lk.Lake(tmp_path).append("transactions", _sourced(txs[50:], 50))
+    raced = _RacedLake(tmp_path)
+
+    report = raced.compact("transactions")
+
+    assert report.files_out == 0
+    assert len(report.skipped) == 1
+    assert len(raced.files("transactions")) == 1  # the winner's file
+    assert _count(raced, "SELECT count(*) FROM transactions_all") == 100
+    on_disk = list(tmp_path.glob("transactions/date=*/*.parquet"))
+    assert len(on_disk) == 3  # two retired inputs and the winner's; the loser's was removed

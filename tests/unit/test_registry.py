@@ -138,3 +138,17 @@ def test_card_csv_without_a_needed_column_names_it(tmp_path: Path) -> None:
     path.write_text("\n".join([HEADER.replace(",amt,", ",amount,"), *ROWS]) + "\n")
     with pytest.raises(Exception, match="missing columns amt"):
         load(path)
+
+
+def test_the_working_registry_is_a_seeded_copy_in_the_state_dir(tmp_path: Path) -> None:
+    from models.registry import DEFAULT_REGISTRY, working_registry
+
+    state = tmp_path / "state"
+    path = working_registry(None, state)
+    assert path == state / "registry"
+    assert Registry(path).current() == Registry(DEFAULT_REGISTRY).current()
+    (path / "CURRENT").write_text("v9999\n")  # a later promotion there stays there
+    assert working_registry(None, state) == path
+    assert (path / "CURRENT").read_text() == "v9999\n"
+    assert Registry(DEFAULT_REGISTRY).current() != "v9999"
+    assert working_registry(tmp_path / "mine", state) == tmp_path / "mine"
