@@ -24,7 +24,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Final, Literal
+from typing import TYPE_CHECKING, Any, Final, Literal, NamedTuple
 
 import msgspec
 import msgspec.inspect as mi
@@ -131,6 +131,11 @@ class Sourced:
     row: dict[str, Any]
 
 
+class Appended(NamedTuple):
+    files: int
+    rows: int
+
+
 class Manifest(msgspec.Struct):
     files: dict[str, int] = {}  # relative path -> rows
     offsets: dict[str, int] = {}  # "topic:partition" -> last offset written
@@ -196,13 +201,13 @@ class Lake:
         pq.write_table(rows, path)
         return relative
 
-    def append(self, table: Table, records: Sequence[Sourced]) -> int:
-        """Add records not written before (by offset); return how many files were added."""
+    def append(self, table: Table, records: Sequence[Sourced]) -> Appended:
+        """Add the records not written before (by offset)."""
         written = self.manifest(table).offsets
         fresh = [r for r in records
                  if r.offset > written.get(_source(r.topic, r.partition), -1)]  # fmt: skip
         if not fresh:
-            return 0
+            return Appended(0, 0)
         by_date: dict[str, list[dict[str, Any]]] = {}
         for record in fresh:
             by_date.setdefault(_date(record.row[_PARTITION_TIME[table]]), []).append(record.row)
@@ -216,7 +221,7 @@ class Lake:
                 key = _source(record.topic, record.partition)
                 manifest.offsets[key] = max(manifest.offsets.get(key, -1), record.offset)
             manifest.files.update(files)
-        return len(files)
+        return Appended(len(files), len(fresh))
 
     def files(self, table: Table) -> list[Path]:
         return [self._dir(table) / relative for relative in sorted(self.manifest(table).files)]

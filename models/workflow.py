@@ -50,10 +50,11 @@ def train_and_publish(
         return Published(version, True, registry.metadata(version))
     if not promote:
         return Published(version, False, registry.metadata(version))
+    gate = gate_figures(registry, version, data)
     try:
-        gate = promote_through_gate(registry, version, tolerance, False, data)
+        registry.promote(version, tolerance, False, *gate)
     except PromotionRefused as refused:
-        return Published(version, False, registry.metadata(version), str(refused))
+        return Published(version, False, registry.metadata(version), str(refused), gate)
     return Published(version, True, registry.metadata(version), gate=gate)
 
 
@@ -77,14 +78,21 @@ def evaluate_version(
     return evaluate(y[rows], scores_for(x[rows], onnx))
 
 
+def gate_figures(
+    registry: Registry, version: str, data: Path | None
+) -> tuple[float | None, float | None]:
+    """PR-AUC of ``version`` and of the current model on ``data`` (None: nothing to compare)."""
+    live = registry.current()
+    if data is None or live is None or live == version:
+        return None, None
+    return (evaluate_version(registry, version, data).pr_auc,
+            evaluate_version(registry, live, data).pr_auc)  # fmt: skip
+
+
 def promote_through_gate(
     registry: Registry, version: str, tolerance: float, force: bool, data: Path | None
 ) -> tuple[float | None, float | None]:
     """Promote; with ``data``, candidate and current are compared on that same data."""
-    candidate = current = None
-    live = registry.current()
-    if data is not None and live is not None and live != version:
-        candidate = evaluate_version(registry, version, data).pr_auc
-        current = evaluate_version(registry, live, data).pr_auc
+    candidate, current = gate_figures(registry, version, data)
     registry.promote(version, tolerance, force, candidate, current)
     return candidate, current

@@ -15,6 +15,7 @@ writes are idempotent and the lake skips records its manifest has (``models.lake
 from __future__ import annotations
 
 import asyncio
+import logging
 import ssl
 import time
 from collections.abc import Callable
@@ -28,16 +29,18 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 from models import lake as lk
 from services.contract import DeadLetter, Decision, InvalidEvent, decode_transaction, encode
 from services.settings import Settings
-from stream_jobs.feedback.dispositions import Applied, Dispositions, Rejected
+from stream_jobs.feedback.dispositions import Disposition, Dispositions, Rejected
 from stream_jobs.job_metrics import serve_metrics
 
 APP_ID = "fraudstream-feedback"
 ALERT_WAIT_S = 10.0  # a disposition may overtake its alert (two topics): wait this long
 REDIS_RETRY_S = 0.5
-LABEL_FLUSH_S = 0.2  # dispositions are applied in batches gathered this long (the 2 s budget)
+LAKE_RETRY_S = 1.0
 BATCH_ROWS = 10_000
 LAG_EVERY_S = 5.0
 _T = TypeVar("_T")
+_D = TypeVar("_D", bound=Disposition)
+log = logging.getLogger(__name__)
 _decision = msgspec.json.Decoder(Decision).decode
 RowOf = Callable[[bytes], dict[str, Any] | None]
 
@@ -57,17 +60,24 @@ class FeedbackMetrics:
             f"{p}_lake_files", "Parquet files added to the lake", ["table"], registry=registry
         )
         self.lake_rows = Counter(f"{p}_lake_rows", "Rows written", ["table"], registry=registry)
+        self.redis_retries = Counter(
+            f"{p}_redis_retries", "Redis calls retried in an outage", registry=registry
+        )
+        self.lake_errors = Counter(
+            f"{p}_lake_errors", "Lake writes failed (retried)", ["table"], registry=registry
+        )
         self.lake_skipped = Counter(
             f"{p}_lake_skipped", "Invalid records not archived", ["table"], registry=registry
         )
 
 
-async def _until_redis_answers(call: Callable[[bytes], _T], raw: bytes) -> _T:
+async def _until_redis_answers(call: Callable[[bytes], _T], raw: bytes, retries: Counter) -> _T:
     """Retry through a Redis outage: an agent that raised would skip its message."""
     while True:
         try:
             return call(raw)
         except redis.RedisError:
+            retries.inc()
             await asyncio.sleep(REDIS_RETRY_S)
 
 
@@ -95,10 +105,18 @@ def _sourced(event: Any, row: dict[str, Any]) -> lk.Sourced:
 async def _append(
     lake: lk.Lake, table: lk.Table, records: list[lk.Sourced], metrics: FeedbackMetrics
 ) -> None:
-    """Write off the event loop, so a large file does not delay dispositions."""
-    files = await asyncio.to_thread(lake.append, table, records)
-    metrics.lake_files.labels(table).inc(files)
-    metrics.lake_rows.labels(table).inc(len(records))
+    """Write off the event loop, so a large file does not delay dispositions; retry while
+    the disk refuses (an agent that raised would have its batch acknowledged, and lost)."""
+    while True:
+        try:
+            appended = await asyncio.to_thread(lake.append, table, records)
+            break
+        except OSError as error:
+            metrics.lake_errors.labels(table).inc()
+            log.warning("lake %s: %s; retrying in %.0f s", table, error, LAKE_RETRY_S)
+            await asyncio.sleep(LAKE_RETRY_S)
+    metrics.lake_files.labels(table).inc(appended.files)
+    metrics.lake_rows.labels(table).inc(appended.rows)
 
 
 def _ssl_context(settings: Settings) -> ssl.SSLContext:
@@ -137,6 +155,7 @@ def create_app(settings: Settings, metrics: FeedbackMetrics) -> faust.App:
         value_serializer="raw",
         key_serializer="raw",
         web_enabled=False,
+        datadir=str(settings.state_dir / "feedback-app"),  # faust's own files, not in the cwd
         topic_disable_leader=True,
         consumer_auto_offset_reset="earliest",
         broker_commit_every=1,
@@ -154,17 +173,19 @@ def create_app(settings: Settings, metrics: FeedbackMetrics) -> faust.App:
     @app.agent(alerts)
     async def remember(stream: Any) -> None:
         async for raw in stream:
-            if await _until_redis_answers(dispositions.remember, raw):
+            if await _until_redis_answers(dispositions.remember, raw, metrics.redis_retries):
                 metrics.alerts.inc()
 
-    async def apply_one(event: Any) -> Applied | Rejected:
-        raw = event.value
-        outcome = await _until_redis_answers(dispositions.apply, raw)
+    async def with_alert(
+        call: Callable[[bytes], _D | Rejected | None], raw: bytes
+    ) -> _D | Rejected:
+        """``call`` until the message's alert is known, for at most ALERT_WAIT_S."""
         deadline = time.monotonic() + ALERT_WAIT_S
-        while outcome is None and time.monotonic() < deadline:
+        while (outcome := await _until_redis_answers(call, raw, metrics.redis_retries)) is None:
+            if time.monotonic() >= deadline:
+                return Rejected("transaction_id", "no alert known for this transaction")
             await asyncio.sleep(0.1)
-            outcome = await _until_redis_answers(dispositions.apply, raw)
-        return outcome or Rejected("transaction_id", "no alert known for this transaction")
+        return outcome
 
     async def dead_letter(event: Any, rejected: Rejected) -> None:
         metrics.dlq.labels(rejected.field).inc()
@@ -178,18 +199,24 @@ def create_app(settings: Settings, metrics: FeedbackMetrics) -> faust.App:
 
     @app.agent(feedback)
     async def apply(stream: Any) -> None:
-        async for events in stream.take_events(BATCH_ROWS, within=LABEL_FLUSH_S):
-            labelled = []
-            for event in events:
-                outcome = await apply_one(event)
-                if isinstance(outcome, Rejected):
-                    await dead_letter(event, outcome)
-                    continue
+        async for event in stream.events():
+            outcome = await with_alert(dispositions.apply, event.value)
+            if isinstance(outcome, Rejected):
+                await dead_letter(event, outcome)
+            else:
                 result = "applied" if outcome.first else "repeat"
                 metrics.processed.labels(outcome.feedback.label, result).inc()
-                labelled.append(_sourced(event, lk.label_row(outcome.feedback, outcome.alert)))
-            if labelled:
-                await _append(lake, "labels", labelled, metrics)
+
+    # Its own agent on the same topic, so a lake outage never holds back a blocklisting.
+    @app.agent(feedback, name="lake-labels")
+    async def label_lake(stream: Any) -> None:
+        async for events in stream.take_events(BATCH_ROWS, within=settings.lake_flush_s):
+            records = []
+            for event in events:
+                found = await with_alert(dispositions.context, event.value)
+                if isinstance(found, Disposition):  # a rejected one is the other agent's
+                    records.append(_sourced(event, lk.label_row(found.feedback, found.alert)))
+            await _append(lake, "labels", records, metrics)
 
     def archive(
         table: lk.Table, topic: str, to_row: Callable[[bytes], dict[str, Any] | None]

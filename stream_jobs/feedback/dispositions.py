@@ -21,9 +21,15 @@ _alert = msgspec.json.Decoder(Alert).decode
 
 
 @dataclass(frozen=True)
-class Applied:
+class Disposition:
+    """A valid disposition with the alert it labels."""
+
     feedback: Feedback
     alert: Alert
+
+
+@dataclass(frozen=True)
+class Applied(Disposition):
     first: bool  # False: this transaction was labelled before; nothing changed
 
 
@@ -53,14 +59,20 @@ class Dispositions:
         raw = self._redis.get(layout.alert_context(transaction_id))
         return _alert(raw) if raw is not None else None
 
-    def apply(self, raw_feedback: bytes) -> Applied | Rejected | None:
-        """Apply one message; None while its alert is not known (yet)."""
+    def context(self, raw_feedback: bytes) -> Disposition | Rejected | None:
+        """The message with its alert; None while the alert is not known (yet)."""
         feedback = decode_feedback(raw_feedback)
         if isinstance(feedback, InvalidEvent):
             return Rejected(feedback.field, feedback.reason)
         alert = self.alert(feedback.transaction_id)
-        if alert is None:
-            return None
+        return None if alert is None else Disposition(feedback, alert)
+
+    def apply(self, raw_feedback: bytes) -> Applied | Rejected | None:
+        """Apply one message; None while its alert is not known (yet)."""
+        found = self.context(raw_feedback)
+        if not isinstance(found, Disposition):
+            return found
+        feedback, alert = found.feedback, found.alert
         tx, fraud = alert.transaction, feedback.label == "fraud"
         first = self._store.record_label(tx.transaction_id, tx.merchant_id, fraud)
         pipe = self._redis.pipeline(transaction=False)

@@ -292,3 +292,63 @@ def test_lake_labels_retrain_promote_and_the_service_reloads(
         f" {train_s:.1f} s (PR-AUC {trained_meta['candidate_pr_auc']:.3f} against"
         f" {trained_meta['previous_pr_auc']:.3f}); 200 decisions by it {reload_s:.1f} s later"
     )
+
+
+def _metric(port: int, name: str) -> float:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=1) as reply:
+        lines = reply.read().decode().splitlines()
+    return sum(float(line.rsplit(" ", 1)[1]) for line in lines if line.startswith(name))
+
+
+def test_redis_and_lake_outages_stall_the_app_and_lose_nothing(tmp_path: Path) -> None:
+    count = 200
+    blocker = tmp_path / "not-a-directory"
+    blocker.write_text("the lake cannot be created under a file")
+    with running_stack(tmp_path / "state") as base:
+        settings = base.model_copy(update={"feedback_metrics_port": free_loopback_port(),
+                                           "lake_dir": blocker / "lake"})  # fmt: skip
+        state = stack.status(settings)
+        assert state is not None
+        redis_record = next(p for p in state.processes if p.name == "redis")
+        client = redis.Redis.from_url(settings.require_redis())
+        txs = [item.transaction for item in generated_items(GeneratorConfig(seed=81), count)]
+        app = _start_feedback_app(settings, tmp_path / "logs")
+        restarted: ProcessRecord | None = None
+        port = settings.feedback_metrics_port
+        try:
+            processes.wait_until(lambda: _ready(port), 120, "feedback app ready", interval=0.5)
+            processes.stop(redis_record)  # Redis goes down before anything arrives
+            producer = Producer(client_config(settings))
+            for i, tx in enumerate(txs):
+                alert = Alert(
+                    transaction_id=tx.transaction_id, card_id=tx.card_id, decided_at=1,
+                    event_time=tx.event_time_ms, score=0.9, decision="review", reasons=[],
+                    model_version="test", transaction=tx,
+                )  # fmt: skip
+                producer.produce(settings.topic_alerts, encode(alert), tx.card_id.encode())
+                feedback = Feedback(transaction_id=tx.transaction_id, analyst="a",
+                                    label=("legit", "fraud")[i % 2],
+                                    time=tx.event_time_ms)  # fmt: skip
+                producer.produce(settings.topic_feedback, encode(feedback))
+            assert producer.flush(30) == 0
+            processes.wait_until(lambda: _metric(port, "fraudstream_feedback_redis_retries") > 0,
+                                 60, "the app meeting the outage")  # fmt: skip
+            applied_while_down = _processed(port)
+            _, restarted = stack.start_redis(tmp_path / "logs", state.redis_port)  # empty
+            processes.wait_until(lambda: _processed(port) == count, 120, "all applied")
+            processes.wait_until(lambda: _metric(port, "fraudstream_feedback_lake_errors") > 0,
+                                 30, "the lake refusing writes")  # fmt: skip
+            blocker.unlink()  # the disk is back
+            processes.wait_until(lambda: _lake_rows(settings.lake, "labels") == count, 60,
+                                 "the lake written after all")  # fmt: skip
+            dlq = _metric(port, "fraudstream_feedback_dlq_total")
+            cards = {tx.card_id for tx in txs}
+            labelled = sum(int(client.hlen(layout.card_labels(card))) for card in cards)
+        finally:
+            processes.stop(app)
+            if restarted is not None:
+                processes.stop(restarted)
+
+    assert applied_while_down == 0
+    assert dlq == 0  # no disposition given up on
+    assert labelled == count
