@@ -223,6 +223,11 @@ class Lake:
             manifest.files.update(files)
         return Appended(len(files), len(fresh))
 
+    def next_offset(self, table: Table, topic: str, partition: int) -> int | None:
+        """Where to resume reading ``topic``'s partition into ``table``; None: from the start."""
+        last = self.manifest(table).offsets.get(_source(topic, partition))
+        return None if last is None else last + 1
+
     def files(self, table: Table) -> list[Path]:
         return [self._dir(table) / relative for relative in sorted(self.manifest(table).files)]
 

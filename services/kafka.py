@@ -166,17 +166,18 @@ class TransactionProducer:
 def assigned_consumer(
     settings: Settings,
     topics: Sequence[str],
-    start: int = OFFSET_BEGINNING,
+    start: int | Callable[[str, int], int] = OFFSET_BEGINNING,
     group: str = "fraudstream-reader",
 ) -> _Consumer:
-    """A consumer owning every partition of ``topics`` from ``start``: no group join to wait
-    for, no committed offsets."""
+    """A consumer owning every partition of ``topics`` from ``start`` (an offset, or one per
+    topic and partition): no group join to wait for, no committed offsets."""
     consumer = _Consumer(
         consumer_config(settings)
         | {"group.id": group, "enable.auto.commit": False, "enable.partition.eof": False}
     )
+    start_at = start if callable(start) else lambda _topic, _partition: start
     consumer.assign([
-        TopicPartition(topic, p, start)
+        TopicPartition(topic, p, start_at(topic, p))
         for topic in topics
         for p in consumer.list_topics(topic, timeout=10).topics[topic].partitions
     ])  # fmt: skip

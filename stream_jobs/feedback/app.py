@@ -3,11 +3,12 @@ keeps the lake.
 
 Agents: ``alerts`` keeps each alert in Redis (what a disposition needs: card, device,
 merchant, features, score); ``alert-feedback`` applies each disposition
-(``stream_jobs.feedback.dispositions``) and appends it, joined with its alert, to the lake's
-``labels``; two archive agents write every transaction and decision to the lake's raw zone.
-A message that is not a valid Feedback goes to ``alert-feedback.dlq`` with the reason. faust
-commits an offset after its batch was processed, so a killed worker replays the rest: Redis
-writes are idempotent and the lake skips records its manifest has (``models.lake``).
+(``stream_jobs.feedback.dispositions``); ``lake-labels``, on the same topic, appends it,
+joined with its alert, to the lake's ``labels``. A thread (``archive``) writes every
+transaction and decision to the lake's raw zone. A message that is not a valid Feedback goes to
+``alert-feedback.dlq`` with the reason. faust commits an offset once every agent on its
+topic has processed the message, so a killed worker replays the rest: Redis writes are
+idempotent and the lake skips records its manifest has (``models.lake``).
 
     fraudstream feedback-app
 """
@@ -22,13 +23,13 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 import faust
-import msgspec
 import redis
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from models import lake as lk
-from services.contract import DeadLetter, Decision, InvalidEvent, decode_transaction, encode
+from services.contract import DeadLetter, encode
 from services.settings import Settings
+from stream_jobs.feedback.archive import Archiver
 from stream_jobs.feedback.dispositions import Disposition, Dispositions, Rejected
 from stream_jobs.job_metrics import serve_metrics
 
@@ -41,8 +42,6 @@ LAG_EVERY_S = 5.0
 _T = TypeVar("_T")
 _D = TypeVar("_D", bound=Disposition)
 log = logging.getLogger(__name__)
-_decision = msgspec.json.Decoder(Decision).decode
-RowOf = Callable[[bytes], dict[str, Any] | None]
 
 
 class FeedbackMetrics:
@@ -85,18 +84,6 @@ def _broker(settings: Settings) -> str:
     return ";".join(f"kafka://{server}" for server in settings.require_kafka().split(","))
 
 
-def _transaction_row(raw: bytes) -> dict[str, Any] | None:
-    tx = decode_transaction(raw)  # an invalid one is in transactions.dlq already
-    return None if isinstance(tx, InvalidEvent) else lk.transaction_row(tx)
-
-
-def _decision_row(raw: bytes) -> dict[str, Any] | None:
-    try:
-        return lk.decision_row(_decision(raw))
-    except msgspec.DecodeError:
-        return None
-
-
 def _sourced(event: Any, row: dict[str, Any]) -> lk.Sourced:
     message = event.message
     return lk.Sourced(message.topic, message.partition, message.offset, row)
@@ -105,8 +92,8 @@ def _sourced(event: Any, row: dict[str, Any]) -> lk.Sourced:
 async def _append(
     lake: lk.Lake, table: lk.Table, records: list[lk.Sourced], metrics: FeedbackMetrics
 ) -> None:
-    """Write off the event loop, so a large file does not delay dispositions; retry while
-    the disk refuses (an agent that raised would have its batch acknowledged, and lost)."""
+    """Write off the event loop; retry while the disk refuses (an agent that raised would have
+    its batch acknowledged, and lost)."""
     while True:
         try:
             appended = await asyncio.to_thread(lake.append, table, records)
@@ -158,7 +145,6 @@ def create_app(settings: Settings, metrics: FeedbackMetrics) -> faust.App:
         datadir=str(settings.state_dir / "feedback-app"),  # faust's own files, not in the cwd
         topic_disable_leader=True,
         consumer_auto_offset_reset="earliest",
-        broker_commit_every=1,
     )
     client = redis.Redis.from_url(
         settings.require_redis(),
@@ -218,24 +204,6 @@ def create_app(settings: Settings, metrics: FeedbackMetrics) -> faust.App:
                     records.append(_sourced(event, lk.label_row(found.feedback, found.alert)))
             await _append(lake, "labels", records, metrics)
 
-    def archive(
-        table: lk.Table, topic: str, to_row: Callable[[bytes], dict[str, Any] | None]
-    ) -> None:
-        @app.agent(app.topic(topic), name=f"archive-{table}")
-        async def _archive(stream: Any) -> None:
-            async for events in stream.take_events(BATCH_ROWS, within=settings.lake_flush_s):
-                records = []
-                for event in events:
-                    row = to_row(event.value)
-                    if row is None:
-                        metrics.lake_skipped.labels(table).inc()
-                    else:
-                        records.append(_sourced(event, row))
-                await _append(lake, table, records, metrics)
-
-    archive("transactions", settings.topic_transactions, _transaction_row)
-    archive("decisions", settings.topic_decisions, _decision_row)
-
     @app.timer(LAG_EVERY_S)  # type: ignore[untyped-decorator]  # faust's timer is untyped
     async def _lag() -> None:
         lag: dict[str, int] = {}
@@ -258,5 +226,10 @@ def run(settings: Settings) -> None:
     metrics = FeedbackMetrics(CollectorRegistry())
     serve_metrics(metrics.registry, settings.feedback_metrics_port)
     app = create_app(settings, metrics)
+    archiver = Archiver(settings, lk.Lake(settings.lake), metrics)
+    archiver.start()
     worker = faust.Worker(app, loglevel="WARNING", redirect_stdouts=False)
-    worker.execute_from_commandline()
+    try:
+        worker.execute_from_commandline()
+    finally:
+        archiver.stop()

@@ -19,11 +19,12 @@ def test_demo_decides_everything_labels_its_alerts_and_fills_the_lake(fraudstrea
         assert demo.returncode == 0, demo.stderr
         summary = json.loads(demo.stdout)
 
-        def archived() -> bool:
+        def filled() -> bool:  # the archive thread, and the labels agent once faust has joined
             status = json.loads(fraudstream("lake", "status", "--json").stdout)
-            return bool(status["decisions"]["rows"] >= summary["produced"])
+            return bool(status["decisions"]["rows"] >= summary["produced"]
+                        and status["labels"]["rows"] > 0)  # fmt: skip
 
-        processes.wait_until(archived, 120, "the decisions archived", interval=1.0)
+        processes.wait_until(filled, 120, "the decisions archived and labels written", 1.0)
         labelled = fraudstream("lake", "query", "SELECT count(*) AS n FROM labels", "--json")
     finally:
         down = fraudstream("stack", "down", "--json")

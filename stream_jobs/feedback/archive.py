@@ -1,0 +1,132 @@
+"""The lake's raw zone: every transaction and decision, read in batches with librdkafka.
+
+A thread of the feedback app rather than a faust agent: faust spends about 170 µs of CPU per
+message on its per-message asyncio machinery (``benchmarks/lake.py``), more than the job
+spends deciding it. The lake's manifest is the archive's only offset store: each partition
+is read from just after the last offset the manifest holds, so there is no consumer group to
+join and nothing to commit, and a batch written before a crash is never written again.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import msgspec
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
+
+from models import lake as lk
+from services.contract import Decision, InvalidEvent, decode_transaction
+from services.kafka import assigned_consumer
+from services.settings import Settings
+
+BATCH_ROWS = 10_000
+RETRY_S = 1.0
+log = logging.getLogger(__name__)
+_decision = msgspec.json.Decoder(Decision).decode
+RowOf = Callable[[bytes], dict[str, Any] | None]
+
+
+def transaction_row(raw: bytes) -> dict[str, Any] | None:
+    tx = decode_transaction(raw)  # an invalid one is in transactions.dlq already
+    return None if isinstance(tx, InvalidEvent) else lk.transaction_row(tx)
+
+
+def decision_row(raw: bytes) -> dict[str, Any] | None:
+    try:
+        return lk.decision_row(_decision(raw))
+    except msgspec.DecodeError:
+        return None
+
+
+class Archiver:
+    """Runs until :meth:`stop`; ``metrics`` is the app's ``FeedbackMetrics``."""
+
+    def __init__(self, settings: Settings, lake: lk.Lake, metrics: Any) -> None:
+        self._settings, self._lake, self._metrics = settings, lake, metrics
+        self._tables: dict[str, tuple[lk.Table, RowOf]] = {
+            settings.topic_transactions: ("transactions", transaction_row),
+            settings.topic_decisions: ("decisions", decision_row),
+        }
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="lake-archive", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=30)
+
+    def _start_at(self, topic: str, partition: int) -> int:
+        after = self._lake.next_offset(self._tables[topic][0], topic, partition)
+        return OFFSET_BEGINNING if after is None else after
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self._archive()
+            except KafkaException as error:  # the broker unreachable at start, say
+                log.warning("archive: %s; retrying in %.0f s", error, RETRY_S)
+                self._stop.wait(RETRY_S)
+
+    def _archive(self) -> None:
+        consumer = assigned_consumer(self._settings, list(self._tables), self._start_at,
+                                     group="fraudstream-archive")  # fmt: skip
+        try:
+            while not self._stop.is_set():
+                for topic, records in self._gather(consumer).items():
+                    if records:
+                        self._append(self._tables[topic][0], records)
+                self._report_lag(consumer)
+        finally:
+            consumer.close()
+
+    def _gather(self, consumer: Consumer) -> dict[str, list[lk.Sourced]]:
+        """What arrives within FRAUDSTREAM_LAKE_FLUSH_S, at most BATCH_ROWS records."""
+        batch: dict[str, list[lk.Sourced]] = {topic: [] for topic in self._tables}
+        deadline, count = time.monotonic() + self._settings.lake_flush_s, 0
+        while count < BATCH_ROWS and not self._stop.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            for message in consumer.consume(BATCH_ROWS - count, timeout=min(left, 0.5)):
+                topic = message.topic()
+                if message.error() or topic is None:
+                    continue
+                table, to_row = self._tables[topic]
+                row = to_row(message.value() or b"")
+                if row is None:
+                    self._metrics.lake_skipped.labels(table).inc()
+                    continue
+                batch[topic].append(lk.Sourced(topic, message.partition() or 0,
+                                               message.offset() or 0, row))  # fmt: skip
+                count += 1
+        return batch
+
+    def _append(self, table: lk.Table, records: list[lk.Sourced]) -> None:
+        """Retry while the disk refuses: the records are not read again otherwise."""
+        while not self._stop.is_set():
+            try:
+                appended = self._lake.append(table, records)
+            except OSError as error:
+                self._metrics.lake_errors.labels(table).inc()
+                log.warning("lake %s: %s; retrying in %.0f s", table, error, RETRY_S)
+                self._stop.wait(RETRY_S)
+                continue
+            self._metrics.lake_files.labels(table).inc(appended.files)
+            self._metrics.lake_rows.labels(table).inc(appended.rows)
+            return
+
+    def _report_lag(self, consumer: Consumer) -> None:
+        behind: dict[str, int] = {}
+        for tp in consumer.position(consumer.assignment()):
+            _, high = consumer.get_watermark_offsets(TopicPartition(tp.topic, tp.partition),
+                                                     cached=True)  # fmt: skip
+            if high >= 0 and tp.offset >= 0:
+                behind[tp.topic] = behind.get(tp.topic, 0) + max(0, high - tp.offset)
+        for topic, records in behind.items():
+            self._metrics.lag.labels(topic).set(records)
