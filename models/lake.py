@@ -235,7 +235,8 @@ class Lake:
         return sum(self.manifest(table).files.values())
 
     def compact(self, table: Table, target_rows: int = 1_000_000) -> Compacted:
-        """Merge each date's small files into one; delete what earlier compactions retired."""
+        """Merge each date's small files into one; delete what earlier compactions retired and
+        files no manifest names (a writer that crashed before its commit), once old enough."""
         manifest = self.manifest(table)
         groups: dict[str, list[str]] = {}
         for relative, rows in manifest.files.items():
@@ -266,11 +267,22 @@ class Lake:
             for relative in expired:
                 (self._dir(table) / relative).unlink(missing_ok=True)
                 del current.retired[relative]
+            expired += self._remove_orphans(table, current, now)
         done = [p for p in merged if p not in skipped]
         return Compacted(
             table, len(done), sum(len(merged[p][0]) for p in done), len(done),
             sum(merged[p][2] for p in done), len(expired), skipped,
         )  # fmt: skip
+
+    def _remove_orphans(self, table: Table, manifest: Manifest, now_ms: int) -> list[str]:
+        orphans = []
+        for path in self._dir(table).glob("date=*/part-*.parquet"):
+            relative = path.relative_to(self._dir(table)).as_posix()
+            old = now_ms - path.stat().st_mtime * 1000 >= RETIRED_GRACE_MS
+            if old and relative not in manifest.files and relative not in manifest.retired:
+                path.unlink()
+                orphans.append(relative)
+        return orphans
 
 
 def connect(lake: Lake) -> duckdb.DuckDBPyConnection:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import time
 from pathlib import Path
 
 import pytest
@@ -177,3 +179,23 @@ def test_a_compaction_that_lost_a_race_changes_nothing(tmp_path: Path) -> None:
     assert _count(raced, "SELECT count(*) FROM transactions_all") == 100
     on_disk = list(tmp_path.glob("transactions/date=*/*.parquet"))
     assert len(on_disk) == 3  # two retired inputs and the winner's; the loser's was removed
+
+
+def test_compaction_removes_old_files_no_manifest_names(tmp_path: Path) -> None:
+    lake = lk.Lake(tmp_path)
+    lake.append("transactions", _sourced(_transactions(10)))
+    kept = lake.files("transactions")[0]
+    crashed = kept.with_name("part-crashed-before-commit.parquet")
+    fresh = kept.with_name("part-being-written.parquet")
+    for orphan in (crashed, fresh):
+        orphan.write_bytes(kept.read_bytes())
+    hour_ago = time.time() - 3600
+    os.utime(crashed, (hour_ago, hour_ago))
+
+    report = lake.compact("transactions")
+
+    assert report.deleted == 1
+    assert not crashed.exists()
+    assert fresh.exists()  # a writer may be about to commit it
+    assert kept.exists()
+    assert _count(lake, "SELECT count(*) FROM transactions_all") == 10
