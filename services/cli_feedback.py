@@ -42,13 +42,11 @@ def features_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """What Redis holds for a card: latest features, blocklisting, analysts' labels."""
-    import redis
-
     from models import redis_layout as layout
     from models.online import OnlineFeatureStore
 
     settings = load_settings()
-    client = redis.Redis.from_url(settings.require_redis())
+    client = settings.redis_client()
     blocked: bytes | None = client.get(layout.blocklist_card(card_id))  # type: ignore[assignment]
     labels: dict[bytes, bytes] = client.hgetall(layout.card_labels(card_id))  # type: ignore[assignment]
     view = {

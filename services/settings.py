@@ -10,6 +10,7 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
+import redis
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -170,6 +171,11 @@ class Settings(BaseSettings):
                 "no Redis: run `fraudstream stack up` or set FRAUDSTREAM_REDIS_URL / --redis-url"
             )
         return self.redis_url
+
+    def redis_client(self, **options: Any) -> redis.Redis:
+        """A client of the configured Redis, with its password (``options``: timeouts)."""
+        password = self.redis_password.get_secret_value() if self.redis_password else None
+        return redis.Redis.from_url(self.require_redis(), password=password, **options)
 
     def require_scoring(self) -> str:
         """The scoring service URL, or an error that says how to get one."""

@@ -29,7 +29,6 @@ class DecideFunction:
         self._lag: Any = None
 
     def open(self, _context: Any) -> None:
-        import redis
         from prometheus_client import CollectorRegistry
 
         from services.scoring.client import ScoringClient
@@ -40,11 +39,7 @@ class DecideFunction:
         s = self._settings
         metrics = JobMetrics(CollectorRegistry())
         serve_metrics(metrics.registry, s.job_metrics_port)
-        client = redis.Redis.from_url(
-            s.require_redis(),
-            password=s.redis_password.get_secret_value() if s.redis_password else None,
-            socket_timeout=0.5, socket_connect_timeout=0.5,
-        )  # fmt: skip
+        client = s.redis_client(socket_timeout=0.5, socket_connect_timeout=0.5)
         token = s.scoring_token.get_secret_value() if s.scoring_token else None
         scoring = ScoringClient(
             s.require_scoring(), token, deadline_s=s.job_scoring_deadline_ms / 1000, cooldown_s=1.0

@@ -16,7 +16,6 @@ idempotent and the lake skips records its manifest has (``models.lake``).
 from __future__ import annotations
 
 import asyncio
-import logging
 import ssl
 import time
 from collections.abc import Callable
@@ -24,50 +23,23 @@ from typing import Any, TypeVar
 
 import faust
 import redis
-from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client import CollectorRegistry, Counter
 
 from models import lake as lk
 from services.contract import DeadLetter, encode
 from services.settings import Settings
 from stream_jobs.feedback.archive import Archiver
 from stream_jobs.feedback.dispositions import Disposition, Dispositions, Rejected
+from stream_jobs.feedback.metrics import FeedbackMetrics
+from stream_jobs.feedback.writer import BATCH_ROWS, append_until_written
 from stream_jobs.job_metrics import serve_metrics
 
 APP_ID = "fraudstream-feedback"
 ALERT_WAIT_S = 10.0  # a disposition may overtake its alert (two topics): wait this long
 REDIS_RETRY_S = 0.5
-LAKE_RETRY_S = 1.0
-BATCH_ROWS = 10_000
 LAG_EVERY_S = 5.0
 _T = TypeVar("_T")
 _D = TypeVar("_D", bound=Disposition)
-log = logging.getLogger(__name__)
-
-
-class FeedbackMetrics:
-    def __init__(self, registry: CollectorRegistry) -> None:
-        self.registry = registry
-        p = "fraudstream_feedback"
-        self.processed = Counter(
-            f"{p}_processed", "Dispositions applied", ["label", "result"], registry=registry
-        )
-        self.dlq = Counter(f"{p}_dlq", "Invalid dispositions", ["field"], registry=registry)
-        self.alerts = Counter(f"{p}_alerts_remembered", "Alerts kept", registry=registry)
-        self.ready = Gauge(f"{p}_ready", "1 once partitions are assigned", registry=registry)
-        self.lag = Gauge(f"{p}_lag", "Records not yet fetched", ["topic"], registry=registry)
-        self.lake_files = Counter(
-            f"{p}_lake_files", "Parquet files added to the lake", ["table"], registry=registry
-        )
-        self.lake_rows = Counter(f"{p}_lake_rows", "Rows written", ["table"], registry=registry)
-        self.redis_retries = Counter(
-            f"{p}_redis_retries", "Redis calls retried in an outage", registry=registry
-        )
-        self.lake_errors = Counter(
-            f"{p}_lake_errors", "Lake writes failed (retried)", ["table"], registry=registry
-        )
-        self.lake_skipped = Counter(
-            f"{p}_lake_skipped", "Invalid records not archived", ["table"], registry=registry
-        )
 
 
 async def _until_redis_answers(call: Callable[[bytes], _T], raw: bytes, retries: Counter) -> _T:
@@ -87,23 +59,6 @@ def _broker(settings: Settings) -> str:
 def _sourced(event: Any, row: dict[str, Any]) -> lk.Sourced:
     message = event.message
     return lk.Sourced(message.topic, message.partition, message.offset, row)
-
-
-async def _append(
-    lake: lk.Lake, table: lk.Table, records: list[lk.Sourced], metrics: FeedbackMetrics
-) -> None:
-    """Write off the event loop; retry while the disk refuses (an agent that raised would have
-    its batch acknowledged, and lost)."""
-    while True:
-        try:
-            appended = await asyncio.to_thread(lake.append, table, records)
-            break
-        except OSError as error:
-            metrics.lake_errors.labels(table).inc()
-            log.warning("lake %s: %s; retrying in %.0f s", table, error, LAKE_RETRY_S)
-            await asyncio.sleep(LAKE_RETRY_S)
-    metrics.lake_files.labels(table).inc(appended.files)
-    metrics.lake_rows.labels(table).inc(appended.rows)
 
 
 def _ssl_context(settings: Settings) -> ssl.SSLContext:
@@ -146,11 +101,7 @@ def create_app(settings: Settings, metrics: FeedbackMetrics) -> faust.App:
         topic_disable_leader=True,
         consumer_auto_offset_reset="earliest",
     )
-    client = redis.Redis.from_url(
-        settings.require_redis(),
-        password=settings.redis_password.get_secret_value() if settings.redis_password else None,
-    )
-    dispositions = Dispositions(client, settings.feedback_blocklist_ttl_ms)
+    dispositions = Dispositions(settings.redis_client(), settings.feedback_blocklist_ttl_ms)
     lake = lk.Lake(settings.lake)
     alerts = app.topic(settings.topic_alerts)
     feedback = app.topic(settings.topic_feedback)
@@ -202,7 +153,8 @@ def create_app(settings: Settings, metrics: FeedbackMetrics) -> faust.App:
                 found = await with_alert(dispositions.context, event.value)
                 if isinstance(found, Disposition):  # a rejected one is the other agent's
                     records.append(_sourced(event, lk.label_row(found.feedback, found.alert)))
-            await _append(lake, "labels", records, metrics)
+            # Never given up on: an agent that returned would have its batch acknowledged.
+            await asyncio.to_thread(append_until_written, lake, "labels", records, metrics)
 
     @app.timer(LAG_EVERY_S)  # type: ignore[untyped-decorator]  # faust's timer is untyped
     async def _lag() -> None:

@@ -22,9 +22,9 @@ from models import lake as lk
 from services.contract import Decision, InvalidEvent, decode_transaction
 from services.kafka import assigned_consumer
 from services.settings import Settings
+from stream_jobs.feedback.metrics import FeedbackMetrics
+from stream_jobs.feedback.writer import BATCH_ROWS, RETRY_S, append_until_written
 
-BATCH_ROWS = 10_000
-RETRY_S = 1.0
 log = logging.getLogger(__name__)
 _decision = msgspec.json.Decoder(Decision).decode
 RowOf = Callable[[bytes], dict[str, Any] | None]
@@ -43,9 +43,9 @@ def decision_row(raw: bytes) -> dict[str, Any] | None:
 
 
 class Archiver:
-    """Runs until :meth:`stop`; ``metrics`` is the app's ``FeedbackMetrics``."""
+    """Runs until :meth:`stop`."""
 
-    def __init__(self, settings: Settings, lake: lk.Lake, metrics: Any) -> None:
+    def __init__(self, settings: Settings, lake: lk.Lake, metrics: FeedbackMetrics) -> None:
         self._settings, self._lake, self._metrics = settings, lake, metrics
         self._tables: dict[str, tuple[lk.Table, RowOf]] = {
             settings.topic_transactions: ("transactions", transaction_row),
@@ -79,8 +79,9 @@ class Archiver:
         try:
             while not self._stop.is_set():
                 for topic, records in self._gather(consumer).items():
-                    if records:
-                        self._append(self._tables[topic][0], records)
+                    if records:  # the manifest is the offset store: nothing to acknowledge
+                        append_until_written(self._lake, self._tables[topic][0], records,
+                                             self._metrics, self._stop)  # fmt: skip
                 self._report_lag(consumer)
         finally:
             consumer.close()
@@ -106,20 +107,6 @@ class Archiver:
                                                message.offset() or 0, row))  # fmt: skip
                 count += 1
         return batch
-
-    def _append(self, table: lk.Table, records: list[lk.Sourced]) -> None:
-        """Retry while the disk refuses: the records are not read again otherwise."""
-        while not self._stop.is_set():
-            try:
-                appended = self._lake.append(table, records)
-            except OSError as error:
-                self._metrics.lake_errors.labels(table).inc()
-                log.warning("lake %s: %s; retrying in %.0f s", table, error, RETRY_S)
-                self._stop.wait(RETRY_S)
-                continue
-            self._metrics.lake_files.labels(table).inc(appended.files)
-            self._metrics.lake_rows.labels(table).inc(appended.rows)
-            return
 
     def _report_lag(self, consumer: Consumer) -> None:
         behind: dict[str, int] = {}

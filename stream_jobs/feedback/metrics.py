@@ -1,0 +1,31 @@
+"""The feedback app's Prometheus metrics, shared by its agents and its archive thread."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+
+class FeedbackMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        p = "fraudstream_feedback"
+        self.processed = Counter(
+            f"{p}_processed", "Dispositions applied", ["label", "result"], registry=registry
+        )
+        self.dlq = Counter(f"{p}_dlq", "Invalid dispositions", ["field"], registry=registry)
+        self.alerts = Counter(f"{p}_alerts_remembered", "Alerts kept", registry=registry)
+        self.ready = Gauge(f"{p}_ready", "1 once partitions are assigned", registry=registry)
+        self.lag = Gauge(f"{p}_lag", "Records not yet fetched", ["topic"], registry=registry)
+        self.lake_files = Counter(
+            f"{p}_lake_files", "Parquet files added to the lake", ["table"], registry=registry
+        )
+        self.lake_rows = Counter(f"{p}_lake_rows", "Rows written", ["table"], registry=registry)
+        self.redis_retries = Counter(
+            f"{p}_redis_retries", "Redis calls retried in an outage", registry=registry
+        )
+        self.lake_errors = Counter(
+            f"{p}_lake_errors", "Lake writes failed (retried)", ["table"], registry=registry
+        )
+        self.lake_skipped = Counter(
+            f"{p}_lake_skipped", "Invalid records not archived", ["table"], registry=registry
+        )
