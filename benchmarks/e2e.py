@@ -33,20 +33,22 @@ from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Producer
 
 from benchmarks.provenance import provenance
 from models.registry import DEFAULT_REGISTRY, Registry
-from services import kafka, processes, stack
-from services.contract import Decision
+from services.clients.produce import KafkaSink, generated_items, run
+from services.core import kafka
+from services.core.contract import Decision
+from services.core.kafka_config import librdkafka
+from services.core.settings import Settings
+from services.devstack import processes, stack
 from services.generator import GeneratorConfig
-from services.produce import KafkaSink, generated_items, run
-from services.settings import Settings
+from services.scoring.server.inprocess import InProcessScorer
 from stream_jobs.decide import Decider, Record
-from stream_jobs.scorers import InProcessScorer
 
 RATES = (1_000, 2_000, 5_000)
 _decision = msgspec.json.Decoder(Decision).decode
 
 
 def _baseline_topics(settings: Settings) -> Settings:
-    return settings.model_copy(update={
+    return settings.updated({
         "topic_transactions": "baseline.transactions", "topic_decisions": "baseline.decisions",
         "topic_alerts": "baseline.alerts", "topic_dlq": "baseline.dlq",
         "topic_feedback": "baseline.feedback",
@@ -55,15 +57,15 @@ def _baseline_topics(settings: Settings) -> Settings:
 
 def baseline_worker(settings: Settings, from_end: bool, batch: int = 500) -> None:
     """The single-process pipeline: consume a batch, decide it, produce, repeat."""
-    topic = settings.topic_transactions
+    topic = settings.topic.transactions
     start = OFFSET_END if from_end else OFFSET_BEGINNING
     consumer = kafka.assigned_consumer(settings, [topic], start, "baseline")
-    producer = Producer(kafka.client_config(settings) | {"linger.ms": 1})
+    producer = Producer(librdkafka(settings.kafka) | {"linger.ms": 1})
     registry = Registry(DEFAULT_REGISTRY)
     version = registry.current()
     assert version is not None
     scorer = InProcessScorer(registry.path(version))
-    decider = Decider(redis.Redis.from_url(settings.require_redis()), scorer, topic)
+    decider = Decider(redis.Redis.from_url(settings.redis.require_url()), scorer, topic)
     while True:
         messages = [m for m in consumer.consume(batch, timeout=0.01) if not m.error()]
         if not messages:
@@ -72,11 +74,11 @@ def baseline_worker(settings: Settings, from_end: bool, batch: int = 500) -> Non
                           m.timestamp()[1]) for m in messages]  # fmt: skip
         for out in decider.decide(records):
             if out.decision is not None:
-                producer.produce(settings.topic_decisions, out.decision, out.key)
+                producer.produce(settings.topic.decisions, out.decision, out.key)
             if out.alert is not None:
-                producer.produce(settings.topic_alerts, out.alert, out.key)
+                producer.produce(settings.topic.alerts, out.alert, out.key)
             if out.dead_letter is not None:
-                producer.produce(settings.topic_dlq, out.dead_letter, out.key)
+                producer.produce(settings.topic.dlq, out.dead_letter, out.key)
         producer.poll(0)
 
 
@@ -85,7 +87,7 @@ class Collector:
 
     def __init__(self, settings: Settings) -> None:
         self._consumer = kafka.assigned_consumer(
-            settings, [settings.topic_decisions], group="bench"
+            settings, [settings.topic.decisions], group="bench"
         )
         self.by_id: dict[str, Decision] = {}
 
@@ -143,9 +145,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=8.0)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        base = Settings(state_dir=Path(tmp))
+        base = Settings.of(state_dir=Path(tmp))
         state = stack.up(base, feedback=False)  # the job alone is measured
-        settings = base.model_copy(update={
+        settings = base.updated({
             "kafka_bootstrap_servers": state.bootstrap_servers, "redis_url": state.redis_url,
             "scoring_url": state.scoring_url, "job_metrics_port": 0,
         })  # fmt: skip
@@ -157,7 +159,7 @@ def main() -> None:
             )  # fmt: skip
             other = _baseline_topics(settings)
             kafka.create_topics(other)
-            redis.Redis.from_url(settings.require_redis()).flushdb()
+            redis.Redis.from_url(settings.redis.require_url()).flushdb()
             context = multiprocessing.get_context("spawn")
 
             def start_baseline(from_end: bool) -> Any:

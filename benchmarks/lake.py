@@ -29,12 +29,13 @@ import pyarrow.parquet as pq
 
 from benchmarks.provenance import provenance
 from models import lake as lk
-from services import processes, stack
-from services.contract import decode_transaction
+from services.clients.producer import TransactionProducer
+from services.core.contract import decode_transaction
+from services.core.kafka import assigned_consumer
+from services.core.settings import Settings
+from services.devstack import processes, stack
+from services.devstack.processes import free_loopback_port
 from services.generator import GeneratorConfig, generate
-from services.kafka import TransactionProducer, assigned_consumer
-from services.processes import free_loopback_port
-from services.settings import Settings
 
 BATCH = 10_000
 
@@ -65,7 +66,7 @@ def _lake_append(rows: list[dict[str, Any]], directory: Path) -> float:
 
 
 def _read_and_decode(settings: Settings, count: int) -> float:
-    consumer = assigned_consumer(settings, [settings.topic_transactions], group="bench-lake")
+    consumer = assigned_consumer(settings, [settings.topic.transactions], group="bench-lake")
     seen, started = 0, time.perf_counter()
     while seen < count:
         for message in consumer.consume(10_000, timeout=1.0):
@@ -97,12 +98,12 @@ def _ready(port: int) -> bool:
 def _archive(settings: Settings, count: int, logs: Path) -> dict[str, float]:
     """The app starts on empty topics; the clock runs from the first event produced to the
     last one archived (producing the backlog takes under a second)."""
-    env = dict(os.environ) | stack.settings_env(settings)
+    env = dict(os.environ) | settings.to_environment()
     argv = [sys.executable, "-m", "services.cli", "feedback-app"]
     app = processes.spawn("feedback-app", argv, logs / "feedback-app.log", env=env)
-    lake = lk.Lake(settings.lake)
+    lake = lk.Lake(settings.lake_path)
     try:
-        processes.wait_until(lambda: _ready(settings.feedback_metrics_port), 180, "app ready")
+        processes.wait_until(lambda: _ready(settings.feedback.metrics_port), 180, "app ready")
         started, cpu_before = time.perf_counter(), _cpu_s(app.pid)
         with TransactionProducer(settings) as producer:
             for item in generate(GeneratorConfig(seed=5), count):
@@ -133,11 +134,11 @@ def main() -> None:
         (root / "plain").mkdir()
         parquet = _parquet_alone(rows, root / "plain")
         appended = _lake_append(rows, root / "lake-inproc")
-        settings = Settings(state_dir=root / "state", feedback_metrics_port=free_loopback_port(),
+        settings = Settings.of(state_dir=root / "state", feedback_metrics_port=free_loopback_port(),
                             lake_flush_s=1.0)  # fmt: skip
         state = stack.up(settings, feedback=False)
         try:
-            local = settings.model_copy(update={"kafka_bootstrap_servers": state.bootstrap_servers,
+            local = settings.updated({"kafka_bootstrap_servers": state.bootstrap_servers,
                                                 "redis_url": state.redis_url})  # fmt: skip
             archive = _archive(local, args.count, root / "logs")
             baseline = _read_and_decode(local, args.count)

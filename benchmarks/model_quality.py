@@ -22,15 +22,16 @@ import redis
 
 from benchmarks.provenance import provenance
 from models import offline
-from models.datasets import DataError, frame_from_transactions
+from models.datasets import frame_from_transactions
+from models.errors import DataError
 from models.online import OnlineFeatureStore
 from models.registry import Registry
 from models.training import TrainConfig
 from models.workflow import train_and_publish
-from services import processes
+from services.clients.produce import FileSink, generated_items, run
+from services.devstack import processes
+from services.devstack.stack import start_redis
 from services.generator import GeneratorConfig, generate
-from services.produce import FileSink, generated_items, run
-from services.stack import start_redis
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPE = GeneratorConfig(seed=7, customers=5_000, fraud_rate=0.01, start_ms=1_767_225_600_000)

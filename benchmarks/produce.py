@@ -17,12 +17,12 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks.provenance import provenance
-from services import stack
-from services.contract import decode_transaction, encode
+from services.clients.produce import KafkaSink, generated_items, run
+from services.clients.producer import TransactionProducer
+from services.core.contract import decode_transaction, encode
+from services.core.settings import Settings
+from services.devstack import stack
 from services.generator import GeneratorConfig, generate
-from services.kafka import TransactionProducer
-from services.produce import KafkaSink, generated_items, run
-from services.settings import Settings
 
 
 def _librdkafka_alone(settings: Settings, payload: bytes, key: bytes, count: int) -> float:
@@ -70,10 +70,10 @@ def main() -> None:
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as state_dir:
-        settings = Settings(state_dir=Path(state_dir))
+        settings = Settings.of(state_dir=Path(state_dir))
         state = stack.up(settings, feedback=False)
         try:
-            local = settings.model_copy(update={"kafka_bootstrap_servers": state.bootstrap_servers})
+            local = settings.updated({"kafka_bootstrap_servers": state.bootstrap_servers})
             sample = next(generate(GeneratorConfig(seed=9), 1)).transaction
             payload, key = encode(sample), sample.card_id.encode()
             baseline = _librdkafka_alone(local, payload, key, args.count)

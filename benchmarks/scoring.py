@@ -32,9 +32,9 @@ from models import offline
 from models.datasets import frame_from_transactions
 from models.features import FEATURE_NAMES
 from models.registry import DEFAULT_REGISTRY, Registry
-from services import processes
+from services.devstack import processes
 from services.generator import GeneratorConfig, generate
-from services.scoring import model as scoring_model
+from services.scoring.server import model as scoring_model
 
 
 def _percentiles(samples: list[float]) -> dict[str, float]:

@@ -4,7 +4,7 @@ Formats (chosen by file name and header):
 - the generator's output: ``fraudstream produce --out NAME.jsonl`` writes the events, and
   its labels beside them as ``NAME.labels.csv``;
 - the public card-transaction CSV (``trans_num``, ``cc_num``, ``amt``, ``is_fraud``, ...), read
-  through the producer's mapping in ``services.card_csv``;
+  through the producer's mapping in ``services.core.card_csv``;
 - the classic anonymised CSV (``Time, V1..V28, Amount, Class``): no card, merchant or place, so
   only per-row features apply (``ANONYMISED_FEATURE_NAMES``);
 - the lake (a directory, ``models.lake``): every archived transaction, labelled by analysts'
@@ -27,18 +27,14 @@ import numpy as np
 import pandas as pd
 
 from models import features as f
-from services.card_csv import read_card_csv
-from services.contract import InvalidEvent, Transaction
-from services.errors import UserError
-from services.produce import labels_path
+from models.dataset_files import labels_path
+from models.errors import DataError
+from services.core.card_csv import read_card_csv
+from services.core.contract import InvalidEvent, Transaction
 
 Kind = Literal["transactions", "anonymised"]
 _TX_FIELDS = tuple(Transaction.__struct_fields__)
 _ANONYMISED_COLUMNS = ("Time", *(f"V{i}" for i in range(1, 29)), "Amount", "Class")
-
-
-class DataError(UserError, ValueError):
-    """The data cannot be used; the message says what is wrong with which file."""
 
 
 @dataclass(frozen=True)

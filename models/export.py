@@ -9,16 +9,12 @@ import onnxruntime as ort
 from onnxmltools import convert_lightgbm
 from onnxmltools.convert.common.data_types import FloatTensorType
 
-from services.errors import UserError
+from models.errors import ExportError
 
 INPUT_NAME = "features"
 PROBABILITY_OUTPUT = "probabilities"  # (rows, 2): P(legit), P(fraud)
 MAX_DIFFERENCE = 1e-5
 _OPSET = 15
-
-
-class ExportError(UserError, RuntimeError):
-    """The ONNX model does not reproduce the native model's scores."""
 
 
 def session(model: bytes, threads: int = 1) -> ort.InferenceSession:

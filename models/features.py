@@ -10,7 +10,7 @@ Semantics both follow:
 - Velocity windows (1 min, 1 h, 24 h), distinct counts (24 h) and the tiny-amount count
   (10 min) include the current event; 30-day statistics and "previous" exclude it.
 - History is 30 days: a card's events older than that are forgotten (Redis keeps no more).
-- Amounts are compared in USD at the reference rates of ``services.currency``.
+- Amounts are compared in USD at the reference rates of ``services.core.currency``.
 - Merchant fraud rate uses labels known at the event's time: a label counts from its
   ``label_time`` on (offline, generated labels arrive ``LABEL_DELAY_MS`` after the event).
 """
@@ -18,8 +18,9 @@ Semantics both follow:
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Final, TypeVar
+from typing import Any, Final, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -115,19 +116,39 @@ def zscore(amount: float, mean: float, std: float) -> float:
     return (amount - mean) / max(std, 0.05 * mean, 0.01)
 
 
-def utc_offset_hours(lon: float) -> float:
-    """Solar time zone from longitude: 15 degrees per hour, rounded half up."""
-    return math.floor(lon / 15.0 + 0.5)
+@dataclass(frozen=True)
+class Ops:
+    """The math the location helpers use: ``SCALAR`` for one event (online), ``VECTOR`` for
+    whole columns (``models.offline``), so both paths run the same formulas."""
+
+    radians: Callable[[Any], Any]
+    sin: Callable[[Any], Any]
+    cos: Callable[[Any], Any]
+    arcsin: Callable[[Any], Any]
+    sqrt: Callable[[Any], Any]
+    minimum: Callable[[Any, Any], Any]
+    floor: Callable[[Any], Any]
 
 
-def local_hour_and_weekday(event_time_ms: int, offset_h: float) -> tuple[int, int]:
-    local = event_time_ms + int(offset_h) * HOUR_MS
+SCALAR = Ops(math.radians, math.sin, math.cos, math.asin, math.sqrt, min, math.floor)
+VECTOR = Ops(np.radians, np.sin, np.cos, np.arcsin, np.sqrt, np.minimum,
+             lambda x: np.floor(x).astype(np.int64))  # fmt: skip
+
+
+def utc_offset_hours(lon: Any, ops: Ops = SCALAR) -> Any:
+    """Solar time zone from longitude, whole hours: 15 degrees per hour, rounded half up."""
+    return ops.floor(lon / 15.0 + 0.5)
+
+
+def local_hour_and_weekday(event_time_ms: Any, offset_h: Any) -> tuple[Any, Any]:
+    """Local hour and weekday (0 = Monday) of an epoch-ms time at a whole-hour UTC offset."""
+    local = event_time_ms + offset_h * HOUR_MS
     return (local // HOUR_MS) % 24, (local // DAY_MS + 3) % 7  # 1970-01-01 was a Thursday
 
 
-def haversine_km(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
+def haversine_km(lat1: Any, lon1: Any, lat2: Any, lon2: Any, ops: Ops = SCALAR) -> Any:
     """Great-circle distance in km."""
-    p1, p2 = math.radians(lat1), math.radians(lat2)
-    dp, dl = p2 - p1, math.radians(lon2 - lon1)
-    a = math.sin(dp / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(dl / 2) ** 2
-    return 2 * EARTH_RADIUS_KM * math.asin(math.sqrt(min(1.0, a)))
+    p1, p2 = ops.radians(lat1), ops.radians(lat2)
+    dp, dl = p2 - p1, ops.radians(lon2 - lon1)
+    a = ops.sin(dp / 2) ** 2 + ops.cos(p1) * ops.cos(p2) * ops.sin(dl / 2) ** 2
+    return 2 * EARTH_RADIUS_KM * ops.arcsin(ops.sqrt(ops.minimum(1.0, a)))

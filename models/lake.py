@@ -31,9 +31,9 @@ import msgspec.inspect as mi
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from models.errors import LakeError
 from models.features import FEATURE_NAMES
-from services.contract import Alert, Decision, Feedback, Transaction
-from services.errors import UserError
+from services.core.contract import Alert, Decision, Feedback, Transaction
 
 if TYPE_CHECKING:
     import duckdb
@@ -42,10 +42,6 @@ Table = Literal["transactions", "decisions", "labels"]
 TABLES: Final[tuple[Table, ...]] = ("transactions", "decisions", "labels")
 RETIRED_GRACE_MS: Final = 10 * 60 * 1000  # a reader that listed a compacted file may still open it
 _MANIFEST = "_manifest.json"
-
-
-class LakeError(UserError, RuntimeError):
-    """The lake cannot be read or written as asked; the message says why."""
 
 
 def _arrow_type(info: mi.Type) -> pa.DataType:

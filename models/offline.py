@@ -13,7 +13,7 @@ import numpy.typing as npt
 import pandas as pd
 
 from models import features as f
-from services.currency import UNITS_PER_USD
+from services.core.currency import UNITS_PER_USD
 
 Ints = npt.NDArray[np.int64]
 Floats = npt.NDArray[np.float64]
@@ -147,23 +147,14 @@ def _location_features(rows: pd.DataFrame, t: Ints, s30: Ints, out: dict[str, Fl
     valid = prev >= s30  # same card, within 30 days (s30 never leaves the card)
     p = np.where(valid, prev, 0)
     both = valid & located
-    distance = np.where(both, _haversine(lat, lon, lat[p], lon[p]), 0.0)
+    distance = np.where(both, f.haversine_km(lat, lon, lat[p], lon[p], f.VECTOR), 0.0)
     hours = np.maximum((t - t[p]) / f.HOUR_MS, f.MIN_TRAVEL_H)
     out["distance_from_prev_km"] = distance
     out["speed_from_prev_kmh"] = np.where(both, distance / hours, 0.0)
     known_lon = np.where(located, lon, np.where(valid, lon[p], 0.0))
-    offset = np.floor(known_lon / 15.0 + 0.5).astype(np.int64)
-    local = t + offset * f.HOUR_MS
-    out["hour_of_day"] = ((local // f.HOUR_MS) % 24).astype(np.float64)
-    out["day_of_week"] = ((local // f.DAY_MS + 3) % 7).astype(np.float64)
-
-
-def _haversine(lat1: Floats, lon1: Floats, lat2: Floats, lon2: Floats) -> Floats:
-    p1, p2 = np.radians(lat1), np.radians(lat2)
-    dp, dl = p2 - p1, np.radians(lon2 - lon1)
-    a = np.sin(dp / 2) ** 2 + np.cos(p1) * np.cos(p2) * np.sin(dl / 2) ** 2
-    result: Floats = 2 * f.EARTH_RADIUS_KM * np.arcsin(np.sqrt(np.minimum(1.0, a)))
-    return result
+    hour, weekday = f.local_hour_and_weekday(t, f.utc_offset_hours(known_lon, f.VECTOR))
+    out["hour_of_day"] = hour.astype(np.float64)
+    out["day_of_week"] = weekday.astype(np.float64)
 
 
 def _distinct_in_window(values: pd.Series, start: Ints) -> Floats:

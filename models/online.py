@@ -18,8 +18,8 @@ import redis
 from models import features as f
 from models import redis_layout as layout
 from models.redis_layout import PriorEvent
-from services.contract import Transaction
-from services.currency import to_usd
+from services.core.contract import Transaction
+from services.core.currency import to_usd
 
 _RECORD_LABEL: Final = """
 if redis.call('SET', KEYS[1], '1', 'NX', 'PX', ARGV[2]) then

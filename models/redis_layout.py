@@ -2,8 +2,9 @@
 
 ``fs:v1:card:{card_id}:events``   ZSET, score = event time (ms), member = a packed PriorEvent;
                                   the card's last 30 days, the member unique per transaction.
-``fs:v1:card:{card_id}:features`` HASH, the latest computed features plus ``event_time`` and
-                                  ``transaction_id``, so readers can check freshness.
+``fs:v1:card:{card_id}:features`` STRING, one JSON object: the latest computed features plus
+                                  ``event_time`` and ``transaction_id``, so readers can check
+                                  freshness (one SET per card per batch, read with one GET).
 ``fs:v1:merchant:{merchant_id}``  HASH ``fraud``, ``labelled``: counts of known labels.
 ``fs:v1:label:{transaction_id}``  STRING, set once when a label is counted (idempotence).
 ``fs:v1:blocklist:card:{card_id}``, ``fs:v1:blocklist:device:{device_id}``

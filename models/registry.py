@@ -29,7 +29,7 @@ from typing import Any
 
 import msgspec
 
-from services.errors import UserError
+from models.errors import PromotionRefused, RegistryError
 
 VERSION_PATTERN = re.compile(r"^v(\d{4,})$")
 DEFAULT_REGISTRY = Path(__file__).parent / "registry"
@@ -52,14 +52,6 @@ def working_registry(configured: Path | None, state_dir: Path) -> Path:
         except OSError:  # seeded by another process meanwhile
             shutil.rmtree(staging)
     return path
-
-
-class RegistryError(UserError, RuntimeError):
-    """A registry operation was refused; the message says why."""
-
-
-class PromotionRefused(RegistryError):
-    """The promotion gate refused a candidate (its figures are in the message)."""
 
 
 class Promotion(msgspec.Struct, frozen=True):

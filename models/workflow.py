@@ -10,9 +10,10 @@ from typing import Any
 import numpy as np
 
 from models import datasets
+from models.errors import PromotionRefused, RegistryError
 from models.explain import PathExplainer
 from models.metrics import Metrics, evaluate
-from models.registry import DEFAULT_TOLERANCE, PromotionRefused, Registry, RegistryError
+from models.registry import DEFAULT_TOLERANCE, Registry
 from models.training import TrainConfig, feature_matrix, pr_curve_png, scores_for, time_split, train
 
 

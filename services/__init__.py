@@ -1,1 +1,2 @@
-"""fraudstream services: the scoring service and the runtime pieces every component shares."""
+"""fraudstream services: one subpackage per thing that runs or is shared (the README's
+"Architecture"): ``core``, ``scoring``, ``clients``, ``generator``, ``devstack``, ``cli``."""

@@ -22,7 +22,7 @@ from prometheus_client import CollectorRegistry
 from models import features as f
 from models import redis_layout as layout
 from models.online import OnlineFeatureStore, features_from_history
-from services.contract import (
+from services.core.contract import (
     Alert,
     DeadLetter,
     Decision,
@@ -32,9 +32,9 @@ from services.contract import (
     encode,
 )
 from services.scoring.client import ScoringRejected, ScoringUnavailable
-from services.scoring.scorer import ScoreResponse
+from services.scoring.wire import ScoreResponse
 from stream_jobs import rules
-from stream_jobs.job_metrics import JobMetrics
+from stream_jobs.metrics import JobMetrics
 
 NO_MODEL = "none"  # model_version of a rules-only decision
 REDIS_RETRY_S = 0.5  # after a Redis failure, batches skip Redis this long before trying again

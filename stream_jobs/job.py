@@ -12,7 +12,7 @@ in order, at any parallelism. The job's only Flink state is the source offsets, 
 the consumer group at each checkpoint; features live in Redis, recorded idempotently. A
 restart therefore resumes from the last checkpoint's offsets and recomputes the same
 decisions for the replayed events: at-least-once on the topics, and consumers drop repeated
-transaction_ids (``services.reading.Deduplicator``).
+transaction_ids (``services.clients.reading.Deduplicator``).
 """
 
 from __future__ import annotations
@@ -22,46 +22,29 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from services.java import find_java_home
-from services.settings import Settings
+from services.core.kafka_config import java_properties
+from services.core.settings import Settings
 
 SOURCE, SINK = "transactions_in", "pipeline_out"
 BATCHES_PER_BUNDLE = 10
 
 
-def kafka_properties(settings: Settings) -> dict[str, str]:
-    """The Java client's properties for the configured cluster (security included)."""
-    props = {
-        "bootstrap.servers": settings.require_kafka(),
-        "security.protocol": settings.kafka_security_protocol,
-    }
-    if settings.kafka_sasl_mechanism:
-        module = (
-            "org.apache.kafka.common.security.plain.PlainLoginModule"
-            if settings.kafka_sasl_mechanism == "PLAIN"
-            else "org.apache.kafka.common.security.scram.ScramLoginModule"
-        )
-        password = (
-            settings.kafka_sasl_password.get_secret_value() if settings.kafka_sasl_password else ""
-        )
-        props["sasl.mechanism"] = settings.kafka_sasl_mechanism
-        props["sasl.jaas.config"] = (
-            f'{module} required username="{settings.kafka_sasl_username or ""}" '
-            f'password="{password}";'
-        )
-    if settings.kafka_ssl_ca_location:
-        props["ssl.truststore.type"] = "PEM"
-        props["ssl.truststore.location"] = str(settings.kafka_ssl_ca_location)
-    return props
+def _literal(text: str) -> str:
+    """A Flink SQL string literal: quotes doubled, so no value can end it early."""
+    return "'" + text.replace("'", "''") + "'"
 
 
 def _with(options: dict[str, str]) -> str:
-    return ", ".join(f"'{k}' = '{v}'" for k, v in options.items())
+    return ", ".join(f"{_literal(k)} = {_literal(v)}" for k, v in options.items())
+
+
+def _kafka_options(settings: Settings) -> dict[str, str]:
+    return {f"properties.{k}": v for k, v in java_properties(settings.kafka).items()}
 
 
 def source_ddl(settings: Settings) -> str:
     """The raw source: bytes and their Kafka coordinates, event-time watermarks."""
-    props = {f"properties.{k}": v for k, v in kafka_properties(settings).items()}
+    props = _kafka_options(settings)
     event_ms = "TRY_CAST(JSON_VALUE(CAST(`value` AS STRING), '$.event_time') AS BIGINT)"
     return f"""
     CREATE TEMPORARY TABLE {SOURCE} (
@@ -72,16 +55,16 @@ def source_ddl(settings: Settings) -> str:
       `ingest` TIMESTAMP_LTZ(3) METADATA FROM 'timestamp' VIRTUAL,
       `event_ts` AS COALESCE(TO_TIMESTAMP_LTZ({event_ms}, 3), `ingest`),
       WATERMARK FOR `event_ts` AS `event_ts` - INTERVAL '{
-        settings.job_out_of_orderness_ms / 1000:.3f}' SECOND
+        settings.job.out_of_orderness_ms / 1000:.3f}' SECOND
     ) WITH ({
         _with(
             props
             | {
                 "connector": "kafka",
-                "topic": settings.topic_transactions,
-                "properties.group.id": settings.job_group_id,
+                "topic": settings.topic.transactions,
+                "properties.group.id": settings.job.group_id,
                 "properties.auto.offset.reset": "earliest",
-                "properties.fetch.max.wait.ms": str(settings.kafka_fetch_max_wait_ms),
+                "properties.fetch.max.wait.ms": str(settings.kafka.fetch_max_wait_ms),
                 "scan.startup.mode": "group-offsets",
                 "scan.watermark.idle-timeout": "5 s",
                 "key.format": "raw",
@@ -94,8 +77,8 @@ def source_ddl(settings: Settings) -> str:
 
 
 def sink_ddl(settings: Settings) -> str:
-    props = {f"properties.{k}": v for k, v in kafka_properties(settings).items()}
-    topics = ";".join([settings.topic_decisions, settings.topic_alerts, settings.topic_dlq])
+    props = _kafka_options(settings)
+    topics = ";".join([settings.topic.decisions, settings.topic.alerts, settings.topic.dlq])
     return f"""
     CREATE TEMPORARY TABLE {SINK} (
       `topic` STRING METADATA, `key` BYTES, `value` BYTES
@@ -123,10 +106,10 @@ def insert_sql(settings: Settings) -> str:
         f"CURRENT_WATERMARK(`event_ts`)) AS r FROM {SOURCE})"
     )
     branches = [
-        (settings.topic_decisions, "d"), (settings.topic_alerts, "a"), (settings.topic_dlq, "q"),
+        (settings.topic.decisions, "d"), (settings.topic.alerts, "a"), (settings.topic.dlq, "q"),
     ]  # fmt: skip
     union = "\nUNION ALL ".join(
-        f"SELECT '{topic}', r.k, r.{col} FROM {decided} WHERE r.{col} IS NOT NULL"
+        f"SELECT {_literal(topic)}, r.k, r.{col} FROM {decided} WHERE r.{col} IS NOT NULL"
         for topic, col in branches
     )
     return f"INSERT INTO {SINK}\n{union}"
@@ -140,7 +123,6 @@ def _python_environment() -> dict[str, str]:
 
 
 def table_environment(settings: Settings, remote: tuple[str, int] | None = None) -> Any:
-    os.environ.setdefault("JAVA_HOME", str(find_java_home()))
     # Locally PyFlink would run every subtask's Python in this client process, under one GIL
     # ("loopback" mode); a worker process per subtask lets parallelism use more than one core.
     os.environ["_python_worker_execution_mode"] = "process"  # noqa: SIM112 (PyFlink's name)
@@ -149,14 +131,14 @@ def table_environment(settings: Settings, remote: tuple[str, int] | None = None)
     env = TableEnvironment.create(EnvironmentSettings.in_streaming_mode())
     config = env.get_config()
     options = {
-        "parallelism.default": str(settings.job_parallelism),
+        "parallelism.default": str(settings.job.parallelism),
         "table.local-time-zone": "UTC",
-        "execution.checkpointing.interval": f"{settings.job_checkpoint_interval_ms} ms",
-        "python.fn-execution.bundle.time": str(settings.job_bundle_ms),
+        "execution.checkpointing.interval": f"{settings.job.checkpoint_interval_ms} ms",
+        "python.fn-execution.bundle.time": str(settings.job.bundle_ms),
         # A bundle of several batches: the JVM streams the next batch to Python while decide()
         # works on the current one, instead of waiting for each (measured: +35 % events/s).
-        "python.fn-execution.bundle.size": str(settings.job_bundle_rows * BATCHES_PER_BUNDLE),
-        "python.fn-execution.arrow.batch.size": str(settings.job_bundle_rows),
+        "python.fn-execution.bundle.size": str(settings.job.bundle_rows * BATCHES_PER_BUNDLE),
+        "python.fn-execution.arrow.batch.size": str(settings.job.bundle_rows),
         "pipeline.name": "fraudstream-decide",
         "table.optimizer.reuse-sub-plan-enabled": "true",
     } | _python_environment()

@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Final, Literal
 
 from models import features as f
-from services.contract import Transaction
+from services.core.contract import Transaction
 
 Outcome = Literal["approve", "review", "decline"]
 SEVERITY: Final[dict[Outcome, int]] = {"approve": 0, "review": 1, "decline": 2}

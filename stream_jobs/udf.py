@@ -11,7 +11,7 @@ from typing import Any
 
 import pandas as pd
 
-from services.settings import Settings
+from services.core.settings import Settings
 
 RESULT_FIELDS = ("k", "d", "a", "q")  # output key, decision, alert, dead letter
 
@@ -31,21 +31,25 @@ class DecideFunction:
     def open(self, _context: Any) -> None:
         from prometheus_client import CollectorRegistry
 
+        from services.core.exposition import serve_metrics
+        from services.core.lag import LagProbe
         from services.scoring.client import ScoringClient
         from stream_jobs.decide import Decider
-        from stream_jobs.job_metrics import JobMetrics, LagProbe, serve_metrics
+        from stream_jobs.metrics import JobMetrics
         from stream_jobs.scorers import ServiceScorer
 
         s = self._settings
         metrics = JobMetrics(CollectorRegistry())
-        serve_metrics(metrics.registry, s.job_metrics_port)
-        client = s.redis_client(socket_timeout=0.5, socket_connect_timeout=0.5)
-        token = s.scoring_token.get_secret_value() if s.scoring_token else None
+        serve_metrics(metrics.registry, s.job.metrics_port)
+        client = s.redis.client(socket_timeout=0.5, socket_connect_timeout=0.5)
         scoring = ScoringClient(
-            s.require_scoring(), token, deadline_s=s.job_scoring_deadline_ms / 1000, cooldown_s=1.0
+            s.scoring.require_url(),
+            s.scoring.bearer(),
+            deadline_s=s.job.scoring_deadline_ms / 1000,
+            cooldown_s=1.0,
         )
-        self._decider = Decider(client, ServiceScorer(scoring), s.topic_transactions, metrics)
-        self._lag = LagProbe(s, metrics)
+        self._decider = Decider(client, ServiceScorer(scoring), s.topic.transactions, metrics)
+        self._lag = LagProbe(s, metrics.report_lag)
 
     def eval(self, key: pd.Series, value: pd.Series, partition: pd.Series, offset: pd.Series,
              ingest: pd.Series, watermark: pd.Series) -> pd.DataFrame:  # fmt: skip
@@ -59,7 +63,8 @@ class DecideFunction:
         marks = _epoch_ms(watermark.dropna())
         mark = int(marks.max()) if len(marks) else None
         outputs = self._decider.decide(records, mark)
-        self._lag.processed((r.partition, r.offset) for r in records)
+        topic = self._settings.topic.transactions
+        self._lag.processed((topic, r.partition, r.offset) for r in records)
         return pd.DataFrame(
             {"k": [o.key for o in outputs], "d": [o.decision for o in outputs],
              "a": [o.alert for o in outputs], "q": [o.dead_letter for o in outputs]}

@@ -10,11 +10,19 @@ from pathlib import Path
 
 import pytest
 
-from services import processes
-from services.stack import start_redis
+from services.devstack import processes
+from services.devstack.stack import start_redis
 
 CLI = Path(sys.executable).with_name("fraudstream")
 Run = Callable[..., subprocess.CompletedProcess[str]]
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The tier of a test is its folder: tests/unit (pure functions and a real Redis at most)
+    or tests/integration (real processes); ``-m unit`` runs the fast tier alone."""
+    for item in items:
+        if "tests/unit/" in item.path.as_posix():
+            item.add_marker(pytest.mark.unit)
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from models.features import haversine_km
-from services.contract import Transaction
+from services.core.contract import Transaction
 from services.generator import world as w
 
 MINUTE_MS = 60_000

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from services.contract import Transaction
+from services.core.contract import Transaction
 from services.generator import world as w
 from services.generator.patterns import LEGIT_EPISODES, PATTERNS, EmitFn, Victim
 

@@ -1,1 +1,3 @@
-"""The scoring microservice: ONNX Runtime behind a batch HTTP API, and its client."""
+"""The scoring microservice: the server (``server``), its client and the wire types they share.
+
+``stream_jobs`` imports ``client`` and ``wire`` only, never ``server``."""

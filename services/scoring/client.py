@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 import msgspec
 import urllib3
 
-from services.scoring.scorer import ScoreResponse
+from services.scoring.wire import ScoreResponse
 
 # msgpack: measured faster than JSON for batches in benchmarks/scoring.py.
 _decode = msgspec.msgpack.Decoder(ScoreResponse).decode

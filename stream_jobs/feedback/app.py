@@ -16,7 +16,6 @@ idempotent and the lake skips records its manifest has (``models.lake``).
 from __future__ import annotations
 
 import asyncio
-import ssl
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -26,18 +25,19 @@ import redis
 from prometheus_client import CollectorRegistry, Counter
 
 from models import lake as lk
-from services.contract import DeadLetter, encode
-from services.settings import Settings
+from services.core.contract import DeadLetter, encode
+from services.core.exposition import serve_metrics
+from services.core.kafka_config import aiokafka
+from services.core.lag import LagProbe
+from services.core.settings import KafkaSettings, Settings
 from stream_jobs.feedback.archive import Archiver
 from stream_jobs.feedback.dispositions import Disposition, Dispositions, Rejected
 from stream_jobs.feedback.metrics import FeedbackMetrics
 from stream_jobs.feedback.writer import BATCH_ROWS, append_until_written
-from stream_jobs.job_metrics import serve_metrics
 
 APP_ID = "fraudstream-feedback"
 ALERT_WAIT_S = 10.0  # a disposition may overtake its alert (two topics): wait this long
 REDIS_RETRY_S = 0.5
-LAG_EVERY_S = 5.0
 _T = TypeVar("_T")
 _D = TypeVar("_D", bound=Disposition)
 
@@ -52,48 +52,29 @@ async def _until_redis_answers(call: Callable[[bytes], _T], raw: bytes, retries:
             await asyncio.sleep(REDIS_RETRY_S)
 
 
-def _broker(settings: Settings) -> str:
-    return ";".join(f"kafka://{server}" for server in settings.require_kafka().split(","))
-
-
 def _sourced(event: Any, row: dict[str, Any]) -> lk.Sourced:
     message = event.message
     return lk.Sourced(message.topic, message.partition, message.offset, row)
 
 
-def _ssl_context(settings: Settings) -> ssl.SSLContext:
-    ca = settings.kafka_ssl_ca_location
-    context = ssl.create_default_context(cafile=str(ca) if ca else None)
-    if settings.kafka_ssl_certificate_location:
-        password = settings.kafka_ssl_key_password
-        context.load_cert_chain(
-            settings.kafka_ssl_certificate_location,
-            settings.kafka_ssl_key_location,
-            password.get_secret_value() if password else None,
-        )
-    return context
-
-
-def credentials(settings: Settings) -> faust.types.auth.CredentialsT | None:
-    """The same FRAUDSTREAM_KAFKA_* security settings the librdkafka clients use."""
-    protocol = settings.kafka_security_protocol
-    context = _ssl_context(settings) if protocol in ("SSL", "SASL_SSL") else None
-    if protocol.startswith("SASL"):
-        password = settings.kafka_sasl_password
+def credentials(kafka: KafkaSettings) -> faust.types.auth.CredentialsT | None:
+    """The aiokafka rendering of the one Kafka configuration, as faust's credentials."""
+    options = aiokafka(kafka)
+    context = options.get("ssl_context")
+    if "sasl_mechanism" in options:
         return faust.SASLCredentials(
-            username=settings.kafka_sasl_username,
-            password=password.get_secret_value() if password else None,
-            mechanism=settings.kafka_sasl_mechanism or "PLAIN",
-            ssl_context=context,
-        )
+            username=options["sasl_plain_username"], password=options["sasl_plain_password"],
+            mechanism=options["sasl_mechanism"], ssl_context=context,
+        )  # fmt: skip
     return faust.SSLCredentials(context) if context else None
 
 
-def create_app(settings: Settings, metrics: FeedbackMetrics) -> faust.App:
+def create_app(settings: Settings, metrics: FeedbackMetrics, lag: LagProbe) -> faust.App:
+    brokers = aiokafka(settings.kafka)["bootstrap_servers"]
     app = faust.App(
         APP_ID,
-        broker=_broker(settings),
-        broker_credentials=credentials(settings),
+        broker=";".join(f"kafka://{server}" for server in brokers),
+        broker_credentials=credentials(settings.kafka),
         value_serializer="raw",
         key_serializer="raw",
         web_enabled=False,
@@ -101,17 +82,23 @@ def create_app(settings: Settings, metrics: FeedbackMetrics) -> faust.App:
         topic_disable_leader=True,
         consumer_auto_offset_reset="earliest",
     )
-    dispositions = Dispositions(settings.redis_client(), settings.feedback_blocklist_ttl_ms)
-    lake = lk.Lake(settings.lake)
-    alerts = app.topic(settings.topic_alerts)
-    feedback = app.topic(settings.topic_feedback)
-    dlq = app.topic(settings.topic_feedback_dlq)
+    dispositions = Dispositions(settings.redis.client(), settings.feedback.blocklist_ttl_ms)
+    lake = lk.Lake(settings.lake_path)
+    alerts = app.topic(settings.topic.alerts)
+    feedback = app.topic(settings.topic.feedback)
+    dlq = app.topic(settings.topic.feedback_dlq)
+
+    def processed(event: Any) -> None:
+        lag.processed([(event.message.topic, event.message.partition, event.message.offset)])
 
     @app.agent(alerts)
     async def remember(stream: Any) -> None:
-        async for raw in stream:
-            if await _until_redis_answers(dispositions.remember, raw, metrics.redis_retries):
+        async for event in stream.events():
+            if await _until_redis_answers(
+                dispositions.remember, event.value, metrics.redis_retries
+            ):
                 metrics.alerts.inc()
+            processed(event)
 
     async def with_alert(
         call: Callable[[bytes], _D | Rejected | None], raw: bytes
@@ -143,11 +130,12 @@ def create_app(settings: Settings, metrics: FeedbackMetrics) -> faust.App:
             else:
                 result = "applied" if outcome.first else "repeat"
                 metrics.processed.labels(outcome.feedback.label, result).inc()
+            processed(event)
 
     # Its own agent on the same topic, so a lake outage never holds back a blocklisting.
     @app.agent(feedback, name="lake-labels")
     async def label_lake(stream: Any) -> None:
-        async for events in stream.take_events(BATCH_ROWS, within=settings.lake_flush_s):
+        async for events in stream.take_events(BATCH_ROWS, within=settings.lake.flush_s):
             records = []
             for event in events:
                 found = await with_alert(dispositions.context, event.value)
@@ -155,16 +143,6 @@ def create_app(settings: Settings, metrics: FeedbackMetrics) -> faust.App:
                     records.append(_sourced(event, lk.label_row(found.feedback, found.alert)))
             # Never given up on: an agent that returned would have its batch acknowledged.
             await asyncio.to_thread(append_until_written, lake, "labels", records, metrics)
-
-    @app.timer(LAG_EVERY_S)  # type: ignore[untyped-decorator]  # faust's timer is untyped
-    async def _lag() -> None:
-        lag: dict[str, int] = {}
-        for tp in app.consumer.assignment():
-            position = await app.consumer.position(tp)
-            behind = max(0, (app.consumer.highwater(tp) or 0) - (position or 0))
-            lag[tp.topic] = lag.get(tp.topic, 0) + behind
-        for topic, behind in lag.items():
-            metrics.lag.labels(topic).set(behind)
 
     @app.on_rebalance_complete.connect
     async def _ready(_sender: Any, /, *_args: Any, signal: Any, **_kwargs: Any) -> None:
@@ -176,12 +154,14 @@ def create_app(settings: Settings, metrics: FeedbackMetrics) -> faust.App:
 def run(settings: Settings) -> None:
     """Run one worker until SIGTERM/SIGINT (faust's own signal handling and shutdown)."""
     metrics = FeedbackMetrics(CollectorRegistry())
-    serve_metrics(metrics.registry, settings.feedback_metrics_port)
-    app = create_app(settings, metrics)
-    archiver = Archiver(settings, lk.Lake(settings.lake), metrics)
+    serve_metrics(metrics.registry, settings.feedback.metrics_port)
+    lag = LagProbe(settings, metrics.report_lag)
+    app = create_app(settings, metrics, lag)
+    archiver = Archiver(settings, lk.Lake(settings.lake_path), metrics, lag)
     archiver.start()
     worker = faust.Worker(app, loglevel="WARNING", redirect_stdouts=False)
     try:
         worker.execute_from_commandline()
     finally:
         archiver.stop()
+        lag.close()

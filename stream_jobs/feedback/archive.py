@@ -16,12 +16,13 @@ from collections.abc import Callable
 from typing import Any
 
 import msgspec
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException
 
 from models import lake as lk
-from services.contract import Decision, InvalidEvent, decode_transaction
-from services.kafka import assigned_consumer
-from services.settings import Settings
+from services.core.contract import Decision, InvalidEvent, decode_transaction
+from services.core.kafka import assigned_consumer
+from services.core.lag import LagProbe
+from services.core.settings import Settings
 from stream_jobs.feedback.metrics import FeedbackMetrics
 from stream_jobs.feedback.writer import BATCH_ROWS, RETRY_S, append_until_written
 
@@ -45,11 +46,12 @@ def decision_row(raw: bytes) -> dict[str, Any] | None:
 class Archiver:
     """Runs until :meth:`stop`."""
 
-    def __init__(self, settings: Settings, lake: lk.Lake, metrics: FeedbackMetrics) -> None:
-        self._settings, self._lake, self._metrics = settings, lake, metrics
+    def __init__(self, settings: Settings, lake: lk.Lake, metrics: FeedbackMetrics,
+                 lag: LagProbe) -> None:  # fmt: skip
+        self._settings, self._lake, self._metrics, self._lag = settings, lake, metrics, lag
         self._tables: dict[str, tuple[lk.Table, RowOf]] = {
-            settings.topic_transactions: ("transactions", transaction_row),
-            settings.topic_decisions: ("decisions", decision_row),
+            settings.topic.transactions: ("transactions", transaction_row),
+            settings.topic.decisions: ("decisions", decision_row),
         }
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="lake-archive", daemon=True)
@@ -82,14 +84,13 @@ class Archiver:
                     if records:  # the manifest is the offset store: nothing to acknowledge
                         append_until_written(self._lake, self._tables[topic][0], records,
                                              self._metrics, self._stop)  # fmt: skip
-                self._report_lag(consumer)
         finally:
             consumer.close()
 
     def _gather(self, consumer: Consumer) -> dict[str, list[lk.Sourced]]:
         """What arrives within FRAUDSTREAM_LAKE_FLUSH_S, at most BATCH_ROWS records."""
         batch: dict[str, list[lk.Sourced]] = {topic: [] for topic in self._tables}
-        deadline, count = time.monotonic() + self._settings.lake_flush_s, 0
+        deadline, count = time.monotonic() + self._settings.lake.flush_s, 0
         while count < BATCH_ROWS and not self._stop.is_set():
             left = deadline - time.monotonic()
             if left <= 0:
@@ -98,6 +99,7 @@ class Archiver:
                 topic = message.topic()
                 if message.error() or topic is None:
                     continue
+                self._lag.processed([(topic, message.partition() or 0, message.offset() or 0)])
                 table, to_row = self._tables[topic]
                 row = to_row(message.value() or b"")
                 if row is None:
@@ -107,13 +109,3 @@ class Archiver:
                                                message.offset() or 0, row))  # fmt: skip
                 count += 1
         return batch
-
-    def _report_lag(self, consumer: Consumer) -> None:
-        behind: dict[str, int] = {}
-        for tp in consumer.position(consumer.assignment()):
-            _, high = consumer.get_watermark_offsets(TopicPartition(tp.topic, tp.partition),
-                                                     cached=True)  # fmt: skip
-            if high >= 0 and tp.offset >= 0:
-                behind[tp.topic] = behind.get(tp.topic, 0) + max(0, high - tp.offset)
-        for topic, records in behind.items():
-            self._metrics.lag.labels(topic).set(records)

@@ -14,7 +14,7 @@ import redis
 
 from models import redis_layout as layout
 from models.online import OnlineFeatureStore
-from services.contract import Alert, Feedback, InvalidEvent, decode_feedback
+from services.core.contract import Alert, Feedback, InvalidEvent, decode_feedback
 
 ALERT_TTL_MS = 30 * 24 * 3600 * 1000  # how long an alert can still be labelled
 _alert = msgspec.json.Decoder(Alert).decode

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from prometheus_client import CollectorRegistry, Counter, Gauge
+
+from services.core.lag import Partition, per_topic
 
 
 class FeedbackMetrics:
@@ -29,3 +33,7 @@ class FeedbackMetrics:
         self.lake_skipped = Counter(
             f"{p}_lake_skipped", "Invalid records not archived", ["table"], registry=registry
         )
+
+    def report_lag(self, lag: Mapping[Partition, int]) -> None:
+        for topic, behind in per_topic(lag).items():
+            self.lag.labels(topic).set(behind)

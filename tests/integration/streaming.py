@@ -13,11 +13,11 @@ from pathlib import Path
 
 import msgspec
 
-from services import processes, stack
-from services.contract import Decision
-from services.kafka import assigned_consumer
-from services.processes import ProcessRecord, free_loopback_port
-from services.settings import Settings
+from services.core.contract import Decision
+from services.core.kafka import assigned_consumer
+from services.core.settings import Settings
+from services.devstack import processes, stack
+from services.devstack.processes import ProcessRecord, free_loopback_port
 
 _decision = msgspec.json.Decoder(Decision).decode
 
@@ -25,11 +25,11 @@ _decision = msgspec.json.Decoder(Decision).decode
 @contextmanager
 def running_stack(state_dir: Path) -> Iterator[Settings]:
     """Broker, Redis and scoring service for one test; the job's settings pointing at them."""
-    base = Settings(state_dir=state_dir)
+    base = Settings.of(state_dir=state_dir)
     state = stack.up(base, feedback=False)  # tests start their own feedback app
     try:
-        yield base.model_copy(
-            update={
+        yield base.updated(
+            {
                 "kafka_bootstrap_servers": state.bootstrap_servers,
                 "redis_url": state.redis_url,
                 "scoring_url": state.scoring_url,
@@ -49,10 +49,10 @@ def kill_hard(record: ProcessRecord) -> None:
 
 def produce(settings: Settings, count: int, rate: int, seed: int, start: str) -> None:
     """Generated transactions through the real CLI (labels beside, in the state dir)."""
-    env = dict(os.environ) | stack.settings_env(settings)
+    env = dict(os.environ) | settings.to_environment()
     argv = [sys.executable, "-m", "services.cli", "produce", "--count", str(count),
             "--rate", str(rate), "--seed", str(seed), "--start", start, "--json"]  # fmt: skip
-    done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300, check=False)
+    done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=150, check=False)
     assert done.returncode == 0, done.stderr
 
 
@@ -60,7 +60,7 @@ class DecisionTail:
     """Reads ``decisions`` from the beginning, keeping every decision (repeats too)."""
 
     def __init__(self, settings: Settings) -> None:
-        self._consumer = assigned_consumer(settings, [settings.topic_decisions], group="test-tail")
+        self._consumer = assigned_consumer(settings, [settings.topic.decisions], group="test-tail")
         self.decisions: list[Decision] = []
 
     def poll(self) -> None:

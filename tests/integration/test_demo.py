@@ -6,12 +6,13 @@ import json
 
 import pytest
 
-from services import processes
+from services.devstack import processes
 from tests.conftest import Run
 
 pytestmark = pytest.mark.integration
 
 
+@pytest.mark.timeout(600)  # the demo's own 400 s, the lake's 120 s and stack down
 def test_demo_decides_everything_labels_its_alerts_and_fills_the_lake(fraudstream: Run) -> None:
     try:
         demo = fraudstream("demo", "--rate", "500", "--duration", "15", "--seed", "3", "--json",

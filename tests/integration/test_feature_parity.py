@@ -14,7 +14,7 @@ from models import offline
 from models.datasets import frame_from_transactions
 from models.features import FEATURE_NAMES, LABEL_DELAY_MS
 from models.online import OnlineFeatureStore
-from services.contract import Transaction
+from services.core.contract import Transaction
 from services.generator import GeneratorConfig, generate
 
 pytestmark = pytest.mark.integration

@@ -17,14 +17,15 @@ import redis
 from confluent_kafka import Producer
 
 from models import redis_layout as layout
-from services import processes, stack
-from services.contract import Alert, DeadLetter, Feedback, Transaction, encode
+from services.clients.produce import generated_items
+from services.clients.producer import TransactionProducer
+from services.clients.reading import read_until_idle
+from services.core.contract import Alert, DeadLetter, Feedback, Transaction, encode
+from services.core.kafka_config import librdkafka
+from services.core.settings import Settings
+from services.devstack import processes, stack
+from services.devstack.processes import ProcessRecord, free_loopback_port
 from services.generator import GeneratorConfig
-from services.kafka import TransactionProducer, client_config
-from services.processes import ProcessRecord, free_loopback_port
-from services.produce import generated_items
-from services.reading import read_until_idle
-from services.settings import Settings
 from tests.integration.streaming import DecisionTail, kill_hard, produce, running_stack
 
 pytestmark = [pytest.mark.integration, pytest.mark.loop]
@@ -32,13 +33,13 @@ _alert = msgspec.json.Decoder(Alert).decode
 
 
 def _cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ) | stack.settings_env(settings)
+    env = dict(os.environ) | settings.to_environment()
     return subprocess.run([sys.executable, "-m", "services.cli", *args], env=env,
                           capture_output=True, text=True, timeout=120, check=False)  # fmt: skip
 
 
 def _start_feedback_app(settings: Settings, logs: Path) -> ProcessRecord:
-    env = dict(os.environ) | stack.settings_env(settings)
+    env = dict(os.environ) | settings.to_environment()
     argv = [sys.executable, "-m", "services.cli", "feedback-app"]
     return processes.spawn("feedback-app", argv, logs / "feedback-app.log", env=env)
 
@@ -49,22 +50,22 @@ def _ready(port: int) -> bool:
 
 
 def _first_alert(settings: Settings) -> Alert:
-    for _, _, value in read_until_idle(settings, settings.topic_alerts, 3.0):
+    for _, _, value in read_until_idle(settings, settings.topic.alerts, 3.0):
         return _alert(value)
     raise AssertionError("the job raised no alert")
 
 
 def test_fraud_feedback_blocks_the_card_and_counts_once(tmp_path: Path) -> None:
     with running_stack(tmp_path / "state") as base:
-        settings = base.model_copy(update={"feedback_metrics_port": free_loopback_port()})
-        client = redis.Redis.from_url(settings.require_redis())
+        settings = base.updated({"feedback_metrics_port": free_loopback_port()})
+        client = redis.Redis.from_url(settings.redis.require_url())
         job = stack.start_job(settings, tmp_path / "logs")
         app = _start_feedback_app(settings, tmp_path / "logs")
         tail = DecisionTail(settings)
         try:
             produce(settings, 2_000, 0, 51, "2026-03-01T00:00:00Z")
             tail.wait_for(2_000, 180, "the first decisions")
-            processes.wait_until(lambda: _ready(settings.feedback_metrics_port), 120,
+            processes.wait_until(lambda: _ready(settings.feedback.metrics_port), 120,
                                  "feedback app ready", interval=0.5)  # fmt: skip
             alert = _first_alert(settings)
             tx = alert.transaction
@@ -80,7 +81,7 @@ def test_fraud_feedback_blocks_the_card_and_counts_once(tmp_path: Path) -> None:
             processes.wait_until(lambda: client.exists(layout.blocklist_card(tx.card_id)) == 1,
                                  10.0, "card blocklisted")  # fmt: skip
             blocked_at_ms = time.time() * 1000
-            _, _, raw = next(iter(read_until_idle(settings, settings.topic_feedback, 2.0)))
+            _, _, raw = next(iter(read_until_idle(settings, settings.topic.feedback, 2.0)))
             produced_at_ms = msgspec.json.decode(raw, type=Feedback).time
 
             nxt = Transaction(**msgspec.structs.asdict(tx) | {
@@ -98,7 +99,7 @@ def test_fraud_feedback_blocks_the_card_and_counts_once(tmp_path: Path) -> None:
             bad = _cli(settings, "feedback", "no-such-transaction", "--label", "legit")
             assert bad.returncode == 0, bad.stderr
             letters = [msgspec.json.decode(v, type=DeadLetter) for _, _, v in
-                       read_until_idle(settings, settings.topic_feedback_dlq, 15.0)]  # fmt: skip
+                       read_until_idle(settings, settings.topic.feedback_dlq, 15.0)]  # fmt: skip
             after = client.hmget(merchant, "fraud", "labelled")
             features = _cli(settings, "features", tx.card_id, "--json")
         finally:
@@ -129,26 +130,26 @@ def _processed(port: int) -> float:
 def test_a_killed_worker_loses_no_feedback_and_counts_each_once(tmp_path: Path) -> None:
     count = 2_000
     with running_stack(tmp_path / "state") as base:
-        settings = base.model_copy(update={"feedback_metrics_port": free_loopback_port()})
-        client = redis.Redis.from_url(settings.require_redis())
+        settings = base.updated({"feedback_metrics_port": free_loopback_port()})
+        client = redis.Redis.from_url(settings.redis.require_url())
         txs = [item.transaction for item in generated_items(GeneratorConfig(seed=61), count)]
         cards = {tx.card_id for tx in txs}
 
         def labelled() -> int:
             return sum(int(client.hlen(layout.card_labels(card))) for card in cards)
 
-        producer = Producer(client_config(settings))
+        producer = Producer(librdkafka(settings.kafka))
         for tx in txs:
             alert = Alert(
                 transaction_id=tx.transaction_id, card_id=tx.card_id, event_time=tx.event_time_ms,
                 decided_at=tx.event_time_ms, score=0.9, decision="review", reasons=["model:x"],
                 model_version="test", transaction=tx,
             )  # fmt: skip
-            producer.produce(settings.topic_alerts, encode(alert), tx.card_id.encode())
+            producer.produce(settings.topic.alerts, encode(alert), tx.card_id.encode())
         assert producer.flush(30) == 0
         app = _start_feedback_app(settings, tmp_path / "logs")
         try:
-            processes.wait_until(lambda: _ready(settings.feedback_metrics_port), 120,
+            processes.wait_until(lambda: _ready(settings.feedback.metrics_port), 120,
                                  "feedback app ready", interval=0.5)  # fmt: skip
             processes.wait_until(lambda: len(client.keys(layout.alert_context("*"))) == count,
                                  60, "every alert remembered")  # fmt: skip
@@ -159,16 +160,16 @@ def test_a_killed_worker_loses_no_feedback_and_counts_each_once(tmp_path: Path) 
                     time=tx.event_time_ms,
                     label=("legit", "fraud")[i % 2],
                 )
-                producer.produce(settings.topic_feedback, encode(feedback))
+                producer.produce(settings.topic.feedback, encode(feedback))
             assert producer.flush(30) == 0
-            processes.wait_until(lambda: _processed(settings.feedback_metrics_port) >= 100, 60,
+            processes.wait_until(lambda: _processed(settings.feedback.metrics_port) >= 100, 60,
                                  "some feedback applied", interval=0.01)  # fmt: skip
             kill_hard(app)  # mid-stream: offsets of what it applied may not be committed
             labelled_at_kill = labelled()
             app = _start_feedback_app(settings, tmp_path / "logs")
             processes.wait_until(lambda: labelled() == count, 240, "all applied after restart",
                                  interval=0.5)  # fmt: skip
-            processes.wait_until(lambda: _lake_rows(settings.lake, "labels") >= count, 30,
+            processes.wait_until(lambda: _lake_rows(settings.lake_path, "labels") >= count, 30,
                                  "every disposition in the lake")  # fmt: skip
         finally:
             processes.stop(app)
@@ -178,7 +179,8 @@ def test_a_killed_worker_loses_no_feedback_and_counts_each_once(tmp_path: Path) 
     assert labelled_at_kill < count, "the kill came too late to test anything"
     assert sum(int(labelled or 0) for _, labelled in counts) == count  # each counted once
     assert sum(int(fraud or 0) for fraud, _ in counts) == count // 2
-    assert _lake_rows(settings.lake, "labels") == count  # the replayed batch was not written again
+    # the replayed batch was not written again
+    assert _lake_rows(settings.lake_path, "labels") == count
 
 
 def _lake_rows(lake: Path, table: str) -> int:
@@ -213,7 +215,7 @@ def test_lake_labels_retrain_promote_and_the_service_reloads(
     items = list(generated_items(config, count))
     truth = {item.transaction.transaction_id: item.is_fraud for item in items}
     with running_stack(tmp_path / "state") as base:
-        settings = base.model_copy(update={
+        settings = base.updated({
             "feedback_metrics_port": free_loopback_port(), "lake_dir": tmp_path / "lake",
             "lake_flush_s": 1.0,
         })  # fmt: skip
@@ -225,18 +227,18 @@ def test_lake_labels_retrain_promote_and_the_service_reloads(
                 for item in items:
                     producer.send(item.transaction)
             tail.wait_for(count, 300, "decisions")
-            alerts = [_alert(v) for _, _, v in read_until_idle(settings, settings.topic_alerts)]
-            processes.wait_until(lambda: _ready(settings.feedback_metrics_port), 120,
+            alerts = [_alert(v) for _, _, v in read_until_idle(settings, settings.topic.alerts)]
+            processes.wait_until(lambda: _ready(settings.feedback.metrics_port), 120,
                                  "feedback app ready", interval=0.5)  # fmt: skip
-            feedback = Producer(client_config(settings))
+            feedback = Producer(librdkafka(settings.kafka))
             for alert in alerts:
                 sent = Feedback(transaction_id=alert.transaction_id, analyst="t",
                                 label="fraud" if truth[alert.transaction_id] else "legit",
                                 time=alert.decided_at + 60_000)  # fmt: skip
-                feedback.produce(settings.topic_feedback, encode(sent))
+                feedback.produce(settings.topic.feedback, encode(sent))
             assert feedback.flush(30) == 0
             labels_sent = time.monotonic()
-            lake = settings.lake
+            lake = settings.lake_path
             processes.wait_until(
                 lambda: (_lake_rows(lake, "labels"), _lake_rows(lake, "transactions"),
                          _lake_rows(lake, "decisions")) == (len(alerts), count, count),
@@ -305,31 +307,31 @@ def test_redis_and_lake_outages_stall_the_app_and_lose_nothing(tmp_path: Path) -
     blocker = tmp_path / "not-a-directory"
     blocker.write_text("the lake cannot be created under a file")
     with running_stack(tmp_path / "state") as base:
-        settings = base.model_copy(update={"feedback_metrics_port": free_loopback_port(),
+        settings = base.updated({"feedback_metrics_port": free_loopback_port(),
                                            "lake_dir": blocker / "lake"})  # fmt: skip
         state = stack.status(settings)
         assert state is not None
         redis_record = next(p for p in state.processes if p.name == "redis")
-        client = redis.Redis.from_url(settings.require_redis())
+        client = redis.Redis.from_url(settings.redis.require_url())
         txs = [item.transaction for item in generated_items(GeneratorConfig(seed=81), count)]
         app = _start_feedback_app(settings, tmp_path / "logs")
         restarted: ProcessRecord | None = None
-        port = settings.feedback_metrics_port
+        port = settings.feedback.metrics_port
         try:
             processes.wait_until(lambda: _ready(port), 120, "feedback app ready", interval=0.5)
             processes.stop(redis_record)  # Redis goes down before anything arrives
-            producer = Producer(client_config(settings))
+            producer = Producer(librdkafka(settings.kafka))
             for i, tx in enumerate(txs):
                 alert = Alert(
                     transaction_id=tx.transaction_id, card_id=tx.card_id, decided_at=1,
                     event_time=tx.event_time_ms, score=0.9, decision="review", reasons=[],
                     model_version="test", transaction=tx,
                 )  # fmt: skip
-                producer.produce(settings.topic_alerts, encode(alert), tx.card_id.encode())
+                producer.produce(settings.topic.alerts, encode(alert), tx.card_id.encode())
                 feedback = Feedback(transaction_id=tx.transaction_id, analyst="a",
                                     label=("legit", "fraud")[i % 2],
                                     time=tx.event_time_ms)  # fmt: skip
-                producer.produce(settings.topic_feedback, encode(feedback))
+                producer.produce(settings.topic.feedback, encode(feedback))
             assert producer.flush(30) == 0
             processes.wait_until(lambda: _metric(port, "fraudstream_feedback_redis_retries") > 0,
                                  60, "the app meeting the outage")  # fmt: skip
@@ -339,7 +341,7 @@ def test_redis_and_lake_outages_stall_the_app_and_lose_nothing(tmp_path: Path) -
             processes.wait_until(lambda: _metric(port, "fraudstream_feedback_lake_errors") > 0,
                                  30, "the lake refusing writes")  # fmt: skip
             blocker.unlink()  # the disk is back
-            processes.wait_until(lambda: _lake_rows(settings.lake, "labels") == count, 60,
+            processes.wait_until(lambda: _lake_rows(settings.lake_path, "labels") == count, 60,
                                  "the lake written after all")  # fmt: skip
             dlq = _metric(port, "fraudstream_feedback_dlq_total")
             cards = {tx.card_id for tx in txs}

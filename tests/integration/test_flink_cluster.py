@@ -12,8 +12,9 @@ from pathlib import Path
 import pytest
 import redis
 
-from services import flink_cluster, kafka, processes, stack
-from services.settings import Settings
+from services.core import kafka
+from services.core.settings import Settings
+from services.devstack import flink_cluster, processes, stack
 from tests.integration.streaming import DecisionTail, produce, running_stack
 
 pytestmark = pytest.mark.integration
@@ -36,17 +37,18 @@ def _submit(settings: Settings, cluster: flink_cluster.Cluster) -> str:
     """``fraudstream job submit`` as a user runs it; the job id it prints."""
     argv = [sys.executable, "-m", "services.cli", "job", "submit",
             "--jobmanager", cluster.jobmanager, "--parallelism", "2"]  # fmt: skip
-    env = dict(os.environ) | stack.settings_env(settings)
-    done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=300, check=False)
+    env = dict(os.environ) | settings.to_environment()
+    done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=240, check=False)
     assert done.returncode == 0, done.stderr[-3000:]
     return done.stdout.strip().splitlines()[-1]
 
 
+@pytest.mark.timeout(600)  # two job runs, the submit's own 240 s among them
 def test_cluster_run_decides_like_the_local_run(tmp_path: Path) -> None:
     with running_stack(tmp_path / "state") as base:
         # A generous scoring deadline: three JVMs share two cores here, and a degraded
         # (rules-only) decision would differ for load, not for the job.
-        settings = base.model_copy(update={"job_scoring_deadline_ms": 5_000})
+        settings = base.updated({"job_scoring_deadline_ms": 5_000})
         produce(settings, COUNT, 0, 41, "2026-03-01T00:00:00Z")
         job = stack.start_job(settings, tmp_path / "logs")
         try:
@@ -55,8 +57,8 @@ def test_cluster_run_decides_like_the_local_run(tmp_path: Path) -> None:
             processes.stop(job)
 
         # The cluster run: same input, empty feature state again, its own group and outputs.
-        redis.Redis.from_url(settings.require_redis()).flushdb()
-        remote = settings.model_copy(update={
+        redis.Redis.from_url(settings.redis.require_url()).flushdb()
+        remote = settings.updated({
             "topic_decisions": "cluster.decisions", "topic_alerts": "cluster.alerts",
             "topic_dlq": "cluster.dlq", "job_group_id": "fraudstream-cluster",
         })  # fmt: skip

@@ -22,10 +22,10 @@ from models import offline
 from models.datasets import frame_from_transactions
 from models.features import FEATURE_NAMES
 from models.registry import DEFAULT_REGISTRY, Registry
-from services import processes
+from services.devstack import processes
 from services.generator import GeneratorConfig, generate
-from services.scoring import model as scoring_model
 from services.scoring.client import CircuitOpen, ScoringClient, ScoringUnavailable
+from services.scoring.server import model as scoring_model
 
 pytestmark = pytest.mark.integration
 http = urllib3.PoolManager(retries=False, timeout=30)

@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 import redis
 
-from services import processes
-from services.contract import Transaction, decode_transaction
-from services.kafka import read_topic
-from services.settings import Settings
+from services.core.contract import Transaction, decode_transaction
+from services.core.kafka import read_topic
+from services.core.settings import Settings
+from services.devstack import processes
 from tests.conftest import Run
 
 pytestmark = pytest.mark.integration
@@ -60,7 +60,7 @@ def test_stack_up_produce_read_back_down(fraudstream: Run, tmp_path: Path) -> No
 
         ids: set[str] = set()
         keys_match = True
-        settings = Settings(kafka_bootstrap_servers=state["bootstrap_servers"])
+        settings = Settings.of(kafka_bootstrap_servers=state["bootstrap_servers"])
         for message in read_topic(settings, "transactions", lambda _n: len(ids) >= COUNT, 90):
             event = decode_transaction(message.value() or b"")
             assert isinstance(event, Transaction)

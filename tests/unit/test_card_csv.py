@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from services.card_csv import CsvFormatError, read_card_csv
-from services.contract import InvalidEvent, Transaction
+from services.core.card_csv import CsvFormatError, read_card_csv
+from services.core.contract import InvalidEvent, Transaction
 
 HEADER = (
     ",trans_date_trans_time,cc_num,merchant,category,amt,first,last,gender,street,city,state,"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import msgspec
 import pytest
 
-from services.contract import (
+from services.core.contract import (
     MAX_MESSAGE_BYTES,
     Alert,
     Decision,

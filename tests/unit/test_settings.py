@@ -1,23 +1,45 @@
-"""Settings: environment variables, overrides, masking, validation, Kafka security mapping."""
+"""Settings: grouped by concern, read from FRAUDSTREAM_* variables, overrides, provenance."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
 
-from services.kafka import client_config
-from services.settings import Settings, SettingsError, load_settings
+from services.core.settings import GROUPS, Settings, SettingsError, env_var, load_settings, resolve
 
 
 def test_environment_is_read_and_overrides_win(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("FRAUDSTREAM_KAFKA_BOOTSTRAP_SERVERS", "a:1,b:2")
     monkeypatch.setenv("FRAUDSTREAM_TOPIC_ALERTS", "alerts.v2")
-    settings = load_settings(redis_url="redis://127.0.0.1:1/0", state_dir=Path("/nonexistent"))
-    assert settings.kafka_bootstrap_servers == "a:1,b:2"
-    assert settings.topic_alerts == "alerts.v2"
-    assert load_settings(kafka_bootstrap_servers="c:3").kafka_bootstrap_servers == "c:3"
+    monkeypatch.setenv("FRAUDSTREAM_STATE_DIR", "/nonexistent")
+    settings = load_settings(redis_url="redis://127.0.0.1:1/0")
+    assert settings.kafka.bootstrap_servers == "a:1,b:2"
+    assert settings.topic.alerts == "alerts.v2"
+    assert settings.redis.url == "redis://127.0.0.1:1/0"
+    assert settings.state_dir == Path("/nonexistent")
+    assert load_settings(kafka_bootstrap_servers="c:3").kafka.bootstrap_servers == "c:3"
+
+
+def test_every_setting_round_trips_through_its_environment_variable(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A child process given ``to_environment()`` reads back exactly these settings."""
+    changed = Settings.of(
+        kafka_bootstrap_servers="k:1", kafka_sasl_password="p'w", redis_url="redis://r:2/0",
+        scoring_workers=3, topic_dlq="dlq.v2", model_registry=Path("reg"), job_bundle_rows=7,
+        feedback_metrics_port=1, lake_flush_s=2.5, stack_partitions=9, stack_endpoints=False,
+        state_dir=Path("st"),
+    )  # fmt: skip
+    for name, value in changed.to_environment().items():
+        monkeypatch.setenv(name, value)
+    assert Settings() == changed
+    flat = dict(changed.flat())
+    assert set(flat) == {f"{g}_{f}" for g, m in GROUPS.items() for f in m.model_fields} | {
+        "state_dir"
+    }
 
 
 def test_secrets_are_masked(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -26,6 +48,7 @@ def test_secrets_are_masked(monkeypatch: pytest.MonkeyPatch) -> None:
     assert masked["kafka_sasl_password"] == "**********"
     assert "hunter2" not in repr(Settings())
     assert "hunter2" not in str(masked)
+    assert Settings().to_environment()["FRAUDSTREAM_KAFKA_SASL_PASSWORD"] == "hunter2"
 
 
 @pytest.mark.parametrize(
@@ -35,32 +58,49 @@ def test_secrets_are_masked(monkeypatch: pytest.MonkeyPatch) -> None:
         ("kafka_security_protocol", "TLS"),
         ("kafka_sasl_mechanism", "GSSAPI"),
         ("redis_url", "http://127.0.0.1:6379"),
-        ("transactions_partitions", 0),
+        ("stack_partitions", 0),
     ],
 )
 def test_bad_values_name_the_setting(field: str, value: object) -> None:
-    with pytest.raises(ValidationError, match=field):
-        Settings(**{field: value})  # type: ignore[arg-type]
+    group, _, name = field.partition("_")
+    with pytest.raises(ValidationError, match=f"{group}.{name}"):
+        Settings.of(**{field: value})
+
+
+def test_renamed_variables_are_refused_by_their_new_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FRAUDSTREAM_BROKER_PORT", "9092")
+    with pytest.raises(SettingsError, match="FRAUDSTREAM_STACK_BROKER_PORT"):
+        load_settings()
 
 
 def test_missing_kafka_says_how_to_get_one() -> None:
     with pytest.raises(SettingsError, match="stack up"):
-        Settings().require_kafka()
+        Settings().kafka.servers()
 
 
-def test_sasl_ssl_maps_onto_librdkafka() -> None:
-    settings = Settings(
-        kafka_bootstrap_servers="broker:9093",
-        kafka_security_protocol="SASL_SSL",
-        kafka_sasl_mechanism="SCRAM-SHA-512",
-        kafka_sasl_username="svc",
-        kafka_sasl_password="s3cret",
-        kafka_ssl_ca_location=Path("ca.pem"),
-    )
-    conf = client_config(settings)
-    assert conf["security.protocol"] == "SASL_SSL"
-    assert conf["sasl.mechanism"] == "SCRAM-SHA-512"
-    assert conf["sasl.username"] == "svc"
-    assert conf["sasl.password"] == "s3cret"
-    assert conf["ssl.ca.location"] == "ca.pem"
-    assert "ssl.key.location" not in conf
+def _write_stack(state_dir: Path) -> None:
+    state_dir.mkdir()
+    endpoints = {"bootstrap_servers": "127.0.0.1:1", "redis_url": "redis://127.0.0.1:2/0",
+                 "scoring_url": "http://127.0.0.1:3", "broker_port": 1}  # fmt: skip
+    (state_dir / "stack.json").write_text(json.dumps(endpoints))
+
+
+def test_stack_endpoints_fill_only_what_is_unset_and_say_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _write_stack(tmp_path / "st")
+    monkeypatch.setenv("FRAUDSTREAM_REDIS_URL", "redis://10.0.0.9:6379/0")
+    resolved = resolve(state_dir=tmp_path / "st")
+    assert resolved.settings.kafka.bootstrap_servers == "127.0.0.1:1"
+    assert resolved.settings.redis.url == "redis://10.0.0.9:6379/0"
+    assert resolved.sources["kafka_bootstrap_servers"].startswith("stack (")
+    assert resolved.sources["redis_url"] == "environment"
+    assert resolved.sources["state_dir"] == "flag"
+    assert resolved.sources["job_parallelism"] == "default"
+
+
+def test_stack_endpoints_can_be_turned_off(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _write_stack(tmp_path / "st")
+    monkeypatch.setenv(env_var("stack_endpoints"), "false")
+    settings = load_settings(state_dir=tmp_path / "st")
+    assert settings.kafka.bootstrap_servers is None  # the negative control of the test above

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from models import export
+from models import errors, export
 from models.datasets import Dataset, frame_from_transactions
 from models.explain import top_reasons
 from models.features import FEATURE_NAMES, LABEL_DELAY_MS
@@ -60,7 +60,7 @@ def test_export_is_refused_when_onnx_disagrees(
 ) -> None:
     rows = np.ones((10, len(FEATURE_NAMES)), dtype=np.float32)
     monkeypatch.setattr(export, "MAX_DIFFERENCE", -1.0)  # any difference at all now fails
-    with pytest.raises(export.ExportError, match="differ"):
+    with pytest.raises(errors.ExportError, match="differ"):
         export.to_onnx(trained.booster, rows)
 
 

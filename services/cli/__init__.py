@@ -1,0 +1,1 @@
+"""The ``fraudstream`` command line: Typer adapters only; nothing imports it."""

@@ -1,0 +1,212 @@
+"""``fraudstream train`` and ``fraudstream models ...``: adapters over ``models.workflow``.
+
+The models package needs the ``train`` extra; without it these commands say so in one line.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from types import ModuleType
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+from rich.table import Table
+
+from services.core.errors import MissingExtra
+from services.core.settings import ENV_PREFIX, load_settings
+
+models_app = typer.Typer(help="The model registry: list, show, promote, roll back, evaluate.")
+out = Console()
+err = Console(stderr=True)
+
+RegistryOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--registry",
+        envvar=f"{ENV_PREFIX}MODEL_REGISTRY",
+        show_envvar=True,
+        help="Registry directory (default: registry/ in the state directory, seeded with the"
+        " shipped model).",
+    ),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
+DataOpt = Annotated[
+    Path, typer.Option("--data", help="Labelled data: .jsonl (generator), .csv, or a lake.")
+]
+ToleranceOpt = Annotated[
+    float, typer.Option(min=0, help="PR-AUC the candidate may lose against the current.")
+]
+
+
+def _workflow() -> ModuleType:
+    try:
+        from models import workflow
+    except ImportError as error:
+        raise MissingExtra("train", error.name) from None
+    return workflow
+
+
+def _registry(path: Path | None) -> Any:
+    from models.registry import Registry, working_registry
+
+    settings = load_settings()
+    return Registry(working_registry(path or settings.model.registry, settings.state_dir))
+
+
+def _print_json(payload: Any) -> None:
+    print(json.dumps(payload, default=str))
+
+
+def _metrics_table(metrics: dict[str, Any], title: str) -> Table:
+    table = Table("metric", "value", title=title)
+    for key in ("rows", "positives", "pr_auc", "roc_auc", "recall_at_1pct_fpr",
+                "recall_at_0_1pct_fpr"):  # fmt: skip
+        table.add_row(key, str(metrics[key]))
+    for name in ("review", "decline"):
+        t = metrics[name]
+        table.add_row(
+            f"{name} threshold",
+            f"{t['score']} (precision {t['precision']}, recall {t['recall']}, FPR {t['fpr']})",
+        )
+    return table
+
+
+@contextmanager
+def _rounds(quiet: bool) -> Iterator[Any]:
+    if quiet or not err.is_terminal:
+        yield lambda _done, _total: None
+        return
+    columns = (TextColumn("boosting rounds"), BarColumn(), MofNCompleteColumn())
+    with Progress(*columns, console=err, transient=True) as progress:
+        task = progress.add_task("train", total=None)
+        yield lambda done, total: progress.update(task, completed=done, total=total)
+
+
+def train_cmd(
+    data: DataOpt,
+    registry: RegistryOpt = None,
+    seed: Annotated[int, typer.Option(help="Seed for LightGBM's sampling.")] = 7,
+    promote: Annotated[
+        bool,
+        typer.Option("--promote", help="Make it current if the gate passes on the same data."),
+    ] = False,
+    tolerance: ToleranceOpt = 0.01,
+    as_json: JsonOpt = False,
+) -> None:
+    """Train LightGBM on a time split, export ONNX, write a new registry version."""
+    workflow = _workflow()
+    from models.training import TrainConfig
+
+    with _rounds(as_json) as on_round:
+        published = workflow.train_and_publish(
+            data, _registry(registry), TrainConfig(seed=seed), promote, on_round, tolerance
+        )
+    meta = published.metadata
+    if as_json:
+        candidate, current = published.gate
+        _print_json({"version": published.version, "promoted": published.promoted,
+                     "refused": published.refused, "candidate_pr_auc": candidate,
+                     "previous_pr_auc": current, **meta})  # fmt: skip
+    else:
+        out.print(_metrics_table(meta["metrics"], f"{published.version}: evaluation split"))
+        state = "current" if published.promoted else "not promoted (fraudstream models promote)"
+        out.print(f"{published.version} written, {state}; PR curve: pr_curve.png in the version")
+    if published.refused:
+        err.print(published.refused)
+        raise typer.Exit(1)
+
+
+@models_app.command("list")
+def list_cmd(registry: RegistryOpt = None, as_json: JsonOpt = False) -> None:
+    """Versions with their data and figures; the current one marked."""
+    reg = _registry(registry)
+    current = reg.current()
+    rows = []
+    for version in reg.versions():
+        meta = reg.metadata(version)
+        rows.append({
+            "version": version, "current": version == current, "kind": meta["kind"],
+            "source": meta["data"]["source"], "rows": meta["data"]["rows"],
+            "pr_auc": meta["metrics"]["pr_auc"], "roc_auc": meta["metrics"]["roc_auc"],
+        })  # fmt: skip
+    if as_json:
+        _print_json({"current": current, "versions": rows})
+        return
+    table = Table("", "version", "kind", "data", "rows", "PR-AUC", "ROC-AUC")
+    for row in rows:
+        table.add_row("*" if row["current"] else "", *(str(row[k]) for k in (
+            "version", "kind", "source", "rows", "pr_auc", "roc_auc")))  # fmt: skip
+    out.print(table)
+
+
+@models_app.command("show")
+def show_cmd(version: str, registry: RegistryOpt = None, as_json: JsonOpt = False) -> None:
+    """A version's metadata: features, data fingerprint, parameters, metrics, thresholds."""
+    meta = _registry(registry).metadata(version)
+    if as_json:
+        _print_json(meta)
+        return
+    data = meta["data"]
+    out.print(
+        f"{version}: {meta['kind']} model on {data['source']} "
+        f"({data['rows']} rows, fingerprint {data['fingerprint'][:12]})"
+    )
+    out.print("features: " + ", ".join(meta["feature_names"]))
+    out.print(_metrics_table(meta["metrics"], "evaluation split"))
+
+
+@models_app.command("promote")
+def promote_cmd(
+    version: str,
+    registry: RegistryOpt = None,
+    data: Annotated[
+        Path | None, typer.Option(help="Compare candidate and current on this data.")
+    ] = None,
+    tolerance: ToleranceOpt = 0.01,
+    force: Annotated[bool, typer.Option("--force", help="Skip the gate.")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Make a version current, unless it is worse than the current one beyond the tolerance."""
+    reg = _registry(registry)
+    previous = reg.current()
+    candidate, current = _workflow().promote_through_gate(reg, version, tolerance, force, data)
+    if as_json:
+        _print_json({"current": version, "previous": previous, "candidate_pr_auc": candidate,
+                     "previous_pr_auc": current})  # fmt: skip
+    else:
+        out.print(f"current: {version} (was {previous})")
+
+
+@models_app.command("rollback")
+def rollback_cmd(registry: RegistryOpt = None, as_json: JsonOpt = False) -> None:
+    """Point current back to the version before the latest promotion."""
+    reg = _registry(registry)
+    previous = reg.current()
+    version = reg.rollback()
+    if as_json:
+        _print_json({"current": version, "previous": previous})
+    else:
+        out.print(f"current: {version} (was {previous})")
+
+
+@models_app.command("evaluate")
+def evaluate_cmd(
+    version: str,
+    data: DataOpt,
+    registry: RegistryOpt = None,
+    all_rows: Annotated[
+        bool, typer.Option("--all-rows", help="Every row, not only the later time split.")
+    ] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """A version's figures on any labelled file, without training."""
+    metrics = _workflow().evaluate_version(_registry(registry), version, data, all_rows)
+    if as_json:
+        _print_json({"version": version, **metrics.as_dict()})
+    else:
+        out.print(_metrics_table(metrics.as_dict(), f"{version} on {data.name}"))

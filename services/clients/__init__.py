@@ -1,0 +1,1 @@
+"""Producer and reader clients: what transaction producers and analysts call (no servers)."""

@@ -1,0 +1,379 @@
+"""The one typed settings object, grouped by concern, read from ``FRAUDSTREAM_*`` variables.
+
+A variable is ``FRAUDSTREAM_<GROUP>_<FIELD>`` (``FRAUDSTREAM_KAFKA_BOOTSTRAP_SERVERS`` is
+``settings.kafka.bootstrap_servers``), and the same flat name ``<group>_<field>`` is what CLI
+flags override. Unset Kafka, Redis and scoring endpoints are filled from the state file that
+``fraudstream stack up`` writes, unless ``FRAUDSTREAM_STACK_ENDPOINTS=false``;
+``fraudstream config`` says where each value came from.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, Self
+
+import msgspec
+import redis
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from services.core.errors import UserError
+
+SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
+SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
+
+_HOST_PORT = re.compile(r"^[A-Za-z0-9_.\-\[\]:]+:\d{1,5}$")
+ENV_PREFIX = "FRAUDSTREAM_"
+STACK_FILE = "stack.json"
+RENAMED = {  # variables of earlier releases: a clear error rather than silently ignored
+    "FRAUDSTREAM_BROKER_PORT": "FRAUDSTREAM_STACK_BROKER_PORT",
+    "FRAUDSTREAM_REDIS_PORT": "FRAUDSTREAM_STACK_REDIS_PORT",
+    "FRAUDSTREAM_TRANSACTIONS_PARTITIONS": "FRAUDSTREAM_STACK_PARTITIONS",
+}
+
+
+class SettingsError(UserError, ValueError):
+    """A setting is missing or wrong; the message says which and how to fix it."""
+
+
+class _Group(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class KafkaSettings(_Group):
+    """The one description of a Kafka connection; ``services.core.kafka_config`` renders it
+    for librdkafka, for the Flink job's Java clients and for aiokafka (faust)."""
+
+    bootstrap_servers: str | None = Field(
+        None,
+        description="Kafka bootstrap servers, host:port[,host:port]; unset: the embedded stack",
+    )
+    security_protocol: SecurityProtocol = Field("PLAINTEXT", description="Kafka security")
+    sasl_mechanism: SaslMechanism | None = Field(None, description="SASL mechanism")
+    sasl_username: str | None = Field(None, description="SASL user name")
+    sasl_password: SecretStr | None = Field(None, description="SASL password")
+    ssl_ca_location: Path | None = Field(None, description="CA certificate file (PEM)")
+    ssl_certificate_location: Path | None = Field(None, description="Client certificate (PEM)")
+    ssl_key_location: Path | None = Field(None, description="Client private key (PEM)")
+    ssl_key_password: SecretStr | None = Field(None, description="Client key password")
+    fetch_max_wait_ms: int = Field(
+        10, ge=0, le=60_000,
+        description="Longest a consumer's fetch waits at the broker when no data is there",
+    )  # fmt: skip
+
+    @field_validator("bootstrap_servers")
+    @classmethod
+    def _check_bootstrap(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        servers = [s.strip() for s in value.split(",") if s.strip()]
+        bad = [s for s in servers if not _HOST_PORT.match(s)]
+        if not servers or bad:
+            raise ValueError(f"expected host:port[,host:port], got {value!r}")
+        return ",".join(servers)
+
+    def servers(self) -> str:
+        """The bootstrap servers, or an error that says how to get some."""
+        if self.bootstrap_servers is None:
+            raise SettingsError(
+                "no Kafka broker: run `fraudstream stack up` or set "
+                "FRAUDSTREAM_KAFKA_BOOTSTRAP_SERVERS / --bootstrap-servers"
+            )
+        return self.bootstrap_servers
+
+
+class RedisSettings(_Group):
+    url: str | None = Field(None, description="Redis URL; unset: the embedded stack")
+    password: SecretStr | None = Field(None, description="Redis password, kept out of the URL")
+
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("redis://", "rediss://", "unix://")):
+            raise ValueError(f"expected redis://, rediss:// or unix:// URL, got {value!r}")
+        return value
+
+    def require_url(self) -> str:
+        """The Redis URL, or an error that says how to get one."""
+        if self.url is None:
+            raise SettingsError(
+                "no Redis: run `fraudstream stack up` or set FRAUDSTREAM_REDIS_URL / --redis-url"
+            )
+        return self.url
+
+    def client(self, **options: Any) -> redis.Redis:
+        """A client of the configured Redis, with its password (``options``: timeouts)."""
+        password = self.password.get_secret_value() if self.password else None
+        return redis.Redis.from_url(self.require_url(), password=password, **options)
+
+
+class ScoringSettings(_Group):
+    url: str | None = Field(None, description="Scoring service URL; unset: the embedded stack")
+    token: SecretStr | None = Field(
+        None, description="Bearer token the scoring service requires (unset: no auth)"
+    )
+    host: str = Field("127.0.0.1", description="Address the scoring service listens on")
+    port: int = Field(0, ge=0, le=65535, description="Scoring port; 0: a free one")
+    workers: int = Field(1, ge=1, le=64, description="Scoring server processes")
+    threads: int = Field(1, ge=1, le=64, description="ONNX Runtime threads per request")
+    shadow_version: str | None = Field(
+        None, description="A model version scored alongside, reported, never acted on"
+    )
+    max_body_bytes: int = Field(
+        8 * 1024 * 1024, ge=1024, description="Largest scoring request body (413 above)"
+    )
+    reload_interval_s: float = Field(
+        1.0, gt=0, description="How often the service checks the registry for a new model"
+    )
+
+    def require_url(self) -> str:
+        """The scoring service URL, or an error that says how to get one."""
+        if self.url is None:
+            raise SettingsError(
+                "no scoring service: run `fraudstream stack up` or set FRAUDSTREAM_SCORING_URL"
+            )
+        return self.url
+
+    def bearer(self) -> str | None:
+        return self.token.get_secret_value() if self.token else None
+
+
+class TopicSettings(_Group):
+    """The pipeline's topic names: the one place they are defined."""
+
+    transactions: str = Field("transactions", description="Incoming transactions")
+    dlq: str = Field("transactions.dlq", description="Invalid transactions, with a reason")
+    decisions: str = Field("decisions", description="One decision per transaction")
+    alerts: str = Field("alerts", description="Review and decline decisions")
+    feedback: str = Field("alert-feedback", description="Analyst dispositions")
+    feedback_dlq: str = Field(
+        "alert-feedback.dlq", description="Invalid dispositions, with a reason"
+    )
+
+    def all(self) -> list[str]:
+        """Every topic the pipeline uses, in event-path order."""
+        return [self.transactions, self.dlq, self.decisions, self.alerts, self.feedback,
+                self.feedback_dlq]  # fmt: skip
+
+
+class ModelSettings(_Group):
+    registry: Path | None = Field(
+        None, description="Model registry directory; unset: registry/ in the state directory"
+    )
+
+
+class JobSettings(_Group):
+    parallelism: int = Field(
+        2, ge=1, le=256, description="Stream job parallelism (a Python worker process each)"
+    )
+    checkpoint_interval_ms: int = Field(
+        1000, ge=100, description="Stream job checkpoint interval (commits source offsets)"
+    )
+    bundle_ms: int = Field(
+        10, ge=1, le=60_000, description="Longest a micro-batch waits before it is processed"
+    )
+    bundle_rows: int = Field(500, ge=1, le=100_000, description="Largest micro-batch")
+    out_of_orderness_ms: int = Field(
+        5000, ge=0, description="Event-time watermark delay (bounded out-of-orderness)"
+    )
+    group_id: str = Field("fraudstream-job", description="The job's Kafka consumer group")
+    metrics_port: int = Field(
+        9250, ge=0, le=65535, description="First Prometheus port of the job's Python workers"
+    )
+    scoring_deadline_ms: int = Field(
+        200, ge=1, description="Deadline of one scoring call before the rules-only fallback"
+    )
+
+
+class FeedbackSettings(_Group):
+    blocklist_ttl_ms: int = Field(
+        30 * 24 * 3600 * 1000, ge=1000, description="How long a confirmed fraud blocks its card"
+    )
+    metrics_port: int = Field(
+        9260, ge=0, le=65535, description="Prometheus port of the feedback app (0: none)"
+    )
+
+
+class LakeSettings(_Group):
+    dir: Path | None = Field(
+        None, description="The data lake (Parquet tables); unset: lake/ in the state directory"
+    )
+    flush_s: float = Field(
+        5.0, gt=0, description="How long the raw archive gathers rows before writing a file"
+    )
+
+
+class StackSettings(_Group):
+    """Knobs of the embedded local stack only (none of them is a Helm value)."""
+
+    broker_port: int = Field(0, ge=0, le=65535, description="Embedded broker port; 0: a free one")
+    redis_port: int = Field(0, ge=0, le=65535, description="Embedded Redis port; 0: a free one")
+    partitions: int = Field(
+        4, ge=1, le=1024, description="Partitions of the keyed topics the stack creates"
+    )
+    endpoints: bool = Field(
+        True, description="Fill unset Kafka/Redis/scoring endpoints from `stack up`'s state file"
+    )
+
+
+GROUPS: dict[str, type[_Group]] = {
+    "kafka": KafkaSettings, "redis": RedisSettings, "scoring": ScoringSettings,
+    "topic": TopicSettings, "model": ModelSettings, "job": JobSettings,
+    "feedback": FeedbackSettings, "lake": LakeSettings, "stack": StackSettings,
+}  # fmt: skip
+
+
+class Settings(BaseSettings):
+    """Everything a component needs to find its peers; secrets are masked when printed."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, env_nested_delimiter="_", env_nested_max_split=1,
+        frozen=True, extra="forbid",
+    )  # fmt: skip
+
+    kafka: KafkaSettings = KafkaSettings()
+    redis: RedisSettings = RedisSettings()
+    scoring: ScoringSettings = ScoringSettings()
+    topic: TopicSettings = TopicSettings()
+    model: ModelSettings = ModelSettings()
+    job: JobSettings = JobSettings()
+    feedback: FeedbackSettings = FeedbackSettings()
+    lake: LakeSettings = LakeSettings()
+    stack: StackSettings = StackSettings()
+    state_dir: Path = Field(Path(".fraudstream"), description="Embedded stack state and logs")
+
+    @classmethod
+    def of(cls, **flat: Any) -> Settings:
+        """Settings from flat names (``kafka_bootstrap_servers=...``) over the environment."""
+        return cls(**nest(flat))
+
+    @property
+    def lake_path(self) -> Path:
+        return self.lake.dir or self.state_dir / "lake"
+
+    def flat(self) -> Iterator[tuple[str, Any]]:
+        """Every setting as (``<group>_<field>``, value): the names of flags and variables."""
+        for group in GROUPS:
+            for field, value in getattr(self, group):
+                yield f"{group}_{field}", value
+        yield "state_dir", self.state_dir
+
+    def updated(self, changes: Mapping[str, Any]) -> Settings:
+        """A copy with ``changes`` (flat names) applied and validated; the environment unread."""
+        nested = nest(changes)
+        update: dict[str, Any] = {}
+        for name, value in nested.items():
+            if name in GROUPS:
+                group = getattr(self, name)
+                update[name] = type(group).model_validate(dict(group) | value)
+            else:
+                update[name] = value
+        return self.model_copy(update=update)
+
+    def model_copy(self, *, update: Mapping[str, Any] | None = None, deep: bool = False) -> Self:
+        """pydantic's copy, refusing flat names it would silently add (use :meth:`updated`)."""
+        unknown = set(update or ()) - set(type(self).model_fields)
+        if unknown:
+            raise TypeError(f"not Settings fields: {sorted(unknown)}; use Settings.updated()")
+        return super().model_copy(update=update, deep=deep)
+
+    def masked(self) -> dict[str, Any]:
+        """The effective settings as plain values, secrets replaced by asterisks."""
+        return {name: _plain(value, reveal=False) for name, value in self.flat()}
+
+    def to_environment(self) -> dict[str, str]:
+        """These settings as FRAUDSTREAM_* variables for a child process (secrets included)."""
+        return {
+            env_var(name): str(_plain(value, reveal=True))
+            for name, value in self.flat()
+            if value is not None
+        }
+
+
+def _plain(value: Any, reveal: bool) -> Any:
+    if isinstance(value, SecretStr):
+        return value.get_secret_value() if reveal else "**********"
+    return str(value) if isinstance(value, Path) else value
+
+
+def env_var(name: str) -> str:
+    """The environment variable of a flat setting name."""
+    return f"{ENV_PREFIX}{name.upper()}"
+
+
+def nest(flat: Mapping[str, Any]) -> dict[str, Any]:
+    """Flat names (``kafka_bootstrap_servers``) as the nested input Settings takes."""
+    out: dict[str, Any] = {}
+    for name, value in flat.items():
+        group, _, field = name.partition("_")
+        if group in GROUPS and field:
+            out.setdefault(group, {})[field] = value
+        else:
+            out[name] = value
+    return out
+
+
+class StackEndpoints(msgspec.Struct, frozen=True, kw_only=True):
+    """The part of ``stack up``'s state file every client reads (``services.devstack.state``)."""
+
+    bootstrap_servers: str
+    redis_url: str
+    scoring_url: str | None = None  # None when the serve extra is not installed
+
+
+def read_stack_endpoints(state_dir: Path) -> StackEndpoints | None:
+    """The endpoints ``stack up`` recorded in ``state_dir``, or None."""
+    try:
+        return msgspec.json.decode((state_dir / STACK_FILE).read_bytes(), type=StackEndpoints)
+    except FileNotFoundError:
+        return None
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """Settings and, per flat name, where its value came from."""
+
+    settings: Settings
+    sources: dict[str, str]
+
+
+def resolve(**overrides: Any) -> Resolved:
+    """Settings from the environment, then CLI overrides (None: not given), then, for unset
+    endpoints, the embedded stack's state file (unless ``stack.endpoints`` is false)."""
+    if old := sorted(set(RENAMED) & set(os.environ)):
+        raise SettingsError(
+            "renamed: " + ", ".join(f"{name} is now {RENAMED[name]}" for name in old)
+        )
+    given = {k: v for k, v in overrides.items() if v is not None}
+    settings = Settings(**nest(given))
+    filled: dict[str, Any] = {}
+    stack = read_stack_endpoints(settings.state_dir) if settings.stack.endpoints else None
+    if stack is not None:
+        candidates = {
+            "kafka_bootstrap_servers": (settings.kafka.bootstrap_servers, stack.bootstrap_servers),
+            "redis_url": (settings.redis.url, stack.redis_url),
+            "scoring_url": (settings.scoring.url, stack.scoring_url),
+        }
+        filled = {k: new for k, (old, new) in candidates.items() if old is None and new}
+        settings = settings.updated(filled)
+    stack_file = f"stack ({settings.state_dir / STACK_FILE})"
+    sources = {name: _source(name, given, filled, stack_file) for name, _ in settings.flat()}
+    return Resolved(settings, sources)
+
+
+def _source(name: str, given: Mapping[str, Any], filled: Mapping[str, Any], stack: str) -> str:
+    env = os.environ.get(env_var(name))
+    if env is not None and (name not in given or str(given[name]) == env):
+        return "environment"
+    if name in given:
+        return "flag"
+    return stack if name in filled else "default"
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """The settings every command uses (see :func:`resolve`)."""
+    return resolve(**overrides).settings

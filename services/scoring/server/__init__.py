@@ -1,0 +1,1 @@
+"""The scoring server: ONNX Runtime models, the batch scorer, the HTTP app and its metrics."""

@@ -1,0 +1,193 @@
+"""The scoring service's HTTP adapter: a bare ASGI app served by uvicorn (httptools, uvloop).
+
+Routes: ``POST /v1/score`` (JSON or msgpack, answered in kind), ``GET /healthz`` (the process
+is alive), ``GET /readyz`` (a model is loaded), ``GET /metrics`` (Prometheus). With a token
+configured, ``/v1/score`` needs ``Authorization: Bearer <token>``; probes and metrics stay open.
+uvicorn drains in-flight requests on SIGTERM before it exits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import msgspec
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+from models.registry import working_registry
+from services.core.settings import Settings
+from services.scoring.server.metrics import ScoringMetrics
+from services.scoring.server.scorer import NotReady, Rejected, Scorer
+
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+log = logging.getLogger("fraudstream.scoring")
+_json = msgspec.json.Encoder()
+_msgpack = msgspec.msgpack.Encoder()
+# Small batches are scored on the event loop (no thread hand-off on the latency path); larger
+# ones in a worker thread, where ONNX Runtime releases the GIL, so two batches infer in
+# parallel and probes are not stuck behind them (measured: 87k vs 60k rows/s at saturation).
+INLINE_BODY_BYTES = 64 * 1024
+
+
+class _TooLarge(Exception):
+    pass
+
+
+class ScoringApp:
+    def __init__(self, scorer: Scorer, metrics: ScoringMetrics, registry: CollectorRegistry,
+                 token: str | None, max_body: int, reload_interval: float) -> None:  # fmt: skip
+        self.scorer, self.metrics, self.registry = scorer, metrics, registry
+        self._token = f"Bearer {token}".encode() if token else None
+        self._max_body, self._interval = max_body, reload_interval
+        self._watcher: asyncio.Task[None] | None = None
+        self._workers = ThreadPoolExecutor(max_workers=2, thread_name_prefix="score")
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+        elif scope["type"] == "http":
+            await self._http(scope, receive, send)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await self._reload()
+                self._watcher = asyncio.create_task(self._watch())
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                if self._watcher:
+                    self._watcher.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await self._watcher
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def _reload(self) -> None:
+        """Load a new current model in a worker thread; requests keep flowing meanwhile."""
+        try:
+            await asyncio.get_running_loop().run_in_executor(None, self.scorer.reload_if_changed)
+        except Exception:  # a broken version must not take the serving model down
+            self.metrics.errors.labels("reload").inc()
+            log.exception("model reload failed; still serving the previous model")
+
+    async def _watch(self) -> None:
+        while True:
+            await asyncio.sleep(self._interval)
+            await self._reload()
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path, method = scope["path"], scope["method"]
+        if path == "/v1/score" and method == "POST":
+            await self._score(scope, receive, send)
+        elif path == "/healthz":
+            await _respond(send, 200, _json.encode({"status": "ok"}))
+        elif path == "/readyz":
+            model = self.scorer.model
+            ready = {"ready": model is not None, "model_version": model.version if model else None}
+            await _respond(send, 200 if model else 503, _json.encode(ready))
+        elif path == "/metrics":
+            await _respond(send, 200, generate_latest(self.registry), CONTENT_TYPE_LATEST)
+        else:
+            await _respond(send, 404, _json.encode({"error": f"no route {method} {path}"}))
+
+    async def _score(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = time.perf_counter()
+        headers = dict(scope["headers"])
+        if self._token and not secrets.compare_digest(headers.get(b"authorization", b""),
+                                                      self._token):  # fmt: skip
+            self.metrics.errors.labels("unauthorized").inc()
+            await _respond(send, 401, _json.encode({"error": "missing or wrong bearer token"}))
+            return
+        content_type = headers.get(b"content-type", b"application/json").decode()
+        binary = content_type.startswith("application/msgpack")
+        with self.metrics.in_flight.track_inprogress():
+            await self._score_body(started, headers, content_type, binary, receive, send)
+
+    async def _score_body(self, started: float, headers: dict[bytes, bytes], content_type: str,
+                          binary: bool, receive: Receive, send: Send) -> None:  # fmt: skip
+        try:
+            body = await self._body(headers, receive)
+            if len(body) <= INLINE_BODY_BYTES:
+                response = self.scorer.score(body, content_type)
+            else:
+                response = await asyncio.get_running_loop().run_in_executor(
+                    self._workers, self.scorer.score, body, content_type
+                )
+        except _TooLarge:
+            await self._error(send, 413, "too_large", f"body over {self._max_body} bytes")
+            return
+        except Rejected as rejected:
+            kind = "invalid" if rejected.status == 422 else "malformed"
+            detail = {"row": rejected.row, "field": rejected.field}
+            await self._error(send, rejected.status, kind, str(rejected), detail)
+            return
+        except NotReady:
+            await self._error(send, 503, "not_ready", "no model loaded yet")
+            return
+        encoded = _msgpack.encode(response) if binary else _json.encode(response)
+        await _respond(send, 200, encoded, content_type if binary else "application/json")
+        self.metrics.request_seconds.labels("score", response.model_version).observe(
+            time.perf_counter() - started
+        )
+
+    async def _body(self, headers: dict[bytes, bytes], receive: Receive) -> bytes:
+        declared = headers.get(b"content-length")
+        if declared is not None and int(declared) > self._max_body:
+            raise _TooLarge
+        chunks, size = [], 0
+        while True:
+            message = await receive()
+            chunk = message.get("body", b"")
+            size += len(chunk)
+            if size > self._max_body:
+                raise _TooLarge
+            chunks.append(chunk)
+            if not message.get("more_body"):
+                return b"".join(chunks)
+
+    async def _error(self, send: Send, status: int, kind: str, message: str,
+                     detail: dict[str, Any] | None = None) -> None:  # fmt: skip
+        self.metrics.errors.labels(kind).inc()
+        await _respond(send, status, _json.encode({"error": message, **(detail or {})}))
+
+
+async def _respond(send: Send, status: int, body: bytes,
+                   content_type: str = "application/json") -> None:  # fmt: skip
+    await send({"type": "http.response.start", "status": status,
+                "headers": [(b"content-type", content_type.encode())]})  # fmt: skip
+    await send({"type": "http.response.body", "body": body})
+
+
+def from_environment() -> ScoringApp:
+    """The app as configured by FRAUDSTREAM_* variables (uvicorn calls this in each worker)."""
+    settings = Settings()
+    registry = CollectorRegistry()
+    metrics = ScoringMetrics(registry)
+    registry_dir = working_registry(settings.model.registry, settings.state_dir)
+    scorer = Scorer(registry_dir, metrics, settings.scoring.threads,
+                    settings.scoring.shadow_version)  # fmt: skip
+    return ScoringApp(scorer, metrics, registry, settings.scoring.bearer(),
+                      settings.scoring.max_body_bytes,
+                      settings.scoring.reload_interval_s)  # fmt: skip
+
+
+def serve(settings: Settings, port: int) -> None:
+    """Run the service in the foreground until SIGTERM/SIGINT (in-flight requests drain)."""
+    import uvicorn
+
+    os.environ.update(settings.to_environment())  # each worker process builds the same app
+    uvicorn.run(
+        "services.scoring.server.app:from_environment", factory=True, host=settings.scoring.host,
+        port=port, workers=settings.scoring.workers, http="httptools", loop="uvloop",
+        log_level="warning", access_log=False, timeout_graceful_shutdown=30,
+    )  # fmt: skip

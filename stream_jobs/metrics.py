@@ -1,0 +1,53 @@
+"""Prometheus metrics of the stream job's Python workers.
+
+Each Python worker serves its own registry on the first free port from
+``job_metrics_port`` (one port per worker; Prometheus scrapes them as one job).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from services.core.lag import Partition
+
+LATENCY_BUCKETS = (0.002, 0.005, 0.01, 0.02, 0.035, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1, 2.5, 5)
+
+
+class JobMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        p = "fraudstream_job"
+        self.events = Counter(f"{p}_events", "Transactions consumed", ["result"], registry=registry)
+        self.decisions = Counter(
+            f"{p}_decisions", "Decisions produced", ["decision"], registry=registry
+        )
+        self.dlq = Counter(
+            f"{p}_dlq", "Dead letters by failing field", ["field"], registry=registry
+        )
+        self.degraded = Counter(
+            f"{p}_degraded_decisions", "Decisions made without a dependency", ["dependency"],
+            registry=registry,
+        )  # fmt: skip
+        self.late = Counter(f"{p}_late_events", "Events behind the watermark", registry=registry)
+        self.latency = Histogram(
+            f"{p}_latency_seconds", "Event ingest (Kafka timestamp) to decision",
+            buckets=LATENCY_BUCKETS, registry=registry,
+        )  # fmt: skip
+        self.scoring = Histogram(
+            f"{p}_scoring_call_seconds", "Scoring service call time", buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )  # fmt: skip
+        self.batch_rows = Histogram(
+            f"{p}_batch_rows", "Rows per micro-batch",
+            buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000), registry=registry,
+        )  # fmt: skip
+        self.lag = Gauge(
+            f"{p}_consumer_lag", "Messages behind the partition's end", ["partition"],
+            registry=registry,
+        )  # fmt: skip
+
+    def report_lag(self, lag: Mapping[Partition, int]) -> None:
+        for (_topic, partition), behind in lag.items():
+            self.lag.labels(str(partition)).set(behind)
