@@ -147,10 +147,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         base = Settings.of(state_dir=Path(tmp))
         state = stack.up(base, feedback=False)  # the job alone is measured
-        settings = base.updated({
-            "kafka_bootstrap_servers": state.bootstrap_servers, "redis_url": state.redis_url,
-            "scoring_url": state.scoring_url, "job_metrics_port": 0,
-        })  # fmt: skip
+        settings = stack.client_settings(base, state).updated({"job_metrics_port": 0})
         try:
             flink = _measure(
                 settings,

@@ -138,8 +138,7 @@ def main() -> None:
                             lake_flush_s=1.0)  # fmt: skip
         state = stack.up(settings, feedback=False)
         try:
-            local = settings.updated({"kafka_bootstrap_servers": state.bootstrap_servers,
-                                                "redis_url": state.redis_url})  # fmt: skip
+            local = stack.client_settings(settings, state)
             archive = _archive(local, args.count, root / "logs")
             baseline = _read_and_decode(local, args.count)
         finally:

@@ -73,7 +73,7 @@ def main() -> None:
         settings = Settings.of(state_dir=Path(state_dir))
         state = stack.up(settings, feedback=False)
         try:
-            local = settings.updated({"kafka_bootstrap_servers": state.bootstrap_servers})
+            local = stack.client_settings(settings, state)
             sample = next(generate(GeneratorConfig(seed=9), 1)).transaction
             payload, key = encode(sample), sample.card_id.encode()
             baseline = _librdkafka_alone(local, payload, key, args.count)

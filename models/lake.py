@@ -29,11 +29,13 @@ from typing import TYPE_CHECKING, Any, Final, Literal, NamedTuple
 import msgspec
 import msgspec.inspect as mi
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from models.errors import LakeError
 from models.features import FEATURE_NAMES
 from services.core.contract import Alert, Decision, Feedback, Transaction
+from services.core.tokens import truncate_ip
 
 if TYPE_CHECKING:
     import duckdb
@@ -95,8 +97,17 @@ _LATEST: Final[dict[Table, str]] = {
 }
 
 
+COORDINATE_DECIMALS = 2  # about 1 km: where, not which house
+
+
 def transaction_row(tx: Transaction) -> dict[str, Any]:
-    return msgspec.structs.asdict(tx)
+    """A transaction as the lake keeps it: IP truncated, coordinates rounded (ids are tokens)."""
+    row = msgspec.structs.asdict(tx)
+    row["ip"] = truncate_ip(tx.ip)
+    for name in ("lat", "lon"):
+        if row[name] is not None:
+            row[name] = round(row[name], COORDINATE_DECIMALS)
+    return row
 
 
 def decision_row(decision: Decision) -> dict[str, Any]:
@@ -110,7 +121,7 @@ def label_row(feedback: Feedback, alert: Alert) -> dict[str, Any]:
                 if k not in ("transaction", "features")}  # fmt: skip
     return (
         decision
-        | msgspec.structs.asdict(alert.transaction)
+        | transaction_row(alert.transaction)
         | {name: alert.features.get(name) for name in FEATURE_NAMES}
         | {k: v for k, v in msgspec.structs.asdict(feedback).items() if k != "time"}
         | {"labelled_at": feedback.time}
@@ -119,12 +130,17 @@ def label_row(feedback: Feedback, alert: Alert) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class Sourced:
-    """A row and the Kafka record it came from (the manifest's offsets make writes once-only)."""
+    """A row and the Kafka record it came from (the manifest's offsets make writes once-only).
+
+    ``epoch`` names the incarnation of the topic (its topic id): offsets of another broker, or
+    of the topic before it was re-created, are never trusted for this one.
+    """
 
     topic: str
     partition: int
     offset: int
     row: dict[str, Any]
+    epoch: str = ""
 
 
 class Appended(NamedTuple):
@@ -134,7 +150,7 @@ class Appended(NamedTuple):
 
 class Manifest(msgspec.Struct):
     files: dict[str, int] = {}  # relative path -> rows
-    offsets: dict[str, int] = {}  # "topic:partition" -> last offset written
+    offsets: dict[str, int] = {}  # "epoch/topic:partition" -> last offset written
     retired: dict[str, int] = {}  # relative path -> when compaction replaced it (epoch ms)
 
 
@@ -153,8 +169,8 @@ def _date(epoch_ms: int) -> str:
     return datetime.fromtimestamp(epoch_ms / 1000, UTC).strftime("%Y-%m-%d")
 
 
-def _source(topic: str, partition: int) -> str:
-    return f"{topic}:{partition}"
+def _source(topic: str, partition: int, epoch: str) -> str:
+    return f"{epoch}/{topic}:{partition}" if epoch else f"{topic}:{partition}"
 
 
 class Lake:
@@ -201,7 +217,7 @@ class Lake:
         """Add the records not written before (by offset)."""
         written = self.manifest(table).offsets
         fresh = [r for r in records
-                 if r.offset > written.get(_source(r.topic, r.partition), -1)]  # fmt: skip
+                 if r.offset > written.get(_source(r.topic, r.partition, r.epoch), -1)]  # fmt: skip
         if not fresh:
             return Appended(0, 0)
         by_date: dict[str, list[dict[str, Any]]] = {}
@@ -214,14 +230,15 @@ class Lake:
         }
         with self._committing(table) as manifest:
             for record in fresh:
-                key = _source(record.topic, record.partition)
+                key = _source(record.topic, record.partition, record.epoch)
                 manifest.offsets[key] = max(manifest.offsets.get(key, -1), record.offset)
             manifest.files.update(files)
         return Appended(len(files), len(fresh))
 
-    def next_offset(self, table: Table, topic: str, partition: int) -> int | None:
-        """Where to resume reading ``topic``'s partition into ``table``; None: from the start."""
-        last = self.manifest(table).offsets.get(_source(topic, partition))
+    def next_offset(self, table: Table, topic: str, partition: int, epoch: str = "") -> int | None:
+        """Where to resume reading ``topic``'s partition (of ``epoch``) into ``table``; None: from
+        the start (a topic incarnation the lake has not seen)."""
+        last = self.manifest(table).offsets.get(_source(topic, partition, epoch))
         return None if last is None else last + 1
 
     def files(self, table: Table) -> list[Path]:
@@ -269,6 +286,36 @@ class Lake:
             table, len(done), sum(len(merged[p][0]) for p in done), len(done),
             sum(merged[p][2] for p in done), len(expired), skipped,
         )  # fmt: skip
+
+    def erase(self, table: Table, column: str, values: set[str]) -> int:
+        """Remove every row whose ``column`` is one of ``values``: each file that holds one is
+        replaced by a copy without them, in one commit, and deleted at once (erasure does not
+        wait out the readers' grace); so are retired files that hold one. Rows removed."""
+        if not values:
+            return 0
+        wanted, removed, doomed = pa.array(sorted(values)), 0, []
+        with self._committing(table) as manifest:
+            for relative in [*manifest.files, *manifest.retired]:
+                path = self._dir(table) / relative
+                if not path.exists():
+                    continue
+                data = pq.read_table(path, schema=SCHEMAS[table])
+                hit = pc.is_in(data[column], value_set=wanted)
+                if not pc.any(hit).as_py():
+                    continue
+                doomed.append(path)
+                if relative in manifest.retired:
+                    del manifest.retired[relative]
+                    continue
+                kept = data.filter(pc.invert(hit))
+                removed += data.num_rows - kept.num_rows
+                del manifest.files[relative]
+                if kept.num_rows:
+                    date = relative.split("/", 1)[0].removeprefix("date=")
+                    manifest.files[self._write_file(table, date, kept)] = kept.num_rows
+        for path in doomed:
+            path.unlink(missing_ok=True)
+        return removed
 
     def _remove_orphans(self, table: Table, manifest: Manifest, now_ms: int) -> list[str]:
         orphans = []

@@ -6,10 +6,17 @@ Per batch: decode and validate; one pipelined Redis round trip for features (his
 labels, recording the events), one for blocklists and feature snapshots; one scoring call;
 rules and the model's thresholds. Redis or scoring failing degrades the decision (listed in
 ``degraded``) instead of failing the batch, and both are retried on the next batch.
+
+Nothing a record holds can fail its batch or its partition: decoding never raises, a record
+whose Kafka key is not its card_id is a dead letter (``key_mismatch``), and any other failure
+is isolated by deciding the halves of the batch again until the record that fails alone is a
+dead letter of kind ``internal`` naming the exception.
 """
 
 from __future__ import annotations
 
+import logging
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -24,20 +31,24 @@ from models import redis_layout as layout
 from models.online import OnlineFeatureStore, features_from_history
 from services.core.contract import (
     Alert,
-    DeadLetter,
     Decision,
     InvalidEvent,
     Transaction,
-    decode_transaction,
+    decode_record,
     encode,
 )
+from services.core.dead_letters import DeadLetterLog, dead_letter
+from services.core.tokens import Tokenizer, mask_card_numbers
 from services.scoring.client import ScoringRejected, ScoringUnavailable
 from services.scoring.wire import ScoreResponse
 from stream_jobs import rules
 from stream_jobs.metrics import JobMetrics
 
+log = logging.getLogger(__name__)
 NO_MODEL = "none"  # model_version of a rules-only decision
 REDIS_RETRY_S = 0.5  # after a Redis failure, batches skip Redis this long before trying again
+_AMOUNT_USD = f.FEATURE_NAMES.index("amount_usd")
+DEFAULT_POLICY = rules.FailurePolicy()
 
 
 class RowScorer(Protocol):
@@ -75,6 +86,20 @@ class _Valid:
     degraded: list[str] = field(default_factory=list)
 
 
+def _masked(key: bytes | None) -> bytes | None:
+    """A dead letter's key: a foreign producer's card number is not copied in clear."""
+    return None if key is None else mask_card_numbers(key)
+
+
+def _reply_problem(response: ScoreResponse, rows: int) -> str | None:
+    """What makes a scoring reply unusable, or None: a row count or a score out of bounds."""
+    if len(response.results) != rows:
+        return f"{len(response.results)} results for {rows} rows"
+    if not all(math.isfinite(r.score) and 0.0 <= r.score <= 1.0 for r in response.results):
+        return "a score outside 0..1"
+    return None
+
+
 def _blocklist_keys(tx: Transaction) -> tuple[str, str]:
     return layout.blocklist_card(tx.card_id), layout.blocklist_device(tx.device_id or "")
 
@@ -86,27 +111,57 @@ class Decider:
         scorer: RowScorer,
         source_topic: str,
         metrics: JobMetrics | None = None,
+        raw_limit: int = 4096,
+        policy: rules.FailurePolicy = DEFAULT_POLICY,
+        tokens: Tokenizer | None = None,
     ) -> None:
+        """``tokens``: tokenize raw card numbers a foreign producer sends (defence in depth)."""
         self._redis = redis_client
         self._store = OnlineFeatureStore(redis_client)
         self._scorer = scorer
         self._topic = source_topic
         self._metrics = metrics or JobMetrics(CollectorRegistry())  # unserved when not given
+        self._raw_limit, self._policy, self._tokens = raw_limit, policy, tokens
+        self._letters = DeadLetterLog(log)
         self._redis_retry_at = 0.0
+        self._scoring_missing = "scoring"
 
     def decide(self, records: Sequence[Record], watermark_ms: int | None = None) -> list[Output]:
         outputs = [Output(key=r.key) for r in records]
         valid: list[_Valid] = []
         for i, record in enumerate(records):
-            parsed = decode_transaction(record.value)
+            parsed = decode_record(record.key, record.value)
             if isinstance(parsed, InvalidEvent):
+                outputs[i].key = _masked(record.key)
                 outputs[i].dead_letter = self._dead_letter(record, parsed)
             else:
-                valid.append(_Valid(i, record, parsed))
+                tx = self._tokens.foreign(parsed) if self._tokens else parsed
+                valid.append(_Valid(i, record, tx))
         if valid:
-            self._decide_valid(valid, outputs)
+            self._decide_isolating(valid, outputs)
         self._count(records, valid, watermark_ms)
         return outputs
+
+    def _decide_isolating(self, valid: list[_Valid], outputs: list[Output]) -> None:
+        """Decide ``valid``; if that fails, decide each half again, down to the single record
+        that fails alone, which becomes a dead letter (kind ``internal``)."""
+        try:
+            self._decide_valid(valid, outputs)
+        except Exception as error:  # the last resort: one record never fails its batch
+            for v in valid:
+                outputs[v.index] = Output(key=_masked(v.record.key))
+            if len(valid) == 1:
+                v = valid[0]
+                log.debug("record %d@%d failed the decider", v.record.partition, v.record.offset,
+                          exc_info=True)  # fmt: skip
+                reason = f"{type(error).__name__}: {error}"
+                outputs[v.index].dead_letter = self._dead_letter(
+                    v.record, InvalidEvent("$", reason, "internal")
+                )
+                return
+            middle = len(valid) // 2
+            for half in (valid[:middle], valid[middle:]):
+                self._decide_isolating([_Valid(v.index, v.record, v.tx) for v in half], outputs)
 
     def _decide_valid(self, valid: list[_Valid], outputs: list[Output]) -> None:
         txs = [v.tx for v in valid]
@@ -120,7 +175,7 @@ class Decider:
         decided_at = int(time.time() * 1000)
         for j, (v, row, flags) in enumerate(zip(valid, rows, blocked, strict=True)):
             fired = rules.evaluate(v.tx, row, *flags)
-            decision = self._decision(v, fired, response, j, decided_at)
+            decision = self._decision(v, fired, response, j, decided_at, row[_AMOUNT_USD])
             out = outputs[v.index]
             out.key = v.tx.card_id.encode()
             out.decision = encode(decision)
@@ -138,12 +193,13 @@ class Decider:
         response: ScoreResponse | None,
         position: int,
         decided_at: int,
+        amount_usd: float,
     ) -> Decision:
         reasons = [rule for rule, _ in fired]
         model: rules.Outcome = "approve"
         score, version = 0.0, NO_MODEL
         if response is None:
-            v.degraded.append("scoring")
+            v.degraded.append(self._scoring_missing)
         else:
             result = response.results[position]
             score, version = result.score, response.model_version
@@ -151,6 +207,9 @@ class Decider:
                 score, response.review_threshold, response.decline_threshold
             )
             reasons += [f"model:{name}" for name in result.reasons]
+        policy = rules.when_degraded(v.degraded, amount_usd, self._policy)
+        fired = fired + policy
+        reasons += [rule for rule, _ in policy]
         return Decision(
             transaction_id=v.tx.transaction_id, card_id=v.tx.card_id,
             event_time=v.tx.event_time_ms, decided_at=decided_at, score=score,
@@ -170,7 +229,10 @@ class Decider:
             pipe.mget([key for tx in txs for key in _blocklist_keys(tx)])
             self._store.write_snapshots(txs, rows, pipe)
             flags = pipe.execute()[0]
-        except redis.RedisError:
+        except (redis.RedisError, OSError) as error:
+            if self._redis_retry_at == 0.0 or time.monotonic() > self._redis_retry_at + 10:
+                log.warning("Redis unavailable (%s): deciding without history or blocklists, "
+                            "by the failure policy", error)  # fmt: skip
             self._redis_retry_at = time.monotonic() + REDIS_RETRY_S
             return None, []
         blocked = [
@@ -180,23 +242,34 @@ class Decider:
         return rows, blocked
 
     def _score(self, rows: list[list[float]]) -> ScoreResponse | None:
+        """The scores of ``rows``, or None (``_scoring_missing`` says why) for rules only."""
         started = time.perf_counter()
+        self._scoring_missing = "scoring"
         try:
             response = self._scorer.score(rows)
-        except (ScoringUnavailable, ScoringRejected):
+        except ScoringRejected as error:  # the service is up and refuses: say so, loudly
+            log.warning("scoring rejected a batch of %d rows: %s", len(rows), error)
+            self._scoring_missing = "scoring_rejected"
+            return None
+        except ScoringUnavailable:
+            return None
+        except Exception as error:  # a malformed reply, say: rules only, never a crash
+            log.warning("scoring failed (%s: %s)", type(error).__name__, error)
             return None
         self._metrics.scoring.observe(time.perf_counter() - started)
+        problem = _reply_problem(response, len(rows))
+        if problem:
+            log.warning("scoring reply unusable (%s): rules only", problem)
+            self._scoring_missing = "scoring_reply"
+            return None
         return response
 
     def _dead_letter(self, record: Record, invalid: InvalidEvent) -> bytes:
-        self._metrics.dlq.labels(invalid.field).inc()
-        return encode(
-            DeadLetter(
-                field=invalid.field, reason=invalid.reason, raw=record.value,
-                source_topic=self._topic, partition=record.partition, offset=record.offset,
-                failed_at=int(time.time() * 1000),
-            )
-        )  # fmt: skip
+        self._metrics.dlq.labels(invalid.kind, invalid.field).inc()
+        source = (self._topic, record.partition, record.offset)
+        letter = dead_letter(invalid, record.value, record.key, source, self._raw_limit)
+        self._letters.record(letter)
+        return encode(letter)
 
     def _observe(self, decision: Decision) -> None:
         self._metrics.decisions.labels(decision.decision).inc()

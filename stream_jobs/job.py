@@ -27,6 +27,7 @@ from services.core.settings import Settings
 
 SOURCE, SINK = "transactions_in", "pipeline_out"
 BATCHES_PER_BUNDLE = 10
+MAX_REQUEST_BYTES = 1024 * 1024  # every output fits: a dead letter keeps <= 256 KiB raw
 
 
 def _literal(text: str) -> str:
@@ -89,6 +90,7 @@ def sink_ddl(settings: Settings) -> str:
                 "connector": "kafka",
                 "topic": topics,
                 "properties.linger.ms": "1",
+                "properties.max.request.size": str(MAX_REQUEST_BYTES),
                 "sink.delivery-guarantee": "at-least-once",
                 "key.format": "raw",
                 "key.fields": "key",
@@ -122,6 +124,16 @@ def _python_environment() -> dict[str, str]:
             "python.pythonpath": root}  # fmt: skip
 
 
+def _restart_strategy(settings: Settings) -> dict[str, str]:
+    job, prefix = settings.job, "restart-strategy.failure-rate"
+    return {
+        "restart-strategy.type": "failure-rate",
+        f"{prefix}.max-failures-per-interval": str(job.restart_attempts),
+        f"{prefix}.failure-rate-interval": f"{job.restart_interval_s} s",
+        f"{prefix}.delay": f"{job.restart_delay_s} s",
+    }
+
+
 def table_environment(settings: Settings, remote: tuple[str, int] | None = None) -> Any:
     # Locally PyFlink would run every subtask's Python in this client process, under one GIL
     # ("loopback" mode); a worker process per subtask lets parallelism use more than one core.
@@ -140,11 +152,17 @@ def table_environment(settings: Settings, remote: tuple[str, int] | None = None)
         "python.fn-execution.bundle.size": str(settings.job.bundle_rows * BATCHES_PER_BUNDLE),
         "python.fn-execution.arrow.batch.size": str(settings.job.bundle_rows),
         "pipeline.name": "fraudstream-decide",
+        # Bounded restarts: a failing job restarts a few times, then fails for all to see
+        # (no record can fail it: decide() turns any per-record failure into a dead letter).
+        **_restart_strategy(settings),
         "table.optimizer.reuse-sub-plan-enabled": "true",
     } | _python_environment()
     if remote is not None:
         options |= {"execution.target": "remote", "rest.address": remote[0],
                     "rest.port": str(remote[1])}  # fmt: skip
+    elif settings.job.rest_port:  # the local cluster's REST API: state, restarts, exceptions
+        options |= {"rest.address": "127.0.0.1", "rest.bind-address": "127.0.0.1",
+                    "rest.bind-port": str(settings.job.rest_port)}  # fmt: skip
     for key, value in options.items():
         config.set(key, value)
     return env

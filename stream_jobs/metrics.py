@@ -24,7 +24,10 @@ class JobMetrics:
             f"{p}_decisions", "Decisions produced", ["decision"], registry=registry
         )
         self.dlq = Counter(
-            f"{p}_dlq", "Dead letters by failing field", ["field"], registry=registry
+            f"{p}_dlq",
+            "Dead letters by kind and failing field",
+            ["kind", "field"],
+            registry=registry,
         )
         self.degraded = Counter(
             f"{p}_degraded_decisions", "Decisions made without a dependency", ["dependency"],

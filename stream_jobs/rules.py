@@ -5,6 +5,7 @@ blocklists, returning rule ids with the outcome they demand. Rules can only rais
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Final, Literal
 
 from models import features as f
@@ -51,6 +52,32 @@ def evaluate(
         fired.append(("rule:impossible_travel", "review"))
     if _feature(row, "tiny_count_10m") >= CARD_TESTING_TINY:
         fired.append(("rule:card_testing", "review"))
+    return fired
+
+
+@dataclass(frozen=True)
+class FailurePolicy:
+    """What a decision is when a dependency is missing (``FRAUDSTREAM_JOB_*_DOWN_*``).
+
+    Without Redis the job knows neither the card's history nor the blocklists, so by default
+    it sends to review what is worth an analyst's look (``redis_down_review_usd`` and above)
+    rather than approving a blocklisted card unseen; without scoring it decides by the rules
+    (``rules_only``) or sends everything to review (``review``).
+    """
+
+    redis_down_review_usd: float = 200.0
+    scoring_down: Literal["rules_only", "review"] = "rules_only"
+
+
+def when_degraded(
+    degraded: list[str], amount_usd: float, policy: FailurePolicy
+) -> list[tuple[str, Outcome]]:
+    """The policy rules that fire for a decision made without ``degraded`` dependencies."""
+    fired: list[tuple[str, Outcome]] = []
+    if "redis" in degraded and amount_usd >= policy.redis_down_review_usd:
+        fired.append(("policy:redis_down", "review"))
+    if any(d.startswith("scoring") for d in degraded) and policy.scoring_down == "review":
+        fired.append(("policy:scoring_down", "review"))
     return fired
 
 

@@ -36,6 +36,7 @@ class DecideFunction:
         from services.scoring.client import ScoringClient
         from stream_jobs.decide import Decider
         from stream_jobs.metrics import JobMetrics
+        from stream_jobs.rules import FailurePolicy
         from stream_jobs.scorers import ServiceScorer
 
         s = self._settings
@@ -48,7 +49,16 @@ class DecideFunction:
             deadline_s=s.job.scoring_deadline_ms / 1000,
             cooldown_s=1.0,
         )
-        self._decider = Decider(client, ServiceScorer(scoring), s.topic.transactions, metrics)
+        policy = FailurePolicy(s.job.redis_down_review_usd, s.job.scoring_down)
+        self._decider = Decider(
+            client,
+            ServiceScorer(scoring),
+            s.topic.transactions,
+            metrics,
+            s.dlq.raw_bytes,
+            policy,
+            s.token.tokenizer(),
+        )
         self._lag = LagProbe(s, metrics.report_lag)
 
     def eval(self, key: pd.Series, value: pd.Series, partition: pd.Series, offset: pd.Series,

@@ -29,7 +29,7 @@ def feedback_cmd(
 
 
 def features_cmd(
-    card_id: Annotated[str, typer.Argument(help="The card.")],
+    card: Annotated[str, typer.Argument(help="The card: its number or id, or its token.")],
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """What Redis holds for a card: latest features, blocklisting, analysts' labels."""
@@ -37,6 +37,7 @@ def features_cmd(
     from models.online import OnlineFeatureStore
 
     settings = load_settings()
+    card_id = settings.token.tokenizer().token("card", card)  # a token is kept as it is
     client = settings.redis.client()
     blocked: bytes | None = client.get(layout.blocklist_card(card_id))  # type: ignore[assignment]
     labels: dict[bytes, bytes] = client.hgetall(layout.card_labels(card_id))  # type: ignore[assignment]

@@ -161,3 +161,30 @@ def replay_cmd(
                   + (f"; {report.failed} failed" if report.failed else ""))  # fmt: skip
     if report.failed:
         raise typer.Exit(1)
+
+
+def erase_cmd(
+    customer: Annotated[
+        str,
+        typer.Option("--customer", help="The customer's id as the bank knows it (or its token)."),
+    ],
+    lake: LakeOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Erase a customer: their lake rows (files rewritten atomically) and their cards' Redis
+    state; print what was removed."""
+    _lake_module()
+    from models.erasure import erase_customer
+
+    _, opened, settings = _open(lake)
+    token = settings.token.tokenizer().token("customer", customer)
+    erased = erase_customer(opened, settings.redis.client(), token)
+    report = {"customer": erased.customer, "cards": erased.cards,
+              "transactions": erased.transactions, "lake_rows": erased.lake_rows,
+              "redis_keys": erased.redis_keys}  # fmt: skip
+    if as_json:
+        typer.echo(json.dumps(report))
+        return
+    out.print(f"erased customer {erased.customer}: {erased.cards} cards, "
+              f"{erased.transactions} transactions; lake rows {erased.lake_rows}; "
+              f"{erased.redis_keys} Redis keys")  # fmt: skip

@@ -26,7 +26,7 @@ from rich.table import Table
 from models.dataset_files import labels_path
 from models.errors import ExportError, LakeError, RegistryError
 from services.cli.feedback import features_cmd, feedback_app_cmd, feedback_cmd
-from services.cli.lake import lake_app
+from services.cli.lake import erase_cmd, lake_app
 from services.cli.models import models_app, train_cmd
 from services.cli.options import setting_option as _opt
 from services.cli.stream import alerts_cmd, cluster_app, demo_cmd, job_app, verify_cmd
@@ -60,6 +60,7 @@ app.command("alerts")(alerts_cmd)
 app.command("feedback")(feedback_cmd)
 app.command("features")(features_cmd)
 app.command("feedback-app")(feedback_app_cmd)
+app.command("erase")(erase_cmd)
 out = Console()
 err = Console(stderr=True)
 
@@ -155,6 +156,20 @@ def stack_down(state_dir: StateDirOpt = None, as_json: JsonOpt = False) -> None:
         _print_json({"stopped": stopped})
     else:
         out.print(f"stopped: {', '.join(stopped)}" if stopped else "nothing was running")
+
+
+@stack_app.command("restart")
+def stack_restart(
+    component: Annotated[
+        str, typer.Argument(help=f"One of: {', '.join(stack.COMPONENTS)}.", show_default=False)
+    ],
+    state_dir: StateDirOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Restart one component of the running stack on its port; the others keep running."""
+    if component not in stack.COMPONENTS:
+        raise UserError(f"no component {component!r}: one of {', '.join(stack.COMPONENTS)}")
+    _show_stack(stack.restart(load_settings(state_dir=state_dir), component), as_json)
 
 
 def _show_stack(state: StackState, as_json: bool) -> None:

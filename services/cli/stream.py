@@ -32,6 +32,7 @@ def _job_settings(**overrides: Any) -> Settings:
     settings.kafka.servers()
     settings.redis.require_url()
     settings.scoring.require_url()
+    settings.token.tokenizer()  # the job tokenizes raw card numbers: fail now, not per worker
     return settings
 
 

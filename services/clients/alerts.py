@@ -10,12 +10,12 @@ import msgspec
 from confluent_kafka import OFFSET_BEGINNING, OFFSET_END
 
 from services.clients.reading import Deduplicator
-from services.core.contract import Alert
+from services.core.contract import Alert, decode_or_none
 from services.core.kafka import assigned_consumer
 from services.core.settings import Settings
 
 IDLE_S = 3.0
-_decode = msgspec.json.Decoder(Alert).decode
+_decoder = msgspec.json.Decoder(Alert)
 
 
 def follow_alerts(
@@ -33,9 +33,8 @@ def follow_alerts(
                     continue
                 last = time.monotonic()
                 raw = message.value() or b""
-                try:
-                    alert = _decode(raw)
-                except msgspec.DecodeError:
+                alert = decode_or_none(_decoder, raw)
+                if alert is None:
                     continue
                 if seen.first_time(alert.transaction_id):
                     yield alert, raw.decode()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,7 +29,10 @@ class TransactionProducer:
     for long: when librdkafka's queue is full it serves callbacks until there is room.
     """
 
-    def __init__(self, settings: Settings, topic: str | None = None, **overrides: Any) -> None:
+    def __init__(
+        self, settings: Settings, topic: str | None = None, config: Mapping[str, Any] | None = None
+    ) -> None:
+        """``config``: librdkafka settings over this producer's own."""
         conf = librdkafka(settings.kafka) | {
             "enable.idempotence": True,  # acks=all, no duplicates or reordering on retry
             "linger.ms": 5,
@@ -36,7 +40,8 @@ class TransactionProducer:
             "compression.type": "lz4",
             "queue.buffering.max.messages": 500_000,
         }
-        self._producer = Producer(conf | overrides)
+        self._producer = Producer(conf | dict(config or {}))
+        self._tokens = settings.token.tokenizer()
         self.topic = topic or settings.topic.transactions
         self.report = DeliveryReport()
 
@@ -49,11 +54,14 @@ class TransactionProducer:
                 self.report.errors.append(error.str())
 
     def send(self, transaction: Transaction) -> None:
-        """Queue one transaction (validated by construction) keyed by its card_id."""
-        self.send_raw(transaction.card_id.encode(), encode(transaction))
+        """Queue one transaction (validated by construction), its identifiers tokenized, keyed
+        by its card's token: no card number or personal id leaves this process in clear."""
+        published = self._tokens.transaction(transaction)
+        self.send_raw(published.card_id.encode(), encode(published))
 
     def send_raw(self, key: bytes | None, value: bytes) -> None:
-        """Queue pre-encoded bytes (for replays and for testing the dead-letter path)."""
+        """Queue bytes as they are, untokenized (tests of the dead-letter path; a replay of
+        what this producer published before)."""
         while True:
             try:
                 self._producer.produce(self.topic, value, key, on_delivery=self._on_delivery)

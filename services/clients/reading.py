@@ -6,9 +6,11 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 import msgspec
 
+from services.core.contract import decode_or_none
 from services.core.kafka import read_topic
 from services.core.settings import Settings
 
@@ -17,7 +19,7 @@ class _HasId(msgspec.Struct):
     transaction_id: str
 
 
-_decode_id = msgspec.json.Decoder(_HasId).decode
+_ids = msgspec.json.Decoder(_HasId)
 
 
 @dataclass(frozen=True)
@@ -53,19 +55,27 @@ def read_summary(
     return ReadSummary(topic, messages, len(ids), not_json)
 
 
+class Read(NamedTuple):
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes
+
+
 def read_until_idle(
     settings: Settings, topic: str, idle_s: float = 3.0, timeout: float = 120.0
-) -> list[tuple[int, int, bytes]]:
-    """Every message of ``topic`` as (partition, offset, value), reading until none has arrived
-    for ``idle_s`` (the broker's reported end offset can lag, so it is not trusted)."""
-    got: list[tuple[int, int, bytes]] = []
+) -> list[Read]:
+    """Every message of ``topic``, reading until none has arrived for ``idle_s`` (the broker's
+    reported end offset can lag, so it is not trusted)."""
+    got: list[Read] = []
     last = time.monotonic()
 
     def idle(_count: int) -> bool:
         return time.monotonic() - last > idle_s
 
     for message in read_topic(settings, topic, idle, timeout):
-        got.append((message.partition() or 0, message.offset() or 0, message.value() or b""))
+        got.append(Read(message.partition() or 0, message.offset() or 0, message.key(),
+                        message.value() or b""))  # fmt: skip
         last = time.monotonic()
     return got
 
@@ -88,7 +98,5 @@ class Deduplicator:
 
 
 def transaction_id(value: bytes) -> str | None:
-    try:
-        return _decode_id(value).transaction_id
-    except msgspec.DecodeError:
-        return None
+    found = decode_or_none(_ids, value)
+    return None if found is None else found.transaction_id

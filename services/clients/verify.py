@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import msgspec
 
 from services.clients.reading import read_until_idle, transaction_id
-from services.core.contract import DeadLetter, InvalidEvent, decode_transaction
+from services.core.contract import DeadLetter, InvalidEvent, decode_record
 from services.core.settings import Settings
 
 _dead_letter = msgspec.json.Decoder(DeadLetter).decode
@@ -36,19 +36,19 @@ def verify(settings: Settings, idle_s: float = 3.0, timeout: float = 300.0) -> V
     inputs = read_until_idle(settings, settings.topic.transactions, idle_s, timeout)
     valid: set[str] = set()
     invalid: set[tuple[int, int]] = set()
-    for partition, offset, value in inputs:
-        parsed = decode_transaction(value)
+    for partition, offset, key, value in inputs:
+        parsed = decode_record(key, value)
         if isinstance(parsed, InvalidEvent):
             invalid.add((partition, offset))
         else:
             valid.add(parsed.transaction_id)
     decided = Counter(
         transaction_id(value)
-        for _, _, value in read_until_idle(settings, settings.topic.decisions, idle_s, timeout)
+        for _, _, _, value in read_until_idle(settings, settings.topic.decisions, idle_s, timeout)
     )
     letters = [
         _dead_letter(v)
-        for _, _, v in read_until_idle(settings, settings.topic.dlq, idle_s, timeout)
+        for _, _, _, v in read_until_idle(settings, settings.topic.dlq, idle_s, timeout)
     ]
     lettered = {
         (d.partition, d.offset) for d in letters if d.source_topic == settings.topic.transactions

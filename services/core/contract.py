@@ -25,17 +25,33 @@ MAX_MESSAGE_BYTES: Final = 16 * 1024
 # Event times outside this range are typos (seconds for milliseconds, or a year 0).
 _MIN_EVENT_MS: Final = 946_684_800_000  # 2000-01-01T00:00:00Z
 _MAX_EVENT_MS: Final = 4_102_444_800_000  # 2100-01-01T00:00:00Z
-_MCC = re.compile(r"^\d{4}$")
-_OCTET = r"(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)"
-_IPV4 = re.compile(rf"^{_OCTET}(\.{_OCTET}){{3}}$")
+# Every pattern is used with fullmatch and spelled with [0-9]: ``$`` would accept a trailing
+# newline and ``\d`` any Unicode digit.
+_MCC = re.compile(r"[0-9]{4}")
+_OCTET = r"(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+_IPV4 = re.compile(rf"{_OCTET}(\.{_OCTET}){{3}}")
+_RFC3339 = re.compile(
+    r"(?P<date>[0-9]{4}-[0-9]{2}-[0-9]{2})[Tt ](?P<time>[0-9]{2}:[0-9]{2}:[0-9]{2})"
+    r"(?:\.(?P<fraction>[0-9]{1,9}))?(?P<offset>[Zz]|[+-][0-9]{2}:[0-9]{2})"
+)
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")  # C0, DEL, C1, line separators
 _FIELD_IN_MESSAGE = re.compile(r"at `\$\.([A-Za-z_][A-Za-z0-9_]*)")
 _MISSING_FIELD = re.compile(r"missing required field `([A-Za-z_][A-Za-z0-9_]*)`")
 
 Channel = Literal["card_present", "ecommerce", "atm"]
+DeadLetterKind = Literal["malformed", "invalid", "oversize", "key_mismatch", "internal"]
+"""Why a record is a dead letter: not UTF-8 JSON of bounded depth; against the contract; larger
+than MAX_MESSAGE_BYTES; a Kafka key that is not its card_id; a failure of the job itself."""
 DecisionOutcome = Literal["approve", "review", "decline"]
 Label = Literal["fraud", "legit"]
 Id = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
 _T = TypeVar("_T")
+
+
+def _check_printable(field: str, value: str | None) -> None:
+    """Ids end up in Kafka keys, Redis key names and logs: no control characters there."""
+    if value is not None and (found := _CONTROL.search(value)):
+        raise _invalid(field, f"control character U+{ord(found.group()):04X} in an id")
 
 
 def _invalid(field: str, reason: str) -> ValueError:
@@ -46,12 +62,15 @@ def _invalid(field: str, reason: str) -> ValueError:
 def parse_event_time(value: int | str, field: str = "event_time") -> int:
     """Epoch milliseconds from epoch milliseconds or an RFC 3339 string with a UTC offset."""
     if isinstance(value, str):
+        match = _RFC3339.fullmatch(value)
+        if match is None:
+            raise _invalid(field, f"not an RFC 3339 timestamp with a UTC offset: {value[:40]!r}")
+        fraction = (match["fraction"] or "0")[:6]  # datetime keeps microseconds
+        offset = "+00:00" if match["offset"] in "Zz" else match["offset"]
         try:
-            parsed = datetime.fromisoformat(value)
+            parsed = datetime.fromisoformat(f"{match['date']}T{match['time']}.{fraction}{offset}")
         except ValueError:
-            raise _invalid(field, f"not an RFC 3339 timestamp: {value[:40]!r}") from None
-        if parsed.tzinfo is None:
-            raise _invalid(field, "RFC 3339 timestamp needs a UTC offset or Z")
+            raise _invalid(field, f"not a valid date or time: {value[:40]!r}") from None
         millis = int(parsed.timestamp() * 1000)
     else:
         millis = value
@@ -83,7 +102,9 @@ class Transaction(msgspec.Struct, frozen=True, kw_only=True):
             msgspec.structs.force_setattr(self, "event_time", parse_event_time(self.event_time))
         else:
             parse_event_time(self.event_time)
-        if not _MCC.match(self.merchant_category):
+        for name in ("transaction_id", "card_id", "customer_id", "merchant_id", "device_id"):
+            _check_printable(name, getattr(self, name))
+        if not _MCC.fullmatch(self.merchant_category):
             raise _invalid("merchant_category", "MCC must be 4 digits")
         if not (math.isfinite(self.amount) and 0 < self.amount < 1e9):
             raise _invalid("amount", f"must be a finite number > 0 and < 1e9, got {self.amount}")
@@ -91,8 +112,10 @@ class Transaction(msgspec.Struct, frozen=True, kw_only=True):
             raise _invalid("currency", f"unknown ISO 4217 currency {self.currency[:8]!r}")
         if self.country not in COUNTRIES:
             raise _invalid("country", f"unknown ISO 3166-1 alpha-2 country {self.country[:8]!r}")
-        if self.ip is not None and not _IPV4.match(self.ip):
+        if self.ip is not None and not _IPV4.fullmatch(self.ip):
             try:  # the slower, complete check only for what is not a plain IPv4 address
+                if _CONTROL.search(self.ip):
+                    raise ValueError
                 ipaddress.ip_address(self.ip)
             except ValueError:
                 raise _invalid("ip", f"not an IP address: {self.ip[:64]!r}") from None
@@ -146,21 +169,30 @@ class Feedback(msgspec.Struct, frozen=True, kw_only=True):
             msgspec.structs.force_setattr(self, "time", parse_event_time(self.time, "time"))
         else:
             parse_event_time(self.time, "time")
+        _check_printable("transaction_id", self.transaction_id)
+        _check_printable("analyst", self.analyst)
 
 
 class InvalidEvent(msgspec.Struct, frozen=True):
-    """Why a message was rejected: the failing field (``$`` for the whole payload) and reason."""
+    """Why a message was rejected: the failing field (``$`` for the whole payload), the reason
+    and its kind."""
 
     field: str
     reason: str
+    kind: DeadLetterKind = "invalid"
 
 
 class DeadLetter(msgspec.Struct, frozen=True, kw_only=True):
-    """What goes to ``transactions.dlq``: the raw bytes, why, and where they came from."""
+    """What goes to a dead-letter topic: why, the raw bytes (the first ``raw_limit`` of them:
+    ``raw_size`` and ``raw_sha256`` describe the whole value), and where they came from."""
 
+    kind: DeadLetterKind = "invalid"
     field: str
     reason: str
     raw: bytes
+    raw_size: int = 0
+    raw_sha256: str = ""
+    key: bytes | None = None
     source_topic: str
     partition: int
     offset: int
@@ -172,25 +204,56 @@ _feedback_decoder = msgspec.json.Decoder(Feedback)
 _encoder = msgspec.json.Encoder()
 
 
-def _to_invalid(error: msgspec.DecodeError) -> InvalidEvent:
+def _to_invalid(error: msgspec.DecodeError, kind: DeadLetterKind = "invalid") -> InvalidEvent:
     message = str(error)
     match = _FIELD_IN_MESSAGE.search(message) or _MISSING_FIELD.search(message)
     reason = message.split(" - at `")[0]
-    return InvalidEvent(field=match.group(1) if match else "$", reason=reason)
+    return InvalidEvent(field=match.group(1) if match else "$", reason=reason, kind=kind)
 
 
-def _decode(decoder: msgspec.json.Decoder[_T], raw: bytes) -> _T | InvalidEvent:
-    if len(raw) > MAX_MESSAGE_BYTES:
-        return InvalidEvent("$", f"payload of {len(raw)} bytes exceeds {MAX_MESSAGE_BYTES}")
+def _decode(
+    decoder: msgspec.json.Decoder[_T], raw: bytes, max_bytes: int | None = MAX_MESSAGE_BYTES
+) -> _T | InvalidEvent:
+    """The decoded event or why not; never raises, whatever the bytes (size, depth, encoding)."""
+    if max_bytes is not None and len(raw) > max_bytes:
+        reason = f"payload of {len(raw)} bytes exceeds {max_bytes}"
+        return InvalidEvent("$", reason, "oversize")
+    try:
+        raw.decode("utf-8")  # msgspec does not check the bytes of fields it skips
+    except UnicodeDecodeError as error:
+        return InvalidEvent("$", f"not UTF-8: byte {error.start}", "malformed")
     try:
         return decoder.decode(raw)
-    except msgspec.DecodeError as error:
+    except msgspec.ValidationError as error:
         return _to_invalid(error)
+    except msgspec.DecodeError as error:
+        return _to_invalid(error, "malformed")
+    except RecursionError:
+        return InvalidEvent("$", "JSON nested too deeply", "malformed")
+    except Exception as error:  # bad input is data: nothing may escape
+        return InvalidEvent("$", f"undecodable ({type(error).__name__})", "malformed")
+
+
+def decode_or_none(decoder: msgspec.json.Decoder[_T], raw: bytes) -> _T | None:
+    """``raw`` decoded, or None for any bytes at all that are not a valid T (never raises):
+    for the project's own topics, where a reader skips what it cannot use."""
+    decoded = _decode(decoder, raw, max_bytes=None)  # alerts are larger than transactions
+    return None if isinstance(decoded, InvalidEvent) else decoded
 
 
 def decode_transaction(raw: bytes) -> Transaction | InvalidEvent:
     """A valid Transaction, or the reason this message is not one."""
     return _decode(_transaction_decoder, raw)
+
+
+def decode_record(key: bytes | None, value: bytes) -> Transaction | InvalidEvent:
+    """A Kafka record of ``transactions``: a valid Transaction whose key is its card_id (which
+    keeps a card's events in one partition, in order), or why not."""
+    parsed = decode_transaction(value)
+    if isinstance(parsed, InvalidEvent) or key == parsed.card_id.encode():
+        return parsed
+    why = "no Kafka key" if key is None else "the Kafka key is not the card_id"
+    return InvalidEvent("key", f"{why}: key each transaction by its card_id", "key_mismatch")
 
 
 def decode_feedback(raw: bytes) -> Feedback | InvalidEvent:

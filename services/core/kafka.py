@@ -16,6 +16,7 @@ from confluent_kafka import (
     KafkaError,
     KafkaException,
     Message,
+    TopicCollection,
     TopicPartition,
 )
 from confluent_kafka import Consumer as _Consumer
@@ -108,3 +109,17 @@ def read_topic(
                 yield message
     finally:
         consumer.close()
+
+
+def topic_epochs(
+    settings: Settings, topics: Sequence[str], timeout: float = 10.0
+) -> dict[str, str]:
+    """Each topic's incarnation: its topic id, new whenever the topic is created again (a
+    fresh in-memory broker, a deleted and re-created topic), so stored offsets can name it."""
+    admin = AdminClient(librdkafka(settings.kafka))
+    cluster = admin.list_topics(timeout=timeout).cluster_id or ""
+    epochs = {}
+    for name, future in admin.describe_topics(TopicCollection(list(topics))).items():
+        topic_id = str(future.result(timeout).topic_id)
+        epochs[name] = topic_id if topic_id.strip("A=") else cluster  # no id: the cluster's
+    return epochs

@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from services.core.errors import UserError
+from services.core.tokens import Tokenizer
 
 SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
 SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
@@ -29,6 +30,7 @@ SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
 _HOST_PORT = re.compile(r"^[A-Za-z0-9_.\-\[\]:]+:\d{1,5}$")
 ENV_PREFIX = "FRAUDSTREAM_"
 STACK_FILE = "stack.json"
+TOKEN_KEY_FILE = "token.key"  # the embedded stack's token key, made by `stack up`
 RENAMED = {  # variables of earlier releases: a clear error rather than silently ignored
     "FRAUDSTREAM_BROKER_PORT": "FRAUDSTREAM_STACK_BROKER_PORT",
     "FRAUDSTREAM_REDIS_PORT": "FRAUDSTREAM_STACK_REDIS_PORT",
@@ -129,6 +131,18 @@ class ScoringSettings(_Group):
     reload_interval_s: float = Field(
         1.0, gt=0, description="How often the service checks the registry for a new model"
     )
+    header_timeout_s: float = Field(
+        5.0, gt=0, description="A client's request headers must arrive within this (else closed)"
+    )
+    body_timeout_s: float = Field(
+        10.0, gt=0, description="A request's body must arrive within this after its headers"
+    )
+    max_header_bytes: int = Field(
+        16 * 1024, ge=1024, description="Largest request head (431 above)"
+    )
+    max_in_flight: int = Field(
+        64, ge=1, description="Score requests served at once; above: 503 with Retry-After"
+    )
 
     def require_url(self) -> str:
         """The scoring service URL, or an error that says how to get one."""
@@ -160,6 +174,35 @@ class TopicSettings(_Group):
                 self.feedback_dlq]  # fmt: skip
 
 
+class TokenSettings(_Group):
+    """The key of the identifier tokens (``services.core.tokens``)."""
+
+    key: SecretStr | None = Field(
+        None, description="Secret key of the identifier tokens (hex, 32+ bytes); unset: the "
+        "embedded stack's token.key",
+    )  # fmt: skip
+    key_id: str = Field("k1", description="Names the key inside each token (rotation)")
+
+    def tokenizer(self) -> Tokenizer:
+        """The tokenizer of the configured key, or an error that says how to get one."""
+        if self.key is None:
+            raise SettingsError(
+                "no token key: set FRAUDSTREAM_TOKEN_KEY (a secret, hex) or run "
+                "`fraudstream stack up`, which makes one in the state directory"
+            )
+        try:
+            return Tokenizer(bytes.fromhex(self.key.get_secret_value()), self.key_id)
+        except ValueError as error:
+            raise SettingsError(f"FRAUDSTREAM_TOKEN_KEY: {error}") from None
+
+
+class DeadLetterSettings(_Group):
+    raw_bytes: int = Field(
+        4096, ge=0, le=256 * 1024,
+        description="Raw bytes a dead letter keeps (its size and SHA-256 describe the rest)",
+    )  # fmt: skip
+
+
 class ModelSettings(_Group):
     registry: Path | None = Field(
         None, description="Model registry directory; unset: registry/ in the state directory"
@@ -187,6 +230,26 @@ class JobSettings(_Group):
     scoring_deadline_ms: int = Field(
         200, ge=1, description="Deadline of one scoring call before the rules-only fallback"
     )
+    restart_attempts: int = Field(
+        3, ge=0, le=100,
+        description="Job failures tolerated per restart interval before it fails for good",
+    )  # fmt: skip
+    restart_interval_s: int = Field(
+        300, ge=1, description="The window over which job failures are counted"
+    )
+    restart_delay_s: int = Field(10, ge=0, description="Pause before a failed job restarts")
+    redis_down_review_usd: float = Field(
+        200.0, ge=0,
+        description="Redis unavailable (no history, no blocklists): review from this amount up",
+    )  # fmt: skip
+    scoring_down: Literal["rules_only", "review"] = Field(
+        "rules_only", description="Scoring unavailable or refusing: decide by rules, or review"
+    )
+    rest_port: int = Field(
+        0, ge=0, le=65535,
+        description="Local mode: the loopback port of Flink's REST API (job state, restarts); 0: "
+        "none chosen",
+    )  # fmt: skip
 
 
 class FeedbackSettings(_Group):
@@ -196,6 +259,11 @@ class FeedbackSettings(_Group):
     metrics_port: int = Field(
         9260, ge=0, le=65535, description="Prometheus port of the feedback app (0: none)"
     )
+    session_timeout_s: float = Field(
+        6.0, ge=1.0, le=300.0,
+        description="The app's consumer-group session timeout: how soon a dead worker's "
+        "partitions move (6 s is Kafka's default minimum)",
+    )  # fmt: skip
 
 
 class LakeSettings(_Group):
@@ -222,8 +290,9 @@ class StackSettings(_Group):
 
 GROUPS: dict[str, type[_Group]] = {
     "kafka": KafkaSettings, "redis": RedisSettings, "scoring": ScoringSettings,
-    "topic": TopicSettings, "model": ModelSettings, "job": JobSettings,
-    "feedback": FeedbackSettings, "lake": LakeSettings, "stack": StackSettings,
+    "topic": TopicSettings, "token": TokenSettings, "dlq": DeadLetterSettings,
+    "model": ModelSettings, "job": JobSettings, "feedback": FeedbackSettings,
+    "lake": LakeSettings, "stack": StackSettings,
 }  # fmt: skip
 
 
@@ -239,6 +308,8 @@ class Settings(BaseSettings):
     redis: RedisSettings = RedisSettings()
     scoring: ScoringSettings = ScoringSettings()
     topic: TopicSettings = TopicSettings()
+    token: TokenSettings = TokenSettings()
+    dlq: DeadLetterSettings = DeadLetterSettings()
     model: ModelSettings = ModelSettings()
     job: JobSettings = JobSettings()
     feedback: FeedbackSettings = FeedbackSettings()
@@ -359,8 +430,11 @@ def resolve(**overrides: Any) -> Resolved:
             "scoring_url": (settings.scoring.url, stack.scoring_url),
         }
         filled = {k: new for k, (old, new) in candidates.items() if old is None and new}
-        settings = settings.updated(filled)
-    stack_file = f"stack ({settings.state_dir / STACK_FILE})"
+    key_file = settings.state_dir / TOKEN_KEY_FILE
+    if settings.stack.endpoints and settings.token.key is None and key_file.is_file():
+        filled["token_key"] = key_file.read_text().strip()
+    settings = settings.updated(filled)
+    stack_file = f"stack ({settings.state_dir})"
     sources = {name: _source(name, given, filled, stack_file) for name, _ in settings.flat()}
     return Resolved(settings, sources)
 

@@ -207,10 +207,9 @@ def run(
 ) -> dict[str, float | int | str]:
     """Start what is missing, stream, watch, stop the job; the summary as a flat dict."""
     state = stack.up(settings)
-    local = settings.updated({
-        "kafka_bootstrap_servers": state.bootstrap_servers, "redis_url": state.redis_url,
-        "scoring_url": state.scoring_url, "job_metrics_port": free_loopback_port(),
-    })  # fmt: skip
+    local = stack.client_settings(settings, state).updated(
+        {"job_metrics_port": free_loopback_port()}
+    )
     progress, ids, fraud = Progress(), set[str](), set[str]()
     feedback_app = any(p.name == "feedback-app" and processes.is_running(p)
                        for p in state.processes)  # fmt: skip

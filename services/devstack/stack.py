@@ -1,14 +1,22 @@
-"""The embedded default stack: a Tansu broker and a Redis server on loopback, no Docker.
+"""The embedded default stack: a Tansu broker, Redis, the scoring service and the feedback
+app on loopback, no Docker.
 
-``up`` starts both on free ports (or the configured ones), waits until each answers, creates
-the topics and records endpoints and processes in the state file; ``down`` stops exactly the
-recorded processes and is safe to repeat.
+``up`` starts them on free ports (or the configured ones), waits until each answers, creates
+the topics and records endpoints and processes in the state file; run again, it starts only
+what is not running, on the recorded ports, so every endpoint stays valid. ``restart NAME``
+restarts one component the same way; ``down`` stops exactly the recorded processes and is safe
+to repeat. Redis keeps an append-only file in the state directory, so card histories and
+blocklists survive a restart (the broker keeps its data in memory: a restarted broker is
+empty, and the lake starts a new epoch for it).
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import importlib.util
 import os
+import secrets
 import shutil
 import sys
 import time
@@ -17,12 +25,13 @@ from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
 
+import msgspec
 import redis
 
 from models.registry import working_registry
 from services.core import kafka
 from services.core.errors import UserError
-from services.core.settings import Settings
+from services.core.settings import TOKEN_KEY_FILE, Settings
 from services.devstack import processes
 from services.devstack import state as stack_state
 from services.devstack.java import JavaNotFound, find_java_home
@@ -31,6 +40,7 @@ from services.devstack.state import StackState
 
 START_TIMEOUT_S = 60.0
 _PORT_ATTEMPTS = 3
+PORT_RELEASE_S = 5.0
 
 
 class StackError(UserError, RuntimeError):
@@ -59,16 +69,37 @@ def _broker_argv(port: int) -> list[str]:
     return [str(tansu_binary()), "broker", "--listener-url", url, "--advertised-listener-url", url]
 
 
-def _redis_argv(port: int) -> list[str]:
+def _redis_argv(port: int, data_dir: Path | None = None) -> list[str]:
+    """Redis on loopback; with ``data_dir``, durable: an fsync'd append-only file there."""
+    persistence: tuple[str, ...] = ("--appendonly", "no")
+    if data_dir is not None:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        persistence = ("--appendonly", "yes", "--appendfsync", "everysec", "--dir", str(data_dir))
     return [
         str(redis_server_binary()),
-        *("--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"),
+        *("--port", str(port), "--bind", "127.0.0.1", "--save", "", *persistence),
     ]
 
 
 def _redis_answers(url: str) -> bool:
     with redis.Redis.from_url(url, socket_timeout=1) as client:
         return bool(client.ping())
+
+
+def _port_freed(port: int, within_s: float = PORT_RELEASE_S) -> bool:
+    """Whether ``port`` is free, or frees within ``within_s`` (a process just stopped on it:
+    the kernel closes its listening socket a moment after the process is gone)."""
+    try:
+        processes.wait_until(lambda: not processes.port_open(port), within_s, f"port {port}")
+    except processes.WaitTimeout:
+        return False
+    return True
+
+
+def _installed(module: str) -> bool:
+    """Whether an extra's module can be imported (faust replaces its module object, without
+    a spec, once imported: find_spec then raises)."""
+    return module in sys.modules or importlib.util.find_spec(module) is not None
 
 
 def _start_server(
@@ -81,7 +112,7 @@ def _start_server(
     """Start a server on ``wanted_port`` (0: a free one, retried if taken meanwhile)."""
     for _ in range(_PORT_ATTEMPTS if wanted_port == 0 else 1):
         port = wanted_port or processes.free_loopback_port()
-        if processes.port_open(port):
+        if not _port_freed(port):
             raise StackError(f"{name} port {port} is already in use")
         record = processes.spawn(name, argv_for(port), logs / f"{name}.log")
         started.append(record)
@@ -105,12 +136,15 @@ def _start_server(
 
 def _start_scoring(settings: Settings, logs: Path, started: list[ProcessRecord]) -> str | None:
     """The scoring service on the registry's current model; None without the serve extra."""
-    if not all(importlib.util.find_spec(m) for m in ("onnxruntime", "uvicorn", "lightgbm")):
+    if not all(_installed(m) for m in ("onnxruntime", "uvicorn", "lightgbm")):
         return None
-    registry = working_registry(settings.model.registry, settings.state_dir)
-    url, record = start_scoring(logs, registry, settings.scoring.port)
+    url, record = start_scoring(logs, _registry(settings), settings.scoring.port)
     started.append(record)
     return url
+
+
+def _registry(settings: Settings) -> Path:
+    return working_registry(settings.model.registry, settings.state_dir)
 
 
 def start_scoring(logs: Path, registry: Path, port: int = 0) -> tuple[str, ProcessRecord]:
@@ -162,40 +196,110 @@ def _start_ready(
     return url, started[0]
 
 
-def _start_feedback(settings: Settings, logs: Path, started: list[ProcessRecord]) -> None:
+def _start_feedback(settings: Settings, logs: Path) -> ProcessRecord | None:
     """The faust feedback app (alerts, dispositions, the lake); none without its extra."""
-    if importlib.util.find_spec("faust") is None:
-        return
+    if not _installed("faust"):
+        return None
     env = dict(os.environ) | settings.to_environment()
     argv = [sys.executable, "-m", "services.cli", "feedback-app"]
-    started.append(processes.spawn("feedback-app", argv, logs / "feedback-app.log", env=env))
+    return processes.spawn("feedback-app", argv, logs / "feedback-app.log", env=env)
+
+
+COMPONENTS = ("broker", "redis", "scoring", "feedback-app")
+
+
+def _local(settings: Settings, bootstrap: str, redis_url: str) -> Settings:
+    return settings.updated({"kafka_bootstrap_servers": bootstrap, "redis_url": redis_url,
+                             "kafka_security_protocol": "PLAINTEXT"})  # fmt: skip
+
+
+def _starter(settings: Settings, state: StackState, name: str) -> ProcessRecord | None:
+    """Start component ``name`` of a recorded stack again, on its recorded port."""
+    logs, started = settings.state_dir / "logs", list[ProcessRecord]()
+    local = _local(settings, state.bootstrap_servers, state.redis_url)
+    if name == "broker":
+        _start_server("broker", state.broker_port, _broker_argv, logs, started)
+        kafka.create_topics(local)  # an in-memory broker comes back empty
+    elif name == "redis":
+        argv = functools.partial(_redis_argv, data_dir=settings.state_dir / "redis")
+        _start_server("redis", state.redis_port, argv, logs, started)
+        processes.wait_until(lambda: _redis_answers(state.redis_url), START_TIMEOUT_S, "redis")
+    elif name == "scoring" and state.scoring_url:
+        port = int(state.scoring_url.rsplit(":", 1)[1])
+        started.append(start_scoring(logs, _registry(settings), port)[1])
+    elif name == "feedback-app":
+        record = _start_feedback(local, logs)
+        started += [record] if record else []
+    return started[0] if started else None
+
+
+def restart(settings: Settings, name: str) -> StackState:
+    """Stop one component of the recorded stack (if running) and start it again, same port."""
+    state = status(settings)
+    if state is None:
+        raise StackError("no stack recorded: run `fraudstream stack up`")
+    recorded = {p.name: p for p in state.processes}
+    if name not in recorded:
+        raise StackError(f"no component {name!r} in this stack: one of {', '.join(recorded)}")
+    processes.stop(recorded[name])
+    return _replace(settings, state, {name: _starter(settings, state, name)})
+
+
+def _replace(
+    settings: Settings, state: StackState, new: dict[str, ProcessRecord | None]
+) -> StackState:
+    records = [new.get(p.name, p) for p in state.processes]
+    updated = msgspec.structs.replace(state, processes=[r for r in records if r is not None])
+    stack_state.write(settings.state_dir, updated)
+    return updated
+
+
+def ensure_token_key(state_dir: Path) -> Path:
+    """The embedded stack's token key (random, owner-only), made once per state directory;
+    every command run with this state directory tokenizes with it (``FRAUDSTREAM_TOKEN_KEY``
+    unset). Deleting it starts new tokens: histories and blocklists of old ones no longer match."""
+    path = state_dir / TOKEN_KEY_FILE
+    state_dir.mkdir(parents=True, exist_ok=True)
+    with contextlib.suppress(FileExistsError):
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "w") as handle:
+            handle.write(secrets.token_hex(32) + "\n")
+    return path
+
+
+def client_settings(settings: Settings, state: StackState) -> Settings:
+    """``settings`` pointed at this stack: its endpoints and its token key (what commands get
+    from the state directory by themselves)."""
+    key = (settings.state_dir / TOKEN_KEY_FILE).read_text().strip()
+    return settings.updated({
+        "kafka_bootstrap_servers": state.bootstrap_servers, "kafka_security_protocol": "PLAINTEXT",
+        "redis_url": state.redis_url, "scoring_url": state.scoring_url, "token_key": key,
+    })  # fmt: skip
 
 
 def up(settings: Settings, feedback: bool = True) -> StackState:
     """Start broker, Redis, the scoring service and (with ``feedback``) the feedback app;
-    create topics, record the state; return it. Idempotent."""
+    create topics, record the state; return it. Run again, it starts only what is down."""
+    ensure_token_key(settings.state_dir)
     current = status(settings)
-    if current is not None and all(processes.is_running(p) for p in current.processes):
-        return current
     if current is not None:
-        down(settings)  # a half-dead stack: clear it before starting afresh
+        dead = [p.name for p in current.processes if not processes.is_running(p)]
+        return _replace(settings, current, {n: _starter(settings, current, n) for n in dead})
     logs = settings.state_dir / "logs"
     started: list[ProcessRecord] = []
     try:
-        broker_port = _start_server(
-            "broker", settings.stack.broker_port, _broker_argv, logs, started
-        )
-        redis_port = _start_server("redis", settings.stack.redis_port, _redis_argv, logs, started)
+        ports = settings.stack
+        broker_port = _start_server("broker", ports.broker_port, _broker_argv, logs, started)
+        redis_argv = functools.partial(_redis_argv, data_dir=settings.state_dir / "redis")
+        redis_port = _start_server("redis", ports.redis_port, redis_argv, logs, started)
         bootstrap = f"127.0.0.1:{broker_port}"
         redis_url = f"redis://127.0.0.1:{redis_port}/0"
         processes.wait_until(lambda: _redis_answers(redis_url), START_TIMEOUT_S, "redis PING")
-        local = settings.updated(
-            {"kafka_bootstrap_servers": bootstrap, "kafka_security_protocol": "PLAINTEXT"}
-        )
+        local = _local(settings, bootstrap, redis_url)
         topics = kafka.create_topics(local)
         scoring_url = _start_scoring(settings, logs, started)
-        if feedback:
-            _start_feedback(local.updated({"redis_url": redis_url}), logs, started)
+        if feedback and (app := _start_feedback(local, logs)):
+            started.append(app)
     except BaseException:
         for record in reversed(started):
             processes.stop(record)

@@ -16,6 +16,7 @@ idempotent and the lake skips records its manifest has (``models.lake``).
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -25,8 +26,11 @@ import redis
 from prometheus_client import CollectorRegistry, Counter
 
 from models import lake as lk
-from services.core.contract import DeadLetter, encode
+from services.core.contract import InvalidEvent, encode
+from services.core.dead_letters import DeadLetterLog
+from services.core.dead_letters import dead_letter as build_dead_letter
 from services.core.exposition import serve_metrics
+from services.core.kafka import topic_epochs
 from services.core.kafka_config import aiokafka
 from services.core.lag import LagProbe
 from services.core.settings import KafkaSettings, Settings
@@ -35,6 +39,7 @@ from stream_jobs.feedback.dispositions import Disposition, Dispositions, Rejecte
 from stream_jobs.feedback.metrics import FeedbackMetrics
 from stream_jobs.feedback.writer import BATCH_ROWS, append_until_written
 
+log = logging.getLogger(__name__)
 APP_ID = "fraudstream-feedback"
 ALERT_WAIT_S = 10.0  # a disposition may overtake its alert (two topics): wait this long
 REDIS_RETRY_S = 0.5
@@ -52,9 +57,10 @@ async def _until_redis_answers(call: Callable[[bytes], _T], raw: bytes, retries:
             await asyncio.sleep(REDIS_RETRY_S)
 
 
-def _sourced(event: Any, row: dict[str, Any]) -> lk.Sourced:
+def _sourced(event: Any, row: dict[str, Any], epochs: dict[str, str]) -> lk.Sourced:
     message = event.message
-    return lk.Sourced(message.topic, message.partition, message.offset, row)
+    epoch = epochs.get(message.topic, "")
+    return lk.Sourced(message.topic, message.partition, message.offset, row, epoch)
 
 
 def credentials(kafka: KafkaSettings) -> faust.types.auth.CredentialsT | None:
@@ -81,9 +87,15 @@ def create_app(settings: Settings, metrics: FeedbackMetrics, lag: LagProbe) -> f
         datadir=str(settings.state_dir / "feedback-app"),  # faust's own files, not in the cwd
         topic_disable_leader=True,
         consumer_auto_offset_reset="earliest",
+        # A restarted worker rejoins in seconds: the group waits one session timeout for the
+        # member that died (faust's default, 60 s, made a restart take about 112 s to be ready).
+        broker_session_timeout=settings.feedback.session_timeout_s,
+        broker_heartbeat_interval=settings.feedback.session_timeout_s / 12,
+        broker_rebalance_timeout=settings.feedback.session_timeout_s * 2,
     )
     dispositions = Dispositions(settings.redis.client(), settings.feedback.blocklist_ttl_ms)
     lake = lk.Lake(settings.lake_path)
+    epochs: dict[str, str] = {}  # topic -> its topic id, for the lake's offsets
     alerts = app.topic(settings.topic.alerts)
     feedback = app.topic(settings.topic.feedback)
     dlq = app.topic(settings.topic.feedback_dlq)
@@ -111,14 +123,16 @@ def create_app(settings: Settings, metrics: FeedbackMetrics, lag: LagProbe) -> f
             await asyncio.sleep(0.1)
         return outcome
 
+    letters = DeadLetterLog(log)
+
     async def dead_letter(event: Any, rejected: Rejected) -> None:
         metrics.dlq.labels(rejected.field).inc()
         source = event.message
-        letter = DeadLetter(
-            field=rejected.field, reason=rejected.reason, raw=event.value,
-            source_topic=source.topic, partition=source.partition, offset=source.offset,
-            failed_at=int(time.time() * 1000),
+        letter = build_dead_letter(
+            InvalidEvent(rejected.field, rejected.reason), event.value or b"", source.key,
+            (source.topic, source.partition, source.offset), settings.dlq.raw_bytes,
         )  # fmt: skip
+        letters.record(letter)
         await dlq.send(key=source.key, value=encode(letter))
 
     @app.agent(feedback)
@@ -136,16 +150,23 @@ def create_app(settings: Settings, metrics: FeedbackMetrics, lag: LagProbe) -> f
     @app.agent(feedback, name="lake-labels")
     async def label_lake(stream: Any) -> None:
         async for events in stream.take_events(BATCH_ROWS, within=settings.lake.flush_s):
+            if settings.topic.feedback not in epochs:  # before the first rebalance's answer
+                epochs.update(await asyncio.to_thread(topic_epochs, settings,
+                                                      [settings.topic.feedback]))  # fmt: skip
             records = []
             for event in events:
                 found = await with_alert(dispositions.context, event.value)
                 if isinstance(found, Disposition):  # a rejected one is the other agent's
-                    records.append(_sourced(event, lk.label_row(found.feedback, found.alert)))
+                    row = lk.label_row(found.feedback, found.alert)
+                    records.append(_sourced(event, row, epochs))
             # Never given up on: an agent that returned would have its batch acknowledged.
             await asyncio.to_thread(append_until_written, lake, "labels", records, metrics)
 
     @app.on_rebalance_complete.connect
     async def _ready(_sender: Any, /, *_args: Any, signal: Any, **_kwargs: Any) -> None:
+        # The topic's incarnation, asked again at each rebalance: a broker that came back
+        # empty gives new ids, and the lake's offsets of the old ones are not trusted.
+        epochs.update(await asyncio.to_thread(topic_epochs, settings, [settings.topic.feedback]))
         metrics.ready.set(1)
 
     return app

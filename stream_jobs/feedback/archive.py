@@ -19,28 +19,32 @@ import msgspec
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException
 
 from models import lake as lk
-from services.core.contract import Decision, InvalidEvent, decode_transaction
-from services.core.kafka import assigned_consumer
+from services.core.contract import Decision, InvalidEvent, decode_or_none, decode_transaction
+from services.core.kafka import assigned_consumer, topic_epochs
 from services.core.lag import LagProbe
 from services.core.settings import Settings
+from services.core.tokens import Tokenizer
 from stream_jobs.feedback.metrics import FeedbackMetrics
 from stream_jobs.feedback.writer import BATCH_ROWS, RETRY_S, append_until_written
 
 log = logging.getLogger(__name__)
-_decision = msgspec.json.Decoder(Decision).decode
+_decisions = msgspec.json.Decoder(Decision)
 RowOf = Callable[[bytes], dict[str, Any] | None]
 
 
-def transaction_row(raw: bytes) -> dict[str, Any] | None:
-    tx = decode_transaction(raw)  # an invalid one is in transactions.dlq already
-    return None if isinstance(tx, InvalidEvent) else lk.transaction_row(tx)
+def transaction_rows(tokens: Tokenizer) -> RowOf:
+    """Rows of valid transactions, any raw card number of a foreign producer tokenized."""
+
+    def row(raw: bytes) -> dict[str, Any] | None:
+        tx = decode_transaction(raw)  # an invalid one is in transactions.dlq already
+        return None if isinstance(tx, InvalidEvent) else lk.transaction_row(tokens.foreign(tx))
+
+    return row
 
 
 def decision_row(raw: bytes) -> dict[str, Any] | None:
-    try:
-        return lk.decision_row(_decision(raw))
-    except msgspec.DecodeError:
-        return None
+    decision = decode_or_none(_decisions, raw)
+    return None if decision is None else lk.decision_row(decision)
 
 
 class Archiver:
@@ -50,9 +54,13 @@ class Archiver:
                  lag: LagProbe) -> None:  # fmt: skip
         self._settings, self._lake, self._metrics, self._lag = settings, lake, metrics, lag
         self._tables: dict[str, tuple[lk.Table, RowOf]] = {
-            settings.topic.transactions: ("transactions", transaction_row),
+            settings.topic.transactions: (
+                "transactions",
+                transaction_rows(settings.token.tokenizer()),
+            ),
             settings.topic.decisions: ("decisions", decision_row),
         }
+        self._epochs: dict[str, str] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="lake-archive", daemon=True)
 
@@ -64,7 +72,8 @@ class Archiver:
         self._thread.join(timeout=30)
 
     def _start_at(self, topic: str, partition: int) -> int:
-        after = self._lake.next_offset(self._tables[topic][0], topic, partition)
+        table = self._tables[topic][0]
+        after = self._lake.next_offset(table, topic, partition, self._epochs[topic])
         return OFFSET_BEGINNING if after is None else after
 
     def _run(self) -> None:
@@ -74,8 +83,14 @@ class Archiver:
             except KafkaException as error:  # the broker unreachable at start, say
                 log.warning("archive: %s; retrying in %.0f s", error, RETRY_S)
                 self._stop.wait(RETRY_S)
+            except Exception:  # a bug must not end the archive silently: log, count, go on
+                log.exception("archive failed; resuming from the lake's manifest")
+                self._metrics.lake_errors.labels("archive").inc()
+                self._stop.wait(RETRY_S)
 
     def _archive(self) -> None:
+        # On every (re)connect: a broker that came back empty is a new epoch, read from its start.
+        self._epochs = topic_epochs(self._settings, list(self._tables))
         consumer = assigned_consumer(self._settings, list(self._tables), self._start_at,
                                      group="fraudstream-archive")  # fmt: skip
         try:
@@ -105,7 +120,7 @@ class Archiver:
                 if row is None:
                     self._metrics.lake_skipped.labels(table).inc()
                     continue
-                batch[topic].append(lk.Sourced(topic, message.partition() or 0,
-                                               message.offset() or 0, row))  # fmt: skip
+                where = (topic, message.partition() or 0, message.offset() or 0)
+                batch[topic].append(lk.Sourced(*where, row, self._epochs[topic]))
                 count += 1
         return batch

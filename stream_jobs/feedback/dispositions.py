@@ -14,10 +14,10 @@ import redis
 
 from models import redis_layout as layout
 from models.online import OnlineFeatureStore
-from services.core.contract import Alert, Feedback, InvalidEvent, decode_feedback
+from services.core.contract import Alert, Feedback, InvalidEvent, decode_feedback, decode_or_none
 
 ALERT_TTL_MS = 30 * 24 * 3600 * 1000  # how long an alert can still be labelled
-_alert = msgspec.json.Decoder(Alert).decode
+_alerts = msgspec.json.Decoder(Alert)
 
 
 @dataclass(frozen=True)
@@ -48,16 +48,15 @@ class Dispositions:
     def remember(self, raw_alert: bytes) -> bool:
         """Keep an alert (its card, device, merchant, features, score) for its feedback;
         False for a message that is not an alert (the job writes only valid ones)."""
-        try:
-            alert = _alert(raw_alert)
-        except msgspec.DecodeError:
+        alert = decode_or_none(_alerts, raw_alert)
+        if alert is None:
             return False
         self._redis.set(layout.alert_context(alert.transaction_id), raw_alert, px=ALERT_TTL_MS)
         return True
 
     def alert(self, transaction_id: str) -> Alert | None:
         raw = self._redis.get(layout.alert_context(transaction_id))
-        return _alert(raw) if raw is not None else None
+        return decode_or_none(_alerts, raw) if isinstance(raw, bytes) else None
 
     def context(self, raw_feedback: bytes) -> Disposition | Rejected | None:
         """The message with its alert; None while the alert is not known (yet)."""

@@ -28,14 +28,8 @@ def running_stack(state_dir: Path) -> Iterator[Settings]:
     base = Settings.of(state_dir=state_dir)
     state = stack.up(base, feedback=False)  # tests start their own feedback app
     try:
-        yield base.updated(
-            {
-                "kafka_bootstrap_servers": state.bootstrap_servers,
-                "redis_url": state.redis_url,
-                "scoring_url": state.scoring_url,
-                "job_metrics_port": free_loopback_port(),
-                "job_scoring_deadline_ms": 200,
-            }
+        yield stack.client_settings(base, state).updated(
+            {"job_metrics_port": free_loopback_port(), "job_scoring_deadline_ms": 200}
         )
     finally:
         stack.down(base)

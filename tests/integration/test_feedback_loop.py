@@ -50,7 +50,7 @@ def _ready(port: int) -> bool:
 
 
 def _first_alert(settings: Settings) -> Alert:
-    for _, _, value in read_until_idle(settings, settings.topic.alerts, 3.0):
+    for _, _, _, value in read_until_idle(settings, settings.topic.alerts, 3.0):
         return _alert(value)
     raise AssertionError("the job raised no alert")
 
@@ -81,7 +81,7 @@ def test_fraud_feedback_blocks_the_card_and_counts_once(tmp_path: Path) -> None:
             processes.wait_until(lambda: client.exists(layout.blocklist_card(tx.card_id)) == 1,
                                  10.0, "card blocklisted")  # fmt: skip
             blocked_at_ms = time.time() * 1000
-            _, _, raw = next(iter(read_until_idle(settings, settings.topic.feedback, 2.0)))
+            _, _, _, raw = next(iter(read_until_idle(settings, settings.topic.feedback, 2.0)))
             produced_at_ms = msgspec.json.decode(raw, type=Feedback).time
 
             nxt = Transaction(**msgspec.structs.asdict(tx) | {
@@ -98,7 +98,7 @@ def test_fraud_feedback_blocks_the_card_and_counts_once(tmp_path: Path) -> None:
             assert again.returncode == 0, again.stderr
             bad = _cli(settings, "feedback", "no-such-transaction", "--label", "legit")
             assert bad.returncode == 0, bad.stderr
-            letters = [msgspec.json.decode(v, type=DeadLetter) for _, _, v in
+            letters = [msgspec.json.decode(v, type=DeadLetter) for _, _, _, v in
                        read_until_idle(settings, settings.topic.feedback_dlq, 15.0)]  # fmt: skip
             after = client.hmget(merchant, "fraud", "labelled")
             features = _cli(settings, "features", tx.card_id, "--json")
@@ -227,7 +227,7 @@ def test_lake_labels_retrain_promote_and_the_service_reloads(
                 for item in items:
                     producer.send(item.transaction)
             tail.wait_for(count, 300, "decisions")
-            alerts = [_alert(v) for _, _, v in read_until_idle(settings, settings.topic.alerts)]
+            alerts = [_alert(v) for _, _, _, v in read_until_idle(settings, settings.topic.alerts)]
             processes.wait_until(lambda: _ready(settings.feedback.metrics_port), 120,
                                  "feedback app ready", interval=0.5)  # fmt: skip
             feedback = Producer(librdkafka(settings.kafka))

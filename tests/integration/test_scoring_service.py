@@ -7,8 +7,10 @@ import json
 import os
 import shutil
 import signal
+import socket
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -258,3 +260,74 @@ def test_readyz_waits_for_a_model(start_service: Start, tmp_path: Path) -> None:
                              "ready once a model is promoted")  # fmt: skip
     finally:
         processes.stop(record)
+
+
+def _slow_client(port: int, payload: bytes) -> socket.socket:
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    sock.sendall(payload)
+    return sock
+
+
+def _closed_by_server(sock: socket.socket) -> bool:
+    """True once the server closed the connection (EOF or a reset); waits up to its timeout."""
+    try:
+        while chunk := sock.recv(65536):
+            if b"HTTP/1.1" in chunk and b"\r\n\r\n" in chunk:
+                continue  # a response before the close is fine
+        return True
+    except ConnectionResetError:
+        return True
+    except TimeoutError:
+        return False
+
+
+@pytest.mark.timeout(120)
+def test_slow_and_oversized_clients_are_dropped_while_others_are_served(
+    start_service: Start, feature_rows: list[dict[str, float]]
+) -> None:
+    service = start_service(FRAUDSTREAM_SCORING_HEADER_TIMEOUT_S="1.0",
+                            FRAUDSTREAM_SCORING_BODY_TIMEOUT_S="1.0")  # fmt: skip
+    partial_head = b"POST /v1/score HTTP/1.1\r\nhost: x\r\n"
+    partial_body = partial_head + b"content-length: 5000\r\n\r\n" + b'{"rows": ['
+    slow = [_slow_client(service.port, partial_head) for _ in range(50)]
+    slow += [_slow_client(service.port, partial_body) for _ in range(50)]
+    body = _body(feature_rows[:1])
+    latencies = []
+    for _ in range(100):  # meanwhile, normal requests keep their latency
+        started = time.perf_counter()
+        assert service.post(body).status == 200
+        latencies.append(time.perf_counter() - started)
+    assert sorted(latencies)[98] < 0.5, latencies
+    for sock in slow:
+        sock.settimeout(5.0)  # the server's limits are 1 s: 5 s is ample
+    assert all(_closed_by_server(sock) for sock in slow)
+    for sock in slow:
+        sock.close()
+
+    huge = _slow_client(service.port, partial_head + b"x-pad: " + b"a" * 100_000 + b"\r\n\r\n")
+    huge.settimeout(5.0)
+    assert huge.recv(200).startswith(b"HTTP/1.1 431")
+    huge.close()
+    control = _slow_client(service.port, b"GET /healthz HTTP/1.1\r\nhost: x\r\n\r\n")
+    control.settimeout(5.0)
+    assert control.recv(200).startswith(b"HTTP/1.1 200")  # the negative control: served
+    control.close()
+
+
+@pytest.mark.timeout(120)
+def test_requests_beyond_the_concurrency_limit_get_503_with_retry_after(
+    start_service: Start, feature_rows: list[dict[str, float]]
+) -> None:
+    service = start_service(FRAUDSTREAM_SCORING_MAX_IN_FLIGHT="1",
+                            FRAUDSTREAM_SCORING_BODY_TIMEOUT_S="3.0")  # fmt: skip
+    holder = _slow_client(
+        service.port, b"POST /v1/score HTTP/1.1\r\nhost: x\r\ncontent-length: 5000\r\n\r\n{"
+    )  # in flight, reading its body
+    deadline = time.monotonic() + 10
+    while (reply := service.post(_body(feature_rows[:1]))).status != 503:
+        assert time.monotonic() < deadline, "the held request never counted as in flight"
+        time.sleep(0.05)
+    assert reply.headers["retry-after"] == "1"
+    holder.close()
+    processes.wait_until(lambda: service.post(_body(feature_rows[:1])).status == 200, 10,
+                         "served again once the slot is free")  # fmt: skip

@@ -93,3 +93,32 @@ def test_stack_up_produce_read_back_down(fraudstream: Run, tmp_path: Path) -> No
     assert repeat.returncode == 0
     assert json.loads(repeat.stdout)["stopped"] == []
     assert fraudstream("stack", "status").returncode == 1
+
+
+def _lake_rows(fraudstream: Run) -> int:
+    status = fraudstream("lake", "status", "--json")
+    return int(json.loads(status.stdout)["transactions"]["rows"])
+
+
+@pytest.mark.timeout(600)
+def test_a_restarted_stack_archives_its_new_broker_from_the_start(fraudstream: Run) -> None:
+    """The embedded broker keeps nothing across ``stack down``/``up``: its offsets start at 0
+    again, so the lake's manifest must not skip them for the offsets of the earlier broker."""
+    first, second = 2_000, 3_000
+    try:
+        for count, seed in ((first, 1), (second, 2)):
+            up = fraudstream("stack", "up", "--json")
+            assert up.returncode == 0, up.stderr
+            produced = fraudstream("produce", "--rate", "0", "--count", str(count), "--seed",
+                                   str(seed), "--json")  # fmt: skip
+            assert produced.returncode == 0, produced.stderr
+            wanted = first if seed == 1 else first + second
+
+            def archived(wanted: int = wanted) -> bool:
+                return _lake_rows(fraudstream) >= wanted
+
+            processes.wait_until(archived, 180, f"{wanted} in the lake", interval=1.0)
+            assert fraudstream("stack", "down").returncode == 0
+        assert _lake_rows(fraudstream) == first + second  # none skipped, none twice
+    finally:
+        fraudstream("stack", "down")

@@ -14,7 +14,8 @@ from models.registry import working_registry
 from services.clients.producer import TransactionProducer
 from services.clients.reading import read_until_idle
 from services.clients.verify import Verification, verify
-from services.core.contract import DeadLetter, Decision
+from services.core.contract import DeadLetter, Decision, Transaction, decode_transaction
+from services.core.currency import to_usd
 from services.core.settings import Settings
 from services.devstack import processes, stack
 from tests.integration.streaming import DecisionTail, kill_hard, produce, running_stack
@@ -67,8 +68,8 @@ def test_every_valid_transaction_decided_every_invalid_dead_lettered(tmp_path: P
         assert result.duplicates == 0, result
         assert result.unexpected == 0
         assert result.invalid_not_dead_lettered == 0
-        letters = [msgspec.json.decode(v, type=DeadLetter)
-                   for _, _, v in read_until_idle(settings, settings.topic.dlq, 2.0)]  # fmt: skip
+        letters = [msgspec.json.decode(read.value, type=DeadLetter)
+                   for read in read_until_idle(settings, settings.topic.dlq, 2.0)]  # fmt: skip
         fields = {letter.raw: letter.field for letter in letters}
         for _, value, field in INVALID:
             assert fields[value] == field, (value, fields.get(value))
@@ -111,6 +112,15 @@ def _phase(
     return tail.wait_for(done, 120, f"phase seeded {seed}")[-1_000:]
 
 
+def _amounts_usd(settings: Settings) -> dict[str, float]:
+    out = {}
+    for read in read_until_idle(settings, settings.topic.transactions, 2.0):
+        tx = decode_transaction(read.value)
+        if isinstance(tx, Transaction):
+            out[tx.transaction_id] = to_usd(tx.amount, tx.currency)
+    return out
+
+
 @pytest.mark.parametrize("dependency", ["scoring", "redis"])
 def test_outage_degrades_then_recovers(tmp_path: Path, dependency: str) -> None:
     with running_stack(tmp_path / "state") as settings:
@@ -125,6 +135,14 @@ def test_outage_degrades_then_recovers(tmp_path: Path, dependency: str) -> None:
             processes.stop(record)
             during = _phase(settings, tail, 32, "2026-03-02T00:00:00Z", 2_000, 0)
             assert all(dependency in d.degraded for d in during)
+            if dependency == "redis":  # no blocklists known: the failure policy reviews
+                usd = _amounts_usd(settings)
+                flagged = {d.transaction_id for d in during if "policy:redis_down" in d.reasons}
+                assert flagged == {d.transaction_id for d in during
+                                   if usd[d.transaction_id] >= 200.0}  # fmt: skip
+                assert flagged, "no amount reached the policy's threshold: nothing was tested"
+                assert all(d.decision != "approve" for d in during
+                           if d.transaction_id in flagged)  # fmt: skip
             if dependency == "scoring":
                 assert all(d.model_version == "none" and d.score == 0.0 for d in during)
                 registry = working_registry(None, settings.state_dir)  # the stack's

@@ -2,24 +2,26 @@
 
 from __future__ import annotations
 
+import typing
 from pathlib import Path
 
 import yaml
 from pydantic import SecretStr
 
-from services.core.settings import Settings
+from services.core.settings import GROUPS, Settings
 
 VALUES = Path(__file__).parents[2] / "helm" / "fraudstream" / "values.yaml"
 
 
 def test_values_cover_every_setting_and_secrets_are_in_the_secret() -> None:
     values = yaml.safe_load(VALUES.read_text())
-    flat = dict(Settings().flat())
-    deployable = {name for name in flat if not name.startswith("stack_")}
+    deployable = {name for name, _ in Settings().flat() if not name.startswith("stack_")}
     secret_fields = {
-        name for name in deployable if isinstance(flat[name], SecretStr) or name.endswith(
-            ("_password", "_token"))
-    }  # fmt: skip
+        f"{group}_{name}"
+        for group, model in GROUPS.items()
+        for name, info in model.model_fields.items()
+        if SecretStr in typing.get_args(info.annotation)
+    }
     assert set(values["secrets"]) == secret_fields
     assert set(values["config"]) == deployable - secret_fields
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
 from pathlib import Path
@@ -43,6 +44,19 @@ def test_a_batch_replayed_after_a_crash_is_not_written_twice(tmp_path: Path) -> 
     assert lake.rows("transactions") == 300
     assert _count(lake, "SELECT count(*) FROM transactions_all") == 300
     assert _count(lake, "SELECT count(DISTINCT transaction_id) FROM transactions") == 300
+
+
+def test_offsets_of_another_topic_incarnation_are_not_trusted(tmp_path: Path) -> None:
+    """A broker that came back empty restarts at offset 0: same offsets, a new epoch."""
+    lake = lk.Lake(tmp_path)
+    txs = _transactions(200)
+    old = [dataclasses.replace(r, epoch="topic-id-1") for r in _sourced(txs[:100])]
+    new = [dataclasses.replace(r, epoch="topic-id-2") for r in _sourced(txs[100:])]
+    assert lake.append("transactions", old).rows == 100
+    assert lake.next_offset("transactions", "transactions", 0, "topic-id-2") is None
+    assert lake.append("transactions", new).rows == 100  # offsets 0..99 again, all written
+    assert lake.append("transactions", new).rows == 0  # and once only within the epoch
+    assert lake.next_offset("transactions", "transactions", 1, "topic-id-1") == 100
 
 
 def test_rows_are_partitioned_by_the_date_of_their_event(tmp_path: Path) -> None:

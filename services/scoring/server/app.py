@@ -23,6 +23,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 
 from models.registry import working_registry
 from services.core.settings import Settings
+from services.scoring.server.guard import BoundedHttpToolsProtocol
 from services.scoring.server.metrics import ScoringMetrics
 from services.scoring.server.scorer import NotReady, Rejected, Scorer
 
@@ -42,12 +43,18 @@ class _TooLarge(Exception):
     pass
 
 
+class _Disconnected(Exception):
+    pass
+
+
 class ScoringApp:
     def __init__(self, scorer: Scorer, metrics: ScoringMetrics, registry: CollectorRegistry,
-                 token: str | None, max_body: int, reload_interval: float) -> None:  # fmt: skip
+                 token: str | None, max_body: int, reload_interval: float,
+                 max_in_flight: int = 64) -> None:  # fmt: skip
         self.scorer, self.metrics, self.registry = scorer, metrics, registry
         self._token = f"Bearer {token}".encode() if token else None
         self._max_body, self._interval = max_body, reload_interval
+        self._max_in_flight, self._in_flight = max_in_flight, 0
         self._watcher: asyncio.Task[None] | None = None
         self._workers = ThreadPoolExecutor(max_workers=2, thread_name_prefix="score")
 
@@ -108,10 +115,19 @@ class ScoringApp:
             self.metrics.errors.labels("unauthorized").inc()
             await _respond(send, 401, _json.encode({"error": "missing or wrong bearer token"}))
             return
-        content_type = headers.get(b"content-type", b"application/json").decode()
+        if self._in_flight >= self._max_in_flight:  # shed load before reading the body
+            self.metrics.errors.labels("overloaded").inc()
+            await _respond(send, 503, _json.encode({"error": "overloaded, retry"}),
+                           extra=[(b"retry-after", b"1")])  # fmt: skip
+            return
+        content_type = headers.get(b"content-type", b"application/json").decode(errors="replace")
         binary = content_type.startswith("application/msgpack")
-        with self.metrics.in_flight.track_inprogress():
-            await self._score_body(started, headers, content_type, binary, receive, send)
+        self._in_flight += 1
+        try:
+            with self.metrics.in_flight.track_inprogress():
+                await self._score_body(started, headers, content_type, binary, receive, send)
+        finally:
+            self._in_flight -= 1
 
     async def _score_body(self, started: float, headers: dict[bytes, bytes], content_type: str,
                           binary: bool, receive: Receive, send: Send) -> None:  # fmt: skip
@@ -125,6 +141,9 @@ class ScoringApp:
                 )
         except _TooLarge:
             await self._error(send, 413, "too_large", f"body over {self._max_body} bytes")
+            return
+        except _Disconnected:  # the client left (or was closed for being too slow)
+            self.metrics.errors.labels("disconnected").inc()
             return
         except Rejected as rejected:
             kind = "invalid" if rejected.status == 422 else "malformed"
@@ -141,12 +160,14 @@ class ScoringApp:
         )
 
     async def _body(self, headers: dict[bytes, bytes], receive: Receive) -> bytes:
-        declared = headers.get(b"content-length")
-        if declared is not None and int(declared) > self._max_body:
+        declared = headers.get(b"content-length", b"0")
+        if not declared.isdigit() or int(declared) > self._max_body:
             raise _TooLarge
         chunks, size = [], 0
         while True:
             message = await receive()
+            if message["type"] == "http.disconnect":
+                raise _Disconnected
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > self._max_body:
@@ -161,10 +182,10 @@ class ScoringApp:
         await _respond(send, status, _json.encode({"error": message, **(detail or {})}))
 
 
-async def _respond(send: Send, status: int, body: bytes,
-                   content_type: str = "application/json") -> None:  # fmt: skip
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", content_type.encode())]})  # fmt: skip
+async def _respond(send: Send, status: int, body: bytes, content_type: str = "application/json",
+                   extra: list[tuple[bytes, bytes]] | None = None) -> None:  # fmt: skip
+    headers = [(b"content-type", content_type.encode()), *(extra or [])]
+    await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
 
@@ -177,8 +198,8 @@ def from_environment() -> ScoringApp:
     scorer = Scorer(registry_dir, metrics, settings.scoring.threads,
                     settings.scoring.shadow_version)  # fmt: skip
     return ScoringApp(scorer, metrics, registry, settings.scoring.bearer(),
-                      settings.scoring.max_body_bytes,
-                      settings.scoring.reload_interval_s)  # fmt: skip
+                      settings.scoring.max_body_bytes, settings.scoring.reload_interval_s,
+                      settings.scoring.max_in_flight)  # fmt: skip
 
 
 def serve(settings: Settings, port: int) -> None:
@@ -188,6 +209,6 @@ def serve(settings: Settings, port: int) -> None:
     os.environ.update(settings.to_environment())  # each worker process builds the same app
     uvicorn.run(
         "services.scoring.server.app:from_environment", factory=True, host=settings.scoring.host,
-        port=port, workers=settings.scoring.workers, http="httptools", loop="uvloop",
+        port=port, workers=settings.scoring.workers, http=BoundedHttpToolsProtocol, loop="uvloop",
         log_level="warning", access_log=False, timeout_graceful_shutdown=30,
     )  # fmt: skip

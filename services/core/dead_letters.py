@@ -1,0 +1,60 @@
+"""Dead letters: bounded copies of what could not be used, and a log that cannot flood.
+
+The raw bytes are kept up to a limit (``FRAUDSTREAM_DLQ_RAW_BYTES``) with their full size and
+SHA-256, so a 1 MiB message makes a dead letter of a few KiB that every sink accepts. The log
+says each kind once, then at most once per interval with the count since: a flood of bad input
+stays readable at 3 a.m. Nothing of the raw value is logged, and card numbers a foreign producer
+sent are masked in the dead letter itself (all but their last four digits).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import time
+from collections import Counter
+
+from services.core.contract import DeadLetter, InvalidEvent
+from services.core.tokens import mask_card_numbers
+
+MAX_KEY_BYTES = 256  # of a dead letter's Kafka key, kept for diagnosis
+MAX_REASON_CHARS = 1000
+
+
+def dead_letter(
+    invalid: InvalidEvent, raw: bytes, key: bytes | None, source: tuple[str, int, int],
+    raw_limit: int,
+) -> DeadLetter:  # fmt: skip
+    """A dead letter of bounded size for ``raw`` read at (topic, partition, offset)."""
+    topic, partition, offset = source
+    reason = mask_card_numbers(invalid.reason[:MAX_REASON_CHARS].encode()).decode()
+    return DeadLetter(
+        kind=invalid.kind, field=invalid.field, reason=reason,
+        raw=mask_card_numbers(raw)[:raw_limit], raw_size=len(raw),
+        raw_sha256=hashlib.sha256(raw).hexdigest(),
+        key=None if key is None else mask_card_numbers(key[:MAX_KEY_BYTES]), source_topic=topic,
+        partition=partition, offset=offset, failed_at=int(time.time() * 1000),
+    )  # fmt: skip
+
+
+class DeadLetterLog:
+    """A warning per dead-letter kind: the first at once, then at most one per ``every_s``."""
+
+    def __init__(self, logger: logging.Logger, every_s: float = 10.0) -> None:
+        self._log, self._every = logger, every_s
+        self._since: Counter[str] = Counter()
+        self._next: dict[str, float] = {}
+
+    def record(self, letter: DeadLetter) -> None:
+        self._since[letter.kind] += 1
+        now = time.monotonic()
+        if now < self._next.get(letter.kind, 0.0):
+            return
+        self._log.warning(
+            "dead letter (%s) %s/%d@%d field %s: %s [sha256 %s, %d bytes]; %d of this kind "
+            "since the last such line", letter.kind, letter.source_topic, letter.partition,
+            letter.offset, letter.field, letter.reason, letter.raw_sha256[:16], letter.raw_size,
+            self._since[letter.kind],
+        )  # fmt: skip
+        self._since[letter.kind] = 0
+        self._next[letter.kind] = now + self._every

@@ -1,0 +1,171 @@
+"""Card numbers never in clear: a CSV replay through the whole stack leaves no card number in
+Redis, in any topic after ``transactions``, in the lake or in the logs; ``erase`` removes one
+customer's data."""
+
+from __future__ import annotations
+
+import json
+import random
+import subprocess
+import sys
+from collections.abc import Iterable
+from pathlib import Path
+
+import msgspec
+import pyarrow.parquet as pq
+import pytest
+import redis
+
+from models import redis_layout as layout
+from services.clients.producer import TransactionProducer
+from services.clients.reading import read_until_idle
+from services.core.contract import DeadLetter
+from services.core.settings import Settings, load_settings
+from services.core.tokens import luhn_valid
+from services.devstack import processes, stack
+from tests.conftest import Run
+from tests.hostile import body
+
+pytestmark = pytest.mark.integration
+CARDS, PER_CARD, FOREIGN = 12, 25, 10
+HEADER = ("trans_date_trans_time,cc_num,merchant,category,amt,lat,long,merch_lat,merch_long,"
+          "trans_num,unix_time,is_fraud")  # fmt: skip
+
+
+def _card_number(rng: random.Random) -> str:
+    stem = "4" + "".join(str(rng.randrange(10)) for _ in range(14))
+    return next(stem + d for d in "0123456789" if luhn_valid(stem + d))
+
+
+def _write_csv(path: Path, pans: list[str]) -> None:
+    lines = [HEADER]
+    for c, pan in enumerate(pans):
+        for i in range(PER_CARD):
+            amount = 900.0 + i if i % 5 == 4 else 12.0 + i  # some alerts to label
+            when = f"2026-03-01 {c % 24:02d}:{i:02d}:00"
+            place = "40.1,-74.2,40.2,-74.3"
+            lines.append(f"{when},{pan},fraud_M{i % 4},grocery_pos,{amount},{place},t{c}x{i},0,"
+                         f"{int(i % 5 == 4)}")  # fmt: skip
+    path.write_text("\n".join(lines) + "\n")
+
+
+def _found(text: bytes, pans: Iterable[str]) -> set[str]:
+    return {pan for pan in pans if pan.encode() in text}
+
+
+def _redis_value(client: redis.Redis, key: bytes) -> object:
+    kind = client.type(key)
+    if kind == b"string":
+        return client.get(key)
+    if kind == b"hash":
+        return client.hgetall(key)
+    if kind == b"zset":
+        return client.zrange(key, 0, -1)
+    return client.dump(key)  # any other type, serialized
+
+
+def _redis_dump(client: redis.Redis) -> bytes:
+    """Every key and value of the database, as text to search."""
+    keys: list[bytes] = list(client.scan_iter(count=1000))
+    return b"\n".join(key + b"=" + repr(_redis_value(client, key)).encode() for key in keys)
+
+
+def _topics(settings: Settings) -> dict[str, bytes]:
+    """Every topic's keys and values, as text to search (a dead letter's raw bytes too: they
+    are base64 in its JSON)."""
+    out = {}
+    for topic in settings.topic.all():
+        reads = read_until_idle(settings, topic, 2.0)
+        out[topic] = b"\n".join(r.value + b"|" + (r.key or b"") for r in reads)
+        if topic in (settings.topic.dlq, settings.topic.feedback_dlq):
+            letters = [msgspec.json.decode(r.value, type=DeadLetter) for r in reads]
+            out[topic] += b"".join(d.raw + (d.key or b"") for d in letters)
+    return out
+
+
+def _logs(*folders: Path) -> bytes:
+    return b"".join(path.read_bytes() for folder in folders for path in folder.glob("*.log"))
+
+
+def _lake_dump(lake: Path) -> bytes:
+    return b"\n".join(repr(pq.read_table(p).to_pylist()).encode() for p in lake.rglob("*.parquet"))
+
+
+def _cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
+    argv = [sys.executable, "-m", "services.cli", *args]
+    env = settings.to_environment()
+    return subprocess.run(argv, capture_output=True, text=True, timeout=120, env=env, check=False)
+
+
+@pytest.mark.timeout(600)
+def test_a_csv_replay_leaves_no_card_number_in_clear(fraudstream: Run, tmp_path: Path) -> None:
+    rng = random.Random(7)
+    pans = [_card_number(rng) for _ in range(CARDS)]
+    foreign = [_card_number(rng) for _ in range(FOREIGN)]
+    csv = tmp_path / "cards.csv"
+    _write_csv(csv, pans)
+    assert _found(csv.read_bytes(), pans) == set(pans)  # the negative control: the scan can see
+    up = fraudstream("stack", "up", "--json")
+    assert up.returncode == 0, up.stderr
+    settings = load_settings(state_dir=tmp_path / "state")
+    job = stack.start_job(settings, tmp_path / "logs")
+    try:
+        produced = fraudstream("produce", "--from-csv", str(csv), "--json")
+        assert produced.returncode == 0, produced.stderr
+        with TransactionProducer(settings) as raw:  # a foreign producer, keyed by card number
+            for i, pan in enumerate(foreign):
+                raw.send_raw(pan.encode(), body(i, card_id=pan, customer_id=pan))
+            raw.send_raw(foreign[0].encode(), body(99, card_id=foreign[0], amount=-1))  # a DLQ
+        total = CARDS * PER_CARD + FOREIGN
+
+        def archived() -> bool:
+            status = json.loads(fraudstream("lake", "status", "--json").stdout)
+            return bool(status["decisions"]["rows"] >= total)
+
+        processes.wait_until(archived, 240, "every decision in the lake", interval=1.0)
+        alerts = [json.loads(r.value) for r in read_until_idle(settings, settings.topic.alerts)]
+        assert alerts, "no alert: nothing to label"
+        for alert in alerts[:3]:
+            done = _cli(settings, "feedback", alert["transaction_id"], "--label", "fraud")
+            assert done.returncode == 0, done.stderr
+
+        def labelled() -> bool:
+            status = json.loads(fraudstream("lake", "status", "--json").stdout)
+            return bool(status["labels"]["rows"] >= 3)
+
+        processes.wait_until(labelled, 120, "labels in the lake", interval=1.0)
+    finally:
+        processes.stop(job)
+    everyone = pans + foreign
+    topics = _topics(settings)
+    transactions = topics.pop(settings.topic.transactions)
+    assert _found(transactions, pans) == set()  # our producer tokenized them
+    assert _found(transactions, foreign) == set(foreign)  # a foreign producer's: the control
+    with redis.Redis.from_url(settings.redis.require_url()) as client:
+        places = topics | {
+            "redis": _redis_dump(client),
+            "lake": _lake_dump(settings.lake_path),
+            "logs": _logs(tmp_path / "logs", settings.state_dir / "logs"),
+        }
+        leaks = {place: _found(text, everyone) for place, text in places.items()}
+        assert leaks == {place: set() for place in places}, leaks
+        read = {place for place, text in places.items() if len(text) < 100}
+        assert read <= {settings.topic.feedback_dlq, "logs"}, read  # the others were really read
+
+        card = settings.token.tokenizer().token("card", pans[0])
+        assert client.exists(layout.card_events(card)) == 1
+        erased = fraudstream("erase", "--customer", pans[0], "--json")
+        assert erased.returncode == 0, erased.stderr
+        report = json.loads(erased.stdout)
+        token = report["customer"]
+        assert (report["cards"], report["transactions"]) == (1, PER_CARD)
+        assert report["lake_rows"]["transactions"] == PER_CARD
+        assert report["lake_rows"]["decisions"] == PER_CARD
+        assert client.exists(layout.card_events(card), layout.card_features(card)) == 0
+    left = fraudstream("lake", "query",
+                       f"SELECT count(*) AS n FROM transactions_all WHERE customer_id = '{token}'",
+                       "--json")  # fmt: skip
+    assert json.loads(left.stdout.splitlines()[0])["n"] == 0
+    others = json.loads(fraudstream("lake", "status", "--json").stdout)["transactions"]["rows"]
+    assert others == total - PER_CARD  # nobody else's rows touched
+    fraudstream("stack", "down")
