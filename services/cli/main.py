@@ -110,6 +110,9 @@ def stack_up(
         int | None,
         _opt("stack_partitions", "Partitions of the keyed topics", "partitions"),
     ] = None,
+    broker: Annotated[
+        str | None, _opt("stack_broker", "The broker: tansu (default) or kafka", "broker")
+    ] = None,
     broker_port: Annotated[
         int | None, _opt("stack_broker_port", "Broker port (0: a free one)", "broker-port")
     ] = None,
@@ -122,6 +125,7 @@ def stack_up(
     """Start broker, Redis and the scoring service on loopback, create the topics."""
     settings = load_settings(
         stack_partitions=partitions,
+        stack_broker=broker,
         stack_broker_port=broker_port,
         stack_redis_port=redis_port,
         state_dir=state_dir,
@@ -158,6 +162,15 @@ def stack_down(state_dir: StateDirOpt = None, as_json: JsonOpt = False) -> None:
         out.print(f"stopped: {', '.join(stopped)}" if stopped else "nothing was running")
 
 
+@stack_app.command("fetch-kafka")
+def stack_fetch_kafka(state_dir: StateDirOpt = None) -> None:
+    """Fetch Apache Kafka's jars with Maven into the cache (once); print where they are."""
+    from services.devstack import kafka_broker
+
+    settings = load_settings(state_dir=state_dir)
+    out.print(str(kafka_broker.fetch(settings.stack.kafka_cache or kafka_broker.default_cache())))
+
+
 @stack_app.command("restart")
 def stack_restart(
     component: Annotated[
@@ -178,6 +191,7 @@ def _show_stack(state: StackState, as_json: bool) -> None:
         _print_json(
             {
                 "running": all(running.values()),
+                "broker": state.broker,
                 "bootstrap_servers": state.bootstrap_servers,
                 "redis_url": state.redis_url,
                 "scoring_url": state.scoring_url,

@@ -74,8 +74,10 @@ def _pem(path: Path, what: str) -> str:
 def java_properties(kafka: KafkaSettings) -> dict[str, str]:
     """The Java client's properties (the Flink job's source and sink).
 
-    The client key must be PKCS#8 PEM (``BEGIN PRIVATE KEY`` or ``BEGIN ENCRYPTED PRIVATE
-    KEY``): the only form the Java client reads inline.
+    The client key must be PKCS#8 PEM (``BEGIN PRIVATE KEY``), the only form the Java client
+    reads inline; it cannot read a PBES2-encrypted one (what openssl and cryptography write:
+    "PBES2 SecretKeyFactory not available"), so give the job an unencrypted key file (a 0600
+    file or a mounted Secret). librdkafka and aiokafka read encrypted keys as well.
     """
     props = {
         "bootstrap.servers": kafka.servers(),

@@ -278,6 +278,12 @@ class LakeSettings(_Group):
 class StackSettings(_Group):
     """Knobs of the embedded local stack only (none of them is a Helm value)."""
 
+    broker: Literal["tansu", "kafka"] = Field(
+        "tansu", description="The local broker: Tansu (in memory, no Java) or Apache Kafka"
+    )
+    kafka_cache: Path | None = Field(
+        None, description="Where Apache Kafka's jars are kept; unset: the user's cache directory"
+    )
     broker_port: int = Field(0, ge=0, le=65535, description="Embedded broker port; 0: a free one")
     redis_port: int = Field(0, ge=0, le=65535, description="Embedded Redis port; 0: a free one")
     partitions: int = Field(

@@ -79,25 +79,43 @@ def fetch(cache: Path) -> Path:
     return lib
 
 
-def _properties(port: int, controller_port: int, data: Path) -> str:
-    return "\n".join([
+def properties(
+    listeners: dict[str, int], controller_port: int, data: Path, extra: dict[str, str] | None = None
+) -> str:
+    """A single node's server.properties: ``listeners`` maps a security protocol (PLAINTEXT,
+    SSL, SASL_SSL) to its loopback port; PLAINTEXT carries the traffic between brokers."""
+    named = {**listeners, "CONTROLLER": controller_port}
+    lines = [
         "process.roles=broker,controller", "node.id=1",
         f"controller.quorum.voters=1@127.0.0.1:{controller_port}",
-        f"listeners=PLAINTEXT://127.0.0.1:{port},CONTROLLER://127.0.0.1:{controller_port}",
-        f"advertised.listeners=PLAINTEXT://127.0.0.1:{port}",
+        "listeners=" + ",".join(f"{name}://127.0.0.1:{port}" for name, port in named.items()),
+        "advertised.listeners="
+        + ",".join(f"{name}://127.0.0.1:{port}" for name, port in listeners.items()),
         "controller.listener.names=CONTROLLER", "inter.broker.listener.name=PLAINTEXT",
-        "listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+        "listener.security.protocol.map="
+        + ",".join(f"{name}:{'PLAINTEXT' if name == 'CONTROLLER' else name}" for name in named),
         f"log.dirs={data / 'log'}", "num.partitions=1", "offsets.topic.replication.factor=1",
         "transaction.state.log.replication.factor=1", "transaction.state.log.min.isr=1",
-        "group.initial.rebalance.delay.ms=0", "auto.create.topics.enable=false", "",
-    ])  # fmt: skip
+        "group.initial.rebalance.delay.ms=0", "auto.create.topics.enable=false",
+        # A development broker: records up to 4 MiB, so oversized input reaches the job's
+        # dead-letter path (a production cluster's 1 MiB limit refuses it at the producer).
+        "message.max.bytes=4194304",
+    ]  # fmt: skip
+    lines += [f"{key}={_escaped(value)}" for key, value in (extra or {}).items()]
+    return "\n".join(lines) + "\n"
 
 
-def prepare(lib: Path, java_home: Path, data: Path, port: int, controller_port: int) -> list[str]:
+def _escaped(value: str) -> str:
+    """A value for a Java properties file: backslashes and line breaks escaped."""
+    return value.replace("\\", "\\\\").replace("\n", "\\n")
+
+
+def prepare(lib: Path, java_home: Path, data: Path, server_properties: str) -> list[str]:
     """The broker's command line; its storage formatted on first use (a new cluster id)."""
     data.mkdir(parents=True, exist_ok=True)
     config = data / "server.properties"
-    config.write_text(_properties(port, controller_port, data))
+    config.write_text(server_properties)
+    config.chmod(0o600)  # it may hold a private key
     (data / "log4j2.yaml").write_text(_LOG4J2)
     java = [str(java_home / "bin" / "java"), "-cp", f"{lib}/*",
             f"-Dlog4j2.configurationFile={data / 'log4j2.yaml'}"]  # fmt: skip

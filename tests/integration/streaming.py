@@ -22,10 +22,13 @@ from services.devstack.processes import ProcessRecord, free_loopback_port
 _decision = msgspec.json.Decoder(Decision).decode
 
 
+BROKERS = ["tansu", "kafka"]  # the embedded default and Apache Kafka (KRaft, from Maven)
+
+
 @contextmanager
-def running_stack(state_dir: Path) -> Iterator[Settings]:
+def running_stack(state_dir: Path, broker: str = "tansu") -> Iterator[Settings]:
     """Broker, Redis and scoring service for one test; the job's settings pointing at them."""
-    base = Settings.of(state_dir=state_dir)
+    base = Settings.of(state_dir=state_dir, stack_broker=broker)
     state = stack.up(base, feedback=False)  # tests start their own feedback app
     try:
         yield stack.client_settings(base, state).updated(

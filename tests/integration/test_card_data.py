@@ -107,6 +107,15 @@ def test_a_csv_replay_leaves_no_card_number_in_clear(fraudstream: Run, tmp_path:
     assert _found(csv.read_bytes(), pans) == set(pans)  # the negative control: the scan can see
     up = fraudstream("stack", "up", "--json")
     assert up.returncode == 0, up.stderr
+    try:
+        _replay_scan_and_erase(fraudstream, tmp_path, csv, pans, foreign)
+    finally:
+        fraudstream("stack", "down")
+
+
+def _replay_scan_and_erase(
+    fraudstream: Run, tmp_path: Path, csv: Path, pans: list[str], foreign: list[str]
+) -> None:
     settings = load_settings(state_dir=tmp_path / "state")
     job = stack.start_job(settings, tmp_path / "logs")
     try:
@@ -168,4 +177,3 @@ def test_a_csv_replay_leaves_no_card_number_in_clear(fraudstream: Run, tmp_path:
     assert json.loads(left.stdout.splitlines()[0])["n"] == 0
     others = json.loads(fraudstream("lake", "status", "--json").stdout)["transactions"]["rows"]
     assert others == total - PER_CARD  # nobody else's rows touched
-    fraudstream("stack", "down")

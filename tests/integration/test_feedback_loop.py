@@ -26,7 +26,7 @@ from services.core.settings import Settings
 from services.devstack import processes, stack
 from services.devstack.processes import ProcessRecord, free_loopback_port
 from services.generator import GeneratorConfig
-from tests.integration.streaming import DecisionTail, kill_hard, produce, running_stack
+from tests.integration.streaming import BROKERS, DecisionTail, kill_hard, produce, running_stack
 
 pytestmark = [pytest.mark.integration, pytest.mark.loop]
 _alert = msgspec.json.Decoder(Alert).decode
@@ -55,8 +55,9 @@ def _first_alert(settings: Settings) -> Alert:
     raise AssertionError("the job raised no alert")
 
 
-def test_fraud_feedback_blocks_the_card_and_counts_once(tmp_path: Path) -> None:
-    with running_stack(tmp_path / "state") as base:
+@pytest.mark.parametrize("broker", BROKERS)
+def test_fraud_feedback_blocks_the_card_and_counts_once(tmp_path: Path, broker: str) -> None:
+    with running_stack(tmp_path / "state", broker) as base:
         settings = base.updated({"feedback_metrics_port": free_loopback_port()})
         client = redis.Redis.from_url(settings.redis.require_url())
         job = stack.start_job(settings, tmp_path / "logs")

@@ -22,7 +22,7 @@ from services.core.settings import Settings
 from services.devstack import processes, stack
 from services.devstack.processes import free_loopback_port
 from tests.hostile import CASES, Case
-from tests.integration.streaming import produce, running_stack
+from tests.integration.streaming import BROKERS, produce, running_stack
 
 pytestmark = pytest.mark.integration
 VALID_PER_PHASE = 5_000
@@ -65,10 +65,11 @@ def _wait_complete(settings: Settings, timeout: float) -> Verification:
 
 
 @pytest.mark.timeout(600)
+@pytest.mark.parametrize("broker", BROKERS)
 def test_hostile_records_are_dead_lettered_and_every_valid_one_decided_once(
-    tmp_path: Path,
+    tmp_path: Path, broker: str
 ) -> None:
-    with running_stack(tmp_path / "state") as base:
+    with running_stack(tmp_path / "state", broker) as base:
         settings = base.updated({"job_rest_port": free_loopback_port()})
         job = stack.start_job(settings, tmp_path / "logs")
         try:

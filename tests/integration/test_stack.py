@@ -122,3 +122,24 @@ def test_a_restarted_stack_archives_its_new_broker_from_the_start(fraudstream: R
         assert _lake_rows(fraudstream) == first + second  # none skipped, none twice
     finally:
         fraudstream("stack", "down")
+
+
+@pytest.mark.timeout(400)
+def test_stack_up_with_apache_kafka_produces_and_reads_back(fraudstream: Run) -> None:
+    up = fraudstream("stack", "up", "--broker", "kafka", "--json", timeout=300)
+    assert up.returncode == 0, up.stderr
+    try:
+        state = json.loads(up.stdout)
+        assert (state["broker"], state["running"]) == ("kafka", True)
+        produced = fraudstream("produce", "--count", "500", "--rate", "0", "--json")
+        assert json.loads(produced.stdout)["delivered"] == 500, produced.stderr
+        read = fraudstream("read", "transactions", "--count", "500", "--json")
+        assert json.loads(read.stdout)["distinct_transaction_ids"] == 500
+    finally:
+        assert fraudstream("stack", "down").returncode == 0
+    again = fraudstream("stack", "up", "--broker", "kafka", "--json", timeout=300)
+    try:  # unlike Tansu, the broker kept its log in the state directory
+        read = fraudstream("read", "transactions", "--count", "500", "--json")
+        assert json.loads(read.stdout)["distinct_transaction_ids"] == 500, again.stderr
+    finally:
+        fraudstream("stack", "down")

@@ -18,7 +18,7 @@ from services.core.contract import DeadLetter, Decision, Transaction, decode_tra
 from services.core.currency import to_usd
 from services.core.settings import Settings
 from services.devstack import processes, stack
-from tests.integration.streaming import DecisionTail, kill_hard, produce, running_stack
+from tests.integration.streaming import BROKERS, DecisionTail, kill_hard, produce, running_stack
 
 pytestmark = pytest.mark.integration
 START = "2026-03-01T00:00:00Z"
@@ -49,8 +49,11 @@ def _wait_complete(settings: Settings, timeout: float = 240.0) -> Verification:
             return result
 
 
-def test_every_valid_transaction_decided_every_invalid_dead_lettered(tmp_path: Path) -> None:
-    with running_stack(tmp_path / "state") as settings:
+@pytest.mark.parametrize("broker", BROKERS)
+def test_every_valid_transaction_decided_every_invalid_dead_lettered(
+    tmp_path: Path, broker: str
+) -> None:
+    with running_stack(tmp_path / "state", broker) as settings:
         produce(settings, 10_000, 0, 11, START)
         with TransactionProducer(settings) as producer:
             for i in range(50):  # 300 invalid messages among the valid ones
