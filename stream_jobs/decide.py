@@ -124,7 +124,6 @@ class Decider:
         self._raw_limit, self._policy, self._tokens = raw_limit, policy, tokens
         self._letters = DeadLetterLog(log)
         self._redis_retry_at = 0.0
-        self._scoring_missing = "scoring"
 
     def decide(self, records: Sequence[Record], watermark_ms: int | None = None) -> list[Output]:
         outputs = [Output(key=r.key) for r in records]
@@ -171,8 +170,13 @@ class Decider:
             blocked = [(False, False)] * len(txs)
             for v in valid:
                 v.degraded.append("redis")
-        response = self._score(rows)
+        scored = self._score(rows)
+        response = None if isinstance(scored, str) else scored
+        if isinstance(scored, str):  # why there are no scores: the degraded reason
+            for v in valid:
+                v.degraded.append(scored)
         decided_at = int(time.time() * 1000)
+        decisions: list[Decision] = []
         for j, (v, row, flags) in enumerate(zip(valid, rows, blocked, strict=True)):
             fired = rules.evaluate(v.tx, row, *flags)
             decision = self._decision(v, fired, response, j, decided_at, row[_AMOUNT_USD])
@@ -184,6 +188,8 @@ class Decider:
                 alert = Alert(**msgspec.structs.asdict(decision), transaction=v.tx,
                               features=features)  # fmt: skip
                 out.alert = encode(alert)
+            decisions.append(decision)
+        for decision in decisions:  # counted once the whole batch is decided (never twice)
             self._observe(decision)
 
     def _decision(
@@ -198,9 +204,7 @@ class Decider:
         reasons = [rule for rule, _ in fired]
         model: rules.Outcome = "approve"
         score, version = 0.0, NO_MODEL
-        if response is None:
-            v.degraded.append(self._scoring_missing)
-        else:
+        if response is not None:
             result = response.results[position]
             score, version = result.score, response.model_version
             model = rules.model_outcome(
@@ -241,27 +245,24 @@ class Decider:
         ]
         return rows, blocked
 
-    def _score(self, rows: list[list[float]]) -> ScoreResponse | None:
-        """The scores of ``rows``, or None (``_scoring_missing`` says why) for rules only."""
+    def _score(self, rows: list[list[float]]) -> ScoreResponse | str:
+        """The scores of ``rows``, or why there are none (the decisions' degraded reason)."""
         started = time.perf_counter()
-        self._scoring_missing = "scoring"
         try:
             response = self._scorer.score(rows)
         except ScoringRejected as error:  # the service is up and refuses: say so, loudly
             log.warning("scoring rejected a batch of %d rows: %s", len(rows), error)
-            self._scoring_missing = "scoring_rejected"
-            return None
+            return "scoring_rejected"
         except ScoringUnavailable:
-            return None
+            return "scoring"
         except Exception as error:  # a malformed reply, say: rules only, never a crash
             log.warning("scoring failed (%s: %s)", type(error).__name__, error)
-            return None
+            return "scoring"
         self._metrics.scoring.observe(time.perf_counter() - started)
         problem = _reply_problem(response, len(rows))
         if problem:
             log.warning("scoring reply unusable (%s): rules only", problem)
-            self._scoring_missing = "scoring_reply"
-            return None
+            return "scoring_reply"
         return response
 
     def _dead_letter(self, record: Record, invalid: InvalidEvent) -> bytes:

@@ -6,8 +6,9 @@ the topics and records endpoints and processes in the state file; run again, it 
 what is not running, on the recorded ports, so every endpoint stays valid. ``restart NAME``
 restarts one component the same way; ``down`` stops exactly the recorded processes and is safe
 to repeat. Redis keeps an append-only file in the state directory, so card histories and
-blocklists survive a restart (the broker keeps its data in memory: a restarted broker is
-empty, and the lake starts a new epoch for it).
+blocklists survive a restart. The broker is Tansu (in memory: a restarted one is empty, and
+the lake starts a new epoch for it) or, with ``--broker kafka``, Apache Kafka, whose log is in
+the state directory (``services.devstack.kafka_broker``).
 """
 
 from __future__ import annotations
@@ -231,7 +232,7 @@ def _local(settings: Settings, bootstrap: str, redis_url: str) -> Settings:
 def _starter(settings: Settings, state: StackState, name: str) -> ProcessRecord | None:
     """Start component ``name`` of a recorded stack again, on its recorded port."""
     logs, started = settings.state_dir / "logs", list[ProcessRecord]()
-    local = _local(settings, state.bootstrap_servers, state.redis_url)
+    local = client_settings(settings, state)
     if name == "broker":
         argv = _broker(settings, state.broker, state.controller_port)
         _start_server("broker", state.broker_port, argv, logs, started)
