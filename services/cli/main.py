@@ -214,6 +214,9 @@ def _show_stack(state: StackState, as_json: bool) -> None:
         )
     out.print(table)
     out.print("topics: " + ", ".join(f"{t} ({n})" for t, n in state.topics.items()))
+    out.print(f"broker: {state.broker}. Commands run with this state directory use these "
+              "endpoints for what is not set (`fraudstream config` shows it; "
+              "FRAUDSTREAM_STACK_ENDPOINTS=false: never).", highlight=False)  # fmt: skip
     if state.java_home is None:
         out.print("[yellow]no Java 17/21 found: install the job extra for PyFlink[/yellow]")
     if state.scoring_url is None:
