@@ -38,7 +38,7 @@ from services.core.contract import (
     encode,
 )
 from services.core.dead_letters import DeadLetterLog, dead_letter
-from services.core.tokens import Tokenizer, mask_card_numbers
+from services.core.tokens import Tokenizer
 from services.scoring.client import ScoringRejected, ScoringUnavailable
 from services.scoring.wire import ScoreResponse
 from stream_jobs import rules
@@ -86,11 +86,6 @@ class _Valid:
     degraded: list[str] = field(default_factory=list)
 
 
-def _masked(key: bytes | None) -> bytes | None:
-    """A dead letter's key: a foreign producer's card number is not copied in clear."""
-    return None if key is None else mask_card_numbers(key)
-
-
 def _reply_problem(response: ScoreResponse, rows: int) -> str | None:
     """What makes a scoring reply unusable, or None: a row count or a score out of bounds."""
     if len(response.results) != rows:
@@ -131,8 +126,7 @@ class Decider:
         for i, record in enumerate(records):
             parsed = decode_record(record.key, record.value)
             if isinstance(parsed, InvalidEvent):
-                outputs[i].key = _masked(record.key)
-                outputs[i].dead_letter = self._dead_letter(record, parsed)
+                outputs[i] = self._dead_letter(record, parsed)
             else:
                 tx = self._tokens.foreign(parsed) if self._tokens else parsed
                 valid.append(_Valid(i, record, tx))
@@ -148,13 +142,13 @@ class Decider:
             self._decide_valid(valid, outputs)
         except Exception as error:  # the last resort: one record never fails its batch
             for v in valid:
-                outputs[v.index] = Output(key=_masked(v.record.key))
+                outputs[v.index] = Output(key=None)  # what the failed attempt wrote is void
             if len(valid) == 1:
                 v = valid[0]
                 log.debug("record %d@%d failed the decider", v.record.partition, v.record.offset,
                           exc_info=True)  # fmt: skip
                 reason = f"{type(error).__name__}: {error}"
-                outputs[v.index].dead_letter = self._dead_letter(
+                outputs[v.index] = self._dead_letter(
                     v.record, InvalidEvent("$", reason, "internal")
                 )
                 return
@@ -265,12 +259,13 @@ class Decider:
             return "scoring_reply"
         return response
 
-    def _dead_letter(self, record: Record, invalid: InvalidEvent) -> bytes:
+    def _dead_letter(self, record: Record, invalid: InvalidEvent) -> Output:
+        """The record's dead letter, keyed by its own key (card numbers masked, as inside)."""
         self._metrics.dlq.labels(invalid.kind, invalid.field).inc()
         source = (self._topic, record.partition, record.offset)
         letter = dead_letter(invalid, record.value, record.key, source, self._raw_limit)
         self._letters.record(letter)
-        return encode(letter)
+        return Output(key=letter.key, dead_letter=encode(letter))
 
     def _observe(self, decision: Decision) -> None:
         self._metrics.decisions.labels(decision.decision).inc()

@@ -168,7 +168,7 @@ def stack_fetch_kafka(state_dir: StateDirOpt = None) -> None:
     from services.devstack import kafka_broker
 
     settings = load_settings(state_dir=state_dir)
-    out.print(str(kafka_broker.fetch(settings.stack.kafka_cache or kafka_broker.default_cache())))
+    out.print(str(kafka_broker.fetch(settings.stack.kafka_cache)))
 
 
 @stack_app.command("restart")

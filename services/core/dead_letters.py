@@ -15,7 +15,7 @@ import time
 from collections import Counter
 
 from services.core.contract import DeadLetter, InvalidEvent
-from services.core.tokens import mask_card_numbers
+from services.core.tokens import MAX_CARD_DIGITS, mask_card_numbers
 
 MAX_KEY_BYTES = 256  # of a dead letter's Kafka key, kept for diagnosis
 MAX_REASON_CHARS = 1000
@@ -27,14 +27,20 @@ def dead_letter(
 ) -> DeadLetter:  # fmt: skip
     """A dead letter of bounded size for ``raw`` read at (topic, partition, offset)."""
     topic, partition, offset = source
-    reason = mask_card_numbers(invalid.reason[:MAX_REASON_CHARS].encode()).decode()
+    reason = _masked_prefix(invalid.reason.encode(), MAX_REASON_CHARS).decode(errors="replace")
     return DeadLetter(
         kind=invalid.kind, field=invalid.field, reason=reason,
-        raw=mask_card_numbers(raw)[:raw_limit], raw_size=len(raw),
+        raw=_masked_prefix(raw, raw_limit), raw_size=len(raw),
         raw_sha256=hashlib.sha256(raw).hexdigest(),
-        key=None if key is None else mask_card_numbers(key[:MAX_KEY_BYTES]), source_topic=topic,
+        key=None if key is None else _masked_prefix(key, MAX_KEY_BYTES), source_topic=topic,
         partition=partition, offset=offset, failed_at=int(time.time() * 1000),
     )  # fmt: skip
+
+
+def _masked_prefix(data: bytes, limit: int) -> bytes:
+    """The first ``limit`` bytes, card numbers masked: masked before the cut (a number across
+    it is masked whole), on a window just past it (a 1 MiB value is not scanned whole)."""
+    return mask_card_numbers(data[: limit + MAX_CARD_DIGITS])[:limit]
 
 
 class DeadLetterLog:

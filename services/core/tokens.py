@@ -29,6 +29,7 @@ import msgspec
 from services.core.contract import Transaction
 
 TOKEN_PREFIX: Final = "tok_"
+MAX_CARD_DIGITS: Final = 19
 _PAN = re.compile(rb"(?<![0-9])[0-9]{13,19}(?![0-9])")
 _KEY_ID = re.compile(r"[a-z0-9]{1,8}")
 

@@ -48,12 +48,15 @@ class KafkaUnavailable(UserError, RuntimeError):
 
 
 def default_cache() -> Path:
+    """~/.cache/fraudstream/kafka-VERSION (XDG_CACHE_HOME respected)."""
     base = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
     return base / "fraudstream" / f"kafka-{KAFKA_VERSION}"
 
 
-def fetch(cache: Path) -> Path:
-    """The directory of the broker's jars, fetched with Maven the first time."""
+def fetch(cache: Path | None = None) -> Path:
+    """The directory of the broker's jars, fetched with Maven the first time (into ``cache``,
+    by default the user's cache directory)."""
+    cache = cache or default_cache()
     lib = cache / "lib"
     if (lib / f"kafka_2.13-{KAFKA_VERSION}.jar").is_file():
         return lib

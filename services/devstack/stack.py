@@ -69,7 +69,7 @@ def _broker(settings: Settings, kind: str, controller_port: int) -> Callable[[in
     """The command line of the chosen broker for a port."""
     if kind == "tansu":
         return _tansu_argv
-    lib = kafka_broker.fetch(settings.stack.kafka_cache or kafka_broker.default_cache())
+    lib = kafka_broker.fetch(settings.stack.kafka_cache)
     data = settings.state_dir / "kafka"  # kept across restarts, unlike Tansu's memory
     java = find_java_home()
 

@@ -100,6 +100,10 @@ def create_app(settings: Settings, metrics: FeedbackMetrics, lag: LagProbe) -> f
     feedback = app.topic(settings.topic.feedback)
     dlq = app.topic(settings.topic.feedback_dlq)
 
+    async def learn_epochs() -> None:
+        """The feedback topic's incarnation (its id), for the lake's offsets of ``labels``."""
+        epochs.update(await asyncio.to_thread(topic_epochs, settings, [settings.topic.feedback]))
+
     def processed(event: Any) -> None:
         lag.processed([(event.message.topic, event.message.partition, event.message.offset)])
 
@@ -151,8 +155,7 @@ def create_app(settings: Settings, metrics: FeedbackMetrics, lag: LagProbe) -> f
     async def label_lake(stream: Any) -> None:
         async for events in stream.take_events(BATCH_ROWS, within=settings.lake.flush_s):
             if settings.topic.feedback not in epochs:  # before the first rebalance's answer
-                epochs.update(await asyncio.to_thread(topic_epochs, settings,
-                                                      [settings.topic.feedback]))  # fmt: skip
+                await learn_epochs()
             records = []
             for event in events:
                 found = await with_alert(dispositions.context, event.value)
@@ -164,9 +167,7 @@ def create_app(settings: Settings, metrics: FeedbackMetrics, lag: LagProbe) -> f
 
     @app.on_rebalance_complete.connect
     async def _ready(_sender: Any, /, *_args: Any, signal: Any, **_kwargs: Any) -> None:
-        # The topic's incarnation, asked again at each rebalance: a broker that came back
-        # empty gives new ids, and the lake's offsets of the old ones are not trusted.
-        epochs.update(await asyncio.to_thread(topic_epochs, settings, [settings.topic.feedback]))
+        await learn_epochs()  # again at each rebalance: a broker may have come back empty
         metrics.ready.set(1)
 
     return app

@@ -99,6 +99,7 @@ class Archiver:
                     if records:  # the manifest is the offset store: nothing to acknowledge
                         append_until_written(self._lake, self._tables[topic][0], records,
                                              self._metrics, self._stop)  # fmt: skip
+                        self._lag.processed((r.topic, r.partition, r.offset) for r in records)
         finally:
             consumer.close()
 
@@ -114,7 +115,6 @@ class Archiver:
                 topic = message.topic()
                 if message.error() or topic is None:
                     continue
-                self._lag.processed([(topic, message.partition() or 0, message.offset() or 0)])
                 table, to_row = self._tables[topic]
                 row = to_row(message.value() or b"")
                 if row is None:

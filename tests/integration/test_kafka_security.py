@@ -85,7 +85,7 @@ def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecuredKafka]:
         "listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config":
             "org.apache.kafka.common.security.scram.ScramLoginModule required;",
     }  # fmt: skip
-    lib = kafka_broker.fetch(kafka_broker.default_cache())
+    lib = kafka_broker.fetch()
     config = kafka_broker.properties(ports, free_loopback_port(), root / "data", tls)
     argv = kafka_broker.prepare(lib, find_java_home(), root / "data", config)
     record = processes.spawn("secured-kafka", argv, root / "kafka.log")
