@@ -3,8 +3,8 @@
 Formats (chosen by file name and header):
 - the generator's output: ``fraudstream produce --out NAME.jsonl`` writes the events, and
   its labels beside them as ``NAME.labels.csv``;
-- the public card-transaction CSV (``trans_num``, ``cc_num``, ``amt``, ``is_fraud``, ...), read
-  through the producer's mapping in ``services.core.card_csv``;
+- the public card-transaction CSV (``trans_num``, ``cc_num``, ``amt``, ``is_fraud``, ...), plain
+  or gzipped, read through the producer's mapping in ``services.core.card_csv``;
 - the classic anonymised CSV (``Time, V1..V28, Amount, Class``): no card, merchant or place, so
   only per-row features apply (``ANONYMISED_FEATURE_NAMES``);
 - the lake (a directory, ``models.lake``): every archived transaction, labelled by analysts'
@@ -29,7 +29,7 @@ import pandas as pd
 from models import features as f
 from models.dataset_files import labels_path
 from models.errors import DataError
-from services.core.card_csv import read_card_csv
+from services.core.card_csv import is_card_csv_name, open_text, read_card_csv
 from services.core.contract import InvalidEvent, Transaction
 
 Kind = Literal["transactions", "anonymised"]
@@ -69,7 +69,7 @@ def load(path: Path) -> Dataset:
         raise DataError(f"{path}: no such file or lake")
     elif path.suffix == ".jsonl":
         dataset = _load_generated(path)
-    elif path.suffix == ".csv":
+    elif is_card_csv_name(path):
         header = _header(path)
         if "trans_num" in header:
             dataset = _load_card_csv(path)
@@ -81,9 +81,27 @@ def load(path: Path) -> Dataset:
                 f"(trans_num, cc_num, amt, is_fraud, ...) or Time, V1..V28, Amount, Class"
             )
     else:
-        raise DataError(f"{path.name}: expected a .jsonl (generator output) or .csv file")
+        raise DataError(
+            f"{path.name}: expected a .jsonl (generator output), .csv or .csv.gz file"
+        )
     _check(dataset)
     return dataset
+
+
+def after_history(history: Dataset, later: Dataset) -> Dataset:
+    """``later`` with ``history``'s rows before it, marked by a ``history`` column: features
+    over both, in time, are what the stream knows when ``later`` arrives."""
+    if history.kind != later.kind or later.kind != "transactions":
+        raise DataError(
+            f"{history.source} ({history.kind}) cannot be the history of {later.source} "
+            f"({later.kind}): both must be transaction data"
+        )
+    frame = pd.concat(
+        [history.frame.assign(history=True), later.frame.assign(history=False)],
+        ignore_index=True,
+    )
+    digest = hashlib.sha256(f"{history.fingerprint}+{later.fingerprint}".encode()).hexdigest()
+    return Dataset(later.kind, frame, digest, f"{later.source} after {history.source}")
 
 
 def _check(dataset: Dataset) -> None:
@@ -98,8 +116,11 @@ def _check(dataset: Dataset) -> None:
 
 
 def _header(path: Path) -> list[str]:
-    with path.open(newline="", encoding="utf-8") as handle:
-        return next(csv.reader(handle), [])
+    try:
+        with open_text(path) as handle:
+            return next(csv.reader(handle), [])
+    except (OSError, UnicodeDecodeError, csv.Error) as error:  # not gzip, not text
+        raise DataError(f"{path.name}: cannot read a CSV header: {error}") from None
 
 
 def _fingerprint(*paths: Path) -> str:

@@ -1,18 +1,19 @@
-"""The one definition of every model feature: names, order, meaning and shared constants.
+"""The one definition of every model feature: names, order, meaning, windows and constants.
 
-Two implementations compute them and must agree (a parity test replays data through both):
-``models.offline`` vectorised over a whole history, for training, and ``models.online``
-incremental per event with state in Redis, for the stream job.
+``models.fold`` computes them, one card event at a time, for both paths: ``models.online``
+(the stream job, state in Redis) and ``models.offline`` (training over a whole history). A
+parity test replays a data set through both and names any feature that differs.
 
-Semantics both follow:
-- Events of a card are ordered by (event_time, transaction_id); "prior" means earlier in that
-  order. Windows are in event time, half-open ``(t - W, t]``.
-- Velocity windows (1 min, 1 h, 24 h), distinct counts (24 h) and the tiny-amount count
-  (10 min) include the current event; 30-day statistics and "previous" exclude it.
-- History is 30 days: a card's events older than that are forgotten (Redis keeps no more).
+Semantics:
+- Events of a card are folded in arrival order (offline: by (event_time, transaction_id)).
+  Windows are in event time, half-open ``(t - W, t]``, and include the current event; the
+  30-day statistics and "previous" exclude it.
+- 1 min, 10 min and 1 h windows are exact over the card's last ``fold.RING`` events of the
+  hour; 24 h is the current hour and the 23 before it; 7 and 30 days are the current UTC day
+  and the 6 or 29 before it.
+- Merchant (terminal) windows count whole days ending before ``MERCHANT_DELAY_DAYS`` ago,
+  when their labels are known; only confirmed labels count, a transaction's latest one wins.
 - Amounts are compared in USD at the reference rates of ``services.core.currency``.
-- Merchant fraud rate uses labels known at the event's time: a label counts from its
-  ``label_time`` on (offline, generated labels arrive ``LABEL_DELAY_MS`` after the event).
 """
 
 from __future__ import annotations
@@ -39,8 +40,9 @@ TINY_USD: Final = 2.0  # card testing charges are at most a couple of dollars
 NO_PREVIOUS_S: Final = HISTORY_MS / SECOND_MS  # seconds_since_prev when the card has no history
 MIN_TRAVEL_H: Final = 1.0 / 60.0  # speed over less than a minute is counted as over a minute
 LABEL_DELAY_MS: Final = 2 * DAY_MS  # offline: when a generated or file label becomes known
-MERCHANT_PRIOR_RATE: Final = 0.005  # smoothing toward the overall fraud rate ...
-MERCHANT_PRIOR_WEIGHT: Final = 50.0  # ... with the weight of this many labels
+SPENDING_DAYS: Final = (7, 30)  # customer-spending windows in days (1 day: the 24 h window)
+MERCHANT_DAYS: Final = (1, 7, 30)  # merchant (terminal) windows in whole days ...
+MERCHANT_DELAY_DAYS: Final = 7  # ... ending this many days before the event's day
 EARTH_RADIUS_KM: Final = 6371.0
 
 # Prior fraud risk by merchant category (0..1), from issuers' published category risk: gambling,
@@ -70,21 +72,32 @@ FEATURES: Final[tuple[Feature, ...]] = (
         for w in VELOCITY_WINDOWS
         for stat in ("count", "sum", "mean", "max")
     ),
-    Feature("history_count_30d", "the card's prior events in 30 days"),
+    *(
+        Feature(f"{stat}_{d}d", f"{stat} of the card's amounts (USD) in {d} days, this included")
+        for d in SPENDING_DAYS
+        for stat in ("count", "mean")
+    ),
     Feature("amount_to_mean_30d", "amount / mean of the card's prior 30-day amounts (1: none)"),
     Feature("amount_zscore_30d", "(amount - mean) / max(std, 5% of mean, 0.01) over 30 days"),
-    Feature("seconds_since_prev", "since the card's previous event (30 days if none)"),
+    Feature("seconds_since_prev", "since the card's latest event (30 days if none; late: 0)"),
     Feature("distinct_merchants_24h", "distinct merchants of the card in 24 h, this one included"),
     Feature("distinct_countries_24h", "distinct countries of the card in 24 h, this one included"),
     Feature("distinct_devices_24h", "distinct devices of the card in 24 h, this one included"),
-    Feature("distance_from_prev_km", "km from the card's previous located event (0: unknown)"),
+    Feature("distance_from_prev_km", "km from the card's latest located event (0: unknown)"),
     Feature("speed_from_prev_kmh", "that distance over the time since, at least a minute"),
-    Feature("new_device", "1 if the device is not among the card's 30-day history (with history)"),
-    Feature("new_country", "1 if the country is not among the card's 30-day history"),
     Feature("hour_of_day", "local hour: offset from the longitude (or the last known one)"),
     Feature("day_of_week", "local day of week, Monday = 0"),
+    Feature("new_device", "1 if the device is not among the card's 30-day history (with history)"),
+    Feature("new_country", "1 if the country is not among the card's 30-day history"),
     Feature("mcc_risk", "prior risk of the merchant category"),
-    Feature("merchant_fraud_rate", "smoothed fraud rate of the merchant's known labels"),
+    *(
+        Feature(f"merchant_tx_{d}d", f"the merchant's transactions in {d} days, a week ago")
+        for d in MERCHANT_DAYS
+    ),
+    *(
+        Feature(f"merchant_risk_{d}d", f"fraud share of those {d} days' transactions")
+        for d in MERCHANT_DAYS
+    ),
     Feature("tiny_count_10m", "the card's charges of at most 2 USD in 10 min, this one included"),
     Feature("is_ecommerce", "channel is ecommerce"),
     Feature("is_atm", "channel is atm"),
@@ -104,10 +117,12 @@ def mcc_risk(mcc: str) -> float:
     return MCC_RISK.get(mcc, MCC_RISK_DEFAULT)
 
 
-def merchant_fraud_rate(fraud: _Number, labelled: _Number) -> _Number:
-    """Fraud share of a merchant's labels, pulled toward the prior when labels are few."""
-    prior = MERCHANT_PRIOR_RATE * MERCHANT_PRIOR_WEIGHT
-    return (fraud + prior) / (labelled + MERCHANT_PRIOR_WEIGHT)
+def merchant_risk(frauds: _Number, transactions: _Number) -> _Number:
+    """Fraud share of a merchant's transactions (0 with none), clipped to 0..1: a label can
+    arrive for a transaction this store never counted."""
+    if isinstance(transactions, np.ndarray):
+        return np.clip(frauds / np.maximum(transactions, 1), 0.0, 1.0)
+    return min(max(frauds / max(transactions, 1), 0.0), 1.0)
 
 
 def zscore(amount: float, mean: float, std: float) -> float:

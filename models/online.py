@@ -1,193 +1,287 @@
-"""The online feature implementation: per event, state in Redis, for the stream job.
+"""The online feature path: per event, each card's bounded state in Redis, for the stream job.
 
-``features_from_history`` is a pure function of the event, the card's prior events and the
-merchant's label counts; ``OnlineFeatureStore`` fetches that state and records the event in
-one Redis script call per batch. Recording is idempotent by transaction_id: the event's
-ZSET member is the same bytes every time, and the event itself is excluded from its history.
+Per batch, two pipelined round trips whatever the cards' history lengths:
+1. read, per card, one script (its state, which of the batch's ids it has counted, whether it
+   is blocklisted), per device its blocklist entry and per merchant its day counts;
+2. fold every event with ``models.fold.step`` and write back, per card, one script that stores
+   the state, the ids counted and the latest features together (one slot, atomic), then per
+   merchant its transaction counts.
+
+Every key of one script shares a hash tag, so the same commands run on one Redis or spread over
+a Redis Cluster (redis-py's cluster pipeline sends each node its share). A transaction id
+already counted is decided again on a copy of its card's state, so that it never counts twice.
 """
 
 from __future__ import annotations
 
-import math
-from collections.abc import Sequence
-from typing import Final
+import hashlib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, Final
 
 import msgspec
 import redis
 
 from models import features as f
 from models import redis_layout as layout
-from models.redis_layout import PriorEvent
+from models.fold import NO_MERCHANT_HISTORY, CardEvent, CardState, ident, merchant_features, step
 from services.core.contract import Transaction
 from services.core.currency import to_usd
+from services.core.settings import RedisClient
 
+_READ_CARD: Final = """
+-- KEYS: state, seen, blocked. ARGV: digests of the batch's transaction ids of this card.
+return {redis.call('GET', KEYS[1]), redis.call('ZMSCORE', KEYS[2], unpack(ARGV)),
+        redis.call('EXISTS', KEYS[3])}
+"""
+_COMMIT_CARD: Final = """
+-- KEYS: state, seen, features. ARGV: TTL, the seen score at or below which ids go, the state,
+-- the features, then (score, digest) per newly counted transaction.
+redis.call('SET', KEYS[1], ARGV[3], 'PX', ARGV[1])
+redis.call('SET', KEYS[3], ARGV[4], 'PX', ARGV[1])
+redis.call('ZADD', KEYS[2], 'NX', unpack(ARGV, 5))
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', ARGV[2])
+redis.call('PEXPIRE', KEYS[2], ARGV[1])
+return 1
+"""
 _RECORD_LABEL: Final = """
-if redis.call('SET', KEYS[1], '1', 'NX', 'PX', ARGV[2]) then
-  redis.call('HINCRBY', KEYS[2], 'labelled', 1)
-  if ARGV[1] == '1' then redis.call('HINCRBY', KEYS[2], 'fraud', 1) end
-  return 1
+-- KEYS: the transaction's label marker, its merchant's days. ARGV: label, fraud field, TTL.
+local old = redis.call('GET', KEYS[1])
+if old == ARGV[1] then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[3])
+if ARGV[1] == 'fraud' then
+  redis.call('HINCRBY', KEYS[2], ARGV[2], 1)
+elseif old == 'fraud' then
+  redis.call('HINCRBY', KEYS[2], ARGV[2], -1)
 end
+redis.call('PEXPIRE', KEYS[2], ARGV[3])
+return 1
+"""
+_DELETE_IF: Final = """
+-- KEYS: a key. ARGV: the value it must hold to be deleted.
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
 return 0
 """
-# One call per batch, the loops running in Redis: against nine pipelined redis-py commands
-# per event this took the decider from about 2,600 to 4,600-5,500 events/s (batches of 500).
-_UPDATE: Final = """
--- KEYS: per event, card history then merchant labels.
--- ARGV: TTL, then per event: lower score bound (exclusive), event time, cut-off, member.
-local out = {}
-for i = 1, #KEYS / 2 do
-  local card, a = KEYS[2 * i - 1], 4 * i - 2
-  out[2 * i - 1] = redis.call('ZRANGEBYSCORE', card, ARGV[a], ARGV[a + 1])
-  redis.call('ZADD', card, ARGV[a + 1], ARGV[a + 3])
-  redis.call('ZREMRANGEBYSCORE', card, '-inf', ARGV[a + 2])
-  redis.call('PEXPIRE', card, ARGV[1])
-  out[2 * i] = redis.call('HMGET', KEYS[2 * i], 'fraud', 'labelled')
-end
-return out
-"""
-_SNAPSHOT: Final = """
--- KEYS: card feature snapshots. ARGV: TTL, then one JSON object per key.
-for i, key in ipairs(KEYS) do
-  redis.call('SET', key, ARGV[i + 1], 'PX', ARGV[1])
-end
-return #KEYS
-"""
-_TTL_MS: Final = f.HISTORY_MS + f.DAY_MS
+_SCRIPTS: Final = {src: hashlib.sha1(src.encode()).hexdigest()
+                   for src in (_READ_CARD, _COMMIT_CARD, _RECORD_LABEL, _DELETE_IF)}  # fmt: skip
+CARD_TTL_MS: Final = f.HISTORY_MS + f.DAY_MS
+MERCHANT_REACH_DAYS: Final = max(f.MERCHANT_DAYS) + f.MERCHANT_DELAY_DAYS + 1
+MERCHANT_TTL_MS: Final = (MERCHANT_REACH_DAYS + 1) * f.DAY_MS
+_encode_state = msgspec.msgpack.Encoder().encode
+_decode_state = msgspec.msgpack.Decoder(CardState).decode
 _json = msgspec.json.Encoder().encode
+Command = tuple[Any, ...]
 
 
-def as_prior(tx: Transaction) -> PriorEvent:
-    """What the card's history keeps of this transaction."""
-    return PriorEvent(
-        tx.transaction_id, tx.event_time_ms, to_usd(tx.amount, tx.currency), tx.merchant_id,
-        tx.country, tx.device_id, tx.lat, tx.lon,
+def event_of(tx: Transaction) -> CardEvent:
+    """What the fold reads of a transaction."""
+    return CardEvent(
+        tx.event_time_ms, to_usd(tx.amount, tx.currency), ident(tx.merchant_id), tx.country,
+        ident(tx.device_id) if tx.device_id is not None else None, tx.lat, tx.lon,
+        tx.merchant_category, tx.channel,
     )  # fmt: skip
 
 
-def features_from_history(
-    tx: Transaction, history: Sequence[PriorEvent], fraud: float, labelled: float
-) -> list[float]:
-    """Every feature, in ``FEATURE_NAMES`` order, from the card's history (any order, may
-    include events after this one or this one itself: they are ignored)."""
-    t, me = tx.event_time_ms, (tx.event_time_ms, tx.transaction_id)
-    prior = sorted(
-        (p for p in history if p.time > t - f.HISTORY_MS and (p.time, p.transaction_id) < me),
-        key=lambda p: (p.time, p.transaction_id),
-    )
-    usd = to_usd(tx.amount, tx.currency)
-    out: dict[str, float] = {"amount_usd": usd}
-    for name, window in f.VELOCITY_WINDOWS.items():
-        amounts = [p.amount_usd for p in prior if p.time > t - window] + [usd]
-        out[f"count_{name}"] = float(len(amounts))
-        out[f"sum_{name}"] = math.fsum(amounts)
-        out[f"mean_{name}"] = out[f"sum_{name}"] / len(amounts)
-        out[f"max_{name}"] = max(amounts)
-
-    n = len(prior)
-    out["history_count_30d"] = float(n)
-    mean = math.fsum(p.amount_usd for p in prior) / n if n else 0.0
-    var = max(math.fsum(p.amount_usd**2 for p in prior) / n - mean * mean, 0.0) if n else 0.0
-    out["amount_to_mean_30d"] = usd / mean if n else 1.0
-    out["amount_zscore_30d"] = f.zscore(usd, mean, math.sqrt(var)) if n >= 2 else 0.0
-    out["seconds_since_prev"] = (t - prior[-1].time) / f.SECOND_MS if n else f.NO_PREVIOUS_S
-
-    _location(tx, prior, out)
-    day = [p for p in prior if p.time > t - f.DISTINCT_WINDOW_MS]
-    out["distinct_merchants_24h"] = float(len({p.merchant_id for p in day} | {tx.merchant_id}))
-    out["distinct_countries_24h"] = float(len({p.country for p in day} | {tx.country}))
-    devices = {p.device_id for p in day} | {tx.device_id}
-    out["distinct_devices_24h"] = float(len(devices - {None}))
-    seen_devices = {p.device_id for p in prior}
-    out["new_device"] = float(
-        tx.device_id is not None and n > 0 and tx.device_id not in seen_devices
-    )
-    out["new_country"] = float(n > 0 and tx.country not in {p.country for p in prior})
-    out["mcc_risk"] = f.mcc_risk(tx.merchant_category)
-    out["merchant_fraud_rate"] = f.merchant_fraud_rate(fraud, labelled)
-    tiny = [p for p in prior if p.time > t - f.TINY_WINDOW_MS and p.amount_usd <= f.TINY_USD]
-    out["tiny_count_10m"] = float(len(tiny) + (usd <= f.TINY_USD))
-    out["is_ecommerce"] = float(tx.channel == "ecommerce")
-    out["is_atm"] = float(tx.channel == "atm")
-    return [out[name] for name in f.FEATURE_NAMES]
+def without_history(tx: Transaction) -> list[float]:
+    """The features of an event decided with nothing known (Redis unavailable)."""
+    return step(CardState(), event_of(tx), NO_MERCHANT_HISTORY)
 
 
-def _location(tx: Transaction, prior: list[PriorEvent], out: dict[str, float]) -> None:
-    """Distance and speed from the previous located event; local hour and weekday."""
-    previous = next(
-        (
-            (p.lat, p.lon, p.time)
-            for p in reversed(prior)
-            if p.lat is not None and p.lon is not None
-        ),
-        None,
-    )
-    here = (tx.lat, tx.lon) if tx.lat is not None and tx.lon is not None else None
-    distance = speed = 0.0
-    if here is not None and previous is not None:
-        lat, lon, when = previous
-        distance = f.haversine_km(here[0], here[1], lat, lon)
-        speed = distance / max((tx.event_time_ms - when) / f.HOUR_MS, f.MIN_TRAVEL_H)
-    out["distance_from_prev_km"], out["speed_from_prev_kmh"] = distance, speed
-    known_lon = here[1] if here else (previous[1] if previous else 0.0)
-    hour, weekday = f.local_hour_and_weekday(tx.event_time_ms, f.utc_offset_hours(known_lon))
-    out["hour_of_day"], out["day_of_week"] = float(hour), float(weekday)
+@dataclass(frozen=True)
+class Looked:
+    """A batch's features (``FEATURE_NAMES`` order) and what else Redis said of each event."""
+
+    rows: list[list[float]]
+    card_blocked: list[bool]
+    device_blocked: list[bool]
+    repeated: list[bool]  # the transaction id was counted before: decided, not counted again
+
+
+@dataclass
+class _Card:
+    indexes: list[int]
+    state: CardState
+    counted: list[bool]  # per index: its id is in the card's seen-set
+    new: list[tuple[int, bytes, int]]  # (seen score, digest, index) of the ids counted now
 
 
 class OnlineFeatureStore:
-    """Card histories and merchant label counts in Redis; features for batches of events."""
+    """Card states, seen ids and merchant day counts in Redis; features for batches of events."""
 
-    def __init__(self, client: redis.Redis) -> None:
+    def __init__(self, client: RedisClient) -> None:
         self._redis = client
-        self._record_label = client.register_script(_RECORD_LABEL)
-        self._update = client.register_script(_UPDATE)
-        self._snapshot = client.register_script(_SNAPSHOT)
 
-    def update(self, batch: Sequence[Transaction]) -> list[list[float]]:
-        """Record each event and return its features, in one script call for the whole batch.
-
-        Events are applied in batch order, so a later event of the same card sees the earlier.
-        """
-        keys: list[str] = []
-        args: list[str | int | bytes] = [_TTL_MS]
-        for tx in batch:
-            t = tx.event_time_ms
-            keys += [layout.card_events(tx.card_id), layout.merchant_labels(tx.merchant_id)]
-            args += [f"({t - f.HISTORY_MS}", t, t - f.HISTORY_MS, layout.pack(as_prior(tx))]
-        replies = self._update(keys=keys, args=args) if batch else []
-        rows = []
+    def update(self, batch: Sequence[Transaction]) -> Looked:
+        """Record each event once and return its features; events of a card apply in batch
+        order, so a later event sees the earlier."""
+        if not batch:
+            return Looked([], [], [], [])
+        digests = [layout.transaction_digest(tx.transaction_id) for tx in batch]
+        by_card: dict[str, list[int]] = {}
         for i, tx in enumerate(batch):
-            members, counts = replies[2 * i], replies[2 * i + 1]
-            history = [layout.unpack(m) for m in members]
-            fraud, labelled = (float(c) if c is not None else 0.0 for c in counts)
-            rows.append(features_from_history(tx, history, fraud, labelled))
-        return rows
+            by_card.setdefault(tx.card_id, []).append(i)
+        devices = sorted({tx.device_id for tx in batch if tx.device_id})
+        merchants = sorted({tx.merchant_id for tx in batch})
+        reads: list[Command] = [
+            _script(_READ_CARD, layout.card_state(card), layout.card_seen(card),
+                    layout.blocklist_card(card), *(digests[i] for i in indexes))
+            for card, indexes in by_card.items()
+        ]  # fmt: skip
+        reads += [("EXISTS", layout.blocklist_device(d)) for d in devices]
+        reads += [("HGETALL", layout.merchant_days(m)) for m in merchants]
+        replies = self._execute(reads)
+        cards = [_card(indexes, reply) for indexes, reply in zip(by_card.values(), replies)]
+        device_blocked = dict(zip(devices, replies[len(cards) :], strict=False))
+        days = dict(zip(merchants, (_days(r) for r in replies[len(cards) + len(devices) :]),
+                        strict=True))  # fmt: skip
+        rows, repeated = self._fold(batch, digests, cards, days)
+        blocked_cards = [False] * len(batch)
+        for card, reply in zip(cards, replies, strict=False):
+            for i in card.indexes:
+                blocked_cards[i] = bool(reply[2])
+        self._execute(self._commits(batch, rows, cards, days))
+        return Looked(
+            rows, blocked_cards,
+            [bool(tx.device_id) and bool(device_blocked.get(tx.device_id)) for tx in batch],
+            repeated,
+        )  # fmt: skip
 
-    def write_snapshots(
+    def _fold(
         self,
         batch: Sequence[Transaction],
-        rows: Sequence[list[float]],
-        pipe: redis.client.Pipeline | None = None,
-    ) -> None:
-        """Store each card's latest features with their event time (read by analysts' tools).
+        digests: list[bytes],
+        cards: list[_Card],
+        days: dict[str, tuple[dict[int, int], dict[int, int]]],
+    ) -> tuple[list[list[float]], list[bool]]:
+        rows: list[list[float]] = [[] for _ in batch]
+        repeated = [False] * len(batch)
+        merchant_rows: dict[tuple[str, int], list[float]] = {}
+        for card in cards:
+            counting: set[bytes] = set()
+            for i, counted in zip(card.indexes, card.counted, strict=True):
+                tx, event = batch[i], event_of(batch[i])
+                key = (tx.merchant_id, event.time // f.DAY_MS)
+                if key not in merchant_rows:
+                    merchant_rows[key] = merchant_features(*days[tx.merchant_id], key[1])
+                repeated[i] = counted or digests[i] in counting
+                state = _copy(card.state) if repeated[i] else card.state
+                rows[i] = step(state, event, merchant_rows[key])
+                if not repeated[i]:
+                    counting.add(digests[i])
+                    card.new.append((card.state.latest, digests[i], i))
+        return rows, repeated
 
-        Given a pipeline, only queue the call: the caller executes it with its own commands.
-        """
-        if not batch:
-            return
-        keys = [layout.card_features(tx.card_id) for tx in batch]
-        blobs = [
-            _json(dict(zip(f.FEATURE_NAMES, row, strict=True))
-                  | {"event_time": tx.event_time_ms, "transaction_id": tx.transaction_id})
-            for tx, row in zip(batch, rows, strict=True)
-        ]  # fmt: skip
-        self._snapshot(keys=keys, args=[_TTL_MS, *blobs], client=pipe)
+    def _commits(
+        self,
+        batch: Sequence[Transaction],
+        rows: list[list[float]],
+        cards: list[_Card],
+        days: dict[str, tuple[dict[int, int], dict[int, int]]],
+    ) -> list[Command]:
+        """Per card with news, its state, ids and latest features; per merchant, its counts."""
+        commands: list[Command] = []
+        counts: dict[str, dict[int, int]] = {}
+        for card in cards:
+            if not card.new:
+                continue
+            last = batch[card.indexes[-1]]
+            pairs = [item for score, digest, _ in card.new for item in (score, digest)]
+            commands.append(_script(
+                _COMMIT_CARD, layout.card_state(last.card_id), layout.card_seen(last.card_id),
+                layout.card_features(last.card_id), CARD_TTL_MS,
+                card.state.latest - f.HISTORY_MS, _encode_state(card.state),
+                snapshot(last, rows[card.indexes[-1]]), *pairs,
+            ))  # fmt: skip
+            for _, _, i in card.new:
+                per_day = counts.setdefault(batch[i].merchant_id, {})
+                day = batch[i].event_time_ms // f.DAY_MS
+                per_day[day] = per_day.get(day, 0) + 1
+        for merchant, per_day in counts.items():
+            key = layout.merchant_days(merchant)
+            for day, n in per_day.items():
+                commands.append(("HINCRBY", key, f"n{day}", n))
+            horizon = max(per_day) - MERCHANT_REACH_DAYS
+            stale = [f"{k}{d}" for k in "nf" for d in _known_days(days[merchant]) if d < horizon]
+            if stale:
+                commands.append(("HDEL", key, *stale))
+            commands.append(("PEXPIRE", key, MERCHANT_TTL_MS))
+        return commands
 
     def snapshot(self, card_id: str) -> dict[str, float | int | str] | None:
         """The card's latest features with the event time and id they were computed for."""
         raw = self._redis.get(layout.card_features(card_id))
-        return msgspec.json.decode(raw) if raw is not None else None
+        return msgspec.json.decode(raw) if isinstance(raw, bytes) else None
 
-    def record_label(self, transaction_id: str, merchant_id: str, is_fraud: bool) -> bool:
-        """Count a confirmed label for the merchant once; False if it was already counted."""
-        keys = [layout.label_seen(transaction_id), layout.merchant_labels(merchant_id)]
-        return bool(self._record_label(keys=keys, args=[int(is_fraud), _TTL_MS * 3]))
+    def record_label(
+        self, transaction_id: str, merchant_id: str, event_time_ms: int, is_fraud: bool
+    ) -> bool:
+        """Count a confirmed label for the merchant's day; the transaction's latest label wins
+        (a ``legit`` after a ``fraud`` takes the fraud back). False if nothing changed."""
+        label = "fraud" if is_fraud else "legit"
+        command = _script(
+            _RECORD_LABEL, layout.merchant_label(merchant_id, transaction_id),
+            layout.merchant_days(merchant_id), label, f"f{event_time_ms // f.DAY_MS}",
+            MERCHANT_TTL_MS,
+        )  # fmt: skip
+        return bool(self._execute([command])[0])
+
+    def delete_if(self, pairs: Iterable[tuple[str, str]]) -> int:
+        """Delete each key that still holds its value; how many were deleted."""
+        return sum(self._execute([_script(_DELETE_IF, key, value) for key, value in pairs]))
+
+    def _execute(self, commands: list[Command]) -> list[Any]:
+        """Run ``commands`` in one pipeline; scripts a node does not know (restarted, failed
+        over) are loaded and run again. Raises the first error otherwise."""
+        replies = self._pipeline(commands)
+        missing = [i for i, r in enumerate(replies) if isinstance(r, redis.exceptions.NoScriptError)]
+        if missing:
+            for source in _SCRIPTS:
+                self._redis.script_load(source)
+            for i, reply in zip(missing, self._pipeline([commands[i] for i in missing]),
+                                strict=True):  # fmt: skip
+                replies[i] = reply
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise reply
+        return replies
+
+    def _pipeline(self, commands: list[Command]) -> list[Any]:
+        pipe = self._redis.pipeline(transaction=False)
+        for command in commands:
+            pipe.execute_command(*command)
+        return list(pipe.execute(raise_on_error=False))
+
+
+def snapshot(tx: Transaction, row: list[float]) -> bytes:
+    """A card's latest features as analysts read them: with their event time and id."""
+    named = dict(zip(f.FEATURE_NAMES, row, strict=True))
+    return _json(named | {"event_time": tx.event_time_ms, "transaction_id": tx.transaction_id})
+
+
+def _script(source: str, *keys_then_args: Any) -> Command:
+    keys = {_READ_CARD: 3, _COMMIT_CARD: 3, _RECORD_LABEL: 2, _DELETE_IF: 1}[source]
+    return ("EVALSHA", _SCRIPTS[source], keys, *keys_then_args)
+
+
+def _card(indexes: list[int], reply: list[Any]) -> _Card:
+    blob, scores, _ = reply
+    state = _decode_state(blob) if blob else CardState()
+    return _Card(indexes, state, [score is not None for score in scores], [])
+
+
+def _copy(state: CardState) -> CardState:
+    return _decode_state(_encode_state(state))
+
+
+def _days(reply: dict[bytes, bytes]) -> tuple[dict[int, int], dict[int, int]]:
+    """A merchant's day counts: (transactions by day, confirmed frauds by day)."""
+    transactions: dict[int, int] = {}
+    frauds: dict[int, int] = {}
+    for field, value in reply.items():
+        kind, day = field[:1], int(field[1:])
+        (transactions if kind == b"n" else frauds)[day] = int(value)
+    return transactions, frauds
+
+
+def _known_days(days: tuple[dict[int, int], dict[int, int]]) -> set[int]:
+    return set(days[0]) | set(days[1])

@@ -1,82 +1,76 @@
 """The versioned Redis key and value layout of online features, shared by writers and readers.
 
-``fs:v1:card:{card_id}:events``   ZSET, score = event time (ms), member = a packed PriorEvent;
-                                  the card's last 30 days, the member unique per transaction.
-``fs:v1:card:{card_id}:features`` STRING, one JSON object: the latest computed features plus
-                                  ``event_time`` and ``transaction_id``, so readers can check
-                                  freshness (one SET per card per batch, read with one GET).
-``fs:v1:merchant:{merchant_id}``  HASH ``fraud``, ``labelled``: counts of known labels.
-``fs:v1:label:{transaction_id}``  STRING, set once when a label is counted (idempotence).
-``fs:v1:blocklist:card:{card_id}``, ``fs:v1:blocklist:device:{device_id}``
-                                  STRING (why), with a TTL: confirmed fraud; the job declines.
+Every key carries a hash tag (``{c:card}``, ``{m:merchant}``, ``{d:device}``, ``{t:transaction}``)
+so that the keys one script touches sit in one Redis Cluster slot.
 
-Bump VERSION when a layout changes; old keys then expire by their TTL.
+``fs:v2:{c:CARD}:state``      STRING, msgpack ``models.fold.CardState``: the card's bounded state.
+``fs:v2:{c:CARD}:seen``       ZSET, member = 8-byte digest of a transaction id, score = the card's
+                              latest time when it was counted: idempotence by id, trimmed to 30
+                              days of the card's own event time.
+``fs:v2:{c:CARD}:features``   STRING, one JSON object: the latest computed features plus
+                              ``event_time`` and ``transaction_id`` (read by analysts' tools).
+``fs:v2:{c:CARD}:labels``     HASH transaction_id -> latest label.
+``fs:v2:{c:CARD}:blocked``    STRING (the transaction that blocked it), with a TTL: the job declines.
+``fs:v2:{d:DEVICE}:blocked``  the same for a device.
+``fs:v2:{m:MERCHANT}:days``   HASH ``n<day>`` transactions and ``f<day>`` confirmed frauds per
+                              UTC epoch day; days past the merchant windows are deleted.
+``fs:v2:{m:MERCHANT}:label:ID`` STRING, the label counted for that transaction (latest wins).
+``fs:v2:{t:ID}:alert``        STRING, an alert as the job published it, kept for its feedback.
+
+Bump VERSION when a layout changes; old keys then expire by their TTL (v1 keys: 31 days).
 """
 
 from __future__ import annotations
 
+import hashlib
 from typing import Final
 
-import msgspec
-
-VERSION: Final = "v1"
+VERSION: Final = "v2"
 PREFIX: Final = f"fs:{VERSION}"
 
 
-class PriorEvent(msgspec.Struct, frozen=True, array_like=True):
-    """What the online features need to remember of a card's past event."""
-
-    transaction_id: str
-    time: int
-    amount_usd: float
-    merchant_id: str
-    country: str
-    device_id: str | None
-    lat: float | None
-    lon: float | None
+def card_state(card_id: str) -> str:
+    return f"{PREFIX}:{{c:{card_id}}}:state"
 
 
-_pack = msgspec.msgpack.Encoder().encode
-_unpack = msgspec.msgpack.Decoder(PriorEvent).decode
-
-
-def pack(event: PriorEvent) -> bytes:
-    return _pack(event)
-
-
-def unpack(raw: bytes) -> PriorEvent:
-    return _unpack(raw)
-
-
-def card_events(card_id: str) -> str:
-    return f"{PREFIX}:card:{card_id}:events"
+def card_seen(card_id: str) -> str:
+    return f"{PREFIX}:{{c:{card_id}}}:seen"
 
 
 def card_features(card_id: str) -> str:
-    return f"{PREFIX}:card:{card_id}:features"
-
-
-def merchant_labels(merchant_id: str) -> str:
-    return f"{PREFIX}:merchant:{merchant_id}"
-
-
-def label_seen(transaction_id: str) -> str:
-    return f"{PREFIX}:label:{transaction_id}"
-
-
-def blocklist_card(card_id: str) -> str:
-    return f"{PREFIX}:blocklist:card:{card_id}"
-
-
-def blocklist_device(device_id: str) -> str:
-    return f"{PREFIX}:blocklist:device:{device_id}"
+    return f"{PREFIX}:{{c:{card_id}}}:features"
 
 
 def card_labels(card_id: str) -> str:
-    """Analysts' labels of a card's transactions: a hash of transaction_id -> label."""
-    return f"{PREFIX}:card:{card_id}:labels"
+    return f"{PREFIX}:{{c:{card_id}}}:labels"
+
+
+def blocklist_card(card_id: str) -> str:
+    return f"{PREFIX}:{{c:{card_id}}}:blocked"
+
+
+def blocklist_device(device_id: str) -> str:
+    return f"{PREFIX}:{{d:{device_id}}}:blocked"
+
+
+def merchant_days(merchant_id: str) -> str:
+    return f"{PREFIX}:{{m:{merchant_id}}}:days"
+
+
+def merchant_label(merchant_id: str, transaction_id: str) -> str:
+    return f"{PREFIX}:{{m:{merchant_id}}}:label:{transaction_id}"
 
 
 def alert_context(transaction_id: str) -> str:
-    """An alert as the job published it, kept for the feedback on it."""
-    return f"{PREFIX}:alert:{transaction_id}"
+    return f"{PREFIX}:{{t:{transaction_id}}}:alert"
+
+
+def card_keys(card_id: str) -> tuple[str, ...]:
+    """Every key of one card (for erasure)."""
+    return (card_state(card_id), card_seen(card_id), card_features(card_id),
+            card_labels(card_id), blocklist_card(card_id))  # fmt: skip
+
+
+def transaction_digest(transaction_id: str) -> bytes:
+    """The seen-set member of a transaction id: fixed size whatever the id's length."""
+    return hashlib.blake2b(transaction_id.encode(), digest_size=8).digest()

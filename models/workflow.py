@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
 from models import datasets
 from models.errors import PromotionRefused, RegistryError
@@ -60,11 +61,34 @@ def train_and_publish(
 
 
 def evaluate_version(
-    registry: Registry, version: str, data: Path, all_rows: bool = False
+    registry: Registry,
+    version: str,
+    data: Path,
+    all_rows: bool = False,
+    history: Path | None = None,
 ) -> Metrics:
-    """A version's figures on any labelled file: its later time split, or every row."""
+    """A version's figures on any labelled file: its later time split, or every row.
+
+    With ``history``, features are computed over the history and then ``data`` (the stream's
+    view of a later period: every card's and merchant's past in place), and every row of
+    ``data``, and only those, is scored.
+    """
+    labels, scores, _ = scored_rows(registry, version, data, all_rows, history)
+    return evaluate(labels, scores)
+
+
+def scored_rows(
+    registry: Registry,
+    version: str,
+    data: Path,
+    all_rows: bool = False,
+    history: Path | None = None,
+) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.float64], npt.NDArray[np.object_]]:
+    """Labels, scores and transaction ids of the rows ``evaluate_version`` scores."""
     meta = registry.metadata(version)
     dataset = datasets.load(data)
+    if history is not None:
+        dataset = datasets.after_history(datasets.load(history), dataset)
     if list(dataset.feature_names) != meta["feature_names"]:
         raise RegistryError(
             f"{version} expects {meta['kind']} features; {dataset.source} gives {dataset.kind}"
@@ -72,11 +96,14 @@ def evaluate_version(
     x = feature_matrix(dataset)
     y = dataset.frame["is_fraud"].to_numpy(bool)
     rows = np.arange(len(y))
-    if not all_rows:
+    if history is not None:
+        rows = np.flatnonzero(~dataset.frame["history"].to_numpy(bool))
+    elif not all_rows:
         config = TrainConfig(**meta.get("config", {}))  # the version's own split
         rows = time_split(dataset.frame["event_time"], config).evaluation
     onnx = (registry.path(version) / "model.onnx").read_bytes()
-    return evaluate(y[rows], scores_for(x[rows], onnx))
+    ids = dataset.frame["transaction_id"].to_numpy()[rows]
+    return y[rows], scores_for(x[rows], onnx), ids
 
 
 def gate_figures(

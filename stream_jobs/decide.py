@@ -2,9 +2,10 @@
 per record out: the stream job's whole per-event logic, free of Flink so that the job, the
 pure-Python baseline and the tests run the very same code.
 
-Per batch: decode and validate; one pipelined Redis round trip for features (history and
-labels, recording the events), one for blocklists and feature snapshots; one scoring call;
-rules and the model's thresholds. Redis or scoring failing degrades the decision (listed in
+Per batch: decode and validate (an event dated too far ahead of the clock is a dead letter,
+``event_time_future``: it could otherwise pose as the card's latest activity); two pipelined
+Redis round trips for features, blocklists and recording (``models.online``); one scoring
+call; rules and the model's thresholds. Redis or scoring failing degrades the decision (listed in
 ``degraded``) instead of failing the batch, and both are retried on the next batch.
 
 Nothing a record holds can fail its batch or its partition: decoding never raises, a record
@@ -27,8 +28,7 @@ import redis
 from prometheus_client import CollectorRegistry
 
 from models import features as f
-from models import redis_layout as layout
-from models.online import OnlineFeatureStore, features_from_history
+from models.online import Looked, OnlineFeatureStore, without_history
 from services.core.contract import (
     Alert,
     Decision,
@@ -38,6 +38,7 @@ from services.core.contract import (
     encode,
 )
 from services.core.dead_letters import DeadLetterLog, dead_letter
+from services.core.settings import RedisClient
 from services.core.tokens import Tokenizer
 from services.scoring.client import ScoringRejected, ScoringUnavailable
 from services.scoring.wire import ScoreResponse
@@ -95,23 +96,25 @@ def _reply_problem(response: ScoreResponse, rows: int) -> str | None:
     return None
 
 
-def _blocklist_keys(tx: Transaction) -> tuple[str, str]:
-    return layout.blocklist_card(tx.card_id), layout.blocklist_device(tx.device_id or "")
+def _wall_ms() -> int:
+    return int(time.time() * 1000)
 
 
 class Decider:
     def __init__(
         self,
-        redis_client: redis.Redis,
+        redis_client: RedisClient,
         scorer: RowScorer,
         source_topic: str,
         metrics: JobMetrics | None = None,
         raw_limit: int = 4096,
         policy: rules.FailurePolicy = DEFAULT_POLICY,
         tokens: Tokenizer | None = None,
+        max_ahead_ms: int = 600_000,
     ) -> None:
-        """``tokens``: tokenize raw card numbers a foreign producer sends (defence in depth)."""
-        self._redis = redis_client
+        """``tokens``: tokenize raw card numbers a foreign producer sends (defence in depth);
+        ``max_ahead_ms``: how far past the job's clock an event time may be."""
+        self._max_ahead_ms = max_ahead_ms
         self._store = OnlineFeatureStore(redis_client)
         self._scorer = scorer
         self._topic = source_topic
@@ -123,8 +126,14 @@ class Decider:
     def decide(self, records: Sequence[Record], watermark_ms: int | None = None) -> list[Output]:
         outputs = [Output(key=r.key) for r in records]
         valid: list[_Valid] = []
+        now = _wall_ms()
         for i, record in enumerate(records):
             parsed = decode_record(record.key, record.value)
+            if not isinstance(parsed, InvalidEvent) and parsed.event_time_ms > now + self._max_ahead_ms:
+                parsed = InvalidEvent(
+                    "event_time", f"{(parsed.event_time_ms - now) // 1000} s ahead of the job's "
+                    f"clock (at most {self._max_ahead_ms // 1000} s)", "event_time_future",
+                )  # fmt: skip
             if isinstance(parsed, InvalidEvent):
                 outputs[i] = self._dead_letter(record, parsed)
             else:
@@ -158,18 +167,21 @@ class Decider:
 
     def _decide_valid(self, valid: list[_Valid], outputs: list[Output]) -> None:
         txs = [v.tx for v in valid]
-        rows, blocked = self._features(txs)
-        if rows is None:
-            rows = [features_from_history(tx, [], 0.0, 0.0) for tx in txs]
+        looked = self._features(txs)
+        if looked is None:
+            rows = [without_history(tx) for tx in txs]
             blocked = [(False, False)] * len(txs)
             for v in valid:
                 v.degraded.append("redis")
+        else:
+            rows = looked.rows
+            blocked = list(zip(looked.card_blocked, looked.device_blocked, strict=True))
         scored = self._score(rows)
         response = None if isinstance(scored, str) else scored
         if isinstance(scored, str):  # why there are no scores: the degraded reason
             for v in valid:
                 v.degraded.append(scored)
-        decided_at = int(time.time() * 1000)
+        decided_at = _wall_ms()
         decisions: list[Decision] = []
         for j, (v, row, flags) in enumerate(zip(valid, rows, blocked, strict=True)):
             fired = rules.evaluate(v.tx, row, *flags)
@@ -215,29 +227,18 @@ class Decider:
             degraded=sorted(v.degraded), latency_ms=float(decided_at - v.record.ingest_ms),
         )  # fmt: skip
 
-    def _features(
-        self, txs: list[Transaction]
-    ) -> tuple[list[list[float]] | None, list[tuple[bool, bool]]]:
-        """Features and blocklist flags from Redis, or (None, []) while Redis is unavailable."""
+    def _features(self, txs: list[Transaction]) -> Looked | None:
+        """Features and blocklist flags from Redis, or None while Redis is unavailable."""
         if time.monotonic() < self._redis_retry_at:
-            return None, []
+            return None
         try:
-            rows = self._store.update(txs)
-            pipe = self._redis.pipeline(transaction=False)
-            pipe.mget([key for tx in txs for key in _blocklist_keys(tx)])
-            self._store.write_snapshots(txs, rows, pipe)
-            flags = pipe.execute()[0]
+            return self._store.update(txs)
         except (redis.RedisError, OSError) as error:
             if self._redis_retry_at == 0.0 or time.monotonic() > self._redis_retry_at + 10:
                 log.warning("Redis unavailable (%s): deciding without history or blocklists, "
                             "by the failure policy", error)  # fmt: skip
             self._redis_retry_at = time.monotonic() + REDIS_RETRY_S
-            return None, []
-        blocked = [
-            (flags[2 * i] is not None, bool(tx.device_id) and flags[2 * i + 1] is not None)
-            for i, tx in enumerate(txs)
-        ]
-        return rows, blocked
+            return None
 
     def _score(self, rows: list[list[float]]) -> ScoreResponse | str:
         """The scores of ``rows``, or why there are none (the decisions' degraded reason)."""

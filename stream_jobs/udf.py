@@ -58,6 +58,7 @@ class DecideFunction:
             s.dlq.raw_bytes,
             policy,
             s.token.tokenizer(),
+            s.job.max_event_ahead_s * 1000,
         )
         self._lag = LagProbe(s, metrics.report_lag)
 

@@ -36,7 +36,7 @@ RegistryOpt = Annotated[
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
 DataOpt = Annotated[
-    Path, typer.Option("--data", help="Labelled data: .jsonl (generator), .csv, or a lake.")
+    Path, typer.Option("--data", help="Labelled data: .jsonl (generator), .csv or .csv.gz, or a lake.")
 ]
 ToleranceOpt = Annotated[
     float, typer.Option(min=0, help="PR-AUC the candidate may lose against the current.")
@@ -202,10 +202,18 @@ def evaluate_cmd(
     all_rows: Annotated[
         bool, typer.Option("--all-rows", help="Every row, not only the later time split.")
     ] = False,
+    history: Annotated[
+        Path | None,
+        typer.Option(
+            "--history",
+            help="Earlier labelled data: features over it, then --data, and every row of --data"
+            " scored (the stream's view of a later period).",
+        ),
+    ] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """A version's figures on any labelled file, without training."""
-    metrics = _workflow().evaluate_version(_registry(registry), version, data, all_rows)
+    metrics = _workflow().evaluate_version(_registry(registry), version, data, all_rows, history)
     if as_json:
         _print_json({"version": version, **metrics.as_dict()})
     else:

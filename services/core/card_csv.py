@@ -13,9 +13,13 @@ CSV column                  Transaction field
 ``category``                ``merchant_category`` (an MCC, see ``CATEGORY_TO_MCC``) and
                             ``channel`` (``*_net``: ecommerce, else card_present)
 ``amt``                     ``amount`` in ``USD``, ``country`` ``US``
-``merch_lat``/``merch_long`` ``lat``/``lon``: where the card was used
+``merch_lat``/``merch_long`` ``lat``/``lon``: where the card was used (both empty: unknown)
 ``is_fraud``                the label, kept apart from the event
 ==========================  ======================================================
+
+Empty values are allowed where the data has none: an empty ``category`` is misc retail
+(``UNKNOWN_CATEGORY_MCC``, card present), empty coordinates are an event without a place, and
+the unused ``lat``/``long``/``unix_time`` may be empty. A ``.csv.gz`` file is read as it is.
 
 Dropped: the cardholder's name, gender, street, city, state, zip, home ``lat``/``long``,
 ``city_pop``, ``job`` and ``dob`` (personal data the pipeline must not carry), and
@@ -25,10 +29,11 @@ Dropped: the cardholder's name, gender, street, city, state, zip, home ``lat``/`
 from __future__ import annotations
 
 import csv
+import gzip
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Final
+from typing import Final, TextIO
 
 import msgspec
 
@@ -102,9 +107,25 @@ def to_transaction(row: dict[str, str]) -> Transaction:
         currency="USD",
         country="US",
         channel="ecommerce" if category.endswith("_net") else "card_present",
-        lat=_number(row["merch_lat"], "lat"),
-        lon=_number(row["merch_long"], "lon"),
+        **_place(row["merch_lat"], row["merch_long"]),
     )
+
+
+def _place(lat: str, lon: str) -> dict[str, float | None]:
+    if not lat.strip() and not lon.strip():
+        return {"lat": None, "lon": None}
+    return {"lat": _number(lat, "lat"), "lon": _number(lon, "lon")}
+
+
+def is_card_csv_name(path: Path) -> bool:
+    return path.name.endswith((".csv", ".csv.gz"))
+
+
+def open_text(path: Path) -> TextIO:
+    """A CSV file for reading as text, gzip-compressed when its name ends in ``.gz``."""
+    if path.name.endswith(".gz"):
+        return gzip.open(path, "rt", newline="", encoding="utf-8")
+    return path.open(newline="", encoding="utf-8")
 
 
 def _number(text: str, field: str) -> float:
@@ -118,14 +139,14 @@ def read_card_csv(path: Path) -> Iterator[CsvRow]:
     """Rows of the file as transactions with labels; invalid rows come back as InvalidEvent."""
     if not path.is_file():
         raise CsvFormatError(f"{path}: no such file")
-    with path.open(newline="", encoding="utf-8") as handle:
+    with open_text(path) as handle:
         reader = csv.DictReader(handle)
         check_columns(list(reader.fieldnames or []), path)
         for row in reader:
             line = reader.line_num
             try:
                 event: Transaction | InvalidEvent = to_transaction(row)
-            except (ValueError, TypeError) as error:
+            except (ValueError, TypeError, AttributeError) as error:
                 message = str(error)
                 field = message.rsplit("`$.", 1)[-1].rstrip("`") if "`$." in message else "$"
                 event = InvalidEvent(field, message.split(" - at `")[0])

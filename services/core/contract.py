@@ -39,7 +39,9 @@ _FIELD_IN_MESSAGE = re.compile(r"at `\$\.([A-Za-z_][A-Za-z0-9_]*)")
 _MISSING_FIELD = re.compile(r"missing required field `([A-Za-z_][A-Za-z0-9_]*)`")
 
 Channel = Literal["card_present", "ecommerce", "atm"]
-DeadLetterKind = Literal["malformed", "invalid", "oversize", "key_mismatch", "internal"]
+DeadLetterKind = Literal[
+    "malformed", "invalid", "oversize", "key_mismatch", "event_time_future", "internal"
+]
 """Why a record is a dead letter: not UTF-8 JSON of bounded depth; against the contract; larger
 than MAX_MESSAGE_BYTES; a Kafka key that is not its card_id; a failure of the job itself."""
 DecisionOutcome = Literal["approve", "review", "decline"]

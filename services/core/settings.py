@@ -20,10 +20,12 @@ import msgspec
 import redis
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from redis.cluster import RedisCluster
 
 from services.core.errors import UserError
 from services.core.tokens import Tokenizer
 
+RedisClient = redis.Redis | RedisCluster  # what ``RedisSettings.client`` returns
 SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
 SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
 
@@ -91,6 +93,9 @@ class KafkaSettings(_Group):
 class RedisSettings(_Group):
     url: str | None = Field(None, description="Redis URL; unset: the embedded stack")
     password: SecretStr | None = Field(None, description="Redis password, kept out of the URL")
+    cluster: bool = Field(
+        False, description="The URL names one node of a Redis Cluster (keys are hash-tagged)"
+    )
 
     @field_validator("url")
     @classmethod
@@ -107,9 +112,12 @@ class RedisSettings(_Group):
             )
         return self.url
 
-    def client(self, **options: Any) -> redis.Redis:
-        """A client of the configured Redis, with its password (``options``: timeouts)."""
+    def client(self, **options: Any) -> RedisClient:
+        """A client of the configured Redis or Redis Cluster, with its password
+        (``options``: timeouts)."""
         password = self.password.get_secret_value() if self.password else None
+        if self.cluster:
+            return RedisCluster.from_url(self.require_url(), password=password, **options)
         return redis.Redis.from_url(self.require_url(), password=password, **options)
 
 
@@ -245,6 +253,11 @@ class JobSettings(_Group):
     scoring_down: Literal["rules_only", "review"] = Field(
         "rules_only", description="Scoring unavailable or refusing: decide by rules, or review"
     )
+    max_event_ahead_s: int = Field(
+        600, ge=0,
+        description="An event dated further than this ahead of the job's clock is a dead letter "
+        "(event_time_future)",
+    )  # fmt: skip
     rest_port: int = Field(
         0, ge=0, le=65535,
         description="Local mode: the loopback port of Flink's REST API (job state, restarts); 0: "

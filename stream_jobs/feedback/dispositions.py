@@ -1,8 +1,10 @@
 """What one analyst disposition changes, free of faust so the app and the tests share it.
 
-Every write is idempotent: merchant counters move once per transaction (``record_label``
-counts under a SET NX marker), blocklist entries are set only if absent, a card's label
-history is a hash keyed by transaction id. A redelivered or repeated message changes nothing.
+Every write is idempotent and the transaction's latest label wins: merchant fraud counts move
+only when a transaction's label changes (``record_label`` keeps the label it counted), a
+card's label history is a hash keyed by transaction id, a ``fraud`` blocklists the card and
+device (if not already) and a later ``legit`` lifts the entries that transaction created. A
+redelivered or repeated message changes nothing.
 """
 
 from __future__ import annotations
@@ -10,11 +12,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import msgspec
-import redis
 
 from models import redis_layout as layout
 from models.online import OnlineFeatureStore
 from services.core.contract import Alert, Feedback, InvalidEvent, decode_feedback, decode_or_none
+from services.core.settings import RedisClient
 
 ALERT_TTL_MS = 30 * 24 * 3600 * 1000  # how long an alert can still be labelled
 _alerts = msgspec.json.Decoder(Alert)
@@ -30,7 +32,7 @@ class Disposition:
 
 @dataclass(frozen=True)
 class Applied(Disposition):
-    first: bool  # False: this transaction was labelled before; nothing changed
+    first: bool  # False: this transaction already had this label; nothing changed
 
 
 @dataclass(frozen=True)
@@ -40,7 +42,7 @@ class Rejected:
 
 
 class Dispositions:
-    def __init__(self, client: redis.Redis, blocklist_ttl_ms: int) -> None:
+    def __init__(self, client: RedisClient, blocklist_ttl_ms: int) -> None:
         self._redis = client
         self._store = OnlineFeatureStore(client)
         self._blocklist_ttl_ms = blocklist_ttl_ms
@@ -73,14 +75,18 @@ class Dispositions:
             return found
         feedback, alert = found.feedback, found.alert
         tx, fraud = alert.transaction, feedback.label == "fraud"
-        first = self._store.record_label(tx.transaction_id, tx.merchant_id, fraud)
+        changed = self._store.record_label(
+            tx.transaction_id, tx.merchant_id, tx.event_time_ms, fraud
+        )
+        blocklist = [layout.blocklist_card(tx.card_id)]
+        blocklist += [layout.blocklist_device(tx.device_id)] if tx.device_id else []
         pipe = self._redis.pipeline(transaction=False)
         pipe.hset(layout.card_labels(tx.card_id), tx.transaction_id, feedback.label)
         pipe.pexpire(layout.card_labels(tx.card_id), ALERT_TTL_MS)
         if fraud:
-            ttl = self._blocklist_ttl_ms
-            pipe.set(layout.blocklist_card(tx.card_id), tx.transaction_id, px=ttl, nx=True)
-            if tx.device_id:
-                pipe.set(layout.blocklist_device(tx.device_id), tx.transaction_id, px=ttl, nx=True)
+            for key in blocklist:
+                pipe.set(key, tx.transaction_id, px=self._blocklist_ttl_ms, nx=True)
         pipe.execute()
-        return Applied(feedback, alert, first)
+        if not fraud:  # lift what this transaction's fraud label blocked, and nothing else
+            self._store.delete_if((key, tx.transaction_id) for key in blocklist)
+        return Applied(feedback, alert, changed)
