@@ -1,10 +1,12 @@
-"""The online features (per event, Redis) equal the offline ones (vectorised) on every row."""
+"""The online features (per event, state in Redis) equal the offline ones on every row."""
 
 from __future__ import annotations
 
 import heapq
+import time
 from collections.abc import Iterator
 
+import msgspec
 import numpy as np
 import pandas as pd
 import pytest
@@ -12,7 +14,7 @@ import redis
 
 from models import offline
 from models.datasets import frame_from_transactions
-from models.features import FEATURE_NAMES, LABEL_DELAY_MS
+from models.features import DAY_MS, FEATURE_NAMES, LABEL_DELAY_MS
 from models.online import OnlineFeatureStore
 from services.core.contract import Transaction
 from services.generator import GeneratorConfig, generate
@@ -48,7 +50,8 @@ def _replay(
     batch: list[Transaction] = []
 
     def flush() -> None:
-        rows.update(zip((tx.transaction_id for tx in batch), store.update(batch), strict=True))
+        rows.update(zip((tx.transaction_id for tx in batch), store.update(batch).rows,
+                        strict=True))  # fmt: skip
         batch.clear()
 
     for _, kind, tx in merged:
@@ -58,7 +61,9 @@ def _replay(
                 flush()
         else:
             flush()
-            store.record_label(tx.transaction_id, tx.merchant_id, fraud[tx.transaction_id])
+            store.record_label(
+                tx.transaction_id, tx.merchant_id, tx.event_time_ms, fraud[tx.transaction_id]
+            )
     flush()
     return rows
 
@@ -87,27 +92,33 @@ def test_online_equals_offline_for_every_feature_of_every_row(
     assert [n for n in FEATURE_NAMES if expected[n].nunique() < 2] == []
 
 
-def test_replayed_events_and_labels_count_once(
+def test_the_latest_label_of_a_transaction_wins(
     store: OnlineFeatureStore, history: tuple[list[Transaction], dict[str, bool]]
 ) -> None:
     transactions = sorted(history[0][:3_000], key=lambda t: (t.event_time_ms, t.transaction_id))
-    first = store.update(transactions)
-    again = store.update(transactions)  # a replay after a crash: same ids, same features
-    assert again == first
+    store.update(transactions)
     tx = transactions[0]
-    assert store.record_label(tx.transaction_id, tx.merchant_id, True) is True
-    assert store.record_label(tx.transaction_id, tx.merchant_id, True) is False
-    after = store.update([tx])[0]
-    rate = after[FEATURE_NAMES.index("merchant_fraud_rate")]
-    assert rate == pytest.approx((1 + 0.005 * 50) / (1 + 50))
+    risk = FEATURE_NAMES.index("merchant_risk_30d")
+    later = msgspec.structs.replace(tx, transaction_id="probe", event_time=tx.event_time_ms + 10 * DAY_MS)
+
+    def merchant_risk() -> float:
+        probe = msgspec.structs.replace(later, transaction_id=f"probe-{time.monotonic_ns()}")
+        return store.update([probe]).rows[0][risk]
+
+    clean = merchant_risk()
+    assert store.record_label(tx.transaction_id, tx.merchant_id, tx.event_time_ms, True) is True
+    assert store.record_label(tx.transaction_id, tx.merchant_id, tx.event_time_ms, True) is False
+    flagged = merchant_risk()
+    assert flagged > clean
+    assert store.record_label(tx.transaction_id, tx.merchant_id, tx.event_time_ms, False) is True
+    assert merchant_risk() == clean  # the legit that followed took the fraud back
 
 
 def test_latest_features_are_stored_with_their_event_time(
     store: OnlineFeatureStore, history: tuple[list[Transaction], dict[str, bool]]
 ) -> None:
     batch = sorted(history[0][:200], key=lambda t: (t.event_time_ms, t.transaction_id))
-    rows = store.update(batch)
-    store.write_snapshots(batch, rows)
+    rows = store.update(batch).rows
     last = batch[-1]
     stored = store.snapshot(last.card_id)
     assert stored is not None
