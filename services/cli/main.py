@@ -119,6 +119,14 @@ def stack_up(
     redis_port: Annotated[
         int | None, _opt("stack_redis_port", "Redis port (0: a free one)", "redis-port")
     ] = None,
+    redis_cluster: Annotated[
+        bool | None,
+        typer.Option(
+            "--redis-cluster/--no-redis-cluster",
+            help="A 3-master Redis Cluster instead of one Redis (FRAUDSTREAM_STACK_REDIS_CLUSTER).",
+            show_default=False,
+        ),
+    ] = None,
     state_dir: StateDirOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -128,6 +136,7 @@ def stack_up(
         stack_broker=broker,
         stack_broker_port=broker_port,
         stack_redis_port=redis_port,
+        stack_redis_cluster=redis_cluster,
         state_dir=state_dir,
     )
     with (
@@ -180,8 +189,9 @@ def stack_restart(
     as_json: JsonOpt = False,
 ) -> None:
     """Restart one component of the running stack on its port; the others keep running."""
-    if component not in stack.COMPONENTS:
-        raise UserError(f"no component {component!r}: one of {', '.join(stack.COMPONENTS)}")
+    known = (*stack.COMPONENTS, *stack.cluster_node_names()[1:])
+    if component not in known:
+        raise UserError(f"no component {component!r}: one of {', '.join(known)}")
     _show_stack(stack.restart(load_settings(state_dir=state_dir), component), as_json)
 
 
@@ -194,6 +204,7 @@ def _show_stack(state: StackState, as_json: bool) -> None:
                 "broker": state.broker,
                 "bootstrap_servers": state.bootstrap_servers,
                 "redis_url": state.redis_url,
+                "redis_cluster": state.redis_cluster,
                 "scoring_url": state.scoring_url,
                 "topics": state.topics,
                 "pids": {p.name: p.pid for p in state.processes},
@@ -205,9 +216,12 @@ def _show_stack(state: StackState, as_json: bool) -> None:
     table = Table("component", "endpoint", "pid", "state")
     endpoints = {
         "broker": state.bootstrap_servers,
-        "redis": state.redis_url,
+        "redis": state.redis_url + (" (cluster)" if state.redis_cluster else ""),
         "scoring": state.scoring_url or "",
     }
+    names = stack.cluster_node_names()
+    for name, port in zip(names[1:], state.redis_cluster_ports[1:], strict=False):
+        endpoints[name] = f"redis://127.0.0.1:{port}/0"
     for p in state.processes:
         table.add_row(
             p.name, endpoints.get(p.name, ""), str(p.pid), "up" if running[p.name] else "DOWN"

@@ -299,6 +299,9 @@ class StackSettings(_Group):
     )
     broker_port: int = Field(0, ge=0, le=65535, description="Embedded broker port; 0: a free one")
     redis_port: int = Field(0, ge=0, le=65535, description="Embedded Redis port; 0: a free one")
+    redis_cluster: bool = Field(
+        False, description="Start a 3-master Redis Cluster instead of one Redis"
+    )
     partitions: int = Field(
         4, ge=1, le=1024, description="Partitions of the keyed topics the stack creates"
     )
@@ -412,6 +415,7 @@ class StackEndpoints(msgspec.Struct, frozen=True, kw_only=True):
 
     bootstrap_servers: str
     redis_url: str
+    redis_cluster: bool = False  # the URL names one node of a Redis Cluster
     scoring_url: str | None = None  # None when the serve extra is not installed
 
 
@@ -449,6 +453,8 @@ def resolve(**overrides: Any) -> Resolved:
             "scoring_url": (settings.scoring.url, stack.scoring_url),
         }
         filled = {k: new for k, (old, new) in candidates.items() if old is None and new}
+        if "redis_url" in filled and stack.redis_cluster:
+            filled["redis_cluster"] = True
     key_file = settings.state_dir / TOKEN_KEY_FILE
     if settings.stack.endpoints and settings.token.key is None and key_file.is_file():
         filled["token_key"] = key_file.read_text().strip()

@@ -19,6 +19,7 @@ import importlib.util
 import os
 import secrets
 import shutil
+import subprocess
 import sys
 import time
 import urllib.request
@@ -100,6 +101,48 @@ def _redis_argv(port: int, data_dir: Path | None = None) -> list[str]:
 def _redis_answers(url: str) -> bool:
     with redis.Redis.from_url(url, socket_timeout=1) as client:
         return bool(client.ping())
+
+
+def _cluster_node_argv(port: int, data_dir: Path) -> list[str]:
+    """One durable node of a Redis Cluster, with its own directory (its nodes.conf is there)."""
+    return [*_redis_argv(port, data_dir / str(port)), "--cluster-enabled", "yes",
+            "--cluster-config-file", "nodes.conf", "--cluster-node-timeout", "5000"]  # fmt: skip
+
+
+def _cluster_ok(ports: list[int]) -> bool:
+    """Every node says the cluster serves all its slots."""
+    for port in ports:
+        with redis.Redis(host="127.0.0.1", port=port, socket_timeout=1) as client:
+            info = client.execute_command("CLUSTER INFO")  # parsed into a dict by redis-py
+        if info.get("cluster_state") != "ok":
+            return False
+    return True
+
+
+def _start_redis_cluster(
+    settings: Settings, logs: Path, started: list[ProcessRecord]
+) -> list[int]:
+    """``CLUSTER_NODES`` masters on loopback, joined by ``redis-cli --cluster create``."""
+    argv = functools.partial(_cluster_node_argv, data_dir=settings.state_dir / "redis")
+    ports = [
+        _start_server(name, settings.stack.redis_port if i == 0 else 0, argv, logs, started)
+        for i, name in enumerate(cluster_node_names())
+    ]
+    for port in ports:
+        url = f"redis://127.0.0.1:{port}/0"
+        processes.wait_until(lambda u=url: _redis_answers(u), START_TIMEOUT_S, "redis PING")  # type: ignore[misc]
+    cli = redis_server_binary().with_name("redis-cli")
+    create = [str(cli), "--cluster", "create", *(f"127.0.0.1:{p}" for p in ports),
+              "--cluster-replicas", "0", "--cluster-yes"]  # fmt: skip
+    done = subprocess.run(create, capture_output=True, text=True, timeout=60, check=False)
+    if done.returncode != 0:
+        raise StackError(f"redis-cli --cluster create failed: {done.stdout[-500:]}{done.stderr}")
+    processes.wait_until(lambda: _cluster_ok(ports), START_TIMEOUT_S, "redis cluster_state:ok")
+    return ports
+
+
+def cluster_node_names() -> list[str]:
+    return ["redis", *(f"redis-{i}" for i in range(2, CLUSTER_NODES + 1))]
 
 
 def _port_freed(port: int, within_s: float = PORT_RELEASE_S) -> bool:
@@ -222,11 +265,12 @@ def _start_feedback(settings: Settings, logs: Path) -> ProcessRecord | None:
 
 
 COMPONENTS = ("broker", "redis", "scoring", "feedback-app")
+CLUSTER_NODES = 3  # masters of ``stack up --redis-cluster``, no replicas
 
 
-def _local(settings: Settings, bootstrap: str, redis_url: str) -> Settings:
+def _local(settings: Settings, bootstrap: str, redis_url: str, cluster: bool) -> Settings:
     return settings.updated({"kafka_bootstrap_servers": bootstrap, "redis_url": redis_url,
-                             "kafka_security_protocol": "PLAINTEXT"})  # fmt: skip
+                             "redis_cluster": cluster, "kafka_security_protocol": "PLAINTEXT"})  # fmt: skip
 
 
 def _starter(settings: Settings, state: StackState, name: str) -> ProcessRecord | None:
@@ -237,10 +281,16 @@ def _starter(settings: Settings, state: StackState, name: str) -> ProcessRecord 
         argv = _broker(settings, state.broker, state.controller_port)
         _start_server("broker", state.broker_port, argv, logs, started)
         kafka.create_topics(local)  # an in-memory broker comes back empty
-    elif name == "redis":
+    elif name == "redis" and not state.redis_cluster:
         argv = functools.partial(_redis_argv, data_dir=settings.state_dir / "redis")
         _start_server("redis", state.redis_port, argv, logs, started)
         processes.wait_until(lambda: _redis_answers(state.redis_url), START_TIMEOUT_S, "redis")
+    elif name in cluster_node_names():  # its nodes.conf brings it back into the cluster
+        port = state.redis_cluster_ports[cluster_node_names().index(name)]
+        argv = functools.partial(_cluster_node_argv, data_dir=settings.state_dir / "redis")
+        _start_server(name, port, argv, logs, started)
+        processes.wait_until(lambda: _cluster_ok(state.redis_cluster_ports), START_TIMEOUT_S,
+                             "redis cluster_state:ok")  # fmt: skip
     elif name == "scoring" and state.scoring_url:
         port = int(state.scoring_url.rsplit(":", 1)[1])
         started.append(start_scoring(logs, _registry(settings), port)[1])
@@ -290,7 +340,8 @@ def client_settings(settings: Settings, state: StackState) -> Settings:
     key = (settings.state_dir / TOKEN_KEY_FILE).read_text().strip()
     return settings.updated({
         "kafka_bootstrap_servers": state.bootstrap_servers, "kafka_security_protocol": "PLAINTEXT",
-        "redis_url": state.redis_url, "scoring_url": state.scoring_url, "token_key": key,
+        "redis_url": state.redis_url, "redis_cluster": state.redis_cluster,
+        "scoring_url": state.scoring_url, "token_key": key,
     })  # fmt: skip
 
 
@@ -309,12 +360,17 @@ def up(settings: Settings, feedback: bool = True) -> StackState:
         controller_port = processes.free_loopback_port() if ports.broker == "kafka" else 0
         argv = _broker(settings, ports.broker, controller_port)
         broker_port = _start_server("broker", ports.broker_port, argv, logs, started)
-        redis_argv = functools.partial(_redis_argv, data_dir=settings.state_dir / "redis")
-        redis_port = _start_server("redis", ports.redis_port, redis_argv, logs, started)
+        cluster_ports = []
+        if ports.redis_cluster:
+            cluster_ports = _start_redis_cluster(settings, logs, started)
+            redis_port = cluster_ports[0]
+        else:
+            redis_argv = functools.partial(_redis_argv, data_dir=settings.state_dir / "redis")
+            redis_port = _start_server("redis", ports.redis_port, redis_argv, logs, started)
         bootstrap = f"127.0.0.1:{broker_port}"
         redis_url = f"redis://127.0.0.1:{redis_port}/0"
         processes.wait_until(lambda: _redis_answers(redis_url), START_TIMEOUT_S, "redis PING")
-        local = _local(settings, bootstrap, redis_url)
+        local = _local(settings, bootstrap, redis_url, ports.redis_cluster)
         topics = kafka.create_topics(local)
         scoring_url = _start_scoring(settings, logs, started)
         if feedback and (app := _start_feedback(local, logs)):
@@ -330,6 +386,8 @@ def up(settings: Settings, feedback: bool = True) -> StackState:
     state = StackState(
         bootstrap_servers=bootstrap,
         redis_url=redis_url,
+        redis_cluster=ports.redis_cluster,
+        redis_cluster_ports=cluster_ports,
         broker_port=broker_port,
         redis_port=redis_port,
         broker=ports.broker,

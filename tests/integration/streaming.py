@@ -26,9 +26,12 @@ BROKERS = ["tansu", "kafka"]  # the embedded default and Apache Kafka (KRaft, fr
 
 
 @contextmanager
-def running_stack(state_dir: Path, broker: str = "tansu") -> Iterator[Settings]:
-    """Broker, Redis and scoring service for one test; the job's settings pointing at them."""
-    base = Settings.of(state_dir=state_dir, stack_broker=broker)
+def running_stack(
+    state_dir: Path, broker: str = "tansu", redis_cluster: bool = False
+) -> Iterator[Settings]:
+    """Broker, Redis (or a Redis Cluster) and scoring service for one test; the job's
+    settings pointing at them."""
+    base = Settings.of(state_dir=state_dir, stack_broker=broker, stack_redis_cluster=redis_cluster)
     state = stack.up(base, feedback=False)  # tests start their own feedback app
     try:
         yield stack.client_settings(base, state).updated(

@@ -49,6 +49,35 @@ def _wait_complete(settings: Settings, timeout: float = 240.0) -> Verification:
             return result
 
 
+def _decide_stream(state_dir: Path, redis_cluster: bool) -> dict[str, tuple[str, float, list[str]]]:
+    """One stream, decided by the job, as ``{transaction_id: (decision, score, reasons)}``;
+    the same token key everywhere, so that cards are the same keys in every run."""
+    with running_stack(state_dir, redis_cluster=redis_cluster) as settings:
+        settings = settings.updated({"token_key": "ab" * 32})
+        produce(settings, 4_000, 0, 31, START)
+        job = stack.start_job(settings, state_dir / "job-logs")
+        tail = DecisionTail(settings)
+        try:
+            decisions = tail.wait_for(4_000, 240, "decisions")
+        finally:
+            tail.close()
+            processes.stop(job)
+    degraded = [d for d in decisions if d.degraded]
+    assert len(degraded) < len(decisions) // 20, degraded[:3]
+    return {d.transaction_id: (d.decision, d.score, d.reasons) for d in decisions
+            if not d.degraded}  # fmt: skip
+
+
+def test_a_redis_cluster_gives_the_same_decisions_as_one_redis(tmp_path: Path) -> None:
+    single = _decide_stream(tmp_path / "single", redis_cluster=False)
+    cluster = _decide_stream(tmp_path / "cluster", redis_cluster=True)
+    both = single.keys() & cluster.keys()
+    assert len(both) > 3_600  # nearly every decision undegraded in both runs
+    differ = [t for t in both if single[t] != cluster[t]]
+    assert differ == [], [(t, single[t], cluster[t]) for t in differ[:3]]
+    assert len({single[t][0] for t in both}) > 1  # not one outcome for all: the negative control
+
+
 @pytest.mark.parametrize("broker", BROKERS)
 def test_every_valid_transaction_decided_every_invalid_dead_lettered(
     tmp_path: Path, broker: str
