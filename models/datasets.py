@@ -81,9 +81,7 @@ def load(path: Path) -> Dataset:
                 f"(trans_num, cc_num, amt, is_fraud, ...) or Time, V1..V28, Amount, Class"
             )
     else:
-        raise DataError(
-            f"{path.name}: expected a .jsonl (generator output), .csv or .csv.gz file"
-        )
+        raise DataError(f"{path.name}: expected a .jsonl (generator output), .csv or .csv.gz file")
     _check(dataset)
     return dataset
 

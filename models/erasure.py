@@ -3,8 +3,9 @@
 The lake says which cards and transactions are the customer's (Redis keeps no index from a
 customer to cards). Removed: the lake's ``transactions``, ``decisions`` and ``labels`` rows;
 Redis's card states, seen ids, feature snapshots, labels, blocklist entries, remembered alerts
-and the merchants' markers of their transactions' labels. Kept: merchants' day counts (aggregates of many customers) and the Kafka topics (their
-retention removes them; they hold tokens only).
+and the merchants' markers of their transactions' labels. Kept: merchants' day counts
+(aggregates of many customers) and the Kafka topics (their retention removes them; they hold
+tokens only).
 """
 
 from __future__ import annotations

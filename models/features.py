@@ -121,7 +121,8 @@ def merchant_risk(frauds: _Number, transactions: _Number) -> _Number:
     """Fraud share of a merchant's transactions (0 with none), clipped to 0..1: a label can
     arrive for a transaction this store never counted."""
     if isinstance(transactions, np.ndarray):
-        return np.clip(frauds / np.maximum(transactions, 1), 0.0, 1.0)
+        shares: npt.NDArray[np.float64] = np.clip(frauds / np.maximum(transactions, 1), 0.0, 1.0)
+        return shares
     return min(max(frauds / max(transactions, 1), 0.0), 1.0)
 
 

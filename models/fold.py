@@ -21,8 +21,8 @@ from __future__ import annotations
 
 import math
 import zlib
-from bisect import bisect_right, insort
-from collections.abc import Mapping, Sequence
+from bisect import bisect_right
+from collections.abc import Sequence
 from typing import Any, NamedTuple, TypeVar
 
 import msgspec
@@ -68,6 +68,8 @@ class CardState(msgspec.Struct, array_like=True):
     merchants: dict[int, int] = {}  # merchant ident -> last seen (ms)
     countries: dict[str, int] = {}
     devices: dict[int, int] = {}
+    latest_features: tuple[int, str, list[float]] | None = None  # (time, id, row) of the
+    # latest event folded online, for analysts' tools: the fold neither reads nor writes it
 
 
 def ident(value: str) -> int:
@@ -120,27 +122,26 @@ def step(state: CardState, event: CardEvent, merchant: Sequence[float]) -> list[
     return row
 
 
-def merchant_features(
-    transactions: Mapping[int, int], frauds: Mapping[int, int], day: int
-) -> list[float]:
+def merchant_features(transactions: Sequence[int], frauds: Sequence[int]) -> list[float]:
     """Count and fraud share of a merchant's transactions over each ``MERCHANT_DAYS`` window
-    of whole days ending before ``day - MERCHANT_DELAY_DAYS``: by then their labels are known.
-
-    ``transactions`` and ``frauds`` map an epoch day to its count (``day`` being the event's).
-    """
+    of whole days ending before ``MERCHANT_DELAY_DAYS`` before the event's day, when their
+    labels are known. ``transactions[i]`` and ``frauds[i]`` count day ``event day - delay -
+    1 - i`` (``merchant_days_back`` of them)."""
     counts, risks = [], []
-    n = fraud = 0
-    last = day - f.MERCHANT_DELAY_DAYS - 1
-    for back in range(max(f.MERCHANT_DAYS)):
-        n += transactions.get(last - back, 0)
-        fraud += frauds.get(last - back, 0)
-        if back + 1 in f.MERCHANT_DAYS:
-            counts.append(float(n))
-            risks.append(f.merchant_risk(fraud, n))
+    for days in f.MERCHANT_DAYS:
+        n, fraud = sum(transactions[:days]), sum(frauds[:days])
+        counts.append(float(n))
+        risks.append(f.merchant_risk(fraud, n))
     return counts + risks
 
 
-NO_MERCHANT_HISTORY = merchant_features({}, {}, 0)
+def merchant_last_day(event_day: int) -> int:
+    """The latest day a merchant window of an event on ``event_day`` counts."""
+    return event_day - f.MERCHANT_DELAY_DAYS - 1
+
+
+MERCHANT_DAYS_BACK = max(f.MERCHANT_DAYS)
+NO_MERCHANT_HISTORY = merchant_features([], [])
 
 
 def _span(keys: list[int], after: int, upto: int) -> tuple[int, int]:
@@ -181,13 +182,13 @@ def _add(state: CardState, event: CardEvent, day: int, hour: int) -> None:
     state.day_n[k] += 1
     state.day_sum[k] += usd
     state.day_sq[k] += usd * usd
-    _remember(state.merchants, event.merchant, t, MERCHANTS_KEPT)
-    _remember(state.countries, event.country, t, PLACES_KEPT)
+    _remember(state.merchants, event.merchant, t, MERCHANTS_KEPT, state.latest - f.DAY_MS)
+    _remember(state.countries, event.country, t, PLACES_KEPT, state.latest - f.HISTORY_MS)
     if event.device is not None:
-        _remember(state.devices, event.device, t, PLACES_KEPT)
-    if event.lat is not None and event.lon is not None:
-        if state.located is None or t >= state.located[2]:
-            state.located = (event.lat, event.lon, t)
+        _remember(state.devices, event.device, t, PLACES_KEPT, state.latest - f.HISTORY_MS)
+    placed = event.lat is not None and event.lon is not None
+    if placed and (state.located is None or t >= state.located[2]):
+        state.located = (event.lat, event.lon, t)  # type: ignore[assignment]
 
 
 def _bucket(keys: list[int], key: int, columns: tuple[list[Any], ...]) -> int:
@@ -203,12 +204,16 @@ def _bucket(keys: list[int], key: int, columns: tuple[list[Any], ...]) -> int:
     return at
 
 
-def _remember(seen: dict[K, int], key: K, t: int, kept: int) -> None:
-    """Note ``key`` as seen at ``t``; past ``kept`` keys, forget the one seen longest ago."""
+def _remember(seen: dict[K, int], key: K, t: int, kept: int, stale: int) -> None:
+    """Note ``key`` as seen at ``t``; past ``kept`` keys, forget those seen at ``stale`` or
+    before, then the one seen longest ago."""
     if seen.get(key, t) <= t:
         seen[key] = t
     if len(seen) > kept:
-        del seen[min(seen, key=seen.__getitem__)]
+        for old in [k for k, last in seen.items() if last <= stale]:
+            del seen[old]
+        if len(seen) > kept:
+            del seen[min(seen, key=seen.__getitem__)]
 
 
 def _recent(seen: dict[K, int], key: K | None, after: int) -> bool:

@@ -61,7 +61,9 @@ def _fold_cards(rows: pd.DataFrame, merchant: Floats) -> Floats:
     merchants = [ident(str(m)) for m in merchant_ids]
     device_codes, device_ids = pd.factorize(rows["device_id"])  # null: -1
     devices = [ident(str(d)) for d in device_ids]
-    lat, lon = (rows[c].astype(object).where(rows[c].notna(), None).tolist() for c in ("lat", "lon"))
+    lat, lon = (
+        rows[c].astype(object).where(rows[c].notna(), None).tolist() for c in ("lat", "lon")
+    )
     columns = zip(
         rows["event_time"].astype(np.int64).tolist(), usd,
         (merchants[m] for m in merchant_codes.tolist()), rows["country"].tolist(),
@@ -88,7 +90,9 @@ def _merchant_windows(rows: pd.DataFrame) -> Floats:
     width = int(column.max()) + 1
     fraud = np.zeros(len(rows), dtype=bool)
     if "is_fraud" in rows.columns and "label_time" in rows.columns:
-        fraud = rows["is_fraud"].fillna(False).to_numpy(bool) & rows["label_time"].notna().to_numpy()
+        fraud = (
+            rows["is_fraud"].fillna(False).to_numpy(bool) & rows["label_time"].notna().to_numpy()
+        )
     grids = []
     for mask in (np.ones(len(rows), dtype=bool), fraud):
         grid = np.zeros((int(merchant.max()) + 1, width + 1), dtype=np.int64)

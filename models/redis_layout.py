@@ -3,14 +3,13 @@
 Every key carries a hash tag (``{c:card}``, ``{m:merchant}``, ``{d:device}``, ``{t:transaction}``)
 so that the keys one script touches sit in one Redis Cluster slot.
 
-``fs:v2:{c:CARD}:state``      STRING, msgpack ``models.fold.CardState``: the card's bounded state.
+``fs:v2:{c:CARD}:state``      STRING, msgpack ``models.fold.CardState``: the card's bounded state
+                              and its latest features (read by analysts' tools).
 ``fs:v2:{c:CARD}:seen``       ZSET, member = 8-byte digest of a transaction id, score = the card's
                               latest time when it was counted: idempotence by id, trimmed to 30
                               days of the card's own event time.
-``fs:v2:{c:CARD}:features``   STRING, one JSON object: the latest computed features plus
-                              ``event_time`` and ``transaction_id`` (read by analysts' tools).
 ``fs:v2:{c:CARD}:labels``     HASH transaction_id -> latest label.
-``fs:v2:{c:CARD}:blocked``    STRING (the transaction that blocked it), with a TTL: the job declines.
+``fs:v2:{c:CARD}:blocked``    STRING (the transaction that blocked it), with a TTL: declined.
 ``fs:v2:{d:DEVICE}:blocked``  the same for a device.
 ``fs:v2:{m:MERCHANT}:days``   HASH ``n<day>`` transactions and ``f<day>`` confirmed frauds per
                               UTC epoch day; days past the merchant windows are deleted.
@@ -35,10 +34,6 @@ def card_state(card_id: str) -> str:
 
 def card_seen(card_id: str) -> str:
     return f"{PREFIX}:{{c:{card_id}}}:seen"
-
-
-def card_features(card_id: str) -> str:
-    return f"{PREFIX}:{{c:{card_id}}}:features"
 
 
 def card_labels(card_id: str) -> str:
@@ -67,8 +62,7 @@ def alert_context(transaction_id: str) -> str:
 
 def card_keys(card_id: str) -> tuple[str, ...]:
     """Every key of one card (for erasure)."""
-    return (card_state(card_id), card_seen(card_id), card_features(card_id),
-            card_labels(card_id), blocklist_card(card_id))  # fmt: skip
+    return card_state(card_id), card_seen(card_id), card_labels(card_id), blocklist_card(card_id)
 
 
 def transaction_digest(transaction_id: str) -> bytes:

@@ -111,11 +111,12 @@ class Decider:
         policy: rules.FailurePolicy = DEFAULT_POLICY,
         tokens: Tokenizer | None = None,
         max_ahead_ms: int = 600_000,
+        merchant_cache_s: float = 60.0,
     ) -> None:
         """``tokens``: tokenize raw card numbers a foreign producer sends (defence in depth);
         ``max_ahead_ms``: how far past the job's clock an event time may be."""
         self._max_ahead_ms = max_ahead_ms
-        self._store = OnlineFeatureStore(redis_client)
+        self._store = OnlineFeatureStore(redis_client, merchant_cache_s)
         self._scorer = scorer
         self._topic = source_topic
         self._metrics = metrics or JobMetrics(CollectorRegistry())  # unserved when not given
@@ -129,7 +130,10 @@ class Decider:
         now = _wall_ms()
         for i, record in enumerate(records):
             parsed = decode_record(record.key, record.value)
-            if not isinstance(parsed, InvalidEvent) and parsed.event_time_ms > now + self._max_ahead_ms:
+            if (
+                not isinstance(parsed, InvalidEvent)
+                and parsed.event_time_ms > now + self._max_ahead_ms
+            ):
                 parsed = InvalidEvent(
                     "event_time", f"{(parsed.event_time_ms - now) // 1000} s ahead of the job's "
                     f"clock (at most {self._max_ahead_ms // 1000} s)", "event_time_future",

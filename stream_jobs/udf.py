@@ -59,6 +59,7 @@ class DecideFunction:
             policy,
             s.token.tokenizer(),
             s.job.max_event_ahead_s * 1000,
+            s.job.merchant_cache_s,
         )
         self._lag = LagProbe(s, metrics.report_lag)
 

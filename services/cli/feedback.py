@@ -44,7 +44,7 @@ def features_cmd(
     view = {
         "card_id": card_id,
         "features": OnlineFeatureStore(client).snapshot(card_id),
-        "history_events": client.zcard(layout.card_events(card_id)),
+        "counted_transactions": client.zcard(layout.card_seen(card_id)),
         "blocklisted_by": blocked.decode() if blocked else None,
         "labels": {k.decode(): v.decode() for k, v in labels.items()},
     }

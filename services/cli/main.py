@@ -39,7 +39,7 @@ from services.core.settings import env_var as _env
 from services.devstack import stack
 from services.devstack.processes import free_loopback_port, is_running
 from services.devstack.state import StackState
-from services.generator import GeneratorConfig
+from services.generator import GeneratorConfig, start_ending_now
 
 app = typer.Typer(
     name="fraudstream",
@@ -286,7 +286,7 @@ def produce_cmd(
             seed=extra["seed"],
             customers=customers,
             fraud_rate=fraud_rate,
-            start_ms=_start_ms(start),
+            start_ms=_start_ms(start, customers, count),
         )
         items = producing.generated_items(config, count)
         total: int | None = count
@@ -387,9 +387,9 @@ def _default_labels(out_file: Path | None, settings: Settings) -> Path:
     return settings.state_dir / "labels.csv"
 
 
-def _start_ms(text: str | None) -> int:
-    if text is None:
-        return int(time.time() * 1000)
+def _start_ms(text: str | None, customers: int, count: int) -> int:
+    if text is None:  # the simulated events end now, not hours ahead of the clock
+        return start_ending_now(customers, count, int(time.time() * 1000))
     try:
         return parse_event_time(text, "start")
     except ValueError as error:

@@ -36,7 +36,8 @@ RegistryOpt = Annotated[
 ]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
 DataOpt = Annotated[
-    Path, typer.Option("--data", help="Labelled data: .jsonl (generator), .csv or .csv.gz, or a lake.")
+    Path,
+    typer.Option("--data", help="Labelled data: .jsonl (generator), .csv or .csv.gz, or a lake."),
 ]
 ToleranceOpt = Annotated[
     float, typer.Option(min=0, help="PR-AUC the candidate may lose against the current.")

@@ -107,14 +107,14 @@ def to_transaction(row: dict[str, str]) -> Transaction:
         currency="USD",
         country="US",
         channel="ecommerce" if category.endswith("_net") else "card_present",
-        **_place(row["merch_lat"], row["merch_long"]),
+        lat=_coordinate(row["merch_lat"], row["merch_long"], "lat"),
+        lon=_coordinate(row["merch_long"], row["merch_lat"], "lon"),
     )
 
 
-def _place(lat: str, lon: str) -> dict[str, float | None]:
-    if not lat.strip() and not lon.strip():
-        return {"lat": None, "lon": None}
-    return {"lat": _number(lat, "lat"), "lon": _number(lon, "lon")}
+def _coordinate(text: str, other: str, field: str) -> float | None:
+    """A coordinate, or None when the row has neither (an event without a place)."""
+    return None if not text.strip() and not other.strip() else _number(text, field)
 
 
 def is_card_csv_name(path: Path) -> bool:

@@ -258,6 +258,10 @@ class JobSettings(_Group):
         description="An event dated further than this ahead of the job's clock is a dead letter "
         "(event_time_future)",
     )  # fmt: skip
+    merchant_cache_s: float = Field(
+        60.0, ge=0,
+        description="How long a worker reuses the merchant windows it read (they end a week ago)",
+    )  # fmt: skip
     rest_port: int = Field(
         0, ge=0, le=65535,
         description="Local mode: the loopback port of Flink's REST API (job state, restarts); 0: "

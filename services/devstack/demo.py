@@ -27,7 +27,7 @@ from services.core.settings import Settings
 from services.devstack import processes, stack
 from services.devstack.processes import ProcessRecord, free_loopback_port
 from services.devstack.stack import StackError
-from services.generator import GeneratorConfig, generate
+from services.generator import GeneratorConfig, generate, start_ending_now
 
 JOB_READY_TIMEOUT_S = 180.0
 DRAIN_TIMEOUT_S = 120.0
@@ -183,9 +183,9 @@ def _stream(settings: Settings, config: DemoConfig, progress: Progress, ids: set
             fraud: set[str]) -> None:  # fmt: skip
     """Publish generated events at ``rate`` for ``duration`` (and a few malformed ones)."""
     rng = random.Random(config.seed)
-    generator = GeneratorConfig(seed=config.seed, fraud_rate=config.fraud_rate,
-                                start_ms=int(time.time() * 1000))  # fmt: skip
     total = int(config.rate * config.duration_s)
+    start = start_ending_now(GeneratorConfig().customers, total, int(time.time() * 1000))
+    generator = GeneratorConfig(seed=config.seed, fraud_rate=config.fraud_rate, start_ms=start)
     started = time.monotonic()
     with TransactionProducer(settings) as producer:
         for n, item in enumerate(generate(generator, total), start=1):

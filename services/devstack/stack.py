@@ -119,9 +119,7 @@ def _cluster_ok(ports: list[int]) -> bool:
     return True
 
 
-def _start_redis_cluster(
-    settings: Settings, logs: Path, started: list[ProcessRecord]
-) -> list[int]:
+def _start_redis_cluster(settings: Settings, logs: Path, started: list[ProcessRecord]) -> list[int]:
     """``CLUSTER_NODES`` masters on loopback, joined by ``redis-cli --cluster create``."""
     argv = functools.partial(_cluster_node_argv, data_dir=settings.state_dir / "redis")
     ports = [
@@ -269,8 +267,10 @@ CLUSTER_NODES = 3  # masters of ``stack up --redis-cluster``, no replicas
 
 
 def _local(settings: Settings, bootstrap: str, redis_url: str, cluster: bool) -> Settings:
-    return settings.updated({"kafka_bootstrap_servers": bootstrap, "redis_url": redis_url,
-                             "redis_cluster": cluster, "kafka_security_protocol": "PLAINTEXT"})  # fmt: skip
+    return settings.updated({
+        "kafka_bootstrap_servers": bootstrap, "redis_url": redis_url, "redis_cluster": cluster,
+        "kafka_security_protocol": "PLAINTEXT",
+    })  # fmt: skip
 
 
 def _starter(settings: Settings, state: StackState, name: str) -> ProcessRecord | None:

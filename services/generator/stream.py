@@ -72,6 +72,14 @@ class _Ids:
         return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
+def start_ending_now(customers: int, count: int, now_ms: int) -> int:
+    """A start from which ``count`` events end about ``now_ms``: simulated time runs at the
+    population's natural rate, far faster than events are published, so a stream started now
+    would soon be dated hours ahead of the clock (and refused as ``event_time_future``)."""
+    span_ms = count / (customers * w.MEAN_DAILY) * DAY_MS
+    return now_ms - int(span_ms * 1.05)
+
+
 def generate(config: GeneratorConfig, count: int) -> Iterator[Labelled]:
     """Yield ``count`` labelled transactions in event-time order."""
     nrng = np.random.default_rng(config.seed)

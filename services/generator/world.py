@@ -8,6 +8,7 @@ so the same seed gives the same world.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -113,6 +114,8 @@ DIURNAL = np.array(
 )  # fmt: skip
 DIURNAL_MAX = float(DIURNAL.max())
 REGULAR_MERCHANTS = 6
+DAILY_MEDIAN, DAILY_SIGMA = 2.0, 0.7  # a customer's transactions per day: lognormal
+MEAN_DAILY = DAILY_MEDIAN * math.exp(DAILY_SIGMA**2 / 2)  # about 2.55
 
 
 def scramble(index: int, salt: int) -> int:
@@ -248,7 +251,7 @@ def _build_merchants(rng: np.random.Generator, count: int) -> Merchants:
 def _build_customers(rng: np.random.Generator, count: int, merchants: Merchants) -> Customers:
     city_lat, city_lon, city_w = _cities_arrays()
     city = rng.choice(len(CITIES), size=count, p=city_w)
-    daily = rng.lognormal(np.log(2.0), 0.7, count)  # transactions per day, heavy-tailed
+    daily = rng.lognormal(np.log(DAILY_MEDIAN), DAILY_SIGMA, count)  # heavy-tailed
     salt, ids = int(rng.integers(0, 2**31)), range(count)
     regulars = np.empty((count, REGULAR_MERCHANTS), dtype=np.int64)
     for c in range(len(CITIES)):

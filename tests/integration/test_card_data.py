@@ -162,7 +162,7 @@ def _replay_scan_and_erase(
         assert read <= {settings.topic.feedback_dlq, "logs"}, read  # the others were really read
 
         card = settings.token.tokenizer().token("card", pans[0])
-        assert client.exists(layout.card_events(card)) == 1
+        assert client.exists(layout.card_state(card), layout.card_seen(card)) == 2
         erased = fraudstream("erase", "--customer", pans[0], "--json")
         assert erased.returncode == 0, erased.stderr
         report = json.loads(erased.stdout)
@@ -170,7 +170,7 @@ def _replay_scan_and_erase(
         assert (report["cards"], report["transactions"]) == (1, PER_CARD)
         assert report["lake_rows"]["transactions"] == PER_CARD
         assert report["lake_rows"]["decisions"] == PER_CARD
-        assert client.exists(layout.card_events(card), layout.card_features(card)) == 0
+        assert client.exists(*layout.card_keys(card)) == 0
     left = fraudstream("lake", "query",
                        f"SELECT count(*) AS n FROM transactions_all WHERE customer_id = '{token}'",
                        "--json")  # fmt: skip

@@ -93,13 +93,16 @@ def test_online_equals_offline_for_every_feature_of_every_row(
 
 
 def test_the_latest_label_of_a_transaction_wins(
-    store: OnlineFeatureStore, history: tuple[list[Transaction], dict[str, bool]]
+    store: OnlineFeatureStore, history: tuple[list[Transaction], dict[str, bool]], redis_url: str
 ) -> None:
+    store = OnlineFeatureStore(redis.Redis.from_url(redis_url), merchant_cache_s=0)  # read anew
     transactions = sorted(history[0][:3_000], key=lambda t: (t.event_time_ms, t.transaction_id))
     store.update(transactions)
     tx = transactions[0]
     risk = FEATURE_NAMES.index("merchant_risk_30d")
-    later = msgspec.structs.replace(tx, transaction_id="probe", event_time=tx.event_time_ms + 10 * DAY_MS)
+    later = msgspec.structs.replace(
+        tx, transaction_id="probe", event_time=tx.event_time_ms + 10 * DAY_MS
+    )
 
     def merchant_risk() -> float:
         probe = msgspec.structs.replace(later, transaction_id=f"probe-{time.monotonic_ns()}")

@@ -8,7 +8,9 @@ from pathlib import Path
 import pytest
 
 from models.registry import DEFAULT_REGISTRY, Registry
+from services.generator import GeneratorConfig, generate
 from tests.conftest import Run
+from tests.unit.test_datasets import write_card_csv
 
 pytestmark = pytest.mark.integration
 
@@ -56,6 +58,19 @@ def test_train_promote_rollback_evaluate(fraudstream: Run, tmp_path: Path) -> No
     assert isinstance(metrics, dict)
     for key in ("pr_auc", "roc_auc", "recall_at_1pct_fpr"):
         assert evaluated[key] == pytest.approx(metrics[key], abs=1e-6)  # same later split
+
+
+def test_evaluate_a_later_period_with_its_history(fraudstream: Run, tmp_path: Path) -> None:
+    items = list(generate(GeneratorConfig(seed=6, customers=500, fraud_rate=0.03), 20_000))
+    earlier = write_card_csv(tmp_path / "earlier.csv.gz", items[:15_000], bare=True)
+    later = write_card_csv(tmp_path / "later.csv.gz", items[15_000:], bare=True)
+    base = ("models", "evaluate", "v0001", "--registry", str(DEFAULT_REGISTRY), "--json")
+    alone = _json(fraudstream(*base, "--data", str(later), "--all-rows"))
+    seen = _json(fraudstream(*base, "--data", str(later), "--history", str(earlier)))
+    assert seen["rows"] == alone["rows"] == 5_000  # only the later rows are scored
+    for key in ("pr_auc", "roc_auc", "recall_at_1pct_fpr", "recall_at_0_1pct_fpr"):
+        assert 0.0 <= float(seen[key]) <= 1.0  # type: ignore[arg-type]
+    assert seen["pr_auc"] != alone["pr_auc"]  # the history changed the features
 
 
 @pytest.mark.parametrize(

@@ -42,14 +42,14 @@ def test_redis_keeps_blocklists_and_histories_across_a_restart(tmp_path: Path) -
     try:
         with redis.Redis.from_url(state.redis_url) as client:
             client.set(layout.blocklist_card("c-blocked"), "fraud", px=3_600_000)
-            client.zadd(layout.card_events("c-busy"), {b"e1": 1, b"e2": 2})
+            client.zadd(layout.card_seen("c-busy"), {b"e1": 1, b"e2": 2})
         restarted = stack.restart(settings, "redis")
         assert _pids(restarted)["redis"] != _pids(state)["redis"]
         assert restarted.redis_url == state.redis_url
         with redis.Redis.from_url(state.redis_url) as client:
             assert client.get(layout.blocklist_card("c-blocked")) == b"fraud"
             assert client.pttl(layout.blocklist_card("c-blocked")) > 3_500_000  # TTL kept
-            assert client.zcard(layout.card_events("c-busy")) == 2
+            assert client.zcard(layout.card_seen("c-busy")) == 2
     finally:
         stack.down(settings)
 

@@ -68,13 +68,16 @@ def test_a_future_dated_event_is_a_dead_letter_and_cannot_erase_the_history(
     card = _Card(redis_url)
     card.send(*(_tx(i) for i in range(5)))
     now = int(time.time() * 1000)
-    outputs = card.send(_tx(90, event_time=now + f.DAY_MS), _tx(91, event_time=now + 400 * f.DAY_MS))
+    outputs = card.send(
+        _tx(90, event_time=now + f.DAY_MS), _tx(91, event_time=now + 400 * f.DAY_MS)
+    )
     letters = [msgspec.json.decode(o.dead_letter or b"", type=DeadLetter) for o in outputs]
     assert [(d.kind, d.field) for d in letters] == [("event_time_future", "event_time")] * 2
     assert all(o.decision is None for o in outputs)
     card.send(_tx(5))
     assert card.features() == expected
-    assert expected is not None and expected["count_30d"] == 6
+    assert expected is not None
+    assert expected["count_30d"] == 6
 
 
 def test_an_event_slightly_ahead_of_the_clock_is_decided(redis_url: str) -> None:
@@ -82,7 +85,8 @@ def test_an_event_slightly_ahead_of_the_clock_is_decided(redis_url: str) -> None
     card = _Card(redis_url)
     ahead = _tx(1, event_time=int(time.time() * 1000) + 60_000)
     [output] = card.send(ahead)
-    assert output.decision is not None and output.dead_letter is None
+    assert output.decision is not None
+    assert output.dead_letter is None
 
 
 def test_a_replay_or_a_resend_with_changed_fields_never_counts_twice(redis_url: str) -> None:
@@ -109,4 +113,5 @@ def test_a_new_transaction_id_with_the_same_fields_does_count(redis_url: str) ->
     card.send(_tx(2, transaction_id="t2-other"))
     card.send(_tx(5))
     features = card.features()
-    assert features is not None and features["count_30d"] == 7
+    assert features is not None
+    assert features["count_30d"] == 7

@@ -4,36 +4,46 @@ anonymised Time/V1..V28/Amount/Class format (per-row features only)."""
 from __future__ import annotations
 
 import csv
+import gzip
 from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 
-from models.datasets import load
+from models import offline
+from models.datasets import after_history, load
 from models.features import ANONYMISED_FEATURE_NAMES, FEATURE_NAMES
 from models.training import train
 from services.core.card_csv import CATEGORY_TO_MCC, REQUIRED_COLUMNS
-from services.generator import GeneratorConfig, generate
+from services.generator import GeneratorConfig, Labelled, generate
 from tests.unit.test_training import FAST
 
 MCC_TO_CATEGORY = {mcc: name for name, mcc in CATEGORY_TO_MCC.items()}
 
 
-def test_public_card_csv_trains_with_transaction_features(tmp_path: Path) -> None:
-    path = tmp_path / "cards.csv"
-    items = list(generate(GeneratorConfig(seed=4, customers=800, fraud_rate=0.05), 30_000))
-    with path.open("w", newline="") as handle:
+def write_card_csv(path: Path, items: list[Labelled], bare: bool = False) -> Path:
+    """The items in the public card-CSV layout (gzipped for a ``.gz`` name); ``bare``: no
+    category and no coordinates, as in the handbook's data set."""
+    gz = path.name.endswith(".gz")
+    with gzip.open(path, "wt", newline="") if gz else path.open("w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["", *REQUIRED_COLUMNS, "first", "dob"])
         for n, item in enumerate(items):
             tx = item.transaction
             when = datetime.fromtimestamp(tx.event_time_ms // 1000, UTC)
-            category = MCC_TO_CATEGORY.get(tx.merchant_category, "misc_pos")
+            category = "" if bare else MCC_TO_CATEGORY.get(tx.merchant_category, "misc_pos")
+            place = ("", "") if bare else (tx.lat, tx.lon)
             writer.writerow([
                 n, when.strftime("%Y-%m-%d %H:%M:%S"), tx.card_id, f"fraud_{tx.merchant_id}",
-                category, tx.amount, 0, 0, tx.lat, tx.lon, tx.transaction_id, 0,
+                category, tx.amount, "", "", *place, tx.transaction_id, "",
                 int(item.is_fraud), "Jane", "1980-01-01",
             ])  # fmt: skip
+    return path
+
+
+def test_public_card_csv_trains_with_transaction_features(tmp_path: Path) -> None:
+    items = list(generate(GeneratorConfig(seed=4, customers=800, fraud_rate=0.05), 30_000))
+    path = write_card_csv(tmp_path / "cards.csv", items)
     dataset = load(path)
     assert dataset.kind == "transactions"
     assert len(dataset.frame) == len(items)
@@ -42,6 +52,22 @@ def test_public_card_csv_trains_with_transaction_features(tmp_path: Path) -> Non
     trained = train(dataset, FAST)
     assert trained.metadata["feature_names"] == list(FEATURE_NAMES)
     assert trained.metrics.pr_auc > 0.3
+
+
+def test_a_gzipped_csv_without_categories_or_places_loads_and_keeps_its_history(
+    tmp_path: Path,
+) -> None:
+    items = list(generate(GeneratorConfig(seed=5, customers=300, fraud_rate=0.05), 6_000))
+    earlier = load(write_card_csv(tmp_path / "earlier.csv.gz", items[:4_000], bare=True))
+    later = load(write_card_csv(tmp_path / "later.csv.gz", items[4_000:], bare=True))
+    assert len(later.frame) == 2_000
+    assert later.frame["lat"].isna().all()
+    assert (later.frame["merchant_category"] == "5999").all()
+    both = after_history(earlier, later)
+    alone = offline.compute(later.frame)["count_30d"].to_numpy()
+    seen = offline.compute(both.frame)["count_30d"].to_numpy()[both.frame["history"].eq(False)]
+    assert (seen >= alone).all()
+    assert (seen > alone).mean() > 0.5
 
 
 def test_anonymised_format_trains_on_per_row_features(tmp_path: Path) -> None:

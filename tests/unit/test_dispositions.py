@@ -17,8 +17,10 @@ def _alert(transaction_id: str) -> Alert:
         merchant_id="m1", merchant_category="5411", amount=20.0, currency="USD", country="US",
         channel="ecommerce", device_id="d1",
     )  # fmt: skip
-    return Alert(transaction_id=transaction_id, card_id="c1", event_time=T0, decided_at=T0,
-                 score=0.9, decision="review", reasons=[], model_version="v1", transaction=tx)  # fmt: skip
+    return Alert(
+        transaction_id=transaction_id, card_id="c1", event_time=T0, decided_at=T0, score=0.9,
+        decision="review", reasons=[], model_version="v1", transaction=tx,
+    )  # fmt: skip
 
 
 def _label(dispositions: Dispositions, transaction_id: str, label: str) -> Applied:

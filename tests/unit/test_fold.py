@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 
 from models import features as f
 from models.fold import (
+    MERCHANT_DAYS_BACK,
     MERCHANTS_KEPT,
     NO_MERCHANT_HISTORY,
     PLACES_KEPT,
@@ -16,6 +17,7 @@ from models.fold import (
     CardState,
     ident,
     merchant_features,
+    merchant_last_day,
     step,
 )
 
@@ -39,7 +41,9 @@ def _fold(state: CardState, *events: CardEvent) -> dict[str, float]:
 
 def test_no_history_gives_the_documented_defaults() -> None:
     out = _fold(CardState(), _event(T0))
-    assert [out[n] for n in ("count_1m", "count_1h", "count_24h", "count_7d", "count_30d")] == [1] * 5
+    assert [out[n] for n in ("count_1m", "count_1h", "count_24h", "count_7d", "count_30d")] == [
+        1
+    ] * 5
     assert out["seconds_since_prev"] == f.NO_PREVIOUS_S
     assert (out["amount_to_mean_30d"], out["amount_zscore_30d"]) == (1.0, 0.0)
     assert (out["new_device"], out["new_country"]) == (0.0, 0.0)
@@ -79,7 +83,8 @@ def test_an_event_older_than_the_history_is_decided_alone_and_not_recorded() -> 
     _fold(state, *(_event(T0 - i * f.HOUR_MS) for i in range(5, 0, -1)))
     before = _encode(state)
     old = _fold(state, _event(T0 - 40 * f.DAY_MS))
-    assert old["count_30d"] == 1 and old["seconds_since_prev"] == f.NO_PREVIOUS_S
+    assert old["count_30d"] == 1
+    assert old["seconds_since_prev"] == f.NO_PREVIOUS_S
     assert _encode(state) == before
 
 
@@ -97,11 +102,15 @@ def test_merchant_windows_end_a_delay_before_the_event_day() -> None:
     delay = f.MERCHANT_DELAY_DAYS
     transactions = {day - delay - 1: 10, day - delay: 99, day - delay - 5: 4, day - 40: 7}
     frauds = {day - delay - 1: 5, day - delay: 99, day - delay - 5: 1}
-    tx_1d, tx_7d, tx_30d, risk_1d, risk_7d, risk_30d = merchant_features(transactions, frauds, day)
+    last = merchant_last_day(day)
+    back = range(MERCHANT_DAYS_BACK)
+    features = merchant_features([transactions.get(last - i, 0) for i in back],
+                                 [frauds.get(last - i, 0) for i in back])  # fmt: skip
+    tx_1d, tx_7d, tx_30d, risk_1d, risk_7d, risk_30d = features
     assert (tx_1d, tx_7d, tx_30d) == (10, 14, 14)  # day - delay is too recent, day - 40 too old
     assert (risk_1d, risk_7d) == (0.5, 6 / 14)
     assert risk_30d == risk_7d
-    assert merchant_features({}, {}, day) == NO_MERCHANT_HISTORY == [0.0] * 6
+    assert merchant_features([], []) == NO_MERCHANT_HISTORY == [0.0] * 6
 
 
 def test_state_is_bounded_for_a_card_that_never_stops() -> None:
@@ -109,7 +118,8 @@ def test_state_is_bounded_for_a_card_that_never_stops() -> None:
     burst = (_event(T0 + i * 60, 1.0, merchant=f"m{i}", device=ident(f"d{i}"), country=f"C{i}")
              for i in range(10_000))  # 10,000 events in 10 minutes, all different  # fmt: skip
     out = _fold(state, *burst)
-    assert len(state.ring_t) == RING and out["count_1m"] == RING
+    assert len(state.ring_t) == RING
+    assert out["count_1m"] == RING
     assert out["count_24h"] == 10_000  # the hour buckets still count every event
     assert len(state.merchants) == MERCHANTS_KEPT
     assert len(state.devices) == len(state.countries) == PLACES_KEPT
@@ -119,7 +129,8 @@ def test_state_is_bounded_for_a_card_that_never_stops() -> None:
 def test_a_month_of_history_stays_within_the_bucket_bounds() -> None:
     state = CardState()
     _fold(state, *(_event(T0 + i * 43 * f.MINUTE_MS) for i in range(1_000)))  # 30 days
-    assert len(state.day_k) <= 30 and len(state.hour_k) <= 24
+    assert len(state.day_k) <= 30
+    assert len(state.hour_k) <= 24
     assert len(_encode(state)) < 3_000
 
 

@@ -1,0 +1,219 @@
+"""The online feature layer's cost per event and memory per card against card history length.
+
+One process, one real Redis (started here on a loopback port), batches of 500. For each mean
+card history (events in the card's last 30 days) a fresh Redis is filled by folding that
+history through the real store, then timed on the next events of the same cards:
+
+- ``us_per_event``: Redis plus Python (``OnlineFeatureStore.update``) per event;
+- ``history_cost_ratio``: that cost at 1,000 events of history over the cost at 2;
+- ``bytes_per_card``: Redis memory of every key divided by the cards (``MEMORY USAGE``);
+- ``hostile``: p99 batch time of the other cards' batches while one card sends 10,000 events
+  in 10 minutes within them, over the same batches with an ordinary card in its place;
+- ``decider_events_per_s``: the whole Decider (decode, features, in-process ONNX, rules) on
+  one core at a history of 64.
+
+Before each timed part the benchmark's own objects are frozen out of the garbage collector
+(``gc.freeze``): the generated events it holds would otherwise make every collection slower
+than in a stream job, which holds none.
+
+    python -m benchmarks.features [--json] [--events N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import random
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import redis
+
+from benchmarks.provenance import provenance
+from models.online import OnlineFeatureStore
+from models.registry import DEFAULT_REGISTRY, Registry
+from services.core.contract import Transaction, encode
+from services.devstack import processes
+from services.devstack.stack import start_redis
+from services.scoring.server.inprocess import InProcessScorer
+from stream_jobs.decide import Decider, Record
+
+BATCH = 500
+MONTH_MS = 30 * 86_400_000
+START_MS = 1_772_323_200_000  # 2026-03-01, the history's first day
+HISTORIES = (2, 10, 64, 100, 1_000)
+MEMORY_HISTORIES = (10, 100, 1_000)
+CITIES = [(40.7, -74.0), (51.5, -0.1), (48.9, 2.35), (35.7, 139.7), (-33.9, 151.2)]
+
+
+def _cards_for(history: int) -> int:
+    """Enough cards that a batch spans many of them, few enough to fill quickly."""
+    return max(200, min(20_000, 200_000 // history))
+
+
+def _card_events(card: int, times: Sequence[int], rng: random.Random) -> Iterator[Transaction]:
+    home = rng.choice(CITIES)
+    for i, t in enumerate(times):
+        yield Transaction(
+            transaction_id=f"c{card}-{t}-{i}", event_time=t, card_id=f"c{card}",
+            customer_id=f"u{card}", merchant_id=f"m{rng.randrange(3_000)}",
+            merchant_category=rng.choice(["5411", "5812", "5541", "5999"]),
+            amount=round(rng.lognormvariate(3.3, 0.8), 2), currency="USD",
+            country="US" if rng.random() < 0.97 else "FR",
+            channel=rng.choice(["card_present", "ecommerce"]),
+            device_id=f"d{card}-{rng.randrange(2)}", lat=home[0], lon=home[1],
+        )  # fmt: skip
+
+
+def _stream(cards: int, per_card: int, start: int, span: int, seed: int) -> list[Transaction]:
+    """``per_card`` events of each card spread over ``span`` ms after ``start``, by time."""
+    rng = random.Random(seed)
+    events: list[Transaction] = []
+    for card in range(cards):
+        times = sorted(start + rng.randrange(span) for _ in range(per_card))
+        events += _card_events(card, times, rng)
+    events.sort(key=lambda tx: tx.event_time_ms)
+    return events
+
+
+def _batches(events: Sequence[Transaction]) -> Iterator[Sequence[Transaction]]:
+    for i in range(0, len(events), BATCH):
+        yield events[i : i + BATCH]
+
+
+def _memory_per_card(client: redis.Redis, cards: int) -> float:
+    total = 0
+    for key in client.scan_iter(count=1_000):
+        total += int(client.memory_usage(key, samples=0) or 0)
+    return total / cards
+
+
+def _fill(client: redis.Redis, store: OnlineFeatureStore, history: int, seed: int) -> int:
+    """A fresh Redis holding ``history`` events of each card's last 30 days."""
+    client.flushdb()
+    cards = _cards_for(history)
+    for batch in _batches(_stream(cards, history, START_MS, MONTH_MS, seed)):
+        store.update(batch)
+    return cards
+
+
+def _next_events(cards: int, count: int, seed: int) -> list[Transaction]:
+    """The cards' next events, within the hour after their history."""
+    rng = random.Random(seed)
+    per_card = max(1, count // cards)
+    events = _stream(cards, per_card, START_MS + MONTH_MS, 3_600_000, seed)
+    rng.shuffle(events)  # any card, any order within the hour: keep each card's own order
+    events.sort(key=lambda tx: tx.event_time_ms)
+    return events[:count]
+
+
+def _cost(client: redis.Redis, store: OnlineFeatureStore, count: int) -> dict[str, Any]:
+    rows: dict[int, dict[str, Any]] = {}
+    cost: dict[int, float] = {}
+    for history in HISTORIES:
+        cards = _fill(client, store, history, seed=history)
+        memory = _memory_per_card(client, cards) if history in MEMORY_HISTORIES else None
+        events = _next_events(cards, count, seed=history + 1)
+        _quiet_gc()
+        started = time.perf_counter()
+        for batch in _batches(events):
+            store.update(batch)
+        cost[history] = (time.perf_counter() - started) / len(events) * 1e6
+        rows[history] = {"cards": cards, "us_per_event": round(cost[history], 1),
+                         "bytes_per_card": None if memory is None else round(memory)}  # fmt: skip
+    return {"by_history": rows, "history_cost_ratio": round(cost[1_000] / cost[2], 3)}
+
+
+def _quiet_gc() -> None:
+    gc.collect()
+    gc.freeze()
+
+
+def _batch_p99(store: OnlineFeatureStore, batches: list[list[Transaction]]) -> float:
+    _quiet_gc()
+    times = []
+    for batch in batches:
+        started = time.perf_counter()
+        store.update(batch)
+        times.append(time.perf_counter() - started)
+    return float(np.percentile(times, 99) * 1000)
+
+
+def _hostile(client: redis.Redis, store: OnlineFeatureStore) -> dict[str, Any]:
+    """Batches of 450 ordinary events plus 50 of one card; that card is hostile (10,000
+    events in 10 minutes, over 200 batches) or ordinary (50 events per batch of many cards)."""
+    results = {}
+    for name in ("ordinary", "hostile"):
+        cards = _fill(client, store, 64, seed=64)
+        others = _next_events(cards, 450 * 200, seed=65)
+        if name == "hostile":
+            start = START_MS + MONTH_MS
+            times = [start + i * 60 for i in range(10_000)]  # one every 60 ms for 10 minutes
+            extra = list(_card_events(cards + 1, times, random.Random(9)))
+        else:
+            extra = _next_events(cards, 50 * 200, seed=66)
+        batches = [others[450 * i : 450 * (i + 1)] + extra[50 * i : 50 * (i + 1)]
+                   for i in range(200)]  # fmt: skip
+        results[name] = _batch_p99(store, [sorted(b, key=lambda t: t.event_time_ms)
+                                           for b in batches])  # fmt: skip
+    return {
+        "p99_batch_ms_ordinary": round(results["ordinary"], 2),
+        "p99_batch_ms_with_hostile_card": round(results["hostile"], 2),
+        "hostile_p99_ratio": round(results["hostile"] / results["ordinary"], 3),
+    }
+
+
+def _decider(client: redis.Redis, store: OnlineFeatureStore, count: int) -> dict[str, Any]:
+    registry = Registry(DEFAULT_REGISTRY)
+    scorer = InProcessScorer(registry.path(registry.current() or ""))
+    cards = _fill(client, store, 64, seed=64)
+    events = _next_events(cards, count, seed=67)
+    records = [Record(tx.card_id.encode(), encode(tx), 0, i, tx.event_time_ms)
+               for i, tx in enumerate(events)]  # fmt: skip
+    decider = Decider(client, scorer, "transactions")
+    _quiet_gc()
+    started = time.process_time(), time.perf_counter()
+    for i in range(0, len(records), BATCH):
+        decider.decide(records[i : i + BATCH])
+    cpu, wall = time.process_time() - started[0], time.perf_counter() - started[1]
+    return {
+        "decider_events_per_s": round(len(records) / wall),
+        "decider_events_per_cpu_s": round(len(records) / cpu),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--json", action="store_true", help="print only the JSON object")
+    parser.add_argument("--events", type=int, default=20_000, help="timed events per history")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        url, record = start_redis(Path(tmp))
+        try:
+            client = redis.Redis.from_url(url)
+            store = OnlineFeatureStore(client)
+            result = {
+                "benchmark": "features",
+                "batch": BATCH,
+                **_cost(client, store, args.events),
+                **_hostile(client, store),
+                **_decider(client, store, args.events),
+                **provenance(),
+            }
+            client.close()
+        finally:
+            processes.stop(record)
+    if not args.json:
+        for history, row in result["by_history"].items():
+            print(f"history {history:>5}: {row['us_per_event']:>6} µs/event, "
+                  f"{row['bytes_per_card']} bytes/card")  # fmt: skip
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
