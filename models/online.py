@@ -104,48 +104,47 @@ class OnlineFeatureStore:
         for i, tx in enumerate(batch):
             by_card.setdefault(tx.card_id, []).append(i)
         devices = sorted({tx.device_id for tx in batch if tx.device_id})
-        now = time.monotonic()
-        cached = {key: hit[1] for key in {_merchant_day(tx) for tx in batch}
-                  if (hit := self._windows.get(key)) and hit[0] > now}  # fmt: skip
-        merchant_days = sorted({_merchant_day(tx) for tx in batch} - cached.keys())
-        ops = [Op("read_card", (layout.card_state(card), layout.card_seen(card),
-                                layout.blocklist_card(card)), tuple(digests[i] for i in indexes))
-               for card, indexes in by_card.items()]  # fmt: skip
-        ops += [Op("exists", (layout.blocklist_device(d),)) for d in devices]
-        ops += [Op("merchant_days", (layout.merchant_days(m),), (day, MERCHANT_DAYS_BACK))
-                for m, day in merchant_days]  # fmt: skip
-        replies = run(self._redis, ops)
+        windows, missing = self._cached_windows(batch)
+        replies = run(self._redis, _reads(by_card, digests, devices, missing))
         cards = [_card(i, reply) for i, reply in zip(by_card.values(), replies, strict=False)]
-        device_replies = replies[len(cards) : len(cards) + len(devices)]
-        blocked_devices = {d for d, r in zip(devices, device_replies, strict=True) if r}
-        windows = cached | {
-            key: merchant_features([int(n or 0) for n in reply[0::2]],
-                                   [int(x or 0) for x in reply[1::2]])
-            for key, reply in zip(merchant_days, replies[len(cards) + len(devices) :],
-                                  strict=True)
-        }  # fmt: skip
-        self._remember(windows.keys() - cached.keys(), windows, now)
+        rest = replies[len(cards) :]
+        blocked_devices = {d for d, r in zip(devices, rest, strict=False) if r}
+        windows |= self._read_windows(missing, rest[len(devices) :])
         rows, repeated = _fold(batch, digests, cards, windows)
         run(self._redis, _commits(batch, rows, cards))
-        card_blocked = [False] * len(batch)
-        for card in cards:
-            for i in card.indexes:
-                card_blocked[i] = card.blocked
-        device_blocked = [tx.device_id in blocked_devices for tx in batch]
-        return Looked(rows, card_blocked, device_blocked, repeated)
+        card_blocked = dict.fromkeys((i for c in cards if c.blocked for i in c.indexes), True)
+        return Looked(
+            rows, [card_blocked.get(i, False) for i in range(len(batch))],
+            [tx.device_id in blocked_devices for tx in batch], repeated,
+        )  # fmt: skip
 
-    def _remember(
-        self,
-        read: Iterable[tuple[str, int]],
-        windows: dict[tuple[str, int], list[float]],
-        now: float,
-    ) -> None:
-        if self._cache_s <= 0:
-            return
+    def _cached_windows(
+        self, batch: Sequence[Transaction]
+    ) -> tuple[dict[tuple[str, int], list[float]], list[tuple[str, int]]]:
+        """The merchant windows this worker holds for the batch, and those it must read."""
+        now, found, missing = time.monotonic(), {}, []
+        for key in sorted({_merchant_day(tx) for tx in batch}):
+            hit = self._windows.get(key)
+            if hit is not None and hit[0] > now:
+                found[key] = hit[1]
+            else:
+                missing.append(key)
+        return found, missing
+
+    def _read_windows(
+        self, keys: list[tuple[str, int]], replies: Sequence[list[bytes | None]]
+    ) -> dict[tuple[str, int], list[float]]:
+        """Merchant windows from their day counts (``merchant_days`` replies); kept a while."""
+        expires = time.monotonic() + self._cache_s
         if len(self._windows) > _WINDOWS_KEPT:
             self._windows.clear()
-        for key in read:
-            self._windows[key] = (now + self._cache_s, windows[key])
+        read = {}
+        for key, reply in zip(keys, replies, strict=True):
+            read[key] = merchant_features([int(n or 0) for n in reply[0::2]],
+                                          [int(x or 0) for x in reply[1::2]])  # fmt: skip
+            if self._cache_s > 0:
+                self._windows[key] = (expires, read[key])
+        return read
 
     def snapshot(self, card_id: str) -> dict[str, float | int | str] | None:
         """The card's latest features with the event time and id they were computed for."""
@@ -171,6 +170,21 @@ class OnlineFeatureStore:
     def delete_if(self, pairs: Iterable[tuple[str, str]]) -> int:
         """Delete each key that still holds its value; how many were deleted."""
         return sum(run(self._redis, [Op("delete_if", (key,), (value,)) for key, value in pairs]))
+
+
+def _reads(
+    by_card: dict[str, list[int]],
+    digests: list[bytes],
+    devices: list[str],
+    merchant_days: list[tuple[str, int]],
+) -> list[Op]:
+    ops = [Op("read_card", (layout.card_state(card), layout.card_seen(card),
+                            layout.blocklist_card(card)), tuple(digests[i] for i in indexes))
+           for card, indexes in by_card.items()]  # fmt: skip
+    ops += [Op("exists", (layout.blocklist_device(d),)) for d in devices]
+    ops += [Op("merchant_days", (layout.merchant_days(m),), (day, MERCHANT_DAYS_BACK))
+            for m, day in merchant_days]  # fmt: skip
+    return ops
 
 
 def _card(indexes: list[int], reply: list[Any]) -> _Card:

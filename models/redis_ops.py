@@ -22,39 +22,41 @@ from services.core.settings import RedisClient
 DISPATCH: Final = """
 -- ARGV, per operation: its name, its key count, its argument count, its arguments.
 -- KEYS: every operation's keys, in order. Returns one reply per operation.
+-- An operation reads its keys as KEYS[k + 1], ... and its arguments as ARGV[a + 1], ... .
 local ops = {}
-function ops.read_card(k, a)  -- state, seen, blocked; the batch's digests of this card
-  return {redis.call('GET', k[1]), redis.call('ZMSCORE', k[2], unpack(a)),
-          redis.call('EXISTS', k[3])}
+function ops.read_card(k, a, n)  -- state, seen, blocked; the batch's digests of this card
+  return {redis.call('GET', KEYS[k + 1]), redis.call('ZMSCORE', KEYS[k + 2], unpack(ARGV, a + 1, a + n)),
+          redis.call('EXISTS', KEYS[k + 3])}
 end
-function ops.exists(k, a)
-  return redis.call('EXISTS', k[1])
+function ops.exists(k, a, n)
+  return redis.call('EXISTS', KEYS[k + 1])
 end
-function ops.merchant_days(k, a)  -- days hash; the latest day wanted, how many days back
-  local fields, last = {}, tonumber(a[1])
-  for i = 0, tonumber(a[2]) - 1 do
-    fields[#fields + 1] = 'n' .. (last - i)
-    fields[#fields + 1] = 'f' .. (last - i)
+function ops.merchant_days(k, a, n)  -- days hash; the latest day wanted, how many days back
+  local fields, last = {}, tonumber(ARGV[a + 1])
+  for i = 0, tonumber(ARGV[a + 2]) - 1 do
+    fields[2 * i + 1] = 'n' .. (last - i)
+    fields[2 * i + 2] = 'f' .. (last - i)
   end
-  return redis.call('HMGET', k[1], unpack(fields))
+  return redis.call('HMGET', KEYS[k + 1], unpack(fields))
 end
-function ops.commit_card(k, a)  -- state, seen; TTL, trim score ('' on the same day: not
-  redis.call('SET', k[1], a[3], 'PX', a[1])  -- yet), state, then (score, digest) per id
-  redis.call('ZADD', k[2], 'NX', unpack(a, 4))
-  if a[2] ~= '' then  -- once a day per card: forget ids past the history, keep the rest
-    redis.call('ZREMRANGEBYSCORE', k[2], '-inf', a[2])
-    redis.call('PEXPIRE', k[2], a[1])
+function ops.commit_card(k, a, n)  -- state, seen; TTL, trim score ('' on the same day: not
+  redis.call('SET', KEYS[k + 1], ARGV[a + 3], 'PX', ARGV[a + 1])  -- yet), state, then
+  redis.call('ZADD', KEYS[k + 2], 'NX', unpack(ARGV, a + 4, a + n))  -- (score, digest)s
+  if ARGV[a + 2] ~= '' then  -- once a day per card: forget ids past the history
+    redis.call('ZREMRANGEBYSCORE', KEYS[k + 2], '-inf', ARGV[a + 2])
+    redis.call('PEXPIRE', KEYS[k + 2], ARGV[a + 1])
   end
   return 1
 end
-function ops.count_merchant(k, a)  -- days hash; TTL, oldest day kept, field cap, then
-  for i = 4, #a, 2 do  -- (day, n) pairs
-    if redis.call('HINCRBY', k[1], 'n' .. a[i], a[i + 1]) == tonumber(a[i + 1]) then
-      redis.call('PEXPIRE', k[1], a[1])  -- a new day: keep the hash, forget stale days
-      if redis.call('HLEN', k[1]) > tonumber(a[3]) then
-        for _, field in ipairs(redis.call('HKEYS', k[1])) do
-          if tonumber(string.sub(field, 2)) < tonumber(a[2]) then
-            redis.call('HDEL', k[1], field)
+function ops.count_merchant(k, a, n)  -- days hash; TTL, oldest day kept, field cap, then
+  local key = KEYS[k + 1]  -- (day, count) pairs
+  for i = a + 4, a + n, 2 do
+    if redis.call('HINCRBY', key, 'n' .. ARGV[i], ARGV[i + 1]) == tonumber(ARGV[i + 1]) then
+      redis.call('PEXPIRE', key, ARGV[a + 1])  -- a new day: keep the hash, drop stale days
+      if redis.call('HLEN', key) > tonumber(ARGV[a + 3]) then
+        for _, field in ipairs(redis.call('HKEYS', key)) do
+          if tonumber(string.sub(field, 2)) < tonumber(ARGV[a + 2]) then
+            redis.call('HDEL', key, field)
           end
         end
       end
@@ -62,28 +64,27 @@ function ops.count_merchant(k, a)  -- days hash; TTL, oldest day kept, field cap
   end
   return 1
 end
-function ops.record_label(k, a)  -- label marker, merchant days; label, fraud field, TTL
-  local old = redis.call('GET', k[1])
-  if old == a[1] then return 0 end
-  redis.call('SET', k[1], a[1], 'PX', a[3])
-  if a[1] == 'fraud' then
-    redis.call('HINCRBY', k[2], a[2], 1)
+function ops.record_label(k, a, n)  -- label marker, merchant days; label, fraud field, TTL
+  local old, label = redis.call('GET', KEYS[k + 1]), ARGV[a + 1]
+  if old == label then return 0 end
+  redis.call('SET', KEYS[k + 1], label, 'PX', ARGV[a + 3])
+  if label == 'fraud' then
+    redis.call('HINCRBY', KEYS[k + 2], ARGV[a + 2], 1)
   elseif old == 'fraud' then
-    redis.call('HINCRBY', k[2], a[2], -1)
+    redis.call('HINCRBY', KEYS[k + 2], ARGV[a + 2], -1)
   end
-  redis.call('PEXPIRE', k[2], a[3])
+  redis.call('PEXPIRE', KEYS[k + 2], ARGV[a + 3])
   return 1
 end
-function ops.delete_if(k, a)  -- a key; the value it must still hold
-  if redis.call('GET', k[1]) == a[1] then return redis.call('DEL', k[1]) end
+function ops.delete_if(k, a, n)  -- a key; the value it must still hold
+  if redis.call('GET', KEYS[k + 1]) == ARGV[a + 1] then return redis.call('DEL', KEYS[k + 1]) end
   return 0
 end
-local out, key, at = {}, 1, 1
+local out, k, at = {}, 0, 1
 while at <= #ARGV do
-  local name, nkeys, nargs = ARGV[at], tonumber(ARGV[at + 1]), tonumber(ARGV[at + 2])
-  out[#out + 1] = ops[name]({unpack(KEYS, key, key + nkeys - 1)},
-                            {unpack(ARGV, at + 3, at + 2 + nargs)})
-  key, at = key + nkeys, at + 3 + nargs
+  local nkeys, nargs = tonumber(ARGV[at + 1]), tonumber(ARGV[at + 2])
+  out[#out + 1] = ops[ARGV[at]](k, at + 2, nargs)
+  k, at = k + nkeys, at + 3 + nargs
 end
 return out
 """
