@@ -25,8 +25,8 @@ DISPATCH: Final = """
 -- An operation reads its keys as KEYS[k + 1], ... and its arguments as ARGV[a + 1], ... .
 local ops = {}
 function ops.read_card(k, a, n)  -- state, seen, blocked; the batch's digests of this card
-  return {redis.call('GET', KEYS[k + 1]), redis.call('ZMSCORE', KEYS[k + 2], unpack(ARGV, a + 1, a + n)),
-          redis.call('EXISTS', KEYS[k + 3])}
+  local counted = redis.call('ZMSCORE', KEYS[k + 2], unpack(ARGV, a + 1, a + n))
+  return {redis.call('GET', KEYS[k + 1]), counted, redis.call('EXISTS', KEYS[k + 3])}
 end
 function ops.exists(k, a, n)
   return redis.call('EXISTS', KEYS[k + 1])
