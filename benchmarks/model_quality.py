@@ -75,7 +75,7 @@ def _by_scenario(
     """Per fraud scenario: its frauds against every legitimate row."""
     with open_text(path) as handle:
         header = handle.readline()
-    if "fraud_scenario" not in header.split(","):
+    if "fraud_scenario" not in header.strip().split(","):
         return {}
     with open_text(path) as handle:
         scenario = pd.read_csv(handle, usecols=["trans_num", "fraud_scenario"],

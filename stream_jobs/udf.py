@@ -29,9 +29,7 @@ class DecideFunction:
         self._lag: Any = None
 
     def open(self, _context: Any) -> None:
-        from prometheus_client import CollectorRegistry
-
-        from services.core.exposition import serve_metrics
+        from services.core.exposition import component_registry, serve_metrics
         from services.core.lag import LagProbe
         from services.scoring.client import ScoringClient
         from stream_jobs.decide import Decider
@@ -40,8 +38,8 @@ class DecideFunction:
         from stream_jobs.scorers import ServiceScorer
 
         s = self._settings
-        metrics = JobMetrics(CollectorRegistry())
-        serve_metrics(metrics.registry, s.job.metrics_port)
+        metrics = JobMetrics(component_registry())
+        serve_metrics(metrics.registry, s.job.metrics_host, s.job.metrics_port)
         client = s.redis.client(socket_timeout=0.5, socket_connect_timeout=0.5)
         scoring = ScoringClient(
             s.scoring.require_url(),

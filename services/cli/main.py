@@ -282,12 +282,8 @@ def produce_cmd(
     source = from_csv or from_jsonl
     if source is None:
         extra["seed"] = seed if seed is not None else random.SystemRandom().randrange(2**31)
-        config = GeneratorConfig(
-            seed=extra["seed"],
-            customers=customers,
-            fraud_rate=fraud_rate,
-            start_ms=_start_ms(start, customers, count),
-        )
+        config = GeneratorConfig(seed=extra["seed"], customers=customers, fraud_rate=fraud_rate)
+        config = dataclasses.replace(config, start_ms=_start_ms(start, config, count))
         items = producing.generated_items(config, count)
         total: int | None = count
     else:
@@ -387,9 +383,9 @@ def _default_labels(out_file: Path | None, settings: Settings) -> Path:
     return settings.state_dir / "labels.csv"
 
 
-def _start_ms(text: str | None, customers: int, count: int) -> int:
-    if text is None:  # the simulated events end now, not hours ahead of the clock
-        return start_ending_now(customers, count, int(time.time() * 1000))
+def _start_ms(text: str | None, config: GeneratorConfig, count: int) -> int:
+    if text is None:  # the simulated events end by now, not hours ahead of the clock
+        return start_ending_now(config, count, int(time.time() * 1000))
     try:
         return parse_event_time(text, "start")
     except ValueError as error:

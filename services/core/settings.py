@@ -232,9 +232,14 @@ class JobSettings(_Group):
         5000, ge=0, description="Event-time watermark delay (bounded out-of-orderness)"
     )
     group_id: str = Field("fraudstream-job", description="The job's Kafka consumer group")
-    metrics_port: int = Field(
-        9250, ge=0, le=65535, description="First Prometheus port of the job's Python workers"
+    metrics_host: str = Field(
+        "127.0.0.1", description="Address the job's metrics endpoints bind (0.0.0.0 in a pod)"
     )
+    metrics_port: int = Field(
+        9300, ge=0, le=65535,
+        description="First Prometheus port of the job's Python workers (one each, 16 at most; "
+        "clear of Flink's reporter at 9249-9250)",
+    )  # fmt: skip
     scoring_deadline_ms: int = Field(
         200, ge=1, description="Deadline of one scoring call before the rules-only fallback"
     )
@@ -273,8 +278,11 @@ class FeedbackSettings(_Group):
     blocklist_ttl_ms: int = Field(
         30 * 24 * 3600 * 1000, ge=1000, description="How long a confirmed fraud blocks its card"
     )
+    metrics_host: str = Field(
+        "127.0.0.1", description="Address the feedback app's metrics endpoint binds"
+    )
     metrics_port: int = Field(
-        9260, ge=0, le=65535, description="Prometheus port of the feedback app (0: none)"
+        9320, ge=0, le=65535, description="Prometheus port of the feedback app (0: none)"
     )
     session_timeout_s: float = Field(
         6.0, ge=1.0, le=300.0,

@@ -8,6 +8,7 @@ blocklist while the demo runs."""
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import random
 import threading
 import time
@@ -184,8 +185,9 @@ def _stream(settings: Settings, config: DemoConfig, progress: Progress, ids: set
     """Publish generated events at ``rate`` for ``duration`` (and a few malformed ones)."""
     rng = random.Random(config.seed)
     total = int(config.rate * config.duration_s)
-    start = start_ending_now(GeneratorConfig().customers, total, int(time.time() * 1000))
-    generator = GeneratorConfig(seed=config.seed, fraud_rate=config.fraud_rate, start_ms=start)
+    generator = GeneratorConfig(seed=config.seed, fraud_rate=config.fraud_rate)
+    start = start_ending_now(generator, total, int(time.time() * 1000))
+    generator = dataclasses.replace(generator, start_ms=start)
     started = time.monotonic()
     with TransactionProducer(settings) as producer:
         for n, item in enumerate(generate(generator, total), start=1):

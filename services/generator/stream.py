@@ -9,6 +9,7 @@ natural rate (customers x their daily habits), independently of how fast events 
 
 from __future__ import annotations
 
+import dataclasses
 import heapq
 import random
 from collections.abc import Iterator
@@ -72,12 +73,16 @@ class _Ids:
         return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
 
 
-def start_ending_now(customers: int, count: int, now_ms: int) -> int:
-    """A start from which ``count`` events end about ``now_ms``: simulated time runs at the
-    population's natural rate, far faster than events are published, so a stream started now
-    would soon be dated hours ahead of the clock (and refused as ``event_time_future``)."""
-    span_ms = count / (customers * w.MEAN_DAILY) * DAY_MS
-    return now_ms - int(span_ms * 1.05)
+def start_ending_now(config: GeneratorConfig, count: int, now_ms: int) -> int:
+    """A start from which the ``count`` events of ``config`` end within the day before
+    ``now_ms``. Simulated time runs at the population's natural rate, far faster than events
+    are published: a stream started now would soon be dated hours ahead of the clock (and
+    refused as ``event_time_future``). Nothing the generator draws depends on the date, so a
+    start moved by whole days moves every event alike: one dry run from a guess finds it."""
+    guess = now_ms - int(2 * count / (config.customers * w.MEAN_DAILY) * DAY_MS) - DAY_MS
+    probe = dataclasses.replace(config, start_ms=guess)
+    last = max((item.transaction.event_time_ms for item in generate(probe, count)), default=guess)
+    return guess + (now_ms - last) // DAY_MS * DAY_MS
 
 
 def generate(config: GeneratorConfig, count: int) -> Iterator[Labelled]:

@@ -23,13 +23,13 @@ from typing import Any, TypeVar
 
 import faust
 import redis
-from prometheus_client import CollectorRegistry, Counter
+from prometheus_client import Counter
 
 from models import lake as lk
 from services.core.contract import InvalidEvent, encode
 from services.core.dead_letters import DeadLetterLog
 from services.core.dead_letters import dead_letter as build_dead_letter
-from services.core.exposition import serve_metrics
+from services.core.exposition import component_registry, serve_metrics
 from services.core.kafka import topic_epochs
 from services.core.kafka_config import aiokafka
 from services.core.lag import LagProbe
@@ -175,8 +175,8 @@ def create_app(settings: Settings, metrics: FeedbackMetrics, lag: LagProbe) -> f
 
 def run(settings: Settings) -> None:
     """Run one worker until SIGTERM/SIGINT (faust's own signal handling and shutdown)."""
-    metrics = FeedbackMetrics(CollectorRegistry())
-    serve_metrics(metrics.registry, settings.feedback.metrics_port)
+    metrics = FeedbackMetrics(component_registry())
+    serve_metrics(metrics.registry, settings.feedback.metrics_host, settings.feedback.metrics_port)
     lag = LagProbe(settings, metrics.report_lag)
     app = create_app(settings, metrics, lag)
     archiver = Archiver(settings, lk.Lake(settings.lake_path), metrics, lag)

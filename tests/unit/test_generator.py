@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import collections
+import dataclasses
 import itertools
 
 import pytest
 
 from models.features import haversine_km
 from services.core.contract import Transaction, decode_transaction, encode
-from services.generator import PATTERNS, GeneratorConfig, Labelled, generate
+from services.generator import PATTERNS, GeneratorConfig, Labelled, generate, start_ending_now
 from services.generator import world as w
 
 
@@ -102,3 +103,17 @@ def test_night_high_risk_happens_at_local_night(long_run: list[Labelled]) -> Non
 def test_bad_config_is_refused() -> None:
     with pytest.raises(ValueError, match="fraud rate"):
         GeneratorConfig(fraud_rate=0.9)
+
+
+def test_a_stream_started_for_now_ends_within_the_day_before_now() -> None:
+    """Its events are those of any start a whole number of days away, moved: never ahead."""
+    config = GeneratorConfig(seed=12, customers=2_000)
+    now = 1_790_000_000_000
+    start = start_ending_now(config, 3_000, now)
+    moved = [i.transaction for i in generate(dataclasses.replace(config, start_ms=start), 3_000)]
+    assert now - 86_400_000 < max(tx.event_time_ms for tx in moved) <= now
+    other = dataclasses.replace(config, start_ms=start - 3 * 86_400_000)
+    earlier = [i.transaction for i in generate(other, 3_000)]
+    assert [tx.event_time_ms - 3 * 86_400_000 for tx in moved] == [
+        tx.event_time_ms for tx in earlier
+    ]

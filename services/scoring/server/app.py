@@ -22,6 +22,7 @@ import msgspec
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from models.registry import working_registry
+from services.core.exposition import component_registry
 from services.core.settings import Settings
 from services.scoring.server.guard import BoundedHttpToolsProtocol
 from services.scoring.server.metrics import ScoringMetrics
@@ -192,7 +193,7 @@ async def _respond(send: Send, status: int, body: bytes, content_type: str = "ap
 def from_environment() -> ScoringApp:
     """The app as configured by FRAUDSTREAM_* variables (uvicorn calls this in each worker)."""
     settings = Settings()
-    registry = CollectorRegistry()
+    registry = component_registry()
     metrics = ScoringMetrics(registry)
     registry_dir = working_registry(settings.model.registry, settings.state_dir)
     scorer = Scorer(registry_dir, metrics, settings.scoring.threads,
