@@ -48,7 +48,8 @@ def test_every_alert_has_severity_summary_description_and_a_runbook_in_the_repos
     for rule in _alerts():
         labels, notes = rule["labels"], rule["annotations"]
         assert labels["severity"] in {"page", "ticket"}, rule["alert"]  # type: ignore[index]
-        assert notes["summary"] and notes["description"], rule["alert"]  # type: ignore[index]
+        assert notes["summary"], rule["alert"]  # type: ignore[index]
+        assert notes["description"], rule["alert"]  # type: ignore[index]
         url = str(notes["runbook_url"])  # type: ignore[index]
         assert url.startswith(RUNBOOKS), url
         runbook = MONITORING / url.removeprefix(RUNBOOKS)
@@ -60,8 +61,8 @@ def test_a_planted_typo_fails_the_rule_tests(tmp_path: Path) -> None:
     """The negative control: the tests notice a rule that reads a metric that is not there."""
     rules = (MONITORING / "rules.yml").read_text()
     assert "fraudstream_job_dlq_total[10m]" in rules
-    (tmp_path / "rules.yml").write_text(rules.replace("fraudstream_job_dlq_total[10m]",
-                                                      "fraudstream_job_dlqq_total[10m]"))  # fmt: skip
+    planted = rules.replace("fraudstream_job_dlq_total[10m]", "fraudstream_job_dlqq_total[10m]")
+    (tmp_path / "rules.yml").write_text(planted)
     shutil.copy(MONITORING / "rules_test.yml", tmp_path / "rules_test.yml")
     tested = _promtool("test", "rules", "rules_test.yml", cwd=tmp_path)
     assert tested.returncode != 0
