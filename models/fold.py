@@ -68,8 +68,9 @@ class CardState(msgspec.Struct, array_like=True):
     merchants: dict[int, int] = {}  # merchant ident -> last seen (ms)
     countries: dict[str, int] = {}
     devices: dict[int, int] = {}
-    latest_features: tuple[int, str, list[float]] | None = None  # (time, id, row) of the
-    # latest event folded online, for analysts' tools: the fold neither reads nor writes it
+    # Kept by the online store; the fold neither reads nor writes them:
+    latest_features: tuple[int, str, list[float]] | None = None  # the latest (time, id, row)
+    recent: list[bytes] = []  # digests of the last ids counted, whose rows Redis keeps
 
 
 def ident(value: str) -> int:

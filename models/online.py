@@ -8,9 +8,12 @@ batch's operations into one script call per node or slot):
 2. fold every event with ``models.fold.step``, then write back, per card, its state (with its
    latest features) and the ids counted together (atomic), and per merchant its day counts.
 
-A transaction id already counted is decided again on a copy of its card's state, so that it
-never counts twice. Merchant windows end more than a week ago, so each worker keeps the ones
-it read for ``merchant_cache_s`` (a label on a week-old transaction shows within that time).
+A transaction id already counted never counts twice. Its repeat is decided with the very row
+it was first decided with, while the card keeps it (its last ``RECENT_ROWS`` ids: what a
+restart replays); an older one is decided again on a copy of the card's state.
+
+Merchant windows end more than a week ago, so each worker keeps the ones it read for
+``merchant_cache_s`` (a label on a week-old transaction shows within that time).
 """
 
 from __future__ import annotations
@@ -46,6 +49,8 @@ _MERCHANT_FIELDS_CAP: Final = 2 * (MERCHANT_REACH_DAYS + 2)  # then stale days a
 _WINDOWS_KEPT: Final = 200_000  # merchant windows a worker remembers before starting afresh
 _encode = msgspec.msgpack.Encoder().encode
 _decode_state = msgspec.msgpack.Decoder(CardState).decode
+_decode_row = msgspec.msgpack.Decoder(list[float]).decode
+RECENT_ROWS: Final = 8  # per card, the rows of its last counted ids kept for their replays
 
 
 def event_of(tx: Transaction) -> CardEvent:
@@ -79,6 +84,7 @@ class _Card:
     counted: list[bool]  # per index: its id is already in the card's seen-set
     blocked: bool
     day_before: int  # the day of the card's latest event before this batch
+    kept: list[list[float] | None]  # per index: the row its id was first decided with, if kept
     new: list[tuple[int, bytes, int]] = field(default_factory=list)  # (score, digest, index)
 
 
@@ -179,7 +185,8 @@ def _reads(
     merchant_days: list[tuple[str, int]],
 ) -> list[Op]:
     ops = [Op("read_card", (layout.card_state(card), layout.card_seen(card),
-                            layout.blocklist_card(card)), tuple(digests[i] for i in indexes))
+                            layout.blocklist_card(card), layout.card_recent(card)),
+              tuple(digests[i] for i in indexes))
            for card, indexes in by_card.items()]  # fmt: skip
     ops += [Op("exists", (layout.blocklist_device(d),)) for d in devices]
     ops += [Op("merchant_days", (layout.merchant_days(m),), (day, MERCHANT_DAYS_BACK))
@@ -188,10 +195,11 @@ def _reads(
 
 
 def _card(indexes: list[int], reply: list[Any]) -> _Card:
-    blob, scores, blocked = reply
+    blob, scores, blocked, rows = reply
     state = _decode_state(blob) if blob else CardState()
     counted = [score is not None for score in scores]
-    return _Card(indexes, state, counted, bool(blocked), state.latest // f.DAY_MS)
+    kept = [_decode_row(row) if row else None for row in rows]
+    return _Card(indexes, state, counted, bool(blocked), state.latest // f.DAY_MS, kept)
 
 
 def _fold(
@@ -203,13 +211,17 @@ def _fold(
     rows: list[list[float]] = [[] for _ in batch]
     repeated = [False] * len(batch)
     for card in cards:
-        counting: set[bytes] = set()
-        for i, counted in zip(card.indexes, card.counted, strict=True):
-            again = repeated[i] = counted or digests[i] in counting
-            state = _decode_state(_encode(card.state)) if again else card.state
+        counting: dict[bytes, list[float]] = {}  # ids counted in this batch: their rows
+        for i, counted, kept in zip(card.indexes, card.counted, card.kept, strict=True):
+            repeated[i] = counted or digests[i] in counting
+            first = counting.get(digests[i]) or kept
+            if first is not None:  # a repeat: decided exactly as the first time
+                rows[i] = first
+                continue
+            state = _decode_state(_encode(card.state)) if repeated[i] else card.state
             rows[i] = step(state, event_of(batch[i]), windows[_merchant_day(batch[i])])
-            if not again:
-                counting.add(digests[i])
+            if not repeated[i]:
+                counting[digests[i]] = rows[i]
                 card.new.append((card.state.latest, digests[i], i))
     return rows, repeated
 
@@ -223,13 +235,17 @@ def _commits(batch: Sequence[Transaction], rows: list[list[float]], cards: list[
             continue
         last = card.indexes[-1]
         card_id = batch[last].card_id
-        keys = (layout.card_state(card_id), layout.card_seen(card_id))
+        keys = (layout.card_state(card_id), layout.card_seen(card_id), layout.card_recent(card_id))
         pairs = [item for score, digest, _ in card.new for item in (score, digest)]
         new_day = card.state.latest // f.DAY_MS != card.day_before
         trim = card.state.latest - f.HISTORY_MS if new_day else ""
-        card.state.latest_features = (batch[last].event_time_ms, batch[last].transaction_id,
-                                      rows[last])  # fmt: skip
-        args = (CARD_TTL_MS, trim, _encode(card.state), *pairs)
+        state = card.state
+        state.latest_features = (batch[last].event_time_ms, batch[last].transaction_id, rows[last])
+        new = card.new[-RECENT_ROWS:]
+        state.recent += [digest for _, digest, _ in new]
+        forget, state.recent = state.recent[:-RECENT_ROWS], state.recent[-RECENT_ROWS:]
+        keep = [item for _, digest, i in new for item in (digest, _encode(rows[i]))]
+        args = (CARD_TTL_MS, trim, _encode(state), len(new), *keep, len(forget), *forget, *pairs)
         ops.append(Op("commit_card", keys, args))
         for _, _, i in card.new:
             per_day = counts.setdefault(batch[i].merchant_id, {})

@@ -8,6 +8,8 @@ so that the keys one script touches sit in one Redis Cluster slot.
 ``fs:v2:{c:CARD}:seen``       ZSET, member = 8-byte digest of a transaction id, score = the card's
                               latest time when it was counted: idempotence by id, trimmed to 30
                               days of the card's own event time.
+``fs:v2:{c:CARD}:recent``     HASH digest -> msgpack feature row of the card's last few counted
+                              transactions: a replay is decided with the very same features.
 ``fs:v2:{c:CARD}:labels``     HASH transaction_id -> latest label.
 ``fs:v2:{c:CARD}:blocked``    STRING (the transaction that blocked it), with a TTL: declined.
 ``fs:v2:{d:DEVICE}:blocked``  the same for a device.
@@ -36,6 +38,10 @@ def card_seen(card_id: str) -> str:
     return f"{PREFIX}:{{c:{card_id}}}:seen"
 
 
+def card_recent(card_id: str) -> str:
+    return f"{PREFIX}:{{c:{card_id}}}:recent"
+
+
 def card_labels(card_id: str) -> str:
     return f"{PREFIX}:{{c:{card_id}}}:labels"
 
@@ -62,7 +68,8 @@ def alert_context(transaction_id: str) -> str:
 
 def card_keys(card_id: str) -> tuple[str, ...]:
     """Every key of one card (for erasure)."""
-    return card_state(card_id), card_seen(card_id), card_labels(card_id), blocklist_card(card_id)
+    return (card_state(card_id), card_seen(card_id), card_recent(card_id), card_labels(card_id),
+            blocklist_card(card_id))  # fmt: skip
 
 
 def transaction_digest(transaction_id: str) -> bytes:

@@ -24,9 +24,13 @@ DISPATCH: Final = """
 -- KEYS: every operation's keys, in order. Returns one reply per operation.
 -- An operation reads its keys as KEYS[k + 1], ... and its arguments as ARGV[a + 1], ... .
 local ops = {}
-function ops.read_card(k, a, n)  -- state, seen, blocked; the batch's digests of this card
+function ops.read_card(k, a, n)  -- state, seen, blocked, recent; the batch's digests of it
   local counted = redis.call('ZMSCORE', KEYS[k + 2], unpack(ARGV, a + 1, a + n))
-  return {redis.call('GET', KEYS[k + 1]), counted, redis.call('EXISTS', KEYS[k + 3])}
+  local rows = {}  -- the row a counted id was decided with, while the card keeps it
+  for i, score in ipairs(counted) do
+    rows[i] = score and redis.call('HGET', KEYS[k + 4], ARGV[a + i])
+  end
+  return {redis.call('GET', KEYS[k + 1]), counted, redis.call('EXISTS', KEYS[k + 3]), rows}
 end
 function ops.exists(k, a, n)
   return redis.call('EXISTS', KEYS[k + 1])
@@ -39,12 +43,22 @@ function ops.merchant_days(k, a, n)  -- days hash; the latest day wanted, how ma
   end
   return redis.call('HMGET', KEYS[k + 1], unpack(fields))
 end
-function ops.commit_card(k, a, n)  -- state, seen; TTL, trim score ('' on the same day: not
-  redis.call('SET', KEYS[k + 1], ARGV[a + 3], 'PX', ARGV[a + 1])  -- yet), state, then
-  redis.call('ZADD', KEYS[k + 2], 'NX', unpack(ARGV, a + 4, a + n))  -- (score, digest)s
+function ops.commit_card(k, a, n)  -- state, seen, recent; TTL, trim score ('' on the same
+  local ttl = ARGV[a + 1]  -- day: not yet), state, then the rows to keep (a count, then
+  redis.call('SET', KEYS[k + 1], ARGV[a + 3], 'PX', ttl)  -- digest, row pairs), the rows to
+  local at = a + 5  -- forget (a count, then digests), then (score, digest) per counted id
+  local keep = tonumber(ARGV[a + 4])
+  if keep > 0 then
+    redis.call('HSET', KEYS[k + 3], unpack(ARGV, at, at + 2 * keep - 1))
+    redis.call('PEXPIRE', KEYS[k + 3], ttl)
+  end
+  at = at + 2 * keep
+  local forget = tonumber(ARGV[at])
+  if forget > 0 then redis.call('HDEL', KEYS[k + 3], unpack(ARGV, at + 1, at + forget)) end
+  redis.call('ZADD', KEYS[k + 2], 'NX', unpack(ARGV, at + forget + 1, a + n))
   if ARGV[a + 2] ~= '' then  -- once a day per card: forget ids past the history
     redis.call('ZREMRANGEBYSCORE', KEYS[k + 2], '-inf', ARGV[a + 2])
-    redis.call('PEXPIRE', KEYS[k + 2], ARGV[a + 1])
+    redis.call('PEXPIRE', KEYS[k + 2], ttl)
   end
   return 1
 end

@@ -12,6 +12,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from services.core.lag import Partition
 
+DEPENDENCIES = ("redis", "scoring", "scoring_rejected", "scoring_reply")  # degraded reasons
 LATENCY_BUCKETS = (0.002, 0.005, 0.01, 0.02, 0.035, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1, 2.5, 5)
 
 
@@ -50,6 +51,11 @@ class JobMetrics:
             f"{p}_consumer_lag", "Messages behind the partition's end", ["partition"],
             registry=registry,
         )  # fmt: skip
+
+        for dependency in DEPENDENCIES:  # every series exists from the start: rates work
+            self.degraded.labels(dependency)
+        for outcome in ("approve", "review", "decline"):
+            self.decisions.labels(outcome)
 
     def report_lag(self, lag: Mapping[Partition, int]) -> None:
         for (_topic, partition), behind in lag.items():

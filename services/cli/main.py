@@ -127,6 +127,15 @@ def stack_up(
             show_default=False,
         ),
     ] = None,
+    monitoring: Annotated[
+        bool | None,
+        typer.Option(
+            "--monitoring/--no-monitoring",
+            help="Also a Prometheus server scraping the stack, the project's rules loaded "
+            "(FRAUDSTREAM_STACK_MONITORING).",
+            show_default=False,
+        ),
+    ] = None,
     state_dir: StateDirOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -137,6 +146,7 @@ def stack_up(
         stack_broker_port=broker_port,
         stack_redis_port=redis_port,
         stack_redis_cluster=redis_cluster,
+        stack_monitoring=monitoring,
         state_dir=state_dir,
     )
     with (
@@ -206,6 +216,7 @@ def _show_stack(state: StackState, as_json: bool) -> None:
                 "redis_url": state.redis_url,
                 "redis_cluster": state.redis_cluster,
                 "scoring_url": state.scoring_url,
+                "prometheus_url": state.prometheus_url,
                 "topics": state.topics,
                 "pids": {p.name: p.pid for p in state.processes},
                 "alive": running,
@@ -218,6 +229,7 @@ def _show_stack(state: StackState, as_json: bool) -> None:
         "broker": state.bootstrap_servers,
         "redis": state.redis_url + (" (cluster)" if state.redis_cluster else ""),
         "scoring": state.scoring_url or "",
+        "prometheus": state.prometheus_url or "",
     }
     names = stack.cluster_node_names()
     for name, port in zip(names[1:], state.redis_cluster_ports[1:], strict=False):

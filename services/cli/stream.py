@@ -124,6 +124,14 @@ def demo_cmd(
     duration: Annotated[float, typer.Option(min=1, help="Seconds of streaming.")] = 30.0,
     seed: Annotated[int | None, typer.Option(help="Generator seed (default: random).")] = None,
     fraud_rate: Annotated[float, typer.Option(min=0, max=0.5, help="Share of fraud.")] = 0.01,
+    monitoring: Annotated[
+        bool | None,
+        typer.Option(
+            "--monitoring/--no-monitoring",
+            show_default=False,
+            help="The stack with its Prometheus (stack up --monitoring).",
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="No live view; one JSON object.")] = False,
 ) -> None:
     """Start the embedded stack and the stream job, stream the generator at --rate for
@@ -134,7 +142,7 @@ def demo_cmd(
     from services.devstack import demo
 
     config = demo.DemoConfig(rate, duration, seed or random.randrange(2**31), fraud_rate)
-    settings = load_settings()
+    settings = load_settings(stack_monitoring=monitoring)
     if as_json:
         summary = demo.run(settings, config, lambda _p: None)
         typer.echo(json.dumps(summary))

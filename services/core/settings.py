@@ -320,6 +320,15 @@ class StackSettings(_Group):
     endpoints: bool = Field(
         True, description="Fill unset Kafka/Redis/scoring endpoints from `stack up`'s state file"
     )
+    monitoring: bool = Field(
+        False, description="Also start a Prometheus server scraping the stack, rules loaded"
+    )
+    prometheus: Path | None = Field(
+        None, description="The Prometheus server binary; unset: `prometheus` on PATH"
+    )
+    prometheus_port: int = Field(
+        0, ge=0, le=65535, description="The local Prometheus port; 0: a free one"
+    )
 
 
 GROUPS: dict[str, type[_Group]] = {

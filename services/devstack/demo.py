@@ -209,9 +209,9 @@ def run(
 ) -> dict[str, float | int | str]:
     """Start what is missing, stream, watch, stop the job; the summary as a flat dict."""
     state = stack.up(settings)
-    local = stack.client_settings(settings, state).updated(
-        {"job_metrics_port": free_loopback_port()}
-    )
+    local = stack.client_settings(settings, state)
+    if state.prometheus_url is None:  # nobody scrapes it: any free port
+        local = local.updated({"job_metrics_port": free_loopback_port()})
     progress, ids, fraud = Progress(), set[str](), set[str]()
     feedback_app = any(p.name == "feedback-app" and processes.is_running(p)
                        for p in state.processes)  # fmt: skip

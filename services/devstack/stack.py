@@ -34,7 +34,7 @@ from models.registry import working_registry
 from services.core import kafka
 from services.core.errors import UserError
 from services.core.settings import TOKEN_KEY_FILE, Settings
-from services.devstack import kafka_broker, processes
+from services.devstack import kafka_broker, monitoring, processes
 from services.devstack import state as stack_state
 from services.devstack.java import JavaNotFound, find_java_home
 from services.devstack.processes import ProcessRecord
@@ -200,6 +200,24 @@ def _start_scoring(settings: Settings, logs: Path, started: list[ProcessRecord])
     return url
 
 
+def _start_prometheus(
+    settings: Settings,
+    scoring_url: str | None,
+    feedback: bool,
+    logs: Path,
+    started: list[ProcessRecord],
+    port: int | None = None,
+) -> str:
+    """The local Prometheus scraping this stack (``services.devstack.monitoring``)."""
+    scrape = monitoring.targets(settings, scoring_url, feedback)
+    config = monitoring.write_config(settings.state_dir / "prometheus", scrape)
+    wanted = settings.stack.prometheus_port if port is None else port
+    bound = _start_server("prometheus", wanted, monitoring.argv(settings, config), logs, started)
+    url = f"http://127.0.0.1:{bound}"
+    processes.wait_until(lambda: monitoring.ready(url), START_TIMEOUT_S, "prometheus ready")
+    return url
+
+
 def _registry(settings: Settings) -> Path:
     return working_registry(settings.model.registry, settings.state_dir)
 
@@ -262,7 +280,7 @@ def _start_feedback(settings: Settings, logs: Path) -> ProcessRecord | None:
     return processes.spawn("feedback-app", argv, logs / "feedback-app.log", env=env)
 
 
-COMPONENTS = ("broker", "redis", "scoring", "feedback-app")
+COMPONENTS = ("broker", "redis", "scoring", "feedback-app", "prometheus")
 CLUSTER_NODES = 3  # masters of ``stack up --redis-cluster``, no replicas
 
 
@@ -297,6 +315,10 @@ def _starter(settings: Settings, state: StackState, name: str) -> ProcessRecord 
     elif name == "feedback-app":
         record = _start_feedback(local, logs)
         started += [record] if record else []
+    elif name == "prometheus" and state.prometheus_url:
+        port = int(state.prometheus_url.rsplit(":", 1)[1])
+        feedback = any(p.name == "feedback-app" for p in state.processes)
+        _start_prometheus(local, state.scoring_url, feedback, logs, started, port)
     return started[0] if started else None
 
 
@@ -375,6 +397,10 @@ def up(settings: Settings, feedback: bool = True) -> StackState:
         scoring_url = _start_scoring(settings, logs, started)
         if feedback and (app := _start_feedback(local, logs)):
             started.append(app)
+        prometheus_url = None
+        if ports.monitoring:
+            feedback_app = any(p.name == "feedback-app" for p in started)
+            prometheus_url = _start_prometheus(settings, scoring_url, feedback_app, logs, started)
     except BaseException:
         for record in reversed(started):
             processes.stop(record)
@@ -397,6 +423,7 @@ def up(settings: Settings, feedback: bool = True) -> StackState:
         java_home=java_home,
         started_at=int(time.time() * 1000),
         scoring_url=scoring_url,
+        prometheus_url=prometheus_url,
     )
     stack_state.write(settings.state_dir, state)
     return state

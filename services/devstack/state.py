@@ -24,6 +24,7 @@ class StackState(StackEndpoints, frozen=True, kw_only=True):
     processes: list[ProcessRecord]
     java_home: str | None
     started_at: int
+    prometheus_url: str | None = None  # with --monitoring
 
 
 def read(state_dir: Path) -> StackState | None:

@@ -6,6 +6,7 @@ from collections.abc import Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
+from models.lake import TABLES
 from services.core.lag import Partition, per_topic
 
 
@@ -33,6 +34,10 @@ class FeedbackMetrics:
         self.lake_skipped = Counter(
             f"{p}_lake_skipped", "Invalid records not archived", ["table"], registry=registry
         )
+
+        for table in TABLES:  # every series exists from the start: rates and alerts work
+            for counter in (self.lake_files, self.lake_rows, self.lake_errors, self.lake_skipped):
+                counter.labels(table)
 
     def report_lag(self, lag: Mapping[Partition, int]) -> None:
         for topic, behind in per_topic(lag).items():

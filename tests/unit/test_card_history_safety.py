@@ -14,7 +14,7 @@ from models import features as f
 from models import redis_layout as layout
 from models.online import OnlineFeatureStore
 from models.registry import DEFAULT_REGISTRY, Registry
-from services.core.contract import DeadLetter, Transaction, encode
+from services.core.contract import DeadLetter, Decision, Transaction, encode
 from services.scoring.server.inprocess import InProcessScorer
 from stream_jobs.decide import Decider, Output, Record
 
@@ -52,6 +52,11 @@ class _Card:
 
     def features(self) -> dict[str, float | int | str] | None:
         return OnlineFeatureStore(self.client).snapshot("c1")
+
+
+def _verdict(output: Output) -> tuple[str, float, list[str]]:
+    decision = msgspec.json.decode(output.decision or b"", type=Decision)
+    return decision.decision, decision.score, decision.reasons
 
 
 def _clean(redis_url: str) -> dict[str, float | int | str] | None:
@@ -93,8 +98,9 @@ def test_a_replay_or_a_resend_with_changed_fields_never_counts_twice(redis_url: 
     expected = _clean(redis_url)
     card = _Card(redis_url)
     first = [_tx(i) for i in range(5)]
-    card.send(*first)
+    original = card.send(*first)
     replayed = card.send(*first)  # the same records again, as after a restart
+    assert [_verdict(o) for o in replayed] == [_verdict(o) for o in original]  # decided alike
     changed = _tx(2, amount=999.0, event_time=T0 + 5_000, merchant_id="m9", country="FR")
     resent = card.send(changed, changed)
     assert all(o.decision is not None for o in replayed + resent)  # decided, never dropped

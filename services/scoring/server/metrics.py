@@ -15,6 +15,8 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+ERROR_TYPES = ("reload", "unauthorized", "overloaded", "disconnected", "too_large", "invalid",
+               "malformed", "not_ready")  # fmt: skip
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096)
 SCORE_BUCKETS = (0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9, 0.99)
@@ -67,6 +69,8 @@ class ScoringMetrics:
         self.errors = Counter(
             "fraudstream_scoring_errors", "Failed requests by type", ["type"], registry=registry
         )
+        for kind in ERROR_TYPES:  # every series exists from the start: rates and alerts work
+            self.errors.labels(kind)
         self.model_load_seconds = Gauge(
             "fraudstream_scoring_model_load_seconds", "Time to load a model version",
             ["model_version"], registry=registry,
