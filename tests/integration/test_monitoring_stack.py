@@ -74,9 +74,10 @@ def monitored(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Settin
         tail.wait_for(2_000, 180, "decisions")
         prometheus = state.prometheus_url
 
+        first = ("fraudstream_job_decisions_total", "fraudstream_feedback_lake_rows_total")
+
         def scraped() -> bool:
-            return all(_series(prometheus, n) for n in ("fraudstream_job_decisions_total",
-                                                        "fraudstream_feedback_lake_rows_total"))  # fmt: skip
+            return all(_series(prometheus, name) for name in first)
 
         processes.wait_until(scraped, 60, "the job and feedback app scraped", interval=1.0)
         yield settings, prometheus
@@ -141,7 +142,8 @@ def test_promtool_finds_nothing_on_any_components_scrape(monitored: tuple[Settin
     tool = shutil.which("promtool")
     assert tool, "promtool is missing: apt-get install prometheus"
     state = stack.status(settings)
-    assert state is not None and state.scoring_url
+    assert state is not None
+    assert state.scoring_url
     endpoints = [f"{state.scoring_url}/metrics",
                  f"http://127.0.0.1:{settings.feedback.metrics_port}/metrics",
                  f"http://127.0.0.1:{settings.job.metrics_port}/metrics"]  # fmt: skip
@@ -154,4 +156,5 @@ def test_promtool_finds_nothing_on_any_components_scrape(monitored: tuple[Settin
         checked = subprocess.run([tool, "check", "metrics"], input=exposition,
                                  capture_output=True, timeout=60, check=False)  # fmt: skip
         problems = (checked.stdout + checked.stderr).decode()
-        assert checked.returncode == 0 and not problems.strip(), (url, problems)
+        assert checked.returncode == 0, (url, problems)
+        assert not problems.strip(), (url, problems)
