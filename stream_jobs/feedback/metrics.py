@@ -35,7 +35,10 @@ class FeedbackMetrics:
             f"{p}_lake_skipped", "Invalid records not archived", ["table"], registry=registry
         )
 
-        for table in TABLES:  # every series exists from the start: rates and alerts work
+        for label in ("fraud", "legit"):  # every series exists from the start: rates work
+            for result in ("applied", "repeat"):
+                self.processed.labels(label, result)
+        for table in TABLES:
             for counter in (self.lake_files, self.lake_rows, self.lake_errors, self.lake_skipped):
                 counter.labels(table)
 

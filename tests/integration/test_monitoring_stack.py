@@ -1,6 +1,7 @@
 """``stack up --monitoring`` against the real Prometheus (the OS package): it scrapes every
 component under the rules' job names, every metric the rules read exists, the rules evaluate,
-and ``promtool check metrics`` finds nothing on any component's scrape. Without the binaries
+every dashboard query is answered, and ``promtool check metrics`` finds nothing on any
+component's scrape. Without the binaries
 these tests fail, they never skip."""
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import yaml
 
 from services.clients.producer import TransactionProducer
 from services.core.settings import Settings
-from services.devstack import monitoring, processes, stack
+from services.devstack import dashboards, monitoring, processes, stack
 from services.devstack.processes import free_loopback_port
 from tests.integration.streaming import DecisionTail, produce
 
@@ -158,3 +159,50 @@ def test_promtool_finds_nothing_on_any_components_scrape(monitored: tuple[Settin
         problems = (checked.stdout + checked.stderr).decode()
         assert checked.returncode == 0, (url, problems)
         assert not problems.strip(), (url, problems)
+
+
+def _substituted(query: str) -> str:
+    """What Grafana sends for "All" and a 1-minute rate interval."""
+    return (
+        query.replace("$namespace", ".*")
+        .replace("$instance", ".*")
+        .replace("$__rate_interval", "1m")
+    )
+
+
+def _query(prometheus: str, expr: str) -> tuple[str, list[object]]:
+    reply = _get(f"{prometheus}/api/v1/query?{urllib.parse.urlencode({'query': expr})}")
+    data = reply["data"]
+    assert isinstance(data, dict)
+    return str(reply["status"]), list(data["result"])
+
+
+def test_the_dashboard_files_are_what_the_code_builds_and_fully_described() -> None:
+    for uid in dashboards.DASHBOARDS:
+        path = dashboards.OUT / f"{uid}.json"
+        assert path.read_text() == dashboards.rendered(uid), f"{path.name}: run the generator"
+        board = json.loads(path.read_text())
+        names = {v["name"] for v in board["templating"]["list"]}
+        assert {"datasource", "namespace", "instance"} <= names
+        for panel in board["panels"]:
+            assert panel["title"], uid
+            assert panel["description"], panel["title"]
+            assert panel["fieldConfig"]["defaults"]["unit"], panel["title"]
+
+
+def test_every_dashboard_query_is_answered_with_a_series(monitored: tuple[Settings, str]) -> None:
+    _, prometheus = monitored
+    queries = {(uid, p.title): _substituted(p.query)
+               for uid, (_, panels) in dashboards.DASHBOARDS.items() for p in panels}  # fmt: skip
+    assert len(queries) >= 25
+
+    def unanswered() -> list[tuple[str, str]]:
+        return [key for key, expr in queries.items() if not _query(prometheus, expr)[1]]
+
+    deadline = time.monotonic() + 45  # rates need two scrapes of 5 s within their minute
+    while unanswered() and time.monotonic() < deadline:
+        time.sleep(2.0)
+    assert unanswered() == []
+    typo = _substituted(dashboards.DASHBOARDS["fraudstream-overview"][1][1].query)
+    status, series = _query(prometheus, typo.replace("decisions_total", "decisions_totl"))
+    assert (status, series) == ("success", [])  # the negative control: a typo answers nothing

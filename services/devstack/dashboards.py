@@ -1,0 +1,166 @@
+"""The Grafana dashboards, built from one table of panels: each query is written once here.
+
+``python -m services.devstack.dashboards`` writes them as JSON into
+``helm/fraudstream/monitoring/dashboards/`` (the chart ships them as ConfigMaps labelled
+``grafana_dashboard: "1"``); a test proves the files are what this module builds, and runs
+every query against a real Prometheus scraping the embedded stack.
+
+Every dashboard has the variables ``datasource``, ``namespace`` and ``instance``; every panel
+a title, a unit and a description.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+OUT = Path(__file__).resolve().parents[2] / "helm" / "fraudstream" / "monitoring" / "dashboards"
+SEL = 'namespace=~"$namespace", instance=~"$instance"'  # every query's scope
+RATE = "$__rate_interval"
+
+
+@dataclass(frozen=True)
+class Panel:
+    title: str
+    query: str
+    unit: str
+    description: str
+    legend: str = ""
+
+
+def _rate(metric: str, by: str = "", match: str = "") -> str:
+    group = f" by ({by})" if by else ""
+    scope = f"{match}, {SEL}" if match else SEL
+    return f"sum{group} (rate({metric}{{{scope}}}[{RATE}]))"
+
+
+def _quantile(q: float, metric: str, by: str = "") -> str:
+    extra = f", {by}" if by else ""
+    return f"histogram_quantile({q}, sum by (le{extra}) (rate({metric}_bucket{{{SEL}}}[{RATE}])))"
+
+
+DASHBOARDS: dict[str, tuple[str, list[Panel]]] = {
+    "fraudstream-overview": ("fraudstream: decision flow", [
+        Panel("Transactions consumed", _rate("fraudstream_job_events_total", "result"), "ops",
+              "Records the stream job read per second, valid or not.", "{{result}}"),
+        Panel("Decisions", _rate("fraudstream_job_decisions_total", "decision"), "ops",
+              "Decisions published per second, by outcome.", "{{decision}}"),
+        Panel("Decision latency p99", _quantile(0.99, "fraudstream_job_latency_seconds"), "s",
+              "Kafka ingest to decision, 99th percentile; the objective is 250 ms.", "p99"),
+        Panel("Dead letters", _rate("fraudstream_job_dlq_total", "kind"), "ops",
+              "Records sent to the dead-letter topic per second, by kind.", "{{kind}}"),
+        Panel("Consumer lag", f"sum(fraudstream_job_consumer_lag{{{SEL}}})", "short",
+              "Messages between the job and the end of its partitions.", "lag"),
+    ]),
+    "fraudstream-job": ("fraudstream: stream job", [
+        Panel("Latency p50 / p99", _quantile(0.5, "fraudstream_job_latency_seconds"), "s",
+              "Median decision latency (ingest to decision).", "p50"),
+        Panel("Scoring call p99", _quantile(0.99, "fraudstream_job_scoring_call_seconds"), "s",
+              "The job's scoring-service call, 99th percentile.", "p99"),
+        Panel("Degraded decisions", _rate("fraudstream_job_degraded_decisions_total",
+                                          "dependency"), "ops",
+              "Decisions made without a dependency, per second.", "{{dependency}}"),
+        Panel("Late events", _rate("fraudstream_job_late_events_total"), "ops",
+              "Events behind the watermark per second (decided all the same).", "late"),
+        Panel("Batch size p50", _quantile(0.5, "fraudstream_job_batch_rows"), "short",
+              "Rows per micro-batch the decider received.", "p50"),
+        Panel("Slow decisions", "fraudstream:decision_latency_slow:ratio_rate5m", "percentunit",
+              "Share of decisions over 250 ms (the SLO's error rate), 5 minutes.", "slow"),
+    ]),
+    "fraudstream-scoring": ("fraudstream: scoring service", [
+        Panel("Requests", _rate("fraudstream_scoring_request_seconds_count", "endpoint"), "reqps",
+              "Scoring requests served per second.", "{{endpoint}}"),
+        Panel("Errors", _rate("fraudstream_scoring_errors_total", "type"), "reqps",
+              "Failed requests per second, by type.", "{{type}}"),
+        Panel("Request latency p99", _quantile(0.99, "fraudstream_scoring_request_seconds"), "s",
+              "Time in the service per request, 99th percentile.", "p99"),
+        Panel("In flight", f"sum(fraudstream_scoring_in_flight{{{SEL}}})", "short",
+              "Requests being served now.", "in flight"),
+        Panel("Rows per request p50", _quantile(0.5, "fraudstream_scoring_batch_rows"), "short",
+              "Rows per scoring request.", "p50"),
+    ]),
+    "fraudstream-feedback": ("fraudstream: feedback app and lake", [
+        Panel("Dispositions applied", _rate("fraudstream_feedback_processed_total", "label"),
+              "ops", "Analysts' dispositions applied per second, by label.", "{{label}}"),
+        Panel("Ready", f"min(fraudstream_feedback_ready{{{SEL}}})", "short",
+              "1 once the app's partitions are assigned.", "ready"),
+        Panel("Lag", f"sum by (topic) (fraudstream_feedback_lag{{{SEL}}})", "short",
+              "Records not yet fetched, by topic.", "{{topic}}"),
+        Panel("Lake rows written", _rate("fraudstream_feedback_lake_rows_total", "table"), "ops",
+              "Rows appended to the lake per second, by table.", "{{table}}"),
+        Panel("Lake write errors", _rate("fraudstream_feedback_lake_errors_total", "table"),
+              "ops", "Failed lake writes per second (retried), by table.", "{{table}}"),
+    ]),
+    "fraudstream-model": ("fraudstream: model health", [
+        Panel("Median score", _quantile(0.5, "fraudstream_scoring_score", "model_version, role"),
+              "percentunit", "Median returned score by model version and role (primary or "
+              "shadow).", "{{model_version}} {{role}}"),
+        Panel("Score p99", _quantile(0.99, "fraudstream_scoring_score", "model_version, role"),
+              "percentunit", "99th percentile of scores: where review and decline begin.",
+              "{{model_version}} {{role}}"),
+        Panel("Loaded models", f"max by (model_version, role) "
+              f"(fraudstream_scoring_model_info{{{SEL}}})", "short",
+              "1 per model version loaded, by role.", "{{model_version}} {{role}}"),
+        Panel("Degraded share", "fraudstream:decisions_degraded:ratio_rate10m", "percentunit",
+              "Share of decisions made without Redis or scoring, 10 minutes.", "degraded"),
+        Panel("Rules-only share",
+              _rate("fraudstream_job_degraded_decisions_total", match='dependency=~"scoring.*"')
+              + " / " + _rate("fraudstream_job_decisions_total"), "percentunit",
+              "Share of decisions the model had no part in (scoring unavailable or refusing).",
+              "rules only"),
+    ]),
+}  # fmt: skip
+
+
+def _panel(panel: Panel, number: int) -> dict[str, Any]:
+    return {
+        "id": number, "type": "timeseries", "title": panel.title, "description": panel.description,
+        "datasource": {"type": "prometheus", "uid": "${datasource}"},
+        "gridPos": {"h": 8, "w": 12, "x": 12 * ((number - 1) % 2), "y": 8 * ((number - 1) // 2)},
+        "fieldConfig": {"defaults": {"unit": panel.unit}, "overrides": []},
+        "targets": [{"refId": "A", "expr": panel.query, "legendFormat": panel.legend,
+                     "datasource": {"type": "prometheus", "uid": "${datasource}"}}],
+    }  # fmt: skip
+
+
+def _variable(name: str, label: str) -> dict[str, Any]:
+    return {
+        "name": name, "label": label, "type": "query", "includeAll": True, "multi": True,
+        "allValue": ".*", "refresh": 2,
+        "datasource": {"type": "prometheus", "uid": "${datasource}"},
+        "query": {"query": f"label_values(fraudstream_build_info, {name})", "refId": name},
+        "current": {"text": "All", "value": "$__all"},
+    }  # fmt: skip
+
+
+def build(uid: str) -> dict[str, Any]:
+    title, panels = DASHBOARDS[uid]
+    return {
+        "uid": uid, "title": title, "tags": ["fraudstream"], "timezone": "utc",
+        "schemaVersion": 39, "version": 1, "refresh": "30s",
+        "time": {"from": "now-1h", "to": "now"},
+        "templating": {"list": [
+            {"name": "datasource", "label": "Prometheus", "type": "datasource",
+             "query": "prometheus"},
+            _variable("namespace", "Namespace"), _variable("instance", "Instance"),
+        ]},
+        "panels": [_panel(p, i) for i, p in enumerate(panels, start=1)],
+    }  # fmt: skip
+
+
+def rendered(uid: str) -> str:
+    return json.dumps(build(uid), indent=2) + "\n"
+
+
+def main() -> None:
+    OUT.mkdir(parents=True, exist_ok=True)
+    for uid in DASHBOARDS:
+        (OUT / f"{uid}.json").write_text(rendered(uid))
+    sys.stdout.write(f"{len(DASHBOARDS)} dashboards written to {OUT.name}/\n")
+
+
+if __name__ == "__main__":
+    main()
