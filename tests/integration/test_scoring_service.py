@@ -137,7 +137,8 @@ def test_validation_errors_name_row_and_field(
     assert ok["shadow"]["model_version"] == "v0001"
     assert ok["shadow"]["scores"] == [ok["results"][0]["score"]]  # reported, same model here
     text = service.metrics()
-    for name in ('fraudstream_scoring_request_seconds_bucket{endpoint="score"',
+    for name in ('fraudstream_scoring_request_seconds_bucket{code="200",endpoint="score"',
+                 'fraudstream_scoring_request_seconds_count{code="413",endpoint="score"} 1.0',
                  "fraudstream_scoring_batch_rows_bucket", 'role="shadow"',
                  'fraudstream_scoring_errors_total{type="invalid"} 5.0',
                  'fraudstream_scoring_errors_total{type="too_large"} 1.0',

@@ -31,6 +31,13 @@ from services.scoring.server.scorer import NotReady, Rejected, Scorer
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
+Message = dict[str, Any]
+ENDPOINTS = {
+    "/v1/score": "score",
+    "/healthz": "healthz",
+    "/readyz": "readyz",
+    "/metrics": "metrics",
+}  # fmt: skip  (any other path: "other")
 log = logging.getLogger("fraudstream.scoring")
 _json = msgspec.json.Encoder()
 _msgpack = msgspec.msgpack.Encoder()
@@ -94,6 +101,25 @@ class ScoringApp:
             await self._reload()
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Route, and count every request in the latency histogram by endpoint and status
+        code, failures included (499: the client left before an answer)."""
+        started, status = time.perf_counter(), 499
+
+        async def sending(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self._route(scope, receive, sending)
+        finally:
+            endpoint = ENDPOINTS.get(scope["path"], "other")
+            self.metrics.request_seconds.labels(endpoint, str(status)).observe(
+                time.perf_counter() - started
+            )
+
+    async def _route(self, scope: Scope, receive: Receive, send: Send) -> None:
         path, method = scope["path"], scope["method"]
         if path == "/v1/score" and method == "POST":
             await self._score(scope, receive, send)
@@ -109,7 +135,6 @@ class ScoringApp:
             await _respond(send, 404, _json.encode({"error": f"no route {method} {path}"}))
 
     async def _score(self, scope: Scope, receive: Receive, send: Send) -> None:
-        started = time.perf_counter()
         headers = dict(scope["headers"])
         if self._token and not secrets.compare_digest(headers.get(b"authorization", b""),
                                                       self._token):  # fmt: skip
@@ -126,12 +151,12 @@ class ScoringApp:
         self._in_flight += 1
         try:
             with self.metrics.in_flight.track_inprogress():
-                await self._score_body(started, headers, content_type, binary, receive, send)
+                await self._score_body(headers, content_type, binary, receive, send)
         finally:
             self._in_flight -= 1
 
-    async def _score_body(self, started: float, headers: dict[bytes, bytes], content_type: str,
-                          binary: bool, receive: Receive, send: Send) -> None:  # fmt: skip
+    async def _score_body(self, headers: dict[bytes, bytes], content_type: str, binary: bool,
+                          receive: Receive, send: Send) -> None:  # fmt: skip
         try:
             body = await self._body(headers, receive)
             if len(body) <= INLINE_BODY_BYTES:
@@ -156,9 +181,6 @@ class ScoringApp:
             return
         encoded = _msgpack.encode(response) if binary else _json.encode(response)
         await _respond(send, 200, encoded, content_type if binary else "application/json")
-        self.metrics.request_seconds.labels("score", response.model_version).observe(
-            time.perf_counter() - started
-        )
 
     async def _body(self, headers: dict[bytes, bytes], receive: Receive) -> bytes:
         declared = headers.get(b"content-length", b"0")

@@ -59,8 +59,9 @@ class ScoringMetrics:
 
     def __init__(self, registry: CollectorRegistry) -> None:
         self.request_seconds = Histogram(
-            "fraudstream_scoring_request_seconds", "Request latency in the service",
-            ["endpoint", "model_version"], buckets=LATENCY_BUCKETS, registry=registry,
+            "fraudstream_scoring_request_seconds",
+            "Request latency in the service, every request, by endpoint and status code",
+            ["endpoint", "code"], buckets=LATENCY_BUCKETS, registry=registry,
         )  # fmt: skip
         self.batch_rows = Histogram(
             "fraudstream_scoring_batch_rows", "Rows per scoring request",
