@@ -235,8 +235,11 @@ class Decider:
         """Features and blocklist flags from Redis, or None while Redis is unavailable."""
         if time.monotonic() < self._redis_retry_at:
             return None
+        started = time.perf_counter()
         try:
-            return self._store.update(txs)
+            looked = self._store.update(txs)
+            self._metrics.redis.observe(time.perf_counter() - started)
+            return looked
         except (redis.RedisError, OSError) as error:
             if self._redis_retry_at == 0.0 or time.monotonic() > self._redis_retry_at + 10:
                 log.warning("Redis unavailable (%s): deciding without history or blocklists, "
@@ -273,7 +276,7 @@ class Decider:
         return Output(key=letter.key, dead_letter=encode(letter))
 
     def _observe(self, decision: Decision) -> None:
-        self._metrics.decisions.labels(decision.decision).inc()
+        self._metrics.decisions.labels(decision.decision, decision.model_version).inc()
         self._metrics.latency.observe(decision.latency_ms / 1000)
         for dependency in decision.degraded:
             self._metrics.degraded.labels(dependency).inc()
@@ -282,5 +285,9 @@ class Decider:
         self._metrics.batch_rows.observe(len(records))
         self._metrics.events.labels("valid").inc(len(valid))
         self._metrics.events.labels("invalid").inc(len(records) - len(valid))
+        if records:
+            self._metrics.lag_seconds.set(
+                max(0.0, (_wall_ms() - max(r.ingest_ms for r in records)) / 1000)
+            )
         if watermark is not None:
             self._metrics.late.inc(sum(v.tx.event_time_ms < watermark for v in valid))

@@ -22,8 +22,9 @@ class JobMetrics:
         p = "fraudstream_job"
         self.events = Counter(f"{p}_events", "Transactions consumed", ["result"], registry=registry)
         self.decisions = Counter(
-            f"{p}_decisions", "Decisions produced", ["decision"], registry=registry
-        )
+            f"{p}_decisions", "Decisions produced by outcome and model version (none: rules only)",
+            ["decision", "model_version"], registry=registry,
+        )  # fmt: skip
         self.dlq = Counter(
             f"{p}_dlq",
             "Dead letters by kind and failing field",
@@ -43,6 +44,19 @@ class JobMetrics:
             f"{p}_scoring_call_seconds", "Scoring service call time", buckets=LATENCY_BUCKETS,
             registry=registry,
         )  # fmt: skip
+        self.redis = Histogram(
+            f"{p}_redis_call_seconds", "Redis time of one batch's features (both round trips)",
+            buckets=LATENCY_BUCKETS, registry=registry,
+        )  # fmt: skip
+        self.breaker = Gauge(
+            f"{p}_scoring_breaker_state", "The scoring client's circuit breaker: 0 closed, "
+            "1 half-open (one trial call), 2 open (rules only)", registry=registry,
+        )  # fmt: skip
+        self.lag_seconds = Gauge(
+            f"{p}_consumer_lag_seconds",
+            "Age of the newest record decided (its Kafka timestamp), at its batch's end",
+            registry=registry,
+        )  # fmt: skip
         self.batch_rows = Histogram(
             f"{p}_batch_rows", "Rows per micro-batch",
             buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000), registry=registry,
@@ -55,7 +69,7 @@ class JobMetrics:
         for dependency in DEPENDENCIES:  # every series exists from the start: rates work
             self.degraded.labels(dependency)
         for outcome in ("approve", "review", "decline"):
-            self.decisions.labels(outcome)
+            self.decisions.labels(outcome, "none")
 
     def report_lag(self, lag: Mapping[Partition, int]) -> None:
         for (_topic, partition), behind in lag.items():

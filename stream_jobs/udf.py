@@ -47,6 +47,8 @@ class DecideFunction:
             deadline_s=s.job.scoring_deadline_ms / 1000,
             cooldown_s=1.0,
         )
+        states = {"closed": 0, "half_open": 1, "open": 2}
+        metrics.breaker.set_function(lambda: states[scoring.breaker.state])
         policy = FailurePolicy(s.job.redis_down_review_usd, s.job.scoring_down)
         self._decider = Decider(
             client,
