@@ -1,5 +1,7 @@
-"""Every component's Prometheus registry, and serving it over HTTP (the job's workers, the
-feedback app; the scoring service serves its own on its API port).
+"""Every component's Prometheus registry, and serving it over HTTP with health probes (the
+job's workers, the feedback app; the scoring service serves its own on its API port):
+``/metrics``, ``/healthz`` (the process answers) and ``/readyz`` (200 once the component says
+it is ready, 503 before).
 
 A component registry carries the process and platform collectors and
 ``fraudstream_build_info{version,commit}``; ``_created`` series are off (they double every
@@ -10,7 +12,12 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
+from collections.abc import Callable, Iterable
 from importlib import metadata
+from socketserver import ThreadingMixIn
+from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import (
     PLATFORM_COLLECTOR,
@@ -18,7 +25,7 @@ from prometheus_client import (
     CollectorRegistry,
     Gauge,
     disable_created_metrics,
-    start_http_server,
+    make_wsgi_app,
 )
 
 PORT_ATTEMPTS = 16
@@ -44,13 +51,43 @@ def _version() -> str:
         return "unknown"
 
 
-def serve_metrics(registry: CollectorRegistry, host: str, first_port: int) -> int | None:
+class _Server(ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+
+
+class _Quiet(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        """Scrapes and probes every few seconds: no access log."""
+
+
+def _app(registry: CollectorRegistry, ready: Callable[[], bool]) -> Callable[..., Iterable[bytes]]:
+    metrics = make_wsgi_app(registry)
+
+    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        path = environ.get("PATH_INFO", "")
+        if path not in ("/healthz", "/readyz"):
+            return metrics(environ, start_response)  # type: ignore[no-any-return]
+        ok = path == "/healthz" or ready()
+        start_response("200 OK" if ok else "503 Service Unavailable",
+                       [("Content-Type", "text/plain")])  # fmt: skip
+        return [b"ok\n" if ok else b"not ready\n"]
+
+    return app
+
+
+def serve_metrics(
+    registry: CollectorRegistry,
+    host: str,
+    first_port: int,
+    ready: Callable[[], bool] = lambda: True,
+) -> int | None:
     """Serve on ``host`` at the first free port from ``first_port``; None if disabled (0) or
     every port of the range is taken."""
     if first_port == 0:
         return None
     for port in range(first_port, first_port + PORT_ATTEMPTS):
         with contextlib.suppress(OSError):
-            start_http_server(port, addr=host, registry=registry)
+            server = make_server(host, port, _app(registry, ready), _Server, handler_class=_Quiet)
+            threading.Thread(target=server.serve_forever, daemon=True, name="metrics").start()
             return port
     return None

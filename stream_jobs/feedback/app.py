@@ -168,7 +168,7 @@ def create_app(settings: Settings, metrics: FeedbackMetrics, lag: LagProbe) -> f
     @app.on_rebalance_complete.connect
     async def _ready(_sender: Any, /, *_args: Any, signal: Any, **_kwargs: Any) -> None:
         await learn_epochs()  # again at each rebalance: a broker may have come back empty
-        metrics.ready.set(1)
+        metrics.mark_ready()
 
     return app
 
@@ -176,7 +176,9 @@ def create_app(settings: Settings, metrics: FeedbackMetrics, lag: LagProbe) -> f
 def run(settings: Settings) -> None:
     """Run one worker until SIGTERM/SIGINT (faust's own signal handling and shutdown)."""
     metrics = FeedbackMetrics(component_registry())
-    serve_metrics(metrics.registry, settings.feedback.metrics_host, settings.feedback.metrics_port)
+    feedback = settings.feedback
+    serve_metrics(metrics.registry, feedback.metrics_host, feedback.metrics_port,
+                  ready=metrics.is_ready)  # fmt: skip
     lag = LagProbe(settings, metrics.report_lag)
     app = create_app(settings, metrics, lag)
     archiver = Archiver(settings, lk.Lake(settings.lake_path), metrics, lag)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Gauge
@@ -13,6 +14,7 @@ from services.core.lag import Partition, per_topic
 class FeedbackMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = registry
+        self._ready = threading.Event()
         p = "fraudstream_feedback"
         self.processed = Counter(
             f"{p}_processed", "Dispositions applied", ["label", "result"], registry=registry
@@ -41,6 +43,14 @@ class FeedbackMetrics:
         for table in TABLES:
             for counter in (self.lake_files, self.lake_rows, self.lake_errors, self.lake_skipped):
                 counter.labels(table)
+
+    def mark_ready(self) -> None:
+        """Partitions assigned: the gauge, and ``/readyz``, say so."""
+        self.ready.set(1)
+        self._ready.set()
+
+    def is_ready(self) -> bool:
+        return self._ready.is_set()
 
     def report_lag(self, lag: Mapping[Partition, int]) -> None:
         for topic, behind in per_topic(lag).items():

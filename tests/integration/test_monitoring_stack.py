@@ -10,7 +10,9 @@ import json
 import re
 import shutil
 import subprocess
+import threading
 import time
+import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
@@ -19,6 +21,7 @@ import pytest
 import yaml
 
 from services.clients.producer import TransactionProducer
+from services.core.exposition import component_registry, serve_metrics
 from services.core.settings import Settings
 from services.devstack import dashboards, monitoring, processes, stack
 from services.devstack.processes import free_loopback_port
@@ -206,3 +209,33 @@ def test_every_dashboard_query_is_answered_with_a_series(monitored: tuple[Settin
     typo = _substituted(dashboards.DASHBOARDS["fraudstream-overview"][1][1].query)
     status, series = _query(prometheus, typo.replace("decisions_total", "decisions_totl"))
     assert (status, series) == ("success", [])  # the negative control: a typo answers nothing
+
+
+def _status(url: str) -> int:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as reply:
+            return int(reply.status)
+    except urllib.error.HTTPError as error:
+        return int(error.code)
+
+
+def test_metrics_endpoints_answer_liveness_and_readiness() -> None:
+    """What the chart's probes ask: alive at once, ready only once the component says so."""
+    ready = threading.Event()
+    port = serve_metrics(component_registry(), "127.0.0.1", free_loopback_port(), ready.is_set)
+    assert port is not None
+    base = f"http://127.0.0.1:{port}"
+    assert (_status(f"{base}/healthz"), _status(f"{base}/readyz")) == (200, 503)
+    ready.set()
+    assert _status(f"{base}/readyz") == 200
+    with urllib.request.urlopen(f"{base}/metrics", timeout=5) as reply:
+        assert b"fraudstream_build_info{" in reply.read()
+
+
+def test_the_running_feedback_app_and_job_are_alive_and_ready(
+    monitored: tuple[Settings, str],
+) -> None:
+    settings, _ = monitored
+    for port in (settings.feedback.metrics_port, settings.job.metrics_port):
+        assert _status(f"http://127.0.0.1:{port}/healthz") == 200
+        assert _status(f"http://127.0.0.1:{port}/readyz") == 200
