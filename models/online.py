@@ -74,7 +74,6 @@ class Looked:
     rows: list[list[float]]
     card_blocked: list[bool]
     device_blocked: list[bool]
-    repeated: list[bool]  # the transaction id was counted before: decided, not counted again
 
 
 @dataclass
@@ -104,7 +103,7 @@ class OnlineFeatureStore:
         """Record each event once and return its features; events of a card apply in batch
         order, so a later event sees the earlier."""
         if not batch:
-            return Looked([], [], [], [])
+            return Looked([], [], [])
         digests = [layout.transaction_digest(tx.transaction_id) for tx in batch]
         by_card: dict[str, list[int]] = {}
         for i, tx in enumerate(batch):
@@ -116,12 +115,12 @@ class OnlineFeatureStore:
         rest = replies[len(cards) :]
         blocked_devices = {d for d, r in zip(devices, rest, strict=False) if r}
         windows |= self._read_windows(missing, rest[len(devices) :])
-        rows, repeated = _fold(batch, digests, cards, windows)
+        rows = _fold(batch, digests, cards, windows)
         run(self._redis, _commits(batch, rows, cards))
         card_blocked = dict.fromkeys((i for c in cards if c.blocked for i in c.indexes), True)
         return Looked(
             rows, [card_blocked.get(i, False) for i in range(len(batch))],
-            [tx.device_id in blocked_devices for tx in batch], repeated,
+            [tx.device_id in blocked_devices for tx in batch],
         )  # fmt: skip
 
     def _cached_windows(
@@ -207,23 +206,22 @@ def _fold(
     digests: list[bytes],
     cards: list[_Card],
     windows: dict[tuple[str, int], list[float]],
-) -> tuple[list[list[float]], list[bool]]:
+) -> list[list[float]]:
     rows: list[list[float]] = [[] for _ in batch]
-    repeated = [False] * len(batch)
     for card in cards:
         counting: dict[bytes, list[float]] = {}  # ids counted in this batch: their rows
         for i, counted, kept in zip(card.indexes, card.counted, card.kept, strict=True):
-            repeated[i] = counted or digests[i] in counting
+            repeated = counted or digests[i] in counting
             first = counting.get(digests[i]) or kept
             if first is not None:  # a repeat: decided exactly as the first time
                 rows[i] = first
                 continue
-            state = _decode_state(_encode(card.state)) if repeated[i] else card.state
+            state = _decode_state(_encode(card.state)) if repeated else card.state
             rows[i] = step(state, event_of(batch[i]), windows[_merchant_day(batch[i])])
-            if not repeated[i]:
+            if not repeated:
                 counting[digests[i]] = rows[i]
                 card.new.append((card.state.latest, digests[i], i))
-    return rows, repeated
+    return rows
 
 
 def _commits(batch: Sequence[Transaction], rows: list[list[float]], cards: list[_Card]) -> list[Op]:
