@@ -6,7 +6,9 @@ history through the real store, then timed on the next events of the same cards:
 
 - ``us_per_event``: Redis plus Python (``OnlineFeatureStore.update``) per event;
 - ``history_cost_ratio``: that cost at 1,000 events of history over the cost at 2;
-- ``bytes_per_card``: Redis memory of every key divided by the cards (``MEMORY USAGE``);
+- ``bytes_per_card``: Redis memory of every key divided by the cards (``MEMORY USAGE``), and
+  apart from it ``replay_rows_bytes_per_card``, the rows kept within the replay horizon (the
+  fill takes less than the horizon, so each card keeps its most);
 - ``hostile``: p99 batch time of the other cards' batches while one card sends 10,000 events
   in 10 minutes within them, over the same batches with an ordinary card in its place;
 - ``decider_events_per_s``: the whole Decider (decode, features, in-process ONNX, rules) on
@@ -86,11 +88,13 @@ def _batches(events: Sequence[Transaction]) -> Iterator[Sequence[Transaction]]:
         yield events[i : i + BATCH]
 
 
-def _memory_per_card(client: redis.Redis, cards: int) -> float:
-    total = 0
+def _memory_per_card(client: redis.Redis, cards: int) -> dict[str, int]:
+    """Bytes per card: the replay rows (while within the horizon) apart from the rest."""
+    total = {"bytes_per_card": 0, "replay_rows_bytes_per_card": 0}
     for key in client.scan_iter(count=1_000):
-        total += int(client.memory_usage(key, samples=0) or 0)
-    return total / cards
+        part = "replay_rows_bytes_per_card" if key.endswith(b":recent") else "bytes_per_card"
+        total[part] += int(client.memory_usage(key, samples=0) or 0)
+    return {part: round(n / cards) for part, n in total.items()}
 
 
 def _fill(client: redis.Redis, store: OnlineFeatureStore, history: int, seed: int) -> int:
@@ -117,15 +121,14 @@ def _cost(client: redis.Redis, store: OnlineFeatureStore, count: int) -> dict[st
     cost: dict[int, float] = {}
     for history in HISTORIES:
         cards = _fill(client, store, history, seed=history)
-        memory = _memory_per_card(client, cards) if history in MEMORY_HISTORIES else None
+        memory = _memory_per_card(client, cards) if history in MEMORY_HISTORIES else {}
         events = _next_events(cards, count, seed=history + 1)
         _quiet_gc()
         started = time.perf_counter()
         for batch in _batches(events):
             store.update(batch)
         cost[history] = (time.perf_counter() - started) / len(events) * 1e6
-        rows[history] = {"cards": cards, "us_per_event": round(cost[history], 1),
-                         "bytes_per_card": None if memory is None else round(memory)}  # fmt: skip
+        rows[history] = {"cards": cards, "us_per_event": round(cost[history], 1)} | memory
     return {"by_history": rows, "history_cost_ratio": round(cost[1_000] / cost[2], 3)}
 
 
@@ -211,7 +214,8 @@ def main() -> None:
     if not args.json:
         for history, row in result["by_history"].items():
             print(f"history {history:>5}: {row['us_per_event']:>6} µs/event, "
-                  f"{row['bytes_per_card']} bytes/card")  # fmt: skip
+                  f"{row.get('bytes_per_card', '-')} bytes/card "
+                  f"(+ {row.get('replay_rows_bytes_per_card', '-')} of replay rows)")  # fmt: skip
     print(json.dumps(result))
 
 

@@ -70,7 +70,7 @@ class CardState(msgspec.Struct, array_like=True):
     devices: dict[int, int] = {}
     # Kept by the online store; the fold neither reads nor writes them:
     latest_features: tuple[int, str, list[float]] | None = None  # the latest (time, id, row)
-    recent: list[bytes] = []  # digests of the last ids counted, whose rows Redis keeps
+    recent: list[tuple[bytes, int]] = []  # (digest, when, job clock ms) of the rows Redis keeps
 
 
 def ident(value: str) -> int:

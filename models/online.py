@@ -9,8 +9,9 @@ batch's operations into one script call per node or slot):
    latest features) and the ids counted together (atomic), and per merchant its day counts.
 
 A transaction id already counted never counts twice. Its repeat is decided with the very row
-it was first decided with, while the card keeps it (its last ``RECENT_ROWS`` ids: what a
-restart replays); an older one is decided again on a copy of the card's state.
+it was first decided with while Redis keeps that row: for ``replay_horizon_s`` of the job's
+clock after it was counted (what a restart replays was counted shortly before the crash), at
+most ``REPLAY_ROWS`` per card. An older repeat is decided again on a copy of the card's state.
 
 Merchant windows end more than a week ago, so each worker keeps the ones it read for
 ``merchant_cache_s`` (a label on a week-old transaction shows within that time).
@@ -21,7 +22,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 import msgspec
 
@@ -50,7 +51,7 @@ _WINDOWS_KEPT: Final = 200_000  # merchant windows a worker remembers before sta
 _encode = msgspec.msgpack.Encoder().encode
 _decode_state = msgspec.msgpack.Decoder(CardState).decode
 _decode_row = msgspec.msgpack.Decoder(list[float]).decode
-RECENT_ROWS: Final = 8  # per card, the rows of its last counted ids kept for their replays
+REPLAY_ROWS: Final = 64  # per card, the most rows kept for replays (the hour ring's cap too)
 
 
 def event_of(tx: Transaction) -> CardEvent:
@@ -94,14 +95,17 @@ def _merchant_day(tx: Transaction) -> tuple[str, int]:
 class OnlineFeatureStore:
     """Card states, seen ids and merchant day counts in Redis; features for batches of events."""
 
-    def __init__(self, client: RedisClient, merchant_cache_s: float = 60.0) -> None:
+    def __init__(
+        self, client: RedisClient, merchant_cache_s: float = 60.0, replay_horizon_s: float = 300.0
+    ) -> None:
         self._redis = client
         self._cache_s = merchant_cache_s
+        self._horizon_ms = int(replay_horizon_s * 1000)
         self._windows: dict[tuple[str, int], tuple[float, list[float]]] = {}
 
-    def update(self, batch: Sequence[Transaction]) -> Looked:
+    def update(self, batch: Sequence[Transaction], now_ms: int | None = None) -> Looked:
         """Record each event once and return its features; events of a card apply in batch
-        order, so a later event sees the earlier."""
+        order, so a later event sees the earlier. ``now_ms``: the job's clock (wall clock)."""
         if not batch:
             return Looked([], [], [])
         digests = [layout.transaction_digest(tx.transaction_id) for tx in batch]
@@ -116,7 +120,8 @@ class OnlineFeatureStore:
         blocked_devices = {d for d, r in zip(devices, rest, strict=False) if r}
         windows |= self._read_windows(missing, rest[len(devices) :])
         rows = _fold(batch, digests, cards, windows)
-        run(self._redis, _commits(batch, rows, cards))
+        now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+        run(self._redis, _commits(batch, rows, cards, _Replays(now_ms, self._horizon_ms)))
         card_blocked = dict.fromkeys((i for c in cards if c.blocked for i in c.indexes), True)
         return Looked(
             rows, [card_blocked.get(i, False) for i in range(len(batch))],
@@ -224,8 +229,29 @@ def _fold(
     return rows
 
 
-def _commits(batch: Sequence[Transaction], rows: list[list[float]], cards: list[_Card]) -> list[Op]:
-    """Per card with news, its state, ids and latest features; per merchant, its counts."""
+class _Replays(NamedTuple):
+    """When rows are kept and for how long: the job's clock and the replay horizon (ms)."""
+
+    now_ms: int
+    horizon_ms: int
+
+    def renew(
+        self, state: CardState, new: list[tuple[int, bytes, int]]
+    ) -> tuple[set[bytes], list[bytes]]:
+        """Update the card's list of kept rows: the digests it keeps, and those it drops."""
+        since = self.now_ms - self.horizon_ms
+        before = state.recent
+        kept = [(d, t) for d, t in before if t > since] + [(d, self.now_ms) for _, d, _ in new]
+        state.recent = kept[-REPLAY_ROWS:] if self.horizon_ms > 0 else []
+        keeping = {d for d, _ in state.recent}
+        return keeping, [d for d, _ in before if d not in keeping]
+
+
+def _commits(
+    batch: Sequence[Transaction], rows: list[list[float]], cards: list[_Card], replays: _Replays
+) -> list[Op]:
+    """Per card with news, its state, ids, latest features and replay rows; per merchant, its
+    counts."""
     ops: list[Op] = []
     counts: dict[str, dict[int, int]] = {}
     for card in cards:
@@ -239,11 +265,11 @@ def _commits(batch: Sequence[Transaction], rows: list[list[float]], cards: list[
         trim = card.state.latest - f.HISTORY_MS if new_day else ""
         state = card.state
         state.latest_features = (batch[last].event_time_ms, batch[last].transaction_id, rows[last])
-        new = card.new[-RECENT_ROWS:]
-        state.recent += [digest for _, digest, _ in new]
-        forget, state.recent = state.recent[:-RECENT_ROWS], state.recent[-RECENT_ROWS:]
-        keep = [item for _, digest, i in new for item in (digest, _encode(rows[i]))]
-        args = (CARD_TTL_MS, trim, _encode(state), len(new), *keep, len(forget), *forget, *pairs)
+        keeping, forget = replays.renew(state, card.new)
+        keep = [item for _, digest, i in card.new if digest in keeping
+                for item in (digest, _encode(rows[i]))]  # fmt: skip
+        args = (CARD_TTL_MS, trim, _encode(state), replays.horizon_ms, len(keep) // 2, *keep,
+                len(forget), *forget, *pairs)  # fmt: skip
         ops.append(Op("commit_card", keys, args))
         for _, _, i in card.new:
             per_day = counts.setdefault(batch[i].merchant_id, {})

@@ -8,8 +8,9 @@ so that the keys one script touches sit in one Redis Cluster slot.
 ``fs:v2:{c:CARD}:seen``       ZSET, member = 8-byte digest of a transaction id, score = the card's
                               latest time when it was counted: idempotence by id, trimmed to 30
                               days of the card's own event time.
-``fs:v2:{c:CARD}:recent``     HASH digest -> msgpack feature row of the card's last few counted
-                              transactions: a replay is decided with the very same features.
+``fs:v2:{c:CARD}:recent``     HASH digest -> msgpack feature row of the transactions the card
+                              counted within the replay horizon (at most 64): a replay is
+                              decided with the very same features.
 ``fs:v2:{c:CARD}:labels``     HASH transaction_id -> latest label.
 ``fs:v2:{c:CARD}:blocked``    STRING (the transaction that blocked it), with a TTL: declined.
 ``fs:v2:{d:DEVICE}:blocked``  the same for a device.

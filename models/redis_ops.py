@@ -44,13 +44,13 @@ function ops.merchant_days(k, a, n)  -- days hash; the latest day wanted, how ma
   return redis.call('HMGET', KEYS[k + 1], unpack(fields))
 end
 function ops.commit_card(k, a, n)  -- state, seen, recent; TTL, trim score ('' on the same
-  local ttl = ARGV[a + 1]  -- day: not yet), state, then the rows to keep (a count, then
-  redis.call('SET', KEYS[k + 1], ARGV[a + 3], 'PX', ttl)  -- digest, row pairs), the rows to
-  local at = a + 5  -- forget (a count, then digests), then (score, digest) per counted id
-  local keep = tonumber(ARGV[a + 4])
+  local ttl = ARGV[a + 1]  -- day: not yet), state, the rows' TTL, then the rows to keep (a
+  redis.call('SET', KEYS[k + 1], ARGV[a + 3], 'PX', ttl)  -- count, then digest, row pairs),
+  local at = a + 6  -- the rows to forget (a count, then digests), then (score, digest) per
+  local keep = tonumber(ARGV[a + 5])  -- counted id
   if keep > 0 then
     redis.call('HSET', KEYS[k + 3], unpack(ARGV, at, at + 2 * keep - 1))
-    redis.call('PEXPIRE', KEYS[k + 3], ttl)
+    redis.call('PEXPIRE', KEYS[k + 3], ARGV[a + 4])
   end
   at = at + 2 * keep
   local forget = tonumber(ARGV[at])

@@ -112,11 +112,12 @@ class Decider:
         tokens: Tokenizer | None = None,
         max_ahead_ms: int = 600_000,
         merchant_cache_s: float = 60.0,
+        replay_horizon_s: float = 300.0,
     ) -> None:
         """``tokens``: tokenize raw card numbers a foreign producer sends (defence in depth);
         ``max_ahead_ms``: how far past the job's clock an event time may be."""
         self._max_ahead_ms = max_ahead_ms
-        self._store = OnlineFeatureStore(redis_client, merchant_cache_s)
+        self._store = OnlineFeatureStore(redis_client, merchant_cache_s, replay_horizon_s)
         self._scorer = scorer
         self._topic = source_topic
         self._metrics = metrics or JobMetrics(CollectorRegistry())  # unserved when not given

@@ -60,6 +60,7 @@ class DecideFunction:
             s.token.tokenizer(),
             s.job.max_event_ahead_s * 1000,
             s.job.merchant_cache_s,
+            s.job.replay_horizon_s,
         )
         self._lag = LagProbe(s, metrics.report_lag)
 

@@ -267,6 +267,11 @@ class JobSettings(_Group):
         60.0, ge=0,
         description="How long a worker reuses the merchant windows it read (they end a week ago)",
     )  # fmt: skip
+    replay_horizon_s: float = Field(
+        300.0, ge=0,
+        description="How long Redis keeps the features each transaction was decided with, so "
+        "that a replay after a crash is decided identically: longer than a restart takes",
+    )  # fmt: skip
     rest_port: int = Field(
         0, ge=0, le=65535,
         description="Local mode: the loopback port of Flink's REST API (job state, restarts); 0: "

@@ -12,7 +12,7 @@ import redis
 
 from models import features as f
 from models import redis_layout as layout
-from models.online import OnlineFeatureStore
+from models.online import REPLAY_ROWS, OnlineFeatureStore
 from models.registry import DEFAULT_REGISTRY, Registry
 from services.core.contract import DeadLetter, Decision, Transaction, encode
 from services.scoring.server.inprocess import InProcessScorer
@@ -121,3 +121,27 @@ def test_a_new_transaction_id_with_the_same_fields_does_count(redis_url: str) ->
     features = card.features()
     assert features is not None
     assert features["count_30d"] == 7
+
+
+def test_a_replayed_burst_gets_the_rows_it_was_decided_with_within_the_horizon(
+    redis_url: str,
+) -> None:
+    """What a restart replays was counted shortly before the crash, however many events of
+    one card that is (a card-testing burst): up to ``REPLAY_ROWS`` per card, within the
+    horizon of the job's clock, the repeat is decided with the very same features."""
+    client = redis.Redis.from_url(redis_url)
+    client.flushdb()
+    store = OnlineFeatureStore(client, replay_horizon_s=300)
+    burst = [_tx(i) for i in range(REPLAY_ROWS + 16)]
+    first = [row for at in range(0, len(burst), 10)
+             for row in store.update(burst[at : at + 10], now_ms=T0 + at).rows]  # fmt: skip
+    kept = slice(len(burst) - REPLAY_ROWS, None)
+    again = store.update(burst[kept], now_ms=T0 + 299_000).rows
+    assert again == first[kept]
+    # Negative controls: beyond the cap, or past the horizon, the repeat is decided anew.
+    older = store.update(burst[:16], now_ms=T0 + 299_000).rows
+    assert all(row != original for row, original in zip(older, first, strict=False))
+    assert client.zcard(layout.card_seen("c1")) == len(burst)  # and nothing counted twice
+    assert client.hlen(layout.card_recent("c1")) == REPLAY_ROWS
+    store.update([_tx(len(burst))], now_ms=T0 + 301_000)  # the card's next event, past it
+    assert client.hlen(layout.card_recent("c1")) == 1
