@@ -25,10 +25,13 @@ ALL_ON = {
                    "serviceMonitor": {"enabled": True}, "podMonitor": {"enabled": True},
                    "prometheusRule": {"enabled": True}, "dashboards": {"enabled": True}},
 }  # fmt: skip
-TOGGLES = {
+TOGGLES: dict[str, dict[str, Any]] = {
     "defaults": {},
     "every monitoring object": ALL_ON,
     "an existing secret": {"existingSecret": "bank-secrets"},
+    "autoscaling on in-flight requests": {
+        "scoring": {"autoscaling": {"targetInFlightPerPod": "16"}}
+    },
     "no autoscaler, job or network policy": {
         "scoring": {"autoscaling": {"enabled": False}}, "job": {"enabled": False},
         "networkPolicy": {"enabled": False},
@@ -71,6 +74,12 @@ def test_every_object_validates_against_its_schema(values: dict[str, Any]) -> No
             MONITORS[doc["kind"]].model_validate(doc)
 
 
+def _hpa_metrics(values: dict[str, Any]) -> list[dict[str, Any]]:
+    hpa = next(d for d in render(values) if d["kind"] == "HorizontalPodAutoscaler")
+    metrics: list[dict[str, Any]] = hpa["spec"]["metrics"]
+    return metrics
+
+
 def test_toggles_add_what_they_name() -> None:
     default = {doc["kind"] for doc in render({})}
     assert {"Deployment", "Service", "HorizontalPodAutoscaler", "PodDisruptionBudget",
@@ -84,6 +93,9 @@ def test_toggles_add_what_they_name() -> None:
     assert len(boards) == 5
     assert all(doc["metadata"]["labels"]["release"] == "kube-prometheus-stack"
                for doc in on if doc["kind"] in MONITORS)  # fmt: skip
+    in_flight = _hpa_metrics(TOGGLES["autoscaling on in-flight requests"])
+    assert [m["type"] for m in in_flight] == ["Resource", "Pods"]
+    assert _hpa_metrics({}) == in_flight[:1]  # CPU only by default
     secret = render({"existingSecret": "bank-secrets"})
     assert "Secret" not in {doc["kind"] for doc in secret}
     refs = [e["secretRef"]["name"] for d in secret if d["kind"] == "Deployment"
