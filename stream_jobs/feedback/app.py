@@ -105,15 +105,19 @@ def create_app(settings: Settings, metrics: FeedbackMetrics, lag: LagProbe) -> f
         epochs.update(await asyncio.to_thread(topic_epochs, settings, [settings.topic.feedback]))
 
     def processed(event: Any) -> None:
-        lag.processed([(event.message.topic, event.message.partition, event.message.offset)])
+        message = event.message
+        lag.processed([(message.topic, message.partition, message.offset)])
+        metrics.message_age(message.topic, message.timestamp)
 
     @app.agent(alerts)
     async def remember(stream: Any) -> None:
+        timer = metrics.processing.labels("alerts")
         async for event in stream.events():
-            if await _until_redis_answers(
-                dispositions.remember, event.value, metrics.redis_retries
-            ):
-                metrics.alerts.inc()
+            with timer.time():
+                if await _until_redis_answers(
+                    dispositions.remember, event.value, metrics.redis_retries
+                ):
+                    metrics.alerts.inc()
             processed(event)
 
     async def with_alert(
@@ -141,29 +145,36 @@ def create_app(settings: Settings, metrics: FeedbackMetrics, lag: LagProbe) -> f
 
     @app.agent(feedback)
     async def apply(stream: Any) -> None:
+        timer = metrics.processing.labels("alert-feedback")
         async for event in stream.events():
-            outcome = await with_alert(dispositions.apply, event.value)
-            if isinstance(outcome, Rejected):
-                await dead_letter(event, outcome)
-            else:
-                result = "applied" if outcome.first else "repeat"
-                metrics.processed.labels(outcome.feedback.label, result).inc()
+            with timer.time():
+                outcome = await with_alert(dispositions.apply, event.value)
+                if isinstance(outcome, Rejected):
+                    await dead_letter(event, outcome)
+                else:
+                    result = "applied" if outcome.first else "repeat"
+                    metrics.processed.labels(outcome.feedback.label, result).inc()
             processed(event)
 
     # Its own agent on the same topic, so a lake outage never holds back a blocklisting.
     @app.agent(feedback, name="lake-labels")
     async def label_lake(stream: Any) -> None:
+        timer = metrics.processing.labels("lake-labels")
         async for events in stream.take_events(BATCH_ROWS, within=settings.lake.flush_s):
-            if settings.topic.feedback not in epochs:  # before the first rebalance's answer
-                await learn_epochs()
-            records = []
-            for event in events:
-                found = await with_alert(dispositions.context, event.value)
-                if isinstance(found, Disposition):  # a rejected one is the other agent's
-                    row = lk.label_row(found.feedback, found.alert)
-                    records.append(_sourced(event, row, epochs))
-            # Never given up on: an agent that returned would have its batch acknowledged.
-            await asyncio.to_thread(append_until_written, lake, "labels", records, metrics)
+            with timer.time():
+                await label_batch(events)
+
+    async def label_batch(events: list[Any]) -> None:
+        if settings.topic.feedback not in epochs:  # before the first rebalance's answer
+            await learn_epochs()
+        records = []
+        for event in events:
+            found = await with_alert(dispositions.context, event.value)
+            if isinstance(found, Disposition):  # a rejected one is the other agent's
+                row = lk.label_row(found.feedback, found.alert)
+                records.append(_sourced(event, row, epochs))
+        # Never given up on: an agent that returned would have its batch acknowledged.
+        await asyncio.to_thread(append_until_written, lake, "labels", records, metrics)
 
     @app.on_rebalance_complete.connect
     async def _ready(_sender: Any, /, *_args: Any, signal: Any, **_kwargs: Any) -> None:

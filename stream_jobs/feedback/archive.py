@@ -97,8 +97,9 @@ class Archiver:
             while not self._stop.is_set():
                 for topic, records in self._gather(consumer).items():
                     if records:  # the manifest is the offset store: nothing to acknowledge
-                        append_until_written(self._lake, self._tables[topic][0], records,
-                                             self._metrics, self._stop)  # fmt: skip
+                        with self._metrics.processing.labels("archive").time():
+                            append_until_written(self._lake, self._tables[topic][0], records,
+                                                 self._metrics, self._stop)  # fmt: skip
                         self._lag.processed((r.topic, r.partition, r.offset) for r in records)
         finally:
             consumer.close()

@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Mapping
 
-from prometheus_client import CollectorRegistry, Counter, Gauge
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from models.lake import TABLES
 from services.core.lag import Partition, per_topic
+from stream_jobs.metrics import LATENCY_BUCKETS
+
+AGENTS = ("alerts", "alert-feedback", "lake-labels", "archive")  # what processing_seconds times
 
 
 class FeedbackMetrics:
@@ -22,7 +26,19 @@ class FeedbackMetrics:
         self.dlq = Counter(f"{p}_dlq", "Invalid dispositions", ["field"], registry=registry)
         self.alerts = Counter(f"{p}_alerts_remembered", "Alerts kept", registry=registry)
         self.ready = Gauge(f"{p}_ready", "1 once partitions are assigned", registry=registry)
-        self.lag = Gauge(f"{p}_lag", "Records not yet fetched", ["topic"], registry=registry)
+        self.lag = Gauge(
+            f"{p}_consumer_lag", "Messages behind the partitions' ends", ["topic"],
+            registry=registry,
+        )  # fmt: skip
+        self.lag_seconds = Gauge(
+            f"{p}_consumer_lag_seconds", "Age of the newest message processed (its Kafka "
+            "timestamp)", ["topic"], registry=registry,
+        )  # fmt: skip
+        self.processing = Histogram(
+            f"{p}_processing_seconds", "Time to process one message (a disposition waits for "
+            "its alert) or, for lake-labels and archive, one batch", ["agent"],
+            buckets=LATENCY_BUCKETS, registry=registry,
+        )  # fmt: skip
         self.lake_files = Counter(
             f"{p}_lake_files", "Parquet files added to the lake", ["table"], registry=registry
         )
@@ -40,6 +56,8 @@ class FeedbackMetrics:
         for label in ("fraud", "legit"):  # every series exists from the start: rates work
             for result in ("applied", "repeat"):
                 self.processed.labels(label, result)
+        for agent in AGENTS:
+            self.processing.labels(agent)
         for table in TABLES:
             for counter in (self.lake_files, self.lake_rows, self.lake_errors, self.lake_skipped):
                 counter.labels(table)
@@ -55,3 +73,6 @@ class FeedbackMetrics:
     def report_lag(self, lag: Mapping[Partition, int]) -> None:
         for topic, behind in per_topic(lag).items():
             self.lag.labels(topic).set(behind)
+
+    def message_age(self, topic: str, timestamp_s: float) -> None:
+        self.lag_seconds.labels(topic).set(max(0.0, time.time() - timestamp_s))
