@@ -131,8 +131,8 @@ def stack_up(
         bool | None,
         typer.Option(
             "--monitoring/--no-monitoring",
-            help="Also a Prometheus server scraping the stack, the project's rules loaded "
-            "(FRAUDSTREAM_STACK_MONITORING).",
+            help="Also a Prometheus server scraping the stack, the project's rules loaded, and "
+            "a Pushgateway for Flink's own metrics (FRAUDSTREAM_STACK_MONITORING).",
             show_default=False,
         ),
     ] = None,
@@ -217,6 +217,7 @@ def _show_stack(state: StackState, as_json: bool) -> None:
                 "redis_cluster": state.redis_cluster,
                 "scoring_url": state.scoring_url,
                 "prometheus_url": state.prometheus_url,
+                "pushgateway_url": state.pushgateway_url,
                 "topics": state.topics,
                 "pids": {p.name: p.pid for p in state.processes},
                 "alive": running,
@@ -230,6 +231,7 @@ def _show_stack(state: StackState, as_json: bool) -> None:
         "redis": state.redis_url + (" (cluster)" if state.redis_cluster else ""),
         "scoring": state.scoring_url or "",
         "prometheus": state.prometheus_url or "",
+        "pushgateway": state.pushgateway_url or "",
     }
     names = stack.cluster_node_names()
     for name, port in zip(names[1:], state.redis_cluster_ports[1:], strict=False):

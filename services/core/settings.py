@@ -235,6 +235,11 @@ class JobSettings(_Group):
     metrics_host: str = Field(
         "127.0.0.1", description="Address the job's metrics endpoints bind (0.0.0.0 in a pod)"
     )
+    flink_metrics_push_url: str | None = Field(
+        None, pattern=r"^https?://[^\s/]+$",
+        description="A Prometheus Pushgateway the local job pushes Flink's own metrics to "
+        "(checkpoints, restarts, backpressure); unset: none (a cluster's Flink serves them)",
+    )  # fmt: skip
     metrics_port: int = Field(
         9300, ge=0, le=65535,
         description="First Prometheus port of the job's Python workers (one each, 16 at most; "
@@ -333,6 +338,11 @@ class StackSettings(_Group):
     )
     prometheus_port: int = Field(
         0, ge=0, le=65535, description="The local Prometheus port; 0: a free one"
+    )
+    pushgateway: Path | None = Field(
+        None,
+        description="The Prometheus Pushgateway binary (the local job pushes Flink's own metrics "
+        "there); unset: `prometheus-pushgateway` on PATH",
     )
 
 
@@ -443,6 +453,7 @@ class StackEndpoints(msgspec.Struct, frozen=True, kw_only=True):
     redis_url: str
     redis_cluster: bool = False  # the URL names one node of a Redis Cluster
     scoring_url: str | None = None  # None when the serve extra is not installed
+    pushgateway_url: str | None = None  # with --monitoring: where the job pushes Flink's metrics
 
 
 def read_stack_endpoints(state_dir: Path) -> StackEndpoints | None:
@@ -477,7 +488,9 @@ def resolve(**overrides: Any) -> Resolved:
             "kafka_bootstrap_servers": (settings.kafka.bootstrap_servers, stack.bootstrap_servers),
             "redis_url": (settings.redis.url, stack.redis_url),
             "scoring_url": (settings.scoring.url, stack.scoring_url),
-        }
+            "job_flink_metrics_push_url": (settings.job.flink_metrics_push_url,
+                                           stack.pushgateway_url),
+        }  # fmt: skip
         filled = {k: new for k, (old, new) in candidates.items() if old is None and new}
         if "redis_url" in filled and stack.redis_cluster:
             filled["redis_cluster"] = True

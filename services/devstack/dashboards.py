@@ -76,6 +76,20 @@ DASHBOARDS: dict[str, tuple[str, list[Panel]]] = {
               "Rows per micro-batch the decider received.", "p50"),
         Panel("Slow decisions", "fraudstream:decision_latency_slow:ratio_rate5m", "percentunit",
               "Share of decisions over 250 ms (the SLO's error rate), 5 minutes.", "slow"),
+        Panel("Flink restarts", f"max by (job_name) (flink_jobmanager_job_numRestarts{{{SEL}}})",
+              "short", "Restarts of the Flink job since it started (Flink's own count); each "
+              "replays from the last checkpoint.", "{{job_name}}"),
+        Panel("Checkpoint duration",
+              f"max by (job_name) (flink_jobmanager_job_lastCheckpointDuration{{{SEL}}})", "ms",
+              "How long the latest checkpoint took; checkpoints commit the source offsets.",
+              "{{job_name}}"),
+        Panel("Failed checkpoints",
+              f"max by (job_name) (flink_jobmanager_job_numberOfFailedCheckpoints{{{SEL}}})",
+              "short", "Checkpoints that failed since the job started.", "{{job_name}}"),
+        Panel("Backpressure", "max by (task_name) (flink_taskmanager_job_task_"
+              f"backPressuredTimeMsPerSecond{{{SEL}}}) / 1000", "percentunit",
+              "Share of time each task waits for the one after it (the Python decider, the "
+              "sinks).", "{{task_name}}"),
     ]),
     "fraudstream-scoring": ("fraudstream: scoring service", [
         Panel("Requests", _rate("fraudstream_scoring_request_seconds_count", "code",

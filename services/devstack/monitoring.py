@@ -1,8 +1,11 @@
 """The local Prometheus of ``stack up --monitoring``: it scrapes every component of the
 embedded stack under the scrape job names the rules use, and loads the project's rules.
 
-The server is the OS package's ``prometheus`` (``apt-get install prometheus``), found on PATH
-or at ``FRAUDSTREAM_STACK_PROMETHEUS``; it listens on loopback only.
+The servers are the OS packages' ``prometheus`` and ``prometheus-pushgateway`` (``apt-get
+install prometheus prometheus-pushgateway``), found on PATH or at
+``FRAUDSTREAM_STACK_PROMETHEUS`` and ``FRAUDSTREAM_STACK_PUSHGATEWAY``; both listen on loopback
+only. The local job pushes Flink's own metrics to the Pushgateway (Flink's scraped reporter
+would listen on every interface); Prometheus scrapes it, keeping the labels Flink gave.
 """
 
 from __future__ import annotations
@@ -19,24 +22,43 @@ from services.core.settings import Settings
 RULES = Path(__file__).resolve().parents[2] / "helm" / "fraudstream" / "monitoring" / "rules.yml"
 SCRAPE_INTERVAL_S = 5  # fine enough for a demo's charts and the rules' 5-minute windows
 JOBS = {"scoring": "fraudstream-scoring", "job": "fraudstream-job",
-        "feedback": "fraudstream-feedback"}  # fmt: skip
+        "feedback": "fraudstream-feedback", "flink": "fraudstream-flink"}  # fmt: skip
+PUSHED = {"flink"}  # scraped from the Pushgateway: the pushed labels are kept
 
 
 class MonitoringError(UserError):
     """The local Prometheus cannot start; the message says how to get it."""
 
 
-def binary(settings: Settings) -> Path:
-    found = settings.stack.prometheus or shutil.which("prometheus")
+def _binary(configured: Path | None, name: str, setting: str) -> Path:
+    found = configured or shutil.which(name)
     if not found or not Path(found).is_file():
         raise MonitoringError(
-            "no Prometheus server: `apt-get install --no-install-recommends prometheus`, or set "
-            "FRAUDSTREAM_STACK_PROMETHEUS to its binary"
+            f"no {name}: `apt-get install --no-install-recommends {name}`, or set {setting} "
+            "to its binary"
         )
     return Path(found)
 
 
-def targets(settings: Settings, scoring_url: str | None, feedback: bool) -> dict[str, list[str]]:
+def binary(settings: Settings) -> Path:
+    return _binary(settings.stack.prometheus, "prometheus", "FRAUDSTREAM_STACK_PROMETHEUS")
+
+
+def pushgateway_argv(settings: Settings) -> Callable[[int], list[str]]:
+    server = _binary(
+        settings.stack.pushgateway, "prometheus-pushgateway", "FRAUDSTREAM_STACK_PUSHGATEWAY"
+    )
+    # In memory only: Flink pushes everything anew every 5 s.
+    return lambda port: [
+        str(server),
+        f"--web.listen-address=127.0.0.1:{port}",
+        "--persistence.file=",
+    ]
+
+
+def targets(
+    settings: Settings, scoring_url: str | None, pushgateway_url: str | None, feedback: bool
+) -> dict[str, list[str]]:
     """Scrape targets per component: the job's workers take one port each from its first."""
     job = settings.job
     found = {"job": [f"127.0.0.1:{job.metrics_port + i}" for i in range(job.parallelism)]}
@@ -44,6 +66,8 @@ def targets(settings: Settings, scoring_url: str | None, feedback: bool) -> dict
         found["scoring"] = [scoring_url.removeprefix("http://")]
     if feedback and settings.feedback.metrics_port:
         found["feedback"] = [f"127.0.0.1:{settings.feedback.metrics_port}"]
+    if pushgateway_url:
+        found["flink"] = [pushgateway_url.removeprefix("http://")]
     return found
 
 
@@ -55,7 +79,11 @@ def write_config(directory: Path, scrape: dict[str, list[str]]) -> Path:
         "global": {"scrape_interval": interval, "evaluation_interval": interval},
         "rule_files": [str(RULES)],
         "scrape_configs": [
-            {"job_name": JOBS[name], "static_configs": [{"targets": hosts}]}
+            {
+                "job_name": JOBS[name],
+                "static_configs": [{"targets": hosts}],
+                "honor_labels": name in PUSHED,
+            }
             for name, hosts in scrape.items()
         ],
     }

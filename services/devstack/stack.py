@@ -200,16 +200,25 @@ def _start_scoring(settings: Settings, logs: Path, started: list[ProcessRecord])
     return url
 
 
+def _start_pushgateway(settings: Settings, logs: Path, started: list[ProcessRecord],
+                       port: int = 0) -> str:  # fmt: skip
+    """The Pushgateway the local job pushes Flink's own metrics to."""
+    bound = _start_server("pushgateway", port, monitoring.pushgateway_argv(settings), logs,
+                          started)  # fmt: skip
+    return f"http://127.0.0.1:{bound}"
+
+
 def _start_prometheus(
     settings: Settings,
-    scoring_url: str | None,
+    urls: tuple[str | None, str | None],
     feedback: bool,
     logs: Path,
     started: list[ProcessRecord],
     port: int | None = None,
 ) -> str:
-    """The local Prometheus scraping this stack (``services.devstack.monitoring``)."""
-    scrape = monitoring.targets(settings, scoring_url, feedback)
+    """The local Prometheus scraping this stack (``services.devstack.monitoring``); ``urls``:
+    the scoring service's and the Pushgateway's."""
+    scrape = monitoring.targets(settings, *urls, feedback)
     config = monitoring.write_config(settings.state_dir / "prometheus", scrape)
     wanted = settings.stack.prometheus_port if port is None else port
     bound = _start_server("prometheus", wanted, monitoring.argv(settings, config), logs, started)
@@ -280,7 +289,7 @@ def _start_feedback(settings: Settings, logs: Path) -> ProcessRecord | None:
     return processes.spawn("feedback-app", argv, logs / "feedback-app.log", env=env)
 
 
-COMPONENTS = ("broker", "redis", "scoring", "feedback-app", "prometheus")
+COMPONENTS = ("broker", "redis", "scoring", "feedback-app", "pushgateway", "prometheus")
 CLUSTER_NODES = 3  # masters of ``stack up --redis-cluster``, no replicas
 
 
@@ -289,6 +298,10 @@ def _local(settings: Settings, bootstrap: str, redis_url: str, cluster: bool) ->
         "kafka_bootstrap_servers": bootstrap, "redis_url": redis_url, "redis_cluster": cluster,
         "kafka_security_protocol": "PLAINTEXT",
     })  # fmt: skip
+
+
+def _port(url: str) -> int:
+    return int(url.rsplit(":", 1)[1])
 
 
 def _starter(settings: Settings, state: StackState, name: str) -> ProcessRecord | None:
@@ -310,15 +323,16 @@ def _starter(settings: Settings, state: StackState, name: str) -> ProcessRecord 
         processes.wait_until(lambda: _cluster_ok(state.redis_cluster_ports), START_TIMEOUT_S,
                              "redis cluster_state:ok")  # fmt: skip
     elif name == "scoring" and state.scoring_url:
-        port = int(state.scoring_url.rsplit(":", 1)[1])
-        started.append(start_scoring(logs, _registry(settings), port)[1])
+        started.append(start_scoring(logs, _registry(settings), _port(state.scoring_url))[1])
     elif name == "feedback-app":
         record = _start_feedback(local, logs)
         started += [record] if record else []
+    elif name == "pushgateway" and state.pushgateway_url:
+        _start_pushgateway(settings, logs, started, _port(state.pushgateway_url))
     elif name == "prometheus" and state.prometheus_url:
-        port = int(state.prometheus_url.rsplit(":", 1)[1])
         feedback = any(p.name == "feedback-app" for p in state.processes)
-        _start_prometheus(local, state.scoring_url, feedback, logs, started, port)
+        urls = (state.scoring_url, state.pushgateway_url)
+        _start_prometheus(local, urls, feedback, logs, started, _port(state.prometheus_url))
     return started[0] if started else None
 
 
@@ -364,6 +378,7 @@ def client_settings(settings: Settings, state: StackState) -> Settings:
         "kafka_bootstrap_servers": state.bootstrap_servers, "kafka_security_protocol": "PLAINTEXT",
         "redis_url": state.redis_url, "redis_cluster": state.redis_cluster,
         "scoring_url": state.scoring_url, "token_key": key,
+        "job_flink_metrics_push_url": state.pushgateway_url,
     })  # fmt: skip
 
 
@@ -397,10 +412,12 @@ def up(settings: Settings, feedback: bool = True) -> StackState:
         scoring_url = _start_scoring(settings, logs, started)
         if feedback and (app := _start_feedback(local, logs)):
             started.append(app)
-        prometheus_url = None
+        prometheus_url = pushgateway_url = None
         if ports.monitoring:
             feedback_app = any(p.name == "feedback-app" for p in started)
-            prometheus_url = _start_prometheus(settings, scoring_url, feedback_app, logs, started)
+            pushgateway_url = _start_pushgateway(settings, logs, started)
+            urls = (scoring_url, pushgateway_url)
+            prometheus_url = _start_prometheus(settings, urls, feedback_app, logs, started)
     except BaseException:
         for record in reversed(started):
             processes.stop(record)
@@ -424,6 +441,7 @@ def up(settings: Settings, feedback: bool = True) -> StackState:
         started_at=int(time.time() * 1000),
         scoring_url=scoring_url,
         prometheus_url=prometheus_url,
+        pushgateway_url=pushgateway_url,
     )
     stack_state.write(settings.state_dir, state)
     return state

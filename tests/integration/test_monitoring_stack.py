@@ -1,5 +1,6 @@
 """``stack up --monitoring`` against the real Prometheus (the OS package): it scrapes every
-component under the rules' job names, every metric the rules read exists, the rules evaluate,
+component under the rules' job names (the job's Flink metrics through the real Pushgateway),
+every metric the rules read exists, the rules evaluate,
 every dashboard query is answered, and ``promtool check metrics`` finds nothing on any
 component's scrape. Without the binaries
 these tests fail, they never skip."""
@@ -28,7 +29,7 @@ from services.devstack.processes import free_loopback_port
 from tests.integration.streaming import DecisionTail, produce
 
 pytestmark = pytest.mark.integration
-METRIC = re.compile(r"\b(fraudstream_[a-z0-9_]+|up)\b(?!:)")
+METRIC = re.compile(r"\b((?:fraudstream|flink)_[A-Za-z0-9_]+|up)\b(?!:)")
 
 
 def _get(url: str) -> dict[str, object]:
@@ -112,7 +113,8 @@ def test_every_metric_the_rules_read_exists_and_every_rule_evaluates(
 ) -> None:
     _, prometheus = monitored
     names = rule_metric_names()
-    assert {"fraudstream_job_latency_seconds_bucket", "up"} <= names
+    assert {"fraudstream_job_latency_seconds_bucket", "flink_jobmanager_job_numRestarts",
+            "up"} <= names  # fmt: skip
 
     def missing() -> list[str]:
         return sorted(name for name in names if not _series(prometheus, name))
@@ -130,7 +132,7 @@ def test_every_metric_the_rules_read_exists_and_every_rule_evaluates(
         ):
             break
         time.sleep(1.0)
-    assert len(rules) == 22
+    assert len(rules) == 24
     assert [r["name"] for r in rules if r["health"] != "ok"] == []
 
 

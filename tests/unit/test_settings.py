@@ -59,6 +59,8 @@ def test_secrets_are_masked(monkeypatch: pytest.MonkeyPatch) -> None:
         ("kafka_sasl_mechanism", "GSSAPI"),
         ("redis_url", "http://127.0.0.1:6379"),
         ("stack_partitions", 0),
+        ("job_flink_metrics_push_url", "file:///etc/passwd"),
+        ("job_replay_horizon_s", -1),
     ],
 )
 def test_bad_values_name_the_setting(field: str, value: object) -> None:
@@ -81,7 +83,8 @@ def test_missing_kafka_says_how_to_get_one() -> None:
 def _write_stack(state_dir: Path) -> None:
     state_dir.mkdir()
     endpoints = {"bootstrap_servers": "127.0.0.1:1", "redis_url": "redis://127.0.0.1:2/0",
-                 "scoring_url": "http://127.0.0.1:3", "broker_port": 1}  # fmt: skip
+                 "scoring_url": "http://127.0.0.1:3", "pushgateway_url": "http://127.0.0.1:4",
+                 "broker_port": 1}  # fmt: skip
     (state_dir / "stack.json").write_text(json.dumps(endpoints))
 
 
@@ -97,6 +100,7 @@ def test_stack_endpoints_fill_only_what_is_unset_and_say_so(
     assert resolved.sources["redis_url"] == "environment"
     assert resolved.sources["state_dir"] == "flag"
     assert resolved.sources["job_parallelism"] == "default"
+    assert resolved.settings.job.flink_metrics_push_url == "http://127.0.0.1:4"
 
 
 def test_stack_endpoints_can_be_turned_off(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
