@@ -14,7 +14,10 @@ Event time rules: the state is trimmed by the card's own latest accepted event t
 the incoming event's, so an event dated in the future cannot push a card's history out (the
 job refuses events too far ahead of the clock before they get here). A late event within the
 card's 30 days is counted in its own buckets and sees the windows that end at its own time. An
-event older than that is decided as the card's first event and not recorded.
+event older than that is decided as the card's first event and not recorded. The ring keeps
+the ``RING`` latest events of the hour: an event older than everything a full ring holds is
+still counted in its own 1-minute, 10-minute and 1-hour windows (with what the ring holds
+within them) and in its hour and day buckets, then leaves the ring as its oldest entry.
 """
 
 from __future__ import annotations
@@ -120,6 +123,7 @@ def step(state: CardState, event: CardEvent, merchant: Sequence[float]) -> list[
         float(event.channel == "ecommerce"),
         float(event.channel == "atm"),
     ]
+    _cap_ring(state)  # an event older than a full ring saw itself; now it leaves
     return row
 
 
@@ -166,15 +170,11 @@ def _trim(state: CardState) -> None:
 
 def _add(state: CardState, event: CardEvent, day: int, hour: int) -> None:
     t, usd = event.time, event.usd
-    if not state.ring_t or t >= state.ring_t[-1]:
-        state.ring_t.append(t)
-        state.ring_usd.append(usd)
-    else:
-        at = bisect_right(state.ring_t, t)
-        state.ring_t.insert(at, t)
-        state.ring_usd.insert(at, usd)
-    if len(state.ring_t) > RING:
-        del state.ring_t[0], state.ring_usd[0]
+    at = bisect_right(state.ring_t, t)
+    state.ring_t.insert(at, t)
+    state.ring_usd.insert(at, usd)
+    if at > 0:  # one older than all a full ring holds stays for its own row (``step`` caps)
+        _cap_ring(state)
     k = _bucket(state.hour_k, hour, (state.hour_n, state.hour_sum, state.hour_max))
     state.hour_n[k] += 1
     state.hour_sum[k] += usd
@@ -190,6 +190,12 @@ def _add(state: CardState, event: CardEvent, day: int, hour: int) -> None:
     placed = event.lat is not None and event.lon is not None
     if placed and (state.located is None or t >= state.located[2]):
         state.located = (event.lat, event.lon, t)  # type: ignore[assignment]
+
+
+def _cap_ring(state: CardState) -> None:
+    """Keep the ring's ``RING`` latest events (the oldest go first, a late one included)."""
+    if len(state.ring_t) > RING:
+        del state.ring_t[: -RING], state.ring_usd[: -RING]
 
 
 def _bucket(keys: list[int], key: int, columns: tuple[list[Any], ...]) -> int:

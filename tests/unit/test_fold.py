@@ -134,6 +134,20 @@ def test_a_month_of_history_stays_within_the_bucket_bounds() -> None:
     assert len(_encode(state)) < 3_000
 
 
+def test_an_event_older_than_a_full_ring_is_decided_and_counted() -> None:
+    """64 events 1 s apart, then one 5 s before the first: once a ZeroDivisionError."""
+    state, start = CardState(), T0 + 10 * f.MINUTE_MS
+    _fold(state, *(_event(start + i * f.SECOND_MS) for i in range(RING)))
+    late = _fold(state, _event(start - 5 * f.SECOND_MS, 7.0))
+    assert (late["count_1m"], late["sum_1m"], late["mean_1m"], late["max_1m"]) == (1, 7, 7, 7)
+    assert late["count_1h"] == 1  # what the full ring holds lies after it
+    assert late["count_24h"] == RING + 1  # the hour buckets count every event
+    assert late["count_30d"] == RING + 1
+    assert len(state.ring_t) == RING and state.ring_t[0] == start  # it left the ring at once
+    after = _fold(state, _event(start + RING * f.SECOND_MS))
+    assert (after["count_1h"], after["count_24h"]) == (RING, RING + 2)
+
+
 _events = st.lists(
     st.tuples(
         st.integers(-2 * f.DAY_MS, 40 * f.DAY_MS),
@@ -147,12 +161,36 @@ _events = st.lists(
 )
 
 
+# Hundreds of events within a few hours, in any order: the ring is full and late events
+# older than all of it arrive (a card-testing burst replayed out of order).
+_bursts = st.lists(
+    st.tuples(
+        st.integers(0, 3 * f.HOUR_MS),
+        st.floats(0.01, 5.0),
+        st.sampled_from(["m1", "m2", "m3"]),
+        st.sampled_from([None, "d1", "d2"]),
+        st.sampled_from([None, (40.0, -74.0), (48.8, 2.3)]),
+    ),
+    min_size=RING,
+    max_size=400,
+)
+_Raw = list[tuple[int, float, str, str | None, tuple[float, float] | None]]
+
+
 @settings(max_examples=200, deadline=None)
 @given(_events)
-def test_a_state_stored_between_events_folds_exactly_like_one_kept_in_memory(
-    raw: list[tuple[int, float, str, str | None, tuple[float, float] | None]],
-) -> None:
+def test_a_state_stored_between_events_folds_exactly_like_one_kept_in_memory(raw: _Raw) -> None:
     """The online path stores the state after every batch; the offline path never does."""
+    _check_stored_equals_kept(raw)
+
+
+@settings(max_examples=60, deadline=None)
+@given(_bursts)
+def test_bursts_out_of_order_on_a_full_ring_decide_every_event(raw: _Raw) -> None:
+    _check_stored_equals_kept(raw)
+
+
+def _check_stored_equals_kept(raw: _Raw) -> None:
     events = [
         _event(T0 + t, usd, merchant, device=ident(d) if d else None,
                lat=place[0] if place else None, lon=place[1] if place else None)
@@ -165,3 +203,6 @@ def test_a_state_stored_between_events_folds_exactly_like_one_kept_in_memory(
         stored = _decode(_encode(stored))
         assert actual == expected
         assert all(v == v for v in actual)  # no NaN, whatever the order of events
+        named = dict(zip(f.FEATURE_NAMES, actual, strict=True))
+        assert min(named["count_1m"], named["count_1h"], named["count_24h"]) >= 1  # itself
+        assert len(stored.ring_t) <= RING
