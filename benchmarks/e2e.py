@@ -41,7 +41,7 @@ from services.core.settings import Settings
 from services.devstack import processes, stack
 from services.generator import GeneratorConfig
 from services.scoring.server.inprocess import InProcessScorer
-from stream_jobs.decide import Decider, Record
+from stream_jobs.decide import DecideOptions, Decider, Record
 
 RATES = (1_000, 2_000, 5_000)
 _decision = msgspec.json.Decoder(Decision).decode
@@ -65,13 +65,15 @@ def baseline_worker(settings: Settings, from_end: bool, batch: int = 500) -> Non
     version = registry.current()
     assert version is not None
     scorer = InProcessScorer(registry.path(version))
-    decider = Decider(redis.Redis.from_url(settings.redis.require_url()), scorer, topic)
+    decider = Decider(redis.Redis.from_url(settings.redis.require_url()), scorer,
+                      DecideOptions.of(settings))  # fmt: skip
     while True:
         messages = [m for m in consumer.consume(batch, timeout=0.01) if not m.error()]
         if not messages:
             continue
+        read = int(time.time() * 1000)
         records = [Record(m.key(), m.value() or b"", m.partition() or 0, m.offset() or 0,
-                          m.timestamp()[1]) for m in messages]  # fmt: skip
+                          read, m.timestamp()[1]) for m in messages]  # fmt: skip
         for out in decider.decide(records):
             if out.decision is not None:
                 producer.produce(settings.topic.decisions, out.decision, out.key)

@@ -178,7 +178,7 @@ def _decider(client: redis.Redis, store: OnlineFeatureStore, count: int) -> dict
     events = _next_events(cards, count, seed=67)
     records = [Record(tx.card_id.encode(), encode(tx), 0, i, tx.event_time_ms)
                for i, tx in enumerate(events)]  # fmt: skip
-    decider = Decider(client, scorer, "transactions")
+    decider = Decider(client, scorer)
     _quiet_gc()
     started = time.process_time(), time.perf_counter()
     for i in range(0, len(records), BATCH):

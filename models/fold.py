@@ -195,7 +195,7 @@ def _add(state: CardState, event: CardEvent, day: int, hour: int) -> None:
 def _cap_ring(state: CardState) -> None:
     """Keep the ring's ``RING`` latest events (the oldest go first, a late one included)."""
     if len(state.ring_t) > RING:
-        del state.ring_t[: -RING], state.ring_usd[: -RING]
+        del state.ring_t[:-RING], state.ring_usd[:-RING]
 
 
 def _bucket(keys: list[int], key: int, columns: tuple[list[Any], ...]) -> int:

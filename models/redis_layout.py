@@ -1,7 +1,10 @@
 """The versioned Redis key and value layout of online features, shared by writers and readers.
 
 Every key carries a hash tag (``{c:card}``, ``{m:merchant}``, ``{d:device}``, ``{t:transaction}``)
-so that the keys one script touches sit in one Redis Cluster slot.
+so that the keys one script touches sit in one Redis Cluster slot. Ids are never spliced in
+raw: ``%``, ``{``, ``}`` and ``:`` are percent-encoded (``escape``), so no id can end a hash
+tag early or pose as another key's suffix (``merchant_label("shop", "z}:days")`` once named
+``merchant_days("shop}:label:z")``), and one card's keys still share one slot.
 
 ``fs:v2:{c:CARD}:state``      STRING, msgpack ``models.fold.CardState``: the card's bounded state
                               and its latest features (read by analysts' tools).
@@ -19,7 +22,9 @@ so that the keys one script touches sit in one Redis Cluster slot.
 ``fs:v2:{m:MERCHANT}:label:ID`` STRING, the label counted for that transaction (latest wins).
 ``fs:v2:{t:ID}:alert``        STRING, an alert as the job published it, kept for its feedback.
 
-Bump VERSION when a layout changes; old keys then expire by their TTL (v1 keys: 31 days).
+Bump VERSION when a layout changes; old keys then expire by their TTL. v3 escapes ids (v2
+spliced them raw); ``migrate_v2`` (``fraudstream redis migrate``) moves a v2 store's keys to
+their v3 names, keeping their TTLs.
 """
 
 from __future__ import annotations
@@ -27,44 +32,54 @@ from __future__ import annotations
 import hashlib
 from typing import Final
 
-VERSION: Final = "v2"
+VERSION: Final = "v3"
 PREFIX: Final = f"fs:{VERSION}"
+_ESCAPES: Final = str.maketrans({"%": "%25", "{": "%7B", "}": "%7D", ":": "%3A"})
+
+
+def escape(identifier: str) -> str:
+    """An id as it may appear in a key name: no hash-tag braces, no separators (injective)."""
+    return identifier.translate(_ESCAPES)
+
+
+def _key(kind: str, identifier: str, suffix: str) -> str:
+    return f"{PREFIX}:{{{kind}:{escape(identifier)}}}:{suffix}"
 
 
 def card_state(card_id: str) -> str:
-    return f"{PREFIX}:{{c:{card_id}}}:state"
+    return _key("c", card_id, "state")
 
 
 def card_seen(card_id: str) -> str:
-    return f"{PREFIX}:{{c:{card_id}}}:seen"
+    return _key("c", card_id, "seen")
 
 
 def card_recent(card_id: str) -> str:
-    return f"{PREFIX}:{{c:{card_id}}}:recent"
+    return _key("c", card_id, "recent")
 
 
 def card_labels(card_id: str) -> str:
-    return f"{PREFIX}:{{c:{card_id}}}:labels"
+    return _key("c", card_id, "labels")
 
 
 def blocklist_card(card_id: str) -> str:
-    return f"{PREFIX}:{{c:{card_id}}}:blocked"
+    return _key("c", card_id, "blocked")
 
 
 def blocklist_device(device_id: str) -> str:
-    return f"{PREFIX}:{{d:{device_id}}}:blocked"
+    return _key("d", device_id, "blocked")
 
 
 def merchant_days(merchant_id: str) -> str:
-    return f"{PREFIX}:{{m:{merchant_id}}}:days"
+    return _key("m", merchant_id, "days")
 
 
 def merchant_label(merchant_id: str, transaction_id: str) -> str:
-    return f"{PREFIX}:{{m:{merchant_id}}}:label:{transaction_id}"
+    return _key("m", merchant_id, f"label:{escape(transaction_id)}")
 
 
 def alert_context(transaction_id: str) -> str:
-    return f"{PREFIX}:{{t:{transaction_id}}}:alert"
+    return _key("t", transaction_id, "alert")
 
 
 def card_keys(card_id: str) -> tuple[str, ...]:

@@ -16,6 +16,7 @@ from typing import Any, Final, NamedTuple
 import redis
 from redis.cluster import RedisCluster
 from redis.crc import key_slot
+from redis.exceptions import RedisClusterException
 
 from services.core.settings import RedisClient
 
@@ -104,6 +105,24 @@ return out
 """
 _SHA: Final = hashlib.sha1(DISPATCH.encode()).hexdigest()
 OPS_PER_CALL: Final = 256  # a call holds Redis for its length: keep each one short
+
+
+# Replies that say Redis cannot serve now (loading, failing over, out of memory, a script
+# running too long), not that the request is wrong: anywhere in an error, a script's included.
+_TRANSIENT_REPLIES: Final = ("LOADING", "BUSY", "READONLY", "MASTERDOWN", "CLUSTERDOWN",
+                             "TRYAGAIN", "NOREPLICAS", "OOM")  # fmt: skip
+
+
+def is_transient(error: BaseException) -> bool:
+    """Whether ``error`` is an outage to retry (connection, timeout, a failover) rather than a
+    reply that will be the same next time (a wrong type, a script error): only the former may
+    be waited out; the latter belongs to the data that caused it."""
+    if isinstance(error, redis.exceptions.ResponseError):
+        text = str(error)
+        return any(reply in text for reply in _TRANSIENT_REPLIES)
+    if isinstance(error, redis.exceptions.DataError):  # what this client could not encode
+        return False
+    return isinstance(error, (redis.exceptions.RedisError, OSError, RedisClusterException))
 
 
 class Op(NamedTuple):

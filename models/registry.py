@@ -23,6 +23,7 @@ import re
 import shutil
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -30,6 +31,7 @@ from typing import Any
 import msgspec
 
 from models.errors import PromotionRefused, RegistryError
+from models.features import FEATURE_NAMES
 
 VERSION_PATTERN = re.compile(r"^v(\d{4,})$")
 DEFAULT_REGISTRY = Path(__file__).parent / "registry"
@@ -52,6 +54,28 @@ def working_registry(configured: Path | None, state_dir: Path) -> Path:
         except OSError:  # seeded by another process meanwhile
             shutil.rmtree(staging)
     return path
+
+
+def inputs_problem(model: Sequence[str], serving: Sequence[str]) -> str | None:
+    """Why a model whose inputs are ``model`` cannot serve rows of ``serving`` (the features the
+    stream job sends, in order), or None when they are the same list."""
+    if list(model) == list(serving):
+        return None
+    missing = [n for n in serving if n not in model]
+    unexpected = [n for n in model if n not in serving]
+    parts = [
+        f"{len(unexpected)} it needs that the job does not send ({_few(unexpected)})"
+        if unexpected
+        else "",
+        f"{len(missing)} the job sends that it lacks ({_few(missing)})" if missing else "",
+    ]
+    detail = "; ".join(p for p in parts if p) or "the same names in another order"
+    return f"its inputs differ from the serving feature list: {detail}"
+
+
+def _few(names: Sequence[str], shown: int = 5) -> str:
+    more = f", and {len(names) - shown} more" if len(names) > shown else ""
+    return ", ".join(names[:shown]) + more
 
 
 class Promotion(msgspec.Struct, frozen=True):
@@ -133,11 +157,16 @@ class Registry:
     def promote(
         self, version: str, tolerance: float = DEFAULT_TOLERANCE, force: bool = False,
         candidate_pr_auc: float | None = None, current_pr_auc: float | None = None,
+        serving: Sequence[str] = FEATURE_NAMES,
     ) -> None:  # fmt: skip
-        """Make ``version`` current, unless its PR-AUC is worse than the current model's by
-        more than ``tolerance``. Figures default to each version's own evaluation split;
-        pass both to compare on the same data."""
+        """Make ``version`` current, unless its inputs are not the ``serving`` feature list
+        (never overridden: every decision would be rules-only), or its PR-AUC is worse than
+        the current model's by more than ``tolerance`` (``force`` skips this gate). Figures
+        default to each version's own evaluation split; pass both to compare on the same
+        data."""
         self.path(version)
+        if problem := inputs_problem(self.metadata(version)["feature_names"], serving):
+            raise PromotionRefused(f"{version} refused: {problem}")
         current = self.current()
         if current is not None and current != version and not force:
             ours = candidate_pr_auc
@@ -160,6 +189,9 @@ class Registry:
             promoted_here = entry.action == "promote" and entry.version == current
             if promoted_here and entry.previous and entry.previous != current:
                 self.path(entry.previous)
+                names = self.metadata(entry.previous)["feature_names"]
+                if problem := inputs_problem(names, FEATURE_NAMES):
+                    raise RegistryError(f"cannot roll back to {entry.previous}: {problem}")
                 self._point_to(entry.previous, "rollback")
                 return entry.previous
         raise RegistryError("nothing to roll back to: no earlier promotion is recorded")

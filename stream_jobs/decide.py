@@ -6,7 +6,16 @@ Per batch: decode and validate (an event dated too far ahead of the clock is a d
 ``event_time_future``: it could otherwise pose as the card's latest activity); two pipelined
 Redis round trips for features, blocklists and recording (``models.online``); one scoring
 call; rules and the model's thresholds. Redis or scoring failing degrades the decision (listed in
-``degraded``) instead of failing the batch, and both are retried on the next batch.
+``degraded``) instead of failing the batch, the failure policy decides what a degraded decision
+may be (``rules.FailurePolicy``: fail closed by default), and both are retried on the next
+batch. Events decided while Redis was out are recorded in their cards' histories once it is
+back (up to ``DecideOptions.unrecorded_max`` of them, counted), so the history matches what
+training computes offline.
+
+Time comes from validated events only: each partition's watermark (for the late-event count)
+is the latest valid event time seen there less the allowed out-of-orderness, and a decision's
+latency runs from the job's own read of the record, never from the producer-settable Kafka
+timestamp (which only dates the consumer lag, and never from the future).
 
 Nothing a record holds can fail its batch or its partition: decoding never raises, a record
 whose Kafka key is not its card_id is a dead letter (``key_mismatch``), and any other failure
@@ -21,14 +30,14 @@ import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Protocol, Self
 
 import msgspec
-import redis
 from prometheus_client import CollectorRegistry
 
 from models import features as f
 from models.online import Looked, OnlineFeatureStore, without_history
+from models.redis_ops import is_transient
 from services.core.contract import (
     Alert,
     Decision,
@@ -38,7 +47,8 @@ from services.core.contract import (
     encode,
 )
 from services.core.dead_letters import DeadLetterLog, dead_letter
-from services.core.settings import RedisClient
+from services.core.settings import RedisClient, Settings
+from services.core.throttled_log import ThrottledLog
 from services.core.tokens import Tokenizer
 from services.scoring.client import ScoringRejected, ScoringUnavailable
 from services.scoring.wire import ScoreResponse
@@ -48,8 +58,8 @@ from stream_jobs.metrics import JobMetrics
 log = logging.getLogger(__name__)
 NO_MODEL = "none"  # model_version of a rules-only decision
 REDIS_RETRY_S = 0.5  # after a Redis failure, batches skip Redis this long before trying again
+RECORD_CHUNK = 500  # unrecorded events written back per Redis call once it answers again
 _AMOUNT_USD = f.FEATURE_NAMES.index("amount_usd")
-DEFAULT_POLICY = rules.FailurePolicy()
 
 
 class RowScorer(Protocol):
@@ -59,14 +69,39 @@ class RowScorer(Protocol):
 
 
 @dataclass(frozen=True)
+class DecideOptions:
+    """How the decider treats its input and its dependencies (``FRAUDSTREAM_JOB_*``)."""
+
+    source_topic: str = "transactions"
+    raw_limit: int = 4096  # raw bytes a dead letter keeps
+    policy: rules.FailurePolicy = field(default_factory=rules.FailurePolicy)
+    max_ahead_ms: int = 600_000  # how far past the job's clock an event time may be
+    out_of_orderness_ms: int = 5_000  # behind a partition's latest valid event time: late
+    merchant_cache_s: float = 60.0
+    replay_horizon_s: float = 300.0
+    unrecorded_max: int = 50_000  # events decided without Redis, held to be recorded later
+
+    @classmethod
+    def of(cls, settings: Settings) -> Self:
+        job = settings.job
+        return cls(
+            settings.topic.transactions, settings.dlq.raw_bytes,
+            rules.FailurePolicy(job.redis_down_review_usd, job.scoring_down_review_usd),
+            job.max_event_ahead_s * 1000, job.out_of_orderness_ms, job.merchant_cache_s,
+            job.replay_horizon_s, job.unrecorded_max,
+        )  # fmt: skip
+
+
+@dataclass(frozen=True)
 class Record:
-    """A raw Kafka record and where it came from."""
+    """A raw Kafka record, where it came from and when."""
 
     key: bytes | None
     value: bytes
     partition: int
     offset: int
-    ingest_ms: int  # the record's Kafka timestamp
+    read_ms: int  # when the job read it: a decision's latency starts here
+    timestamp_ms: int | None = None  # its Kafka timestamp (producer-settable): lag only
 
 
 @dataclass
@@ -105,39 +140,35 @@ class Decider:
         self,
         redis_client: RedisClient,
         scorer: RowScorer,
-        source_topic: str,
+        options: DecideOptions = DecideOptions(),
         metrics: JobMetrics | None = None,
-        raw_limit: int = 4096,
-        policy: rules.FailurePolicy = DEFAULT_POLICY,
         tokens: Tokenizer | None = None,
-        max_ahead_ms: int = 600_000,
-        merchant_cache_s: float = 60.0,
-        replay_horizon_s: float = 300.0,
     ) -> None:
-        """``tokens``: tokenize raw card numbers a foreign producer sends (defence in depth);
-        ``max_ahead_ms``: how far past the job's clock an event time may be."""
-        self._max_ahead_ms = max_ahead_ms
-        self._store = OnlineFeatureStore(redis_client, merchant_cache_s, replay_horizon_s)
+        """``tokens``: tokenize raw card numbers a foreign producer sends (defence in depth)."""
+        self._options = options
+        self._store = OnlineFeatureStore(
+            redis_client, options.merchant_cache_s, options.replay_horizon_s
+        )
         self._scorer = scorer
-        self._topic = source_topic
         self._metrics = metrics or JobMetrics(CollectorRegistry())  # unserved when not given
-        self._raw_limit, self._policy, self._tokens = raw_limit, policy, tokens
+        self._tokens = tokens
         self._letters = DeadLetterLog(log)
+        self._warnings = ThrottledLog(log)
         self._redis_retry_at = 0.0
+        self._unrecorded: list[Transaction] = []  # decided without Redis, oldest first
+        self._latest: dict[int, int] = {}  # per partition, the latest valid event time
 
-    def decide(self, records: Sequence[Record], watermark_ms: int | None = None) -> list[Output]:
+    def decide(self, records: Sequence[Record]) -> list[Output]:
         outputs = [Output(key=r.key) for r in records]
         valid: list[_Valid] = []
         now = _wall_ms()
+        ahead = self._options.max_ahead_ms
         for i, record in enumerate(records):
             parsed = decode_record(record.key, record.value)
-            if (
-                not isinstance(parsed, InvalidEvent)
-                and parsed.event_time_ms > now + self._max_ahead_ms
-            ):
+            if not isinstance(parsed, InvalidEvent) and parsed.event_time_ms > now + ahead:
                 parsed = InvalidEvent(
                     "event_time", f"{(parsed.event_time_ms - now) // 1000} s ahead of the job's "
-                    f"clock (at most {self._max_ahead_ms // 1000} s)", "event_time_future",
+                    f"clock (at most {ahead // 1000} s)", "event_time_future",
                 )  # fmt: skip
             if isinstance(parsed, InvalidEvent):
                 outputs[i] = self._dead_letter(record, parsed)
@@ -146,7 +177,7 @@ class Decider:
                 valid.append(_Valid(i, record, tx))
         if valid:
             self._decide_isolating(valid, outputs)
-        self._count(records, valid, watermark_ms)
+        self._count(records, valid)
         return outputs
 
     def _decide_isolating(self, valid: list[_Valid], outputs: list[Output]) -> None:
@@ -222,31 +253,54 @@ class Decider:
                 score, response.review_threshold, response.decline_threshold
             )
             reasons += [f"model:{name}" for name in result.reasons]
-        policy = rules.when_degraded(v.degraded, amount_usd, self._policy)
+        policy = rules.when_degraded(v.degraded, amount_usd, self._options.policy)
         fired = fired + policy
         reasons += [rule for rule, _ in policy]
         return Decision(
             transaction_id=v.tx.transaction_id, card_id=v.tx.card_id,
             event_time=v.tx.event_time_ms, decided_at=decided_at, score=score,
             decision=rules.combine(model, fired), reasons=reasons, model_version=version,
-            degraded=sorted(v.degraded), latency_ms=float(decided_at - v.record.ingest_ms),
+            degraded=sorted(v.degraded), latency_ms=float(max(decided_at - v.record.read_ms, 0)),
         )  # fmt: skip
 
     def _features(self, txs: list[Transaction]) -> Looked | None:
-        """Features and blocklist flags from Redis, or None while Redis is unavailable."""
+        """Features and blocklist flags from Redis, or None while Redis is unavailable (the
+        events are then held to be recorded once it answers). A Redis error that is not an
+        outage (a wrong type, say) is raised: it belongs to a record, not to the batch."""
         if time.monotonic() < self._redis_retry_at:
+            self._hold(txs)
             return None
         started = time.perf_counter()
         try:
+            self._record_unrecorded()
             looked = self._store.update(txs)
-            self._metrics.redis.observe(time.perf_counter() - started)
-            return looked
-        except (redis.RedisError, OSError) as error:
-            if self._redis_retry_at == 0.0 or time.monotonic() > self._redis_retry_at + 10:
-                log.warning("Redis unavailable (%s): deciding without history or blocklists, "
-                            "by the failure policy", error)  # fmt: skip
+        except Exception as error:
+            if not is_transient(error):
+                raise
+            self._warnings.warning("redis", "Redis unavailable (%s): deciding without history "
+                                   "or blocklists, by the failure policy", error)  # fmt: skip
             self._redis_retry_at = time.monotonic() + REDIS_RETRY_S
+            self._hold(txs)
             return None
+        self._metrics.redis.observe(time.perf_counter() - started)
+        return looked
+
+    def _hold(self, txs: list[Transaction]) -> None:
+        """Keep events decided without Redis for their cards' histories, up to the limit."""
+        room = max(self._options.unrecorded_max - len(self._unrecorded), 0)
+        self._unrecorded += txs[:room]
+        self._metrics.unrecorded.labels("dropped").inc(len(txs) - min(room, len(txs)))
+        self._metrics.unrecorded_held.set(len(self._unrecorded))
+
+    def _record_unrecorded(self) -> None:
+        """Record what was decided during an outage, oldest first (idempotent by id: a
+        transaction already counted is not counted again)."""
+        while self._unrecorded:
+            chunk = self._unrecorded[:RECORD_CHUNK]
+            self._store.update(chunk)
+            del self._unrecorded[:RECORD_CHUNK]
+            self._metrics.unrecorded.labels("recorded").inc(len(chunk))
+            self._metrics.unrecorded_held.set(len(self._unrecorded))
 
     def _score(self, rows: list[list[float]]) -> ScoreResponse | str:
         """The scores of ``rows``, or why there are none (the decisions' degraded reason)."""
@@ -254,25 +308,28 @@ class Decider:
         try:
             response = self._scorer.score(rows)
         except ScoringRejected as error:  # the service is up and refuses: say so, loudly
-            log.warning("scoring rejected a batch of %d rows: %s", len(rows), error)
+            self._warnings.warning("scoring_rejected", "scoring rejected a batch of %d rows "
+                                   "(an incompatible model?): %s", len(rows), error)  # fmt: skip
             return "scoring_rejected"
         except ScoringUnavailable:
             return "scoring"
         except Exception as error:  # a malformed reply, say: rules only, never a crash
-            log.warning("scoring failed (%s: %s)", type(error).__name__, error)
+            self._warnings.warning("scoring_failed", "scoring failed (%s: %s)",
+                                   type(error).__name__, error)  # fmt: skip
             return "scoring"
         self._metrics.scoring.observe(time.perf_counter() - started)
         problem = _reply_problem(response, len(rows))
         if problem:
-            log.warning("scoring reply unusable (%s): rules only", problem)
+            self._warnings.warning("scoring_reply", "scoring reply unusable (%s): by the "
+                                   "failure policy", problem)  # fmt: skip
             return "scoring_reply"
         return response
 
     def _dead_letter(self, record: Record, invalid: InvalidEvent) -> Output:
         """The record's dead letter, keyed by its own key (card numbers masked, as inside)."""
         self._metrics.dlq.labels(invalid.kind, invalid.field).inc()
-        source = (self._topic, record.partition, record.offset)
-        letter = dead_letter(invalid, record.value, record.key, source, self._raw_limit)
+        source = (self._options.source_topic, record.partition, record.offset)
+        letter = dead_letter(invalid, record.value, record.key, source, self._options.raw_limit)
         self._letters.record(letter)
         return Output(key=letter.key, dead_letter=encode(letter))
 
@@ -281,14 +338,21 @@ class Decider:
         self._metrics.latency.observe(decision.latency_ms / 1000)
         for dependency in decision.degraded:
             self._metrics.degraded.labels(dependency).inc()
+        for reason in decision.reasons:
+            if reason.startswith(rules.POLICY_PREFIX):
+                self._metrics.policy.labels(reason).inc()
 
-    def _count(self, records: Sequence[Record], valid: list[_Valid], watermark: int | None) -> None:
+    def _count(self, records: Sequence[Record], valid: list[_Valid]) -> None:
         self._metrics.batch_rows.observe(len(records))
         self._metrics.events.labels("valid").inc(len(valid))
         self._metrics.events.labels("invalid").inc(len(records) - len(valid))
-        if records:
-            self._metrics.lag_seconds.set(
-                max(0.0, (_wall_ms() - max(r.ingest_ms for r in records)) / 1000)
-            )
-        if watermark is not None:
-            self._metrics.late.inc(sum(v.tx.event_time_ms < watermark for v in valid))
+        stamps = [r.timestamp_ms for r in records if r.timestamp_ms is not None]
+        if stamps:  # a producer-set timestamp from the future never hides a lag
+            now = _wall_ms()
+            self._metrics.lag_seconds.set(max(0.0, (now - min(max(stamps), now)) / 1000))
+        late = 0
+        for v in valid:  # the watermark: the partition's latest valid event time, less slack
+            latest = self._latest.get(v.record.partition, v.tx.event_time_ms)
+            late += v.tx.event_time_ms < latest - self._options.out_of_orderness_ms
+            self._latest[v.record.partition] = max(latest, v.tx.event_time_ms)
+        self._metrics.late.inc(late)

@@ -46,9 +46,11 @@ def _kafka_options(settings: Settings) -> dict[str, str]:
 
 
 def source_ddl(settings: Settings) -> str:
-    """The raw source: bytes and their Kafka coordinates, event-time watermarks."""
+    """The raw source: bytes, their Kafka coordinates and timestamp, and when the job read
+    them. No watermark: the decider keeps its own from validated events only. A group without
+    offsets starts at the end unless told otherwise: a new group must not re-decide and
+    re-alert the whole retained topic."""
     props = _kafka_options(settings)
-    event_ms = "TRY_CAST(JSON_VALUE(CAST(`value` AS STRING), '$.event_time') AS BIGINT)"
     return f"""
     CREATE TEMPORARY TABLE {SOURCE} (
       `key` BYTES,
@@ -56,9 +58,7 @@ def source_ddl(settings: Settings) -> str:
       `partition` INT METADATA VIRTUAL,
       `offset` BIGINT METADATA VIRTUAL,
       `ingest` TIMESTAMP_LTZ(3) METADATA FROM 'timestamp' VIRTUAL,
-      `event_ts` AS COALESCE(TO_TIMESTAMP_LTZ({event_ms}, 3), `ingest`),
-      WATERMARK FOR `event_ts` AS `event_ts` - INTERVAL '{
-        settings.job.out_of_orderness_ms / 1000:.3f}' SECOND
+      `read_at` AS PROCTIME()
     ) WITH ({
         _with(
             props
@@ -66,10 +66,11 @@ def source_ddl(settings: Settings) -> str:
                 "connector": "kafka",
                 "topic": settings.topic.transactions,
                 "properties.group.id": settings.job.group_id,
-                "properties.auto.offset.reset": "earliest",
+                "properties.auto.offset.reset": (
+                    "earliest" if settings.job.from_beginning else "latest"
+                ),
                 "properties.fetch.max.wait.ms": str(settings.kafka.fetch_max_wait_ms),
                 "scan.startup.mode": "group-offsets",
-                "scan.watermark.idle-timeout": "5 s",
                 "key.format": "raw",
                 "key.fields": "key",
                 "value.format": "raw",
@@ -106,8 +107,8 @@ def sink_ddl(settings: Settings) -> str:
 def insert_sql(settings: Settings) -> str:
     """Every output row once: the reused decide() call feeds the three topic branches."""
     decided = (
-        f"(SELECT decide(`key`, `value`, `partition`, `offset`, `ingest`, "
-        f"CURRENT_WATERMARK(`event_ts`)) AS r FROM {SOURCE})"
+        f"(SELECT decide(`key`, `value`, `partition`, `offset`, `read_at`, `ingest`) AS r "
+        f"FROM {SOURCE})"
     )
     branches = [
         (settings.topic.decisions, "d"), (settings.topic.alerts, "a"), (settings.topic.dlq, "q"),

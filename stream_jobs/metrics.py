@@ -13,6 +13,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from services.core.lag import Partition
 
 DEPENDENCIES = ("redis", "scoring", "scoring_rejected", "scoring_reply")  # degraded reasons
+POLICIES = ("policy:redis_down", "policy:scoring_down")  # the failure policy's reasons
 LATENCY_BUCKETS = (0.002, 0.005, 0.01, 0.02, 0.035, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1, 2.5, 5)
 
 
@@ -35,9 +36,25 @@ class JobMetrics:
             f"{p}_degraded_decisions", "Decisions made without a dependency", ["dependency"],
             registry=registry,
         )  # fmt: skip
-        self.late = Counter(f"{p}_late_events", "Events behind the watermark", registry=registry)
+        self.policy = Counter(
+            f"{p}_policy_decisions", "Decisions the failure policy raised (a dependency was "
+            "missing)", ["policy"], registry=registry,
+        )  # fmt: skip
+        self.unrecorded = Counter(
+            f"{p}_unrecorded_events", "Events decided without Redis: recorded in their cards' "
+            "histories once it was back, or dropped past the limit", ["result"],
+            registry=registry,
+        )  # fmt: skip
+        self.unrecorded_held = Gauge(
+            f"{p}_unrecorded_held", "Events decided without Redis, waiting to be recorded",
+            registry=registry,
+        )  # fmt: skip
+        self.late = Counter(
+            f"{p}_late_events", "Valid events behind their partition's watermark (the latest "
+            "valid event time less the allowed out-of-orderness)", registry=registry,
+        )  # fmt: skip
         self.latency = Histogram(
-            f"{p}_latency_seconds", "Event ingest (Kafka timestamp) to decision",
+            f"{p}_latency_seconds", "The job's read of a record to its decision",
             buckets=LATENCY_BUCKETS, registry=registry,
         )  # fmt: skip
         self.scoring = Histogram(
@@ -54,7 +71,8 @@ class JobMetrics:
         )  # fmt: skip
         self.lag_seconds = Gauge(
             f"{p}_consumer_lag_seconds",
-            "Age of the newest record decided (its Kafka timestamp), at its batch's end",
+            "Age of the newest record decided (its Kafka timestamp, never in the future), at "
+            "its batch's end",
             registry=registry,
         )  # fmt: skip
         self.batch_rows = Histogram(
@@ -68,6 +86,10 @@ class JobMetrics:
 
         for dependency in DEPENDENCIES:  # every series exists from the start: rates work
             self.degraded.labels(dependency)
+        for policy in POLICIES:
+            self.policy.labels(policy)
+        for result in ("recorded", "dropped"):
+            self.unrecorded.labels(result)
         for outcome in ("approve", "review", "decline"):
             self.decisions.labels(outcome, "none")
 

@@ -55,18 +55,23 @@ def evaluate(
     return fired
 
 
+POLICY_PREFIX: Final = "policy:"
+
+
 @dataclass(frozen=True)
 class FailurePolicy:
-    """What a decision is when a dependency is missing (``FRAUDSTREAM_JOB_*_DOWN_*``).
+    """What a decision may be when a dependency is missing (``FRAUDSTREAM_JOB_*_DOWN_REVIEW_USD``).
 
-    Without Redis the job knows neither the card's history nor the blocklists, so by default
-    it sends to review what is worth an analyst's look (``redis_down_review_usd`` and above)
-    rather than approving a blocklisted card unseen; without scoring it decides by the rules
-    (``rules_only``) or sends everything to review (``review``).
+    Fail closed by default: without Redis the job knows neither the card's history nor the
+    blocklists (a blocklisted card would pass unseen), without scoring only the rules speak;
+    so a decision made without either is at least ``review`` from 0 USD up, never approved
+    unseen. An issuer that accepts small amounts during an outage (stand-in limits) raises a
+    floor; review rather than decline, so an outage holds payments for a look instead of
+    refusing every customer.
     """
 
-    redis_down_review_usd: float = 200.0
-    scoring_down: Literal["rules_only", "review"] = "rules_only"
+    redis_down_review_usd: float = 0.0
+    scoring_down_review_usd: float = 0.0
 
 
 def when_degraded(
@@ -75,9 +80,10 @@ def when_degraded(
     """The policy rules that fire for a decision made without ``degraded`` dependencies."""
     fired: list[tuple[str, Outcome]] = []
     if "redis" in degraded and amount_usd >= policy.redis_down_review_usd:
-        fired.append(("policy:redis_down", "review"))
-    if any(d.startswith("scoring") for d in degraded) and policy.scoring_down == "review":
-        fired.append(("policy:scoring_down", "review"))
+        fired.append((f"{POLICY_PREFIX}redis_down", "review"))
+    scoring = any(d.startswith("scoring") for d in degraded)
+    if scoring and amount_usd >= policy.scoring_down_review_usd:
+        fired.append((f"{POLICY_PREFIX}scoring_down", "review"))
     return fired
 
 

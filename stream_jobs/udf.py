@@ -32,9 +32,8 @@ class DecideFunction:
         from services.core.exposition import component_registry, serve_metrics
         from services.core.lag import LagProbe
         from services.scoring.client import ScoringClient
-        from stream_jobs.decide import Decider
+        from stream_jobs.decide import DecideOptions, Decider
         from stream_jobs.metrics import JobMetrics
-        from stream_jobs.rules import FailurePolicy
         from stream_jobs.scorers import ServiceScorer
 
         s = self._settings
@@ -49,33 +48,21 @@ class DecideFunction:
         )
         states = {"closed": 0, "half_open": 1, "open": 2}
         metrics.breaker.set_function(lambda: states[scoring.breaker.state])
-        policy = FailurePolicy(s.job.redis_down_review_usd, s.job.scoring_down)
         self._decider = Decider(
-            client,
-            ServiceScorer(scoring),
-            s.topic.transactions,
-            metrics,
-            s.dlq.raw_bytes,
-            policy,
-            s.token.tokenizer(),
-            s.job.max_event_ahead_s * 1000,
-            s.job.merchant_cache_s,
-            s.job.replay_horizon_s,
+            client, ServiceScorer(scoring), DecideOptions.of(s), metrics, s.token.tokenizer()
         )
         self._lag = LagProbe(s, metrics.report_lag)
 
     def eval(self, key: pd.Series, value: pd.Series, partition: pd.Series, offset: pd.Series,
-             ingest: pd.Series, watermark: pd.Series) -> pd.DataFrame:  # fmt: skip
+             read: pd.Series, timestamp: pd.Series) -> pd.DataFrame:  # fmt: skip
+        """``read``: when the job read each record (its processing time at the source);
+        ``timestamp``: the record's Kafka timestamp."""
         from stream_jobs.decide import Record
 
-        ingest_ms = _epoch_ms(ingest).tolist()
-        records = [
-            Record(k, v, int(p), int(o), int(t))
-            for k, v, p, o, t in zip(key, value, partition, offset, ingest_ms, strict=True)
-        ]
-        marks = _epoch_ms(watermark.dropna())
-        mark = int(marks.max()) if len(marks) else None
-        outputs = self._decider.decide(records, mark)
+        columns = (key, value, partition, offset, _epoch_ms(read), _epoch_ms(timestamp))
+        records = [Record(k, v, int(p), int(o), int(r), int(t))
+                   for k, v, p, o, r, t in zip(*columns, strict=True)]  # fmt: skip
+        outputs = self._decider.decide(records)
         topic = self._settings.topic.transactions
         self._lag.processed((topic, r.partition, r.offset) for r in records)
         return pd.DataFrame(

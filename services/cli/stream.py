@@ -25,6 +25,15 @@ GroupOpt = Annotated[str | None, _opt("job_group_id", "Kafka consumer group", "g
 MetricsPortOpt = Annotated[
     int | None, _opt("job_metrics_port", "First Prometheus port (0: none)", "metrics-port")
 ]
+FromBeginningOpt = Annotated[
+    bool | None,
+    typer.Option(
+        "--from-beginning/--from-end",
+        help="Where a consumer group without committed offsets starts: the oldest retained "
+        "transaction, or (default) the newest (FRAUDSTREAM_JOB_FROM_BEGINNING).",
+        show_default=False,
+    ),
+]
 
 
 def _job_settings(**overrides: Any) -> Settings:
@@ -51,11 +60,13 @@ def job_run(
     parallelism: ParallelismOpt = None,
     group_id: GroupOpt = None,
     metrics_port: MetricsPortOpt = None,
+    from_beginning: FromBeginningOpt = None,
 ) -> None:
     """Run the stream job here (PyFlink local mode) until interrupted or SIGTERM."""
     settings = _job_settings(
-        job_parallelism=parallelism, job_group_id=group_id, job_metrics_port=metrics_port
-    )
+        job_parallelism=parallelism, job_group_id=group_id, job_metrics_port=metrics_port,
+        job_from_beginning=from_beginning,
+    )  # fmt: skip
     _job_module().run(settings)
 
 
@@ -65,14 +76,16 @@ def job_submit(
     parallelism: ParallelismOpt = None,
     group_id: GroupOpt = None,
     metrics_port: MetricsPortOpt = None,
+    from_beginning: FromBeginningOpt = None,
 ) -> None:
     """Submit the same job to a Flink cluster (standalone or Kubernetes session); print its id."""
     host, _, port = jobmanager.rpartition(":")
     if not host or not port.isdigit():
         raise UserError(f"--jobmanager: expected HOST:PORT, got {jobmanager!r}")
     settings = _job_settings(
-        job_parallelism=parallelism, job_group_id=group_id, job_metrics_port=metrics_port
-    )
+        job_parallelism=parallelism, job_group_id=group_id, job_metrics_port=metrics_port,
+        job_from_beginning=from_beginning,
+    )  # fmt: skip
     typer.echo(_job_module().submit(settings, host, int(port)))
 
 

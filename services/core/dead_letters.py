@@ -12,9 +12,9 @@ from __future__ import annotations
 import hashlib
 import logging
 import time
-from collections import Counter
 
 from services.core.contract import DeadLetter, InvalidEvent
+from services.core.throttled_log import ThrottledLog
 from services.core.tokens import MAX_CARD_DIGITS, mask_card_numbers
 
 MAX_KEY_BYTES = 256  # of a dead letter's Kafka key, kept for diagnosis
@@ -47,20 +47,11 @@ class DeadLetterLog:
     """A warning per dead-letter kind: the first at once, then at most one per ``every_s``."""
 
     def __init__(self, logger: logging.Logger, every_s: float = 10.0) -> None:
-        self._log, self._every = logger, every_s
-        self._since: Counter[str] = Counter()
-        self._next: dict[str, float] = {}
+        self._log = ThrottledLog(logger, every_s)
 
     def record(self, letter: DeadLetter) -> None:
-        self._since[letter.kind] += 1
-        now = time.monotonic()
-        if now < self._next.get(letter.kind, 0.0):
-            return
         self._log.warning(
-            "dead letter (%s) %s/%d@%d field %s: %s [sha256 %s, %d bytes]; %d of this kind "
-            "since the last such line", letter.kind, letter.source_topic, letter.partition,
-            letter.offset, letter.field, letter.reason, letter.raw_sha256[:16], letter.raw_size,
-            self._since[letter.kind],
+            letter.kind, "dead letter (%s) %s/%d@%d field %s: %s [sha256 %s, %d bytes]",
+            letter.kind, letter.source_topic, letter.partition, letter.offset, letter.field,
+            letter.reason, letter.raw_sha256[:16], letter.raw_size,
         )  # fmt: skip
-        self._since[letter.kind] = 0
-        self._next[letter.kind] = now + self._every

@@ -37,6 +37,7 @@ RENAMED = {  # variables of earlier releases: a clear error rather than silently
     "FRAUDSTREAM_BROKER_PORT": "FRAUDSTREAM_STACK_BROKER_PORT",
     "FRAUDSTREAM_REDIS_PORT": "FRAUDSTREAM_STACK_REDIS_PORT",
     "FRAUDSTREAM_TRANSACTIONS_PARTITIONS": "FRAUDSTREAM_STACK_PARTITIONS",
+    "FRAUDSTREAM_JOB_SCORING_DOWN": "FRAUDSTREAM_JOB_SCORING_DOWN_REVIEW_USD",
 }
 
 
@@ -151,6 +152,11 @@ class ScoringSettings(_Group):
     max_in_flight: int = Field(
         64, ge=1, description="Score requests served at once; above: 503 with Retry-After"
     )
+    explain: Literal["flagged", "all", "none"] = Field(
+        "flagged",
+        description="Which rows get reason codes: those at or above review, every one, or none "
+        "(the server's choice, never the client's)",
+    )  # fmt: skip
 
     def require_url(self) -> str:
         """The scoring service URL, or an error that says how to get one."""
@@ -232,6 +238,11 @@ class JobSettings(_Group):
         5000, ge=0, description="Event-time watermark delay (bounded out-of-orderness)"
     )
     group_id: str = Field("fraudstream-job", description="The job's Kafka consumer group")
+    from_beginning: bool = Field(
+        False,
+        description="Where a consumer group without committed offsets (new, or expired while "
+        "the job was stopped) starts: the oldest retained transaction; false: the newest",
+    )  # fmt: skip
     metrics_host: str = Field(
         "127.0.0.1", description="Address the job's metrics endpoints bind (0.0.0.0 in a pod)"
     )
@@ -257,12 +268,20 @@ class JobSettings(_Group):
     )
     restart_delay_s: int = Field(10, ge=0, description="Pause before a failed job restarts")
     redis_down_review_usd: float = Field(
-        200.0, ge=0,
-        description="Redis unavailable (no history, no blocklists): review from this amount up",
+        0.0, ge=0,
+        description="Failure policy, Redis unavailable (no history, no blocklists): decisions "
+        "from this amount (USD) up are at least review; 0: every one (fail closed)",
     )  # fmt: skip
-    scoring_down: Literal["rules_only", "review"] = Field(
-        "rules_only", description="Scoring unavailable or refusing: decide by rules, or review"
-    )
+    scoring_down_review_usd: float = Field(
+        0.0, ge=0,
+        description="Failure policy, scoring unavailable or refusing (rules only): decisions "
+        "from this amount (USD) up are at least review; 0: every one (fail closed)",
+    )  # fmt: skip
+    unrecorded_max: int = Field(
+        50_000, ge=0,
+        description="Events decided without Redis that a worker holds to record in their "
+        "cards' histories once Redis is back (beyond: counted as dropped)",
+    )  # fmt: skip
     max_event_ahead_s: int = Field(
         600, ge=0,
         description="An event dated further than this ahead of the job's clock is a dead letter "

@@ -1,7 +1,8 @@
 """The scoring client the stream job uses: pooled connections, a deadline per call, bounded
 retries with jittered backoff, and a circuit breaker that fails fast while the service is down.
 
-The breaker opens after ``failures_to_open`` consecutive failed calls; while open, calls raise
+The breaker opens after ``failures_to_open`` consecutive failed calls (a refusal, 4xx, counts:
+it is not retried, but a service that refuses every batch serves nothing); while open, calls raise
 :class:`CircuitOpen` at once (the caller falls back to rules); after ``cooldown_s`` one trial
 call goes through (half-open), and its success closes the breaker again.
 """
@@ -95,11 +96,11 @@ class ScoringClient:
         self._deadline, self._retries, self._backoff = deadline_s, retries, backoff_s
         self.breaker = CircuitBreaker(failures_to_open, cooldown_s)
 
-    def score(self, rows: Sequence[dict[str, float]], explain: str = "flagged") -> ScoreResponse:
+    def score(self, rows: Sequence[dict[str, float]]) -> ScoreResponse:
         """Scores for ``rows`` within the deadline, or ScoringUnavailable / CircuitOpen."""
         if not self.breaker.allow():
             raise CircuitOpen("scoring circuit open: falling back without calling")
-        body = _encode({"rows": rows, "explain": explain})
+        body = _encode({"rows": rows})
         deadline = time.monotonic() + self._deadline
         last = "no attempt"
         for attempt in range(self._retries + 1):
@@ -117,8 +118,8 @@ class ScoringClient:
                 if reply.status == 200:
                     self.breaker.success()
                     return _decode(reply.data)
-                if reply.status not in _RETRYABLE:
-                    self.breaker.success()  # the service is up; the request is wrong
+                if reply.status not in _RETRYABLE:  # not retried; but a service refusing
+                    self.breaker.failure()  # every batch (a model of other inputs) is down
                     raise ScoringRejected(f"{reply.status}: {reply.data[:300]!r}")
                 last = f"HTTP {reply.status}"
             pause = self._backoff * (2**attempt) * random.uniform(0.5, 1.5)

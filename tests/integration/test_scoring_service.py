@@ -22,6 +22,7 @@ import urllib3
 
 from models import offline
 from models.datasets import frame_from_transactions
+from models.errors import PromotionRefused
 from models.features import FEATURE_NAMES
 from models.registry import DEFAULT_REGISTRY, Registry
 from services.devstack import processes
@@ -83,15 +84,16 @@ def feature_rows() -> list[dict[str, float]]:
     return [dict(zip(FEATURE_NAMES, map(float, row), strict=True)) for row in frame.to_numpy()]
 
 
-def _body(rows: list[dict[str, float]], explain: str = "flagged") -> bytes:
-    return msgspec.json.encode({"rows": rows, "explain": explain})
+def _body(rows: list[dict[str, float]], **more: str) -> bytes:
+    return msgspec.json.encode({"rows": rows, **more})
 
 
 def test_scores_equal_in_process_onnxruntime(
     start_service: Start, feature_rows: list[dict[str, float]]
 ) -> None:
     service = start_service()
-    reply = json.loads(service.post(_body(feature_rows)).data)
+    # A client asking to explain every row is not obeyed (on cdc8e54 it was: a free oracle).
+    reply = json.loads(service.post(_body(feature_rows, explain="all")).data)
     local = scoring_model.load(DEFAULT_REGISTRY / "versions" / "v0001")
     matrix = np.array([[r[n] for n in FEATURE_NAMES] for r in feature_rows], dtype=np.float32)
     expected = local.score(matrix)
@@ -184,6 +186,64 @@ def test_reload_under_load_drops_nothing(
     assert "fraudstream_scoring_reloads_total 1.0" in service.metrics()
 
 
+def _permuted_version(registry: Registry, seed: int = 3) -> tuple[str, list[str]]:
+    """A version of v0001 that takes its features in another order: a Gather in front of the
+    same ONNX graph, metadata naming the new order. Same scores as v0001 for the same rows."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    names = list(FEATURE_NAMES)
+    order = np.random.default_rng(seed).permutation(len(names))
+    permuted = [names[i] for i in order]
+    v1 = registry.root / "versions" / "v0001"
+    model = onnx.load(v1 / "model.onnx")
+    for node in model.graph.node:
+        node.input[:] = ["original" if x == "features" else x for x in node.input]
+    back = np.argsort(order).astype(np.int64)  # column j of the original = column back[j]
+    model.graph.initializer.append(numpy_helper.from_array(back, "back"))
+    model.graph.node.insert(0, helper.make_node("Gather", ["features", "back"], ["original"],
+                                                axis=1))  # fmt: skip
+    files = {p.name: p.read_bytes() for p in v1.iterdir() if p.name != "metadata.json"}
+    files["model.onnx"] = model.SerializeToString()
+    meta = json.loads((v1 / "metadata.json").read_text()) | {"feature_names": permuted}
+    return registry.publish(files, meta), permuted
+
+
+def test_an_incompatible_model_is_refused_and_the_serving_one_stays(
+    start_service: Start, feature_rows: list[dict[str, float]]
+) -> None:
+    """On cdc8e54 a version whose inputs differ went live (promote --force, or CURRENT written
+    by hand) and every request of the job got a 422 from then on."""
+    service = start_service()
+    registry = Registry(service.registry)
+    other, _ = _permuted_version(registry)
+    with pytest.raises(PromotionRefused, match="inputs differ from the serving feature list"):
+        registry.promote(other, force=True)
+    (service.registry / "CURRENT").write_text(other + "\n")  # as a hand edit would
+    failures = 'fraudstream_scoring_reload_failures_total{reason="incompatible_inputs"} 1.0'
+    processes.wait_until(lambda: failures in service.metrics(), 30, "the refusal counted")
+    reply = service.post(_body(feature_rows[:3]))
+    assert (reply.status, json.loads(reply.data)["model_version"]) == (200, "v0001")
+    time.sleep(0.5)  # several reload intervals: refused once, not again and again
+    assert failures in service.metrics()
+
+
+def test_the_shadow_is_scored_with_its_own_columns(
+    start_service: Start, feature_rows: list[dict[str, float]]
+) -> None:
+    """A shadow that takes the same features in another order scores like the primary (on
+    cdc8e54 it was fed the primary's column order)."""
+    registry = Registry(DEFAULT_REGISTRY)
+    copy = Registry(start_service().registry)
+    shadow, _ = _permuted_version(copy)
+    service = start_service("--shadow", shadow)
+    reply = json.loads(service.post(_body(feature_rows[:200])).data)
+    primary = np.array([r["score"] for r in reply["results"]])
+    assert reply["shadow"]["model_version"] == shadow
+    assert np.abs(np.array(reply["shadow"]["scores"]) - primary).max() <= 1e-6
+    assert registry.current() == "v0001"
+
+
 def test_bearer_token_is_required_when_configured(
     start_service: Start, feature_rows: list[dict[str, float]]
 ) -> None:
@@ -200,8 +260,8 @@ def test_bearer_token_is_required_when_configured(
 def test_sigterm_drains_in_flight_requests(
     start_service: Start, feature_rows: list[dict[str, float]]
 ) -> None:
-    service = start_service()
-    big = _body(feature_rows * 2, explain="all")  # about a second of work, off the event loop
+    service = start_service(FRAUDSTREAM_SCORING_EXPLAIN="all")
+    big = _body(feature_rows * 2)  # about a second of work, off the event loop
     replies: list[urllib3.BaseHTTPResponse] = []
     sender = threading.Thread(target=lambda: replies.append(service.post(big)))
     sender.start()

@@ -42,7 +42,7 @@ class _Card:
         self.client.flushdb()
         registry = Registry(DEFAULT_REGISTRY)
         scorer = InProcessScorer(registry.path(registry.current() or ""))
-        self.decider = Decider(self.client, scorer, "transactions")
+        self.decider = Decider(self.client, scorer)
         self.offset = 0
 
     def send(self, *txs: Transaction) -> list[Output]:

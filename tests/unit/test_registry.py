@@ -10,13 +10,40 @@ import pytest
 
 from models.datasets import load
 from models.errors import DataError, PromotionRefused, RegistryError
+from models.features import ANONYMISED_FEATURE_NAMES, FEATURE_NAMES
 from models.registry import Registry
 from models.training import TrainConfig, train
 from tests.unit.test_training import FAST, small_dataset
 
 
-def _publish(registry: Registry, pr_auc: float, payload: bytes = b"model") -> str:
-    return registry.publish({"model.onnx": payload}, {"metrics": {"pr_auc": pr_auc}})
+def _publish(
+    registry: Registry, pr_auc: float, payload: bytes = b"model",
+    names: tuple[str, ...] = FEATURE_NAMES,
+) -> str:  # fmt: skip
+    metadata = {"metrics": {"pr_auc": pr_auc}, "feature_names": list(names)}
+    return registry.publish({"model.onnx": payload}, metadata)
+
+
+def test_a_model_of_other_inputs_is_never_promoted_nor_rolled_back_to(tmp_path: Path) -> None:
+    """Not even with --force: every request of the job would be refused (on cdc8e54 it went
+    live and every decision was rules-only)."""
+    registry = Registry(tmp_path)
+    other = _publish(registry, 0.99, names=ANONYMISED_FEATURE_NAMES)
+    with pytest.raises(PromotionRefused, match="29 it needs that the job does not send"):
+        registry.promote(other, force=True)
+    assert registry.current() is None
+    shuffled = _publish(registry, 0.99, names=tuple(reversed(FEATURE_NAMES)))
+    with pytest.raises(PromotionRefused, match="the same names in another order"):
+        registry.promote(shuffled, force=True)
+    v1, v2 = _publish(registry, 0.9), _publish(registry, 0.9)
+    registry.promote(v1)
+    registry.promote(v2)
+    metadata = registry.path(v1) / "metadata.json"
+    meta = json.loads(metadata.read_text()) | {"feature_names": list(ANONYMISED_FEATURE_NAMES)}
+    metadata.write_text(json.dumps(meta))  # v1 rewritten by hand: no longer fits
+    with pytest.raises(RegistryError, match=f"cannot roll back to {v1}"):
+        registry.rollback()
+    assert registry.current() == v2
 
 
 def test_gate_refuses_a_deliberately_worse_model(tmp_path: Path) -> None:

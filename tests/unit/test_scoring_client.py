@@ -66,17 +66,20 @@ def test_a_retryable_failure_is_retried_then_succeeds(server: tuple[str, Script]
     assert script.calls == 3
 
 
-def test_a_rejection_is_not_retried_and_does_not_open_the_breaker(
-    server: tuple[str, Script],
-) -> None:
+def test_a_rejection_is_not_retried_and_opens_the_breaker(server: tuple[str, Script]) -> None:
+    """A service that refuses every batch (an incompatible model) is as good as down: the
+    breaker opens, so batches stop paying the call (on cdc8e54 a 4xx counted as a success)."""
     url, script = server
     script.statuses = [422] * 10
-    client = ScoringClient(url, deadline_s=2.0, retries=2, failures_to_open=1)
-    for _ in range(3):
+    client = ScoringClient(url, deadline_s=2.0, retries=2, failures_to_open=2)
+    for _ in range(2):
         with pytest.raises(ScoringRejected, match="422"):
             client.score(ROW)
-    assert script.calls == 3
-    assert str(client.breaker.state) == "closed"
+    assert script.calls == 2  # not retried
+    assert str(client.breaker.state) == "open"
+    with pytest.raises(CircuitOpen):
+        client.score(ROW)
+    assert script.calls == 2
 
 
 def test_the_breaker_opens_fails_fast_and_closes_after_a_good_trial(

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import os
 import secrets
 import time
@@ -23,7 +22,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 
 from models.registry import working_registry
 from services.core.exposition import component_registry
-from services.core.settings import Settings
+from services.core.settings import Settings, load_settings
 from services.scoring.server.guard import BoundedHttpToolsProtocol
 from services.scoring.server.metrics import ScoringMetrics
 from services.scoring.server.scorer import NotReady, Rejected, Scorer
@@ -38,7 +37,6 @@ ENDPOINTS = {
     "/readyz": "readyz",
     "/metrics": "metrics",
 }  # fmt: skip  (any other path: "other")
-log = logging.getLogger("fraudstream.scoring")
 _json = msgspec.json.Encoder()
 _msgpack = msgspec.msgpack.Encoder()
 # Small batches are scored on the event loop (no thread hand-off on the latency path); larger
@@ -88,12 +86,9 @@ class ScoringApp:
                 return
 
     async def _reload(self) -> None:
-        """Load a new current model in a worker thread; requests keep flowing meanwhile."""
-        try:
-            await asyncio.get_running_loop().run_in_executor(None, self.scorer.reload_if_changed)
-        except Exception:  # a broken version must not take the serving model down
-            self.metrics.errors.labels("reload").inc()
-            log.exception("model reload failed; still serving the previous model")
+        """Load a new current model in a worker thread; requests keep flowing meanwhile (a
+        version that cannot serve is refused and counted there; the serving one stays)."""
+        await asyncio.get_running_loop().run_in_executor(None, self.scorer.reload_if_changed)
 
     async def _watch(self) -> None:
         while True:
@@ -214,12 +209,12 @@ async def _respond(send: Send, status: int, body: bytes, content_type: str = "ap
 
 def from_environment() -> ScoringApp:
     """The app as configured by FRAUDSTREAM_* variables (uvicorn calls this in each worker)."""
-    settings = Settings()
+    settings = load_settings()
     registry = component_registry()
     metrics = ScoringMetrics(registry)
     registry_dir = working_registry(settings.model.registry, settings.state_dir)
     scorer = Scorer(registry_dir, metrics, settings.scoring.threads,
-                    settings.scoring.shadow_version)  # fmt: skip
+                    settings.scoring.shadow_version, explain=settings.scoring.explain)  # fmt: skip
     return ScoringApp(scorer, metrics, registry, settings.scoring.bearer(),
                       settings.scoring.max_body_bytes, settings.scoring.reload_interval_s,
                       settings.scoring.max_in_flight)  # fmt: skip

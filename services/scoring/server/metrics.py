@@ -15,8 +15,9 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import HistogramMetricFamily, Metric
 from prometheus_client.registry import Collector
 
-ERROR_TYPES = ("reload", "unauthorized", "overloaded", "disconnected", "too_large", "invalid",
+ERROR_TYPES = ("unauthorized", "overloaded", "disconnected", "too_large", "invalid",
                "malformed", "not_ready")  # fmt: skip
+RELOAD_FAILURES = ("incompatible_inputs", "load_error")
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096)
 SCORE_BUCKETS = (0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9, 0.99)
@@ -83,6 +84,13 @@ class ScoringMetrics:
         self.in_flight = Gauge(
             "fraudstream_scoring_in_flight", "Scoring requests being served", registry=registry
         )
+        self.reload_failures = Counter(
+            "fraudstream_scoring_reload_failures", "Registry versions refused, never served: "
+            "inputs other than the serving feature list, or not loadable", ["reason"],
+            registry=registry,
+        )  # fmt: skip
+        for reason in RELOAD_FAILURES:
+            self.reload_failures.labels(reason)
         self.reloads = Counter(
             "fraudstream_scoring_reloads", "Model swaps after the registry changed",
             registry=registry,

@@ -3,12 +3,17 @@ explain the flagged rows, and swap models when the registry's CURRENT changes.
 
 It knows nothing of HTTP. A request takes the current model once, at its start, so a swap in
 the middle of it cannot mix versions; the old model stays alive until its last request ends.
+A model goes live only if its inputs are the serving feature list (what the job sends): one
+that differs is refused, counted (``reload_failures{reason}``) and logged once, and the model
+serving keeps serving. The shadow is scored with its own columns, picked by name.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -16,11 +21,15 @@ from typing import Any, Literal
 import msgspec
 import numpy as np
 
+from models.features import FEATURE_NAMES
+from models.registry import inputs_problem
+from services.core.errors import UserError
 from services.scoring.server import model as models
 from services.scoring.server.metrics import ScoringMetrics
 from services.scoring.server.model import LoadedModel
 from services.scoring.wire import RowResult, ScoreResponse, ShadowResult
 
+log = logging.getLogger("fraudstream.scoring")
 Explain = Literal["flagged", "all", "none"]
 _ROW_IN_PATH = re.compile(r"\$\.rows\[(\d+)\]")
 _FIELD_IN_MESSAGE = re.compile(r"field `([^`]+)`|\$\.rows\[\d+\]\.([A-Za-z0-9_]+)")
@@ -39,6 +48,10 @@ class NotReady(Exception):
     """No model is loaded yet."""
 
 
+class IncompatibleModel(UserError):
+    """A model's inputs are not the serving feature list."""
+
+
 @dataclass(frozen=True)
 class _Codec:
     """Request decoders for one model's features: each row an object with exactly them."""
@@ -51,19 +64,32 @@ class _Codec:
         row = msgspec.defstruct("Row", [(n, float) for n in names], forbid_unknown_fields=True)
         request = msgspec.defstruct(
             "ScoreRequest",
-            [("rows", list[row]), ("explain", Explain, "flagged")],  # type: ignore[valid-type]
+            [("rows", list[row])],  # type: ignore[valid-type]
         )
         return cls(msgspec.json.Decoder(request), msgspec.msgpack.Decoder(request))
 
 
 class Scorer:
-    """Scores batches with the registry's current model; optionally a fixed shadow version."""
+    """Scores batches with the registry's current model; optionally a fixed shadow version.
+    ``serving``: the features every request carries, in order (what the job sends);
+    ``explain``: which rows get reason codes, the server's choice (a client choosing "all"
+    would have a free score-and-reasons oracle)."""
 
     def __init__(self, registry: Path, metrics: ScoringMetrics, threads: int = 1,
-                 shadow_version: str | None = None) -> None:  # fmt: skip
+                 shadow_version: str | None = None, serving: Sequence[str] = FEATURE_NAMES,
+                 explain: Explain = "flagged") -> None:  # fmt: skip
         self._registry, self._metrics, self._threads = registry, metrics, threads
+        self._serving, self._explain = tuple(serving), explain
         self._current: tuple[LoadedModel, _Codec] | None = None
-        self._shadow = self._load(shadow_version, "shadow") if shadow_version else None
+        self._refused: str | None = None  # the version last refused, not tried again
+        self._shadow: tuple[LoadedModel, list[int]] | None = None
+        if shadow_version:
+            shadow = self._load(shadow_version, "shadow")
+            missing = [n for n in shadow.feature_names if n not in self._serving]
+            if missing:
+                raise IncompatibleModel(f"shadow {shadow_version} needs features requests do "
+                                        f"not carry: {', '.join(missing[:5])}")  # fmt: skip
+            self._shadow = (shadow, [self._serving.index(n) for n in shadow.feature_names])
 
     @property
     def model(self) -> LoadedModel | None:
@@ -85,18 +111,39 @@ class Scorer:
             return None
 
     def reload_if_changed(self) -> bool:
-        """Load the registry's current version if it is not the one serving; swap it in.
-        Blocking (call it off the event loop); returns whether a swap happened."""
+        """Load the registry's current version if it is not the one serving and was not
+        refused already; swap it in if its inputs are the serving list. Blocking (call it off
+        the event loop); returns whether a swap happened."""
         wanted = self.registry_current()
         serving = self.model
-        if wanted is None or (serving is not None and serving.version == wanted):
+        if wanted is None or wanted == self._refused:
             return False
-        loaded = self._load(wanted, "primary")
+        if serving is not None and serving.version == wanted:
+            return False
+        try:
+            loaded = models.load(self._registry / "versions" / wanted, self._threads)
+        except Exception:
+            self._refuse(wanted, "load_error", "cannot be loaded", exc_info=True)
+            return False
+        if problem := inputs_problem(loaded.feature_names, self._serving):
+            self._refuse(wanted, "incompatible_inputs", problem)
+            return False
+        self._metrics.model_load_seconds.labels(loaded.version).set(loaded.load_seconds)
+        self._metrics.model_info.labels(loaded.version, "primary").set(1)
         self._current = (loaded, _Codec.for_features(loaded.feature_names))  # atomic swap
+        self._refused = None
         if serving is not None:
             self._metrics.model_info.labels(serving.version, "primary").set(0)
             self._metrics.reloads.inc()
         return True
+
+    def _refuse(self, version: str, reason: str, why: str, exc_info: bool = False) -> None:
+        """Count and log a version that cannot go live, once; the serving model stays."""
+        self._refused = version
+        self._metrics.reload_failures.labels(reason).inc()
+        serving = self.model.version if self.model else "none"
+        log.error("model %s refused (%s): %s; still serving %s", version, reason, why, serving,
+                  exc_info=exc_info)  # fmt: skip
 
     def score(self, body: bytes, content_type: str) -> ScoreResponse:
         current = self._current
@@ -110,14 +157,15 @@ class Scorer:
         matrix = np.array([msgspec.structs.astuple(r) for r in rows], dtype=np.float32)
         self._check_finite(matrix, model)
         scores = model.score(matrix)
-        reasons = self._reasons(model, matrix, scores, request.explain)
+        reasons = self._reasons(model, matrix, scores, self._explain)
         self._metrics.batch_rows.observe(len(rows))
         self._metrics.scores.observe_many(model.version, "primary", scores)
         shadow = None
-        if self._shadow is not None:
-            shadow_scores = self._shadow.score(matrix)
-            self._metrics.scores.observe_many(self._shadow.version, "shadow", shadow_scores)
-            shadow = ShadowResult(self._shadow.version, shadow_scores.tolist())
+        if self._shadow is not None:  # its own columns, by name
+            shadow_model, columns = self._shadow
+            shadow_scores = shadow_model.score(np.ascontiguousarray(matrix[:, columns]))
+            self._metrics.scores.observe_many(shadow_model.version, "shadow", shadow_scores)
+            shadow = ShadowResult(shadow_model.version, shadow_scores.tolist())
         results = [RowResult(s, r) for s, r in zip(scores.tolist(), reasons, strict=True)]
         return ScoreResponse(model.version, results, model.review_threshold,
                              model.decline_threshold, shadow)  # fmt: skip

@@ -1,0 +1,43 @@
+"""``models.redis_layout``: no id can pose as part of another key, and a card keeps one slot."""
+
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+from redis.crc import key_slot
+
+from models import redis_layout as layout
+
+_ids = st.text(alphabet=st.sampled_from("ab{}:%%7BD3A"), min_size=1, max_size=12)
+
+
+def test_a_crafted_transaction_id_cannot_name_a_merchants_day_counts() -> None:
+    """Once equal: a ``fraud`` label on the crafted transaction hit the merchant's hash."""
+    assert layout.merchant_label("shop", "z}:days") != layout.merchant_days("shop}:label:z")
+
+
+def _named(x: str, y: str) -> dict[str, tuple[str, str, str]]:
+    """Every key the layout makes of the ids ``x`` and ``y``, and what it was made of."""
+    single = (layout.card_state, layout.card_seen, layout.card_recent, layout.card_labels,
+              layout.blocklist_card, layout.blocklist_device, layout.merchant_days,
+              layout.alert_context)  # fmt: skip
+    named = {key(x): (key.__name__, x, "") for key in single}
+    named[layout.merchant_label(x, y)] = ("merchant_label", x, y)
+    return named
+
+
+@given(_ids, _ids, _ids, _ids)
+def test_a_key_names_exactly_one_thing(a: str, b: str, c: str, d: str) -> None:
+    first, second = _named(a, b), _named(c, d)
+    assert len(first) == 9  # no two functions give the same key for the same ids
+    for key in first.keys() & second.keys():
+        assert first[key] == second[key]  # the same key: the same function and ids
+
+
+@given(_ids)
+def test_every_key_of_a_card_is_in_one_slot_tagged_by_the_escaped_id(card: str) -> None:
+    keys = layout.card_keys(card)
+    assert len({key_slot(k.encode()) for k in keys}) == 1
+    for key in keys:
+        tag = key[key.index("{") + 1 : key.index("}")]
+        assert tag == "c:" + layout.escape(card)
