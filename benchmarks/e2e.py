@@ -18,6 +18,7 @@ service, produce. Both run on the same embedded broker and Redis, on their own t
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import multiprocessing
 import sys
@@ -39,7 +40,7 @@ from services.core.contract import Decision
 from services.core.kafka_config import librdkafka
 from services.core.settings import Settings
 from services.devstack import processes, stack
-from services.generator import GeneratorConfig
+from services.generator import GeneratorConfig, start_ending_now
 from services.scoring.server.inprocess import InProcessScorer
 from stream_jobs.decide import DecideOptions, Decider, Record
 
@@ -71,7 +72,7 @@ def baseline_worker(settings: Settings, from_end: bool, batch: int = 500) -> Non
         messages = [m for m in consumer.consume(batch, timeout=0.01) if not m.error()]
         if not messages:
             continue
-        read = int(time.time() * 1000)
+        read = _now_ms()
         records = [Record(m.key(), m.value() or b"", m.partition() or 0, m.offset() or 0,
                           read, m.timestamp()[1]) for m in messages]  # fmt: skip
         for out in decider.decide(records):
@@ -82,6 +83,10 @@ def baseline_worker(settings: Settings, from_end: bool, batch: int = 500) -> Non
             if out.dead_letter is not None:
                 producer.produce(settings.topic.dlq, out.dead_letter, out.key)
         producer.poll(0)
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
 
 
 class Collector:
@@ -104,7 +109,8 @@ class Collector:
 
 
 def _send(sink: KafkaSink, count: int, rate: int, seed: int) -> set[str]:
-    config = GeneratorConfig(seed=seed, start_ms=int(time.time() * 1000))
+    config = GeneratorConfig(seed=seed)  # events ending now: none refused as future-dated
+    config = dataclasses.replace(config, start_ms=start_ending_now(config, count, _now_ms()))
     items = list(generated_items(config, count))
     run(items, sink, rate=rate, labels=None)
     return {item.transaction.transaction_id for item in items}
@@ -149,7 +155,9 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         base = Settings.of(state_dir=Path(tmp))
         state = stack.up(base, feedback=False)  # the job alone is measured
-        settings = stack.client_settings(base, state).updated({"job_metrics_port": 0})
+        settings = stack.client_settings(base, state).updated(
+            {"job_metrics_port": 0, "job_from_beginning": True}  # the warm-up comes first
+        )
         try:
             flink = _measure(
                 settings,

@@ -98,7 +98,7 @@ def _ready(port: int) -> bool:
 def _archive(settings: Settings, count: int, logs: Path) -> dict[str, float]:
     """The app starts on empty topics; the clock runs from the first event produced to the
     last one archived (producing the backlog takes under a second)."""
-    env = dict(os.environ) | settings.to_environment()
+    env = settings.child_environment()
     argv = [sys.executable, "-m", "services.cli", "feedback-app"]
     app = processes.spawn("feedback-app", argv, logs / "feedback-app.log", env=env)
     lake = lk.Lake(settings.lake_path)

@@ -10,6 +10,7 @@ tokens only).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from models import lake as lk
@@ -19,31 +20,32 @@ from services.core.settings import RedisClient
 
 @dataclass(frozen=True)
 class Erased:
-    customer: str  # the token
+    customer: str  # its first name: the token
     cards: int
     transactions: int
     lake_rows: dict[str, int]
     redis_keys: int
 
 
-def erase_customer(lake: lk.Lake, client: RedisClient, customer_token: str) -> Erased:
-    """Remove what the lake and Redis hold of the customer ``customer_token``."""
+def erase_customer(lake: lk.Lake, client: RedisClient, names: Sequence[str]) -> Erased:
+    """Remove what the lake and Redis hold of the customer known by any of ``names`` (its
+    token, and a foreign producer's raw id: ``Tokenizer.names``)."""
     rows: list[tuple[str, str, str]] = []
     if lake.files("transactions"):
         found = lk.connect(lake).execute(
             "SELECT DISTINCT card_id, transaction_id, merchant_id FROM transactions_all "
-            "WHERE customer_id = ?",
-            [customer_token],
+            "WHERE list_contains(?, customer_id)",
+            [list(names)],
         )
         rows = [(str(card), str(tx), str(merchant)) for card, tx, merchant in found.fetchall()]
     cards, transactions = {card for card, _, _ in rows}, {tx for _, tx, _ in rows}
     removed = {
-        "transactions": lake.erase("transactions", "customer_id", {customer_token}),
+        "transactions": lake.erase("transactions", "customer_id", set(names)),
         "decisions": lake.erase("decisions", "transaction_id", transactions),
-        "labels": lake.erase("labels", "customer_id", {customer_token}),
+        "labels": lake.erase("labels", "customer_id", set(names)),
     }
     keys = [key for card in sorted(cards) for key in layout.card_keys(card)]
     keys += [layout.alert_context(tx) for tx in sorted(transactions)]
     keys += [layout.merchant_label(merchant, tx) for _, tx, merchant in sorted(rows)]
     deleted = int(client.delete(*keys)) if keys else 0
-    return Erased(customer_token, len(cards), len(transactions), removed, deleted)
+    return Erased(names[0], len(cards), len(transactions), removed, deleted)

@@ -22,8 +22,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from services.core.kafka_config import java_properties
-from services.core.settings import Settings
+from services.core.kafka_config import java_keystore, java_properties
+from services.core.settings import Settings, scrub_secrets_from_environment
 
 SOURCE, SINK = "transactions_in", "pipeline_out"
 PIPELINE = "fraudstream-decide"  # the Flink job name
@@ -42,7 +42,9 @@ def _with(options: dict[str, str]) -> str:
 
 
 def _kafka_options(settings: Settings) -> dict[str, str]:
-    return {f"properties.{k}": v for k, v in java_properties(settings.kafka).items()}
+    """The Kafka client's properties as table options: a client key travels as a file."""
+    keystore = java_keystore(settings.kafka, settings.state_dir / "secrets")
+    return {f"properties.{k}": v for k, v in java_properties(settings.kafka, keystore).items()}
 
 
 def source_ddl(settings: Settings) -> str:
@@ -160,6 +162,9 @@ def _flink_metrics(settings: Settings) -> dict[str, str]:
 
 
 def table_environment(settings: Settings, remote: tuple[str, int] | None = None) -> Any:
+    # The settings travel inside the function; the JVM and its Python workers inherit this
+    # process's environment, which Beam writes whole to PyFlink's log: no secret may be there.
+    scrub_secrets_from_environment()
     # Locally PyFlink would run every subtask's Python in this client process, under one GIL
     # ("loopback" mode); a worker process per subtask lets parallelism use more than one core.
     os.environ["_python_worker_execution_mode"] = "process"  # noqa: SIM112 (PyFlink's name)

@@ -8,7 +8,9 @@ from typing import Annotated, Literal
 
 import typer
 
+from services.cli.options import kafka_settings
 from services.core.errors import MissingExtra, UserError
+from services.core.redis_check import check_redis
 from services.core.settings import load_settings
 
 
@@ -21,7 +23,7 @@ def feedback_cmd(
     """Send an analyst's disposition of an alert to `alert-feedback`."""
     from services.clients.feedback import FeedbackProducer
 
-    producer = FeedbackProducer(load_settings())
+    producer = FeedbackProducer(kafka_settings())
     producer.send(transaction_id, label, analyst or getpass.getuser(), note)
     if producer.close(30):
         raise UserError(f"the broker did not acknowledge the feedback within 30 s ({label})")
@@ -29,7 +31,12 @@ def feedback_cmd(
 
 
 def features_cmd(
-    card: Annotated[str, typer.Argument(help="The card: its number or id, or its token.")],
+    card: Annotated[
+        str,
+        typer.Argument(
+            help="The card: its number (grouped or not), its id as the bank has it, or its token."
+        ),
+    ],
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """What Redis holds for a card: latest features, blocklisting, analysts' labels."""
@@ -37,8 +44,9 @@ def features_cmd(
     from models.online import OnlineFeatureStore
 
     settings = load_settings()
-    card_id = settings.token.tokenizer().token("card", card)  # a token is kept as it is
     client = settings.redis.client()
+    names = settings.token.tokenizer().names("card", card)  # as the pipeline names the card
+    card_id = next((n for n in names if client.exists(*layout.card_keys(n))), names[0])
     blocked: bytes | None = client.get(layout.blocklist_card(card_id))  # type: ignore[assignment]
     labels: dict[bytes, bytes] = client.hgetall(layout.card_labels(card_id))  # type: ignore[assignment]
     view = {
@@ -65,7 +73,6 @@ def feedback_app_cmd() -> None:
         from stream_jobs.feedback import app
     except ImportError as error:
         raise MissingExtra("feedback", error.name) from None
-    settings = load_settings()
-    settings.kafka.servers()
-    settings.redis.require_url()
+    settings = kafka_settings()
+    check_redis(settings.redis)
     app.run(settings)

@@ -14,6 +14,7 @@ from rich.table import Table
 
 from services.cli.options import setting_option
 from services.core.errors import MissingExtra, UserError
+from services.core.kafka_check import check_kafka
 from services.core.settings import Settings, load_settings
 
 lake_app = typer.Typer(help="The data lake: query it, compact it, replay it into a topic.")
@@ -140,7 +141,7 @@ def replay_cmd(
     from services.core.contract import Transaction
 
     lk, opened, settings = _open(lake)
-    settings.kafka.servers()
+    check_kafka(settings.kafka)
     connection = lk.connect(opened)
     query = connection.execute(
         "SELECT * EXCLUDE (date) FROM transactions WHERE CAST(date AS DATE) BETWEEN ? AND ? "
@@ -177,8 +178,8 @@ def erase_cmd(
     from models.erasure import erase_customer
 
     _, opened, settings = _open(lake)
-    token = settings.token.tokenizer().token("customer", customer)
-    erased = erase_customer(opened, settings.redis.client(), token)
+    names = settings.token.tokenizer().names("customer", customer)
+    erased = erase_customer(opened, settings.redis.client(), names)
     report = {"customer": erased.customer, "cards": erased.cards,
               "transactions": erased.transactions, "lake_rows": erased.lake_rows,
               "redis_keys": erased.redis_keys}  # fmt: skip

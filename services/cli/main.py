@@ -28,6 +28,7 @@ from models.errors import ExportError, LakeError, RegistryError
 from services.cli.feedback import features_cmd, feedback_app_cmd, feedback_cmd
 from services.cli.lake import erase_cmd, lake_app
 from services.cli.models import models_app, train_cmd
+from services.cli.options import kafka_settings
 from services.cli.options import setting_option as _opt
 from services.cli.stream import alerts_cmd, cluster_app, demo_cmd, job_app, verify_cmd
 from services.clients import produce as producing
@@ -288,7 +289,8 @@ def produce_cmd(
     as_json: JsonOpt = False,
 ) -> None:
     """Publish realistic synthetic transactions (or replay a CSV) keyed by card_id."""
-    settings = load_settings(kafka_bootstrap_servers=bootstrap_servers, state_dir=state_dir)
+    overrides = {"kafka_bootstrap_servers": bootstrap_servers, "state_dir": state_dir}
+    settings = load_settings(**overrides) if out_file else kafka_settings(**overrides)
     rejected: list[str] = []
     extra: dict[str, Any] = {}
     if from_csv and from_jsonl:
@@ -373,7 +375,7 @@ def read_cmd(
     Reads by assigning partitions (no consumer group), so it starts at once and never commits.
     Exit 1 when fewer than --count messages arrived before the timeout.
     """
-    settings = load_settings(kafka_bootstrap_servers=bootstrap_servers, state_dir=state_dir)
+    settings = kafka_settings(kafka_bootstrap_servers=bootstrap_servers, state_dir=state_dir)
     summary = reading.read_summary(settings, topic, count, timeout, None if as_json else _echo)
     if as_json:
         _print_json(dataclasses.asdict(summary))

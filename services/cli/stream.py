@@ -10,8 +10,10 @@ from typing import Annotated, Any
 
 import typer
 
+from services.cli.options import kafka_settings
 from services.cli.options import setting_option as _opt
 from services.core.errors import MissingExtra, UserError
+from services.core.redis_check import check_redis
 from services.core.settings import Settings, load_settings
 from services.devstack.java import find_java_home
 
@@ -37,9 +39,8 @@ FromBeginningOpt = Annotated[
 
 
 def _job_settings(**overrides: Any) -> Settings:
-    settings = load_settings(**overrides)
-    settings.kafka.servers()
-    settings.redis.require_url()
+    settings = kafka_settings(**overrides)
+    check_redis(settings.redis)
     settings.scoring.require_url()
     settings.token.tokenizer()  # the job tokenizes raw card numbers: fail now, not per worker
     return settings
@@ -121,7 +122,7 @@ def verify_cmd(
     invalid inputs without a dead letter. Exit 1 when anything is missing."""
     from services.clients.verify import verify
 
-    result = verify(load_settings(), idle_s=idle)
+    result = verify(kafka_settings(), idle_s=idle)
     payload = dataclasses.asdict(result) | {"complete": result.complete}
     if as_json:
         typer.echo(json.dumps(payload))
@@ -212,7 +213,7 @@ def alerts_cmd(
     after a job restart are dropped. Without --follow, stop when none arrived for 3 s."""
     from services.clients.alerts import follow_alerts
 
-    for alert, raw in follow_alerts(load_settings(), follow, from_beginning):
+    for alert, raw in follow_alerts(kafka_settings(), follow, from_beginning):
         if as_json:
             typer.echo(raw)
         else:

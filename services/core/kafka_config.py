@@ -2,7 +2,8 @@
 
 - librdkafka (confluent-kafka): the producer, readers, admin and lag probe;
 - the Java clients of the Flink job's Kafka connector: properties, with an escaped JAAS line
-  and the client certificate and key inlined as PEM (the connector has no file for them);
+  and the client certificate and key as one PEM key store file (``java_keystore``): never
+  inlined, since the properties travel in the job's SQL text and graph;
 - aiokafka, under faust: keyword arguments with an ``ssl.SSLContext``.
 
 Every setting reaches every rendering (``tests/unit/test_kafka_config.py``).
@@ -10,12 +11,15 @@ Every setting reaches every rendering (``tests/unit/test_kafka_config.py``).
 
 from __future__ import annotations
 
+import logging
+import os
 import ssl
 from pathlib import Path
 from typing import Any
 
 from services.core.settings import KafkaSettings, SettingsError
 
+KEYSTORE_FILE = "kafka-keystore.pem"
 _LOGIN_MODULE = {
     "PLAIN": "org.apache.kafka.common.security.plain.PlainLoginModule",
     "SCRAM-SHA-256": "org.apache.kafka.common.security.scram.ScramLoginModule",
@@ -27,9 +31,21 @@ def _secret(value: Any) -> str | None:
     return value.get_secret_value() if value is not None else None
 
 
+CLIENT_LOG = logging.getLogger("fraudstream.kafka.client")
+"""librdkafka's own log lines: silent unless ``kafka_client_log`` (errors are reported by each
+command in one line of its own; the client's retries would bury them)."""
+CLIENT_LOG.addHandler(logging.NullHandler())
+CLIENT_LOG.propagate = False
+
+
 def librdkafka(kafka: KafkaSettings) -> dict[str, Any]:
     """librdkafka settings for the configured brokers and security."""
+    if kafka.client_log and not any(
+        isinstance(h, logging.StreamHandler) for h in CLIENT_LOG.handlers
+    ):
+        CLIENT_LOG.addHandler(logging.StreamHandler())
     conf: dict[str, Any] = {
+        "logger": CLIENT_LOG,
         "bootstrap.servers": kafka.servers(),
         "security.protocol": kafka.security_protocol,
         "sasl.mechanism": kafka.sasl_mechanism,
@@ -71,13 +87,37 @@ def _pem(path: Path, what: str) -> str:
         raise SettingsError(f"cannot read the Kafka {what} {path}: {error.strerror}") from None
 
 
-def java_properties(kafka: KafkaSettings) -> dict[str, str]:
-    """The Java client's properties (the Flink job's source and sink).
+def java_keystore(kafka: KafkaSettings, directory: Path) -> Path | None:
+    """The Java clients' PEM key store: ``ssl_keystore_location`` if set, else the client key
+    and certificate chain written together, owner-only, into ``directory``; None without a
+    client certificate."""
+    if kafka.ssl_keystore_location is not None:
+        return kafka.ssl_keystore_location
+    certificate, key = kafka.ssl_certificate_location, kafka.ssl_key_location
+    if certificate is None and key is None:
+        return None
+    if certificate is None or key is None:
+        raise SettingsError(
+            "a Kafka client certificate needs both FRAUDSTREAM_KAFKA_SSL_CERTIFICATE_LOCATION "
+            "and FRAUDSTREAM_KAFKA_SSL_KEY_LOCATION"
+        )
+    combined = _pem(key, "client key") + "\n" + _pem(certificate, "client certificate")
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    path = directory / KEYSTORE_FILE
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(descriptor, "w") as handle:
+        handle.write(combined)
+    return path.resolve()
 
-    The client key must be PKCS#8 PEM (``BEGIN PRIVATE KEY``), the only form the Java client
-    reads inline; it cannot read a PBES2-encrypted one (what openssl and cryptography write:
-    "PBES2 SecretKeyFactory not available"), so give the job an unencrypted key file (a 0600
-    file or a mounted Secret). librdkafka and aiokafka read encrypted keys as well.
+
+def java_properties(kafka: KafkaSettings, keystore: Path | None = None) -> dict[str, str]:
+    """The Java client's properties (the Flink job's source and sink); ``keystore``: what
+    :func:`java_keystore` gave, needed with a client certificate.
+
+    The client key must be PKCS#8 PEM (``BEGIN PRIVATE KEY``), the form the Java client reads;
+    it cannot read a PBES2-encrypted one (what openssl and cryptography write: "PBES2
+    SecretKeyFactory not available"), so give the job an unencrypted key file (a 0600 file or
+    a mounted Secret). librdkafka and aiokafka read encrypted keys as well.
     """
     props = {
         "bootstrap.servers": kafka.servers(),
@@ -91,17 +131,13 @@ def java_properties(kafka: KafkaSettings) -> dict[str, str]:
     if kafka.ssl_ca_location:
         props["ssl.truststore.type"] = "PEM"
         props["ssl.truststore.location"] = str(kafka.ssl_ca_location)
-    if kafka.ssl_certificate_location or kafka.ssl_key_location:
-        if not (kafka.ssl_certificate_location and kafka.ssl_key_location):
-            raise SettingsError(
-                "a Kafka client certificate needs both FRAUDSTREAM_KAFKA_SSL_CERTIFICATE_LOCATION "
-                "and FRAUDSTREAM_KAFKA_SSL_KEY_LOCATION"
-            )
+    client_certificate = kafka.ssl_certificate_location or kafka.ssl_key_location
+    if client_certificate or kafka.ssl_keystore_location:
+        if keystore is None:
+            raise SettingsError("a Kafka client certificate for the Java clients needs its key "
+                                "store file (java_keystore)")  # fmt: skip
         props["ssl.keystore.type"] = "PEM"
-        props["ssl.keystore.certificate.chain"] = _pem(
-            kafka.ssl_certificate_location, "client certificate"
-        )
-        props["ssl.keystore.key"] = _pem(kafka.ssl_key_location, "client key")
+        props["ssl.keystore.location"] = str(keystore)
     if kafka.ssl_key_password:
         props["ssl.key.password"] = kafka.ssl_key_password.get_secret_value()
     return props

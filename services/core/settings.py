@@ -5,16 +5,22 @@ A variable is ``FRAUDSTREAM_<GROUP>_<FIELD>`` (``FRAUDSTREAM_KAFKA_BOOTSTRAP_SER
 flags override. Unset Kafka, Redis and scoring endpoints are filled from the state file that
 ``fraudstream stack up`` writes, unless ``FRAUDSTREAM_STACK_ENDPOINTS=false``;
 ``fraudstream config`` says where each value came from.
+
+Secrets (every ``SecretStr``) can also come from files: ``FRAUDSTREAM_SECRETS_DIR`` names a
+directory holding one file per secret, named by its flat name (``kafka_sasl_password``), as a
+mounted Kubernetes Secret does. The project hands secrets to its own child processes that way,
+never in their environment (:meth:`Settings.to_environment`), and masks them when printed,
+credentials inside URLs included.
 """
 
 from __future__ import annotations
 
 import os
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Self
+from typing import Any, Final, Literal, Self
 
 import msgspec
 import redis
@@ -65,6 +71,17 @@ class KafkaSettings(_Group):
     ssl_certificate_location: Path | None = Field(None, description="Client certificate (PEM)")
     ssl_key_location: Path | None = Field(None, description="Client private key (PEM)")
     ssl_key_password: SecretStr | None = Field(None, description="Client key password")
+    ssl_keystore_location: Path | None = Field(
+        None,
+        description="The Flink job's Java clients: one PEM file with the client key and its "
+        "certificate chain, present on every Flink node (a mounted Secret); unset: the job "
+        "writes one, owner-only, in the state directory from the certificate and key files",
+    )  # fmt: skip
+    client_log: bool = Field(
+        False,
+        description="Show librdkafka's own log lines on stderr (debugging a connection); off: "
+        "each command reports a failure in one line of its own",
+    )  # fmt: skip
     fetch_max_wait_ms: int = Field(
         10, ge=0, le=60_000,
         description="Longest a consumer's fetch waits at the broker when no data is there",
@@ -393,6 +410,12 @@ class Settings(BaseSettings):
     lake: LakeSettings = LakeSettings()
     stack: StackSettings = StackSettings()
     state_dir: Path = Field(Path(".fraudstream"), description="Embedded stack state and logs")
+    secrets_dir: Path | None = Field(
+        None,
+        description="A directory with one file per secret, named by setting (kafka_sasl_password, "
+        "kafka_ssl_key_password, redis_password, scoring_token, token_key): read for secrets not "
+        "set otherwise (a mounted Secret)",
+    )  # fmt: skip
 
     @classmethod
     def of(cls, **flat: Any) -> Settings:
@@ -409,6 +432,7 @@ class Settings(BaseSettings):
             for field, value in getattr(self, group):
                 yield f"{group}_{field}", value
         yield "state_dir", self.state_dir
+        yield "secrets_dir", self.secrets_dir
 
     def updated(self, changes: Mapping[str, Any]) -> Settings:
         """A copy with ``changes`` (flat names) applied and validated; the environment unread."""
@@ -430,21 +454,76 @@ class Settings(BaseSettings):
         return super().model_copy(update=update, deep=deep)
 
     def masked(self) -> dict[str, Any]:
-        """The effective settings as plain values, secrets replaced by asterisks."""
-        return {name: _plain(value, reveal=False) for name, value in self.flat()}
+        """The effective settings as plain values, secrets replaced by asterisks (a password
+        inside a URL too)."""
+        return {name: _masked(value) for name, value in self.flat()}
 
     def to_environment(self) -> dict[str, str]:
-        """These settings as FRAUDSTREAM_* variables for a child process (secrets included)."""
-        return {
-            env_var(name): str(_plain(value, reveal=True))
-            for name, value in self.flat()
-            if value is not None
-        }
+        """These settings for a child process: FRAUDSTREAM_* variables for everything but the
+        secrets, which are written owner-only into ``<state_dir>/secrets/`` (named by
+        ``FRAUDSTREAM_SECRETS_DIR``): a process's environment is readable in ``/proc``, handed
+        to every process it starts and written out whole by some (Beam logs a Python worker's).
+        """
+        env = {env_var(name): str(_plain(value)) for name, value in self.flat()
+               if value is not None and not isinstance(value, SecretStr)}  # fmt: skip
+        secrets = {name: value.get_secret_value() for name, value in self.flat()
+                   if isinstance(value, SecretStr)}  # fmt: skip
+        if secrets:
+            env[env_var("secrets_dir")] = str(_write_secrets(self.state_dir / "secrets", secrets))
+        return env
+
+    def child_environment(self) -> dict[str, str]:
+        """A child process's whole environment: this one's without its FRAUDSTREAM_* variables
+        (secrets among them, maybe), then :meth:`to_environment`."""
+        inherited = {k: v for k, v in os.environ.items() if not k.startswith(ENV_PREFIX)}
+        return inherited | self.to_environment()
 
 
-def _plain(value: Any, reveal: bool) -> Any:
+def scrub_secrets_from_environment() -> None:
+    """Remove secret FRAUDSTREAM_* variables from this process's environment once settings are
+    read, so nothing it starts inherits them (a JVM, Python workers, uvicorn's processes)."""
+    for name in SECRET_NAMES:
+        os.environ.pop(env_var(name), None)
+
+
+SECRET_NAMES: Final = tuple(
+    f"{group}_{name}" for group, model in GROUPS.items()
+    for name, field in model.model_fields.items() if "SecretStr" in str(field.annotation)
+)  # fmt: skip
+_URL_PASSWORD = re.compile(r"(://[^/:@\s]*:)[^/@\s]+@")
+
+
+def _masked(value: Any) -> Any:
     if isinstance(value, SecretStr):
-        return value.get_secret_value() if reveal else "**********"
+        return "**********"
+    if isinstance(value, str):
+        return _URL_PASSWORD.sub(r"\1**********@", value)
+    return _plain(value)
+
+
+def _write_secrets(directory: Path, secrets: Mapping[str, str]) -> Path:
+    """Each secret in its own owner-only file of an owner-only directory; the directory."""
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    directory.chmod(0o700)
+    for name, value in secrets.items():
+        path = directory / name
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(descriptor, "w") as handle:
+            handle.write(value)
+    return directory.resolve()
+
+
+def _read_secrets(directory: Path, wanted: Iterable[str]) -> dict[str, str]:
+    """The secrets ``directory`` holds among ``wanted`` (a file per flat name)."""
+    found = {}
+    for name in wanted:
+        path = directory / name
+        if path.is_file():
+            found[name] = path.read_text().strip()
+    return found
+
+
+def _plain(value: Any) -> Any:
     return str(value) if isinstance(value, Path) else value
 
 
@@ -493,7 +572,8 @@ class Resolved:
 
 def resolve(**overrides: Any) -> Resolved:
     """Settings from the environment, then CLI overrides (None: not given), then, for unset
-    endpoints, the embedded stack's state file (unless ``stack.endpoints`` is false)."""
+    endpoints, the embedded stack's state file (unless ``stack.endpoints`` is false), and for
+    unset secrets the secrets directory."""
     if old := sorted(set(RENAMED) & set(os.environ)):
         raise SettingsError(
             "renamed: " + ", ".join(f"{name} is now {RENAMED[name]}" for name in old)
@@ -513,22 +593,29 @@ def resolve(**overrides: Any) -> Resolved:
         filled = {k: new for k, (old, new) in candidates.items() if old is None and new}
         if "redis_url" in filled and stack.redis_cluster:
             filled["redis_cluster"] = True
+    origins = dict.fromkeys(filled, f"stack ({settings.state_dir})")
+    if settings.secrets_dir is not None:
+        unset = [name for name, value in settings.flat() if name in SECRET_NAMES and not value]
+        from_files = _read_secrets(settings.secrets_dir, unset)
+        filled |= from_files
+        origins |= dict.fromkeys(from_files, f"secrets dir ({settings.secrets_dir})")
     key_file = settings.state_dir / TOKEN_KEY_FILE
-    if settings.stack.endpoints and settings.token.key is None and key_file.is_file():
+    if settings.stack.endpoints and "token_key" not in filled and settings.token.key is None \
+            and key_file.is_file():  # fmt: skip
         filled["token_key"] = key_file.read_text().strip()
+        origins["token_key"] = f"stack ({settings.state_dir})"
     settings = settings.updated(filled)
-    stack_file = f"stack ({settings.state_dir})"
-    sources = {name: _source(name, given, filled, stack_file) for name, _ in settings.flat()}
+    sources = {name: _source(name, given, origins) for name, _ in settings.flat()}
     return Resolved(settings, sources)
 
 
-def _source(name: str, given: Mapping[str, Any], filled: Mapping[str, Any], stack: str) -> str:
+def _source(name: str, given: Mapping[str, Any], origins: Mapping[str, str]) -> str:
     env = os.environ.get(env_var(name))
     if env is not None and (name not in given or str(given[name]) == env):
         return "environment"
     if name in given:
         return "flag"
-    return stack if name in filled else "default"
+    return origins.get(name, "default")
 
 
 def load_settings(**overrides: Any) -> Settings:

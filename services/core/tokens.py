@@ -9,8 +9,10 @@ key id start new histories.
 
 The project's producer tokenizes every transaction before publishing
 (:meth:`Tokenizer.transaction`); the stream job, as defence in depth, tokenizes any raw card
-number (a Luhn-valid run of 13 to 19 digits) a foreign producer still sends
-(:meth:`Tokenizer.foreign`), and :func:`mask_card_numbers` blanks them in dead letters. IP
+number (13 to 19 digits passing Luhn, contiguous or grouped by single spaces or dashes as
+people write them) a foreign producer still sends (:meth:`Tokenizer.foreign`), and
+:func:`mask_card_numbers` blanks them in dead letters. A card number has one token however it
+is written. Analysts' tools name a card as the pipeline does (:meth:`Tokenizer.names`). IP
 addresses are truncated (IPv4 to /24, IPv6 to /48) rather than tokenized: the contract keeps
 ``ip`` an address, and no feature needs the host part.
 """
@@ -29,8 +31,11 @@ import msgspec
 from services.core.contract import Transaction
 
 TOKEN_PREFIX: Final = "tok_"
+MIN_KEY_BYTES: Final = 32  # HMAC-SHA-256's own size: a shorter key weakens every token
 MAX_CARD_DIGITS: Final = 19
-_PAN = re.compile(rb"(?<![0-9])[0-9]{13,19}(?![0-9])")
+MAX_CARD_CHARS: Final = 2 * MAX_CARD_DIGITS - 1  # with a separator between every digit
+_PAN = re.compile(rb"(?<![0-9])[0-9](?:[ -]?[0-9]){12,18}(?![0-9])")
+_WRITTEN_PAN = re.compile(r"[0-9](?:[ -]?[0-9]){12,18}")
 _KEY_ID = re.compile(r"[a-z0-9]{1,8}")
 
 
@@ -44,18 +49,30 @@ def luhn_valid(digits: str) -> bool:
     return total % 10 == 0
 
 
+def card_digits(value: str) -> str | None:
+    """The digits of ``value`` if it is a card number (13-19 ASCII digits passing Luhn, maybe
+    grouped by single spaces or dashes: ``4111 1111 1111 1111``), else None."""
+    if len(value) > MAX_CARD_CHARS or not _WRITTEN_PAN.fullmatch(value):
+        return None
+    digits = value.replace(" ", "").replace("-", "")
+    return digits if luhn_valid(digits) else None
+
+
 def looks_like_card_number(value: str) -> bool:
-    return 13 <= len(value) <= 19 and value.isascii() and value.isdigit() and luhn_valid(value)
+    return card_digits(value) is not None
 
 
 def mask_card_numbers(raw: bytes) -> bytes:
-    """``raw`` with every Luhn-valid 13-19 digit run masked but its last four digits."""
+    """``raw`` with every card number (contiguous or grouped) masked but its last four digits
+    (separators kept)."""
 
     def mask(match: re.Match[bytes]) -> bytes:
-        digits = match.group()
+        written = match.group()
+        digits = written.replace(b" ", b"").replace(b"-", b"")
         if not luhn_valid(digits.decode()):
-            return digits
-        return b"#" * (len(digits) - 4) + digits[-4:]
+            return written
+        keep = len(written) - 4
+        return re.sub(rb"[0-9]", b"#", written[:keep]) + written[keep:]
 
     return _PAN.sub(mask, raw)
 
@@ -74,16 +91,18 @@ def truncate_ip(ip: str | None) -> str | None:
 
 class Tokenizer:
     def __init__(self, key: bytes, key_id: str) -> None:
-        if len(key) < 16:
-            raise ValueError("a token key needs at least 16 bytes")
+        if len(key) < MIN_KEY_BYTES:
+            raise ValueError(f"a token key needs at least {MIN_KEY_BYTES} bytes, got {len(key)}")
         if not _KEY_ID.fullmatch(key_id):
             raise ValueError(f"a token key id is 1-8 lower-case letters or digits, got {key_id!r}")
         self._key, self._prefix = key, f"{TOKEN_PREFIX}{key_id}_"
 
     def token(self, field: str, value: str) -> str:
-        """The token of ``value`` as a ``field`` (a token is returned unchanged)."""
+        """The token of ``value`` as a ``field`` (a token is returned unchanged; a card number
+        has one token however it is grouped)."""
         if value.startswith(TOKEN_PREFIX):
             return value
+        value = card_digits(value) or value
         mac = hmac.new(self._key, f"{field}\0{value}".encode(), hashlib.sha256).digest()
         return self._prefix + base64.b32encode(mac[:15]).decode().lower()
 
@@ -107,3 +126,13 @@ class Tokenizer:
         return msgspec.structs.replace(
             tx, **{name: self.token(fields[name], value) for name, value in raw.items()}
         )
+
+    def names(self, field: str, value: str) -> list[str]:
+        """Every name the pipeline may know ``value`` by as a ``field``, likeliest first: its
+        token (the project's producer tokenizes every id, the job every card number), and,
+        unless it is a card number, the raw id itself (a foreign producer's own reference,
+        which the job keeps as it is). A token is its own only name."""
+        if value.startswith(TOKEN_PREFIX):
+            return [value]
+        token = self.token(field, value)
+        return [token] if looks_like_card_number(value) else [token, value]

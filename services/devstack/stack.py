@@ -244,7 +244,7 @@ def start_scoring(logs: Path, registry: Path, port: int = 0) -> tuple[str, Proce
 
 def start_job(settings: Settings, logs: Path, name: str = "job") -> ProcessRecord:
     """The stream job (PyFlink local mode) as its own process, configured by ``settings``."""
-    env = dict(os.environ) | settings.to_environment()
+    env = settings.child_environment()
     argv = [sys.executable, "-m", "services.cli", "job", "run"]
     return processes.spawn(name, argv, logs / f"{name}.log", env=env)
 
@@ -284,7 +284,7 @@ def _start_feedback(settings: Settings, logs: Path) -> ProcessRecord | None:
     """The faust feedback app (alerts, dispositions, the lake); none without its extra."""
     if not _installed("faust"):
         return None
-    env = dict(os.environ) | settings.to_environment()
+    env = settings.child_environment()
     argv = [sys.executable, "-m", "services.cli", "feedback-app"]
     return processes.spawn("feedback-app", argv, logs / "feedback-app.log", env=env)
 

@@ -34,9 +34,10 @@ def running_stack(
     base = Settings.of(state_dir=state_dir, stack_broker=broker, stack_redis_cluster=redis_cluster)
     state = stack.up(base, feedback=False)  # tests start their own feedback app
     try:
-        yield stack.client_settings(base, state).updated(
-            {"job_metrics_port": free_loopback_port(), "job_scoring_deadline_ms": 200}
-        )
+        yield stack.client_settings(base, state).updated({
+            "job_metrics_port": free_loopback_port(), "job_scoring_deadline_ms": 200,
+            "job_from_beginning": True,  # tests produce while the new job is starting
+        })  # fmt: skip
     finally:
         stack.down(base)
 
@@ -49,7 +50,7 @@ def kill_hard(record: ProcessRecord) -> None:
 
 def produce(settings: Settings, count: int, rate: int, seed: int, start: str) -> None:
     """Generated transactions through the real CLI (labels beside, in the state dir)."""
-    env = dict(os.environ) | settings.to_environment()
+    env = settings.child_environment()
     argv = [sys.executable, "-m", "services.cli", "produce", "--count", str(count),
             "--rate", str(rate), "--seed", str(seed), "--start", start, "--json"]  # fmt: skip
     done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=150, check=False)

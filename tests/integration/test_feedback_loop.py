@@ -3,7 +3,6 @@ faust worker. An analyst marks an alert as fraud; the card's next transaction is
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import time
@@ -33,13 +32,13 @@ _alert = msgspec.json.Decoder(Alert).decode
 
 
 def _cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
-    env = dict(os.environ) | settings.to_environment()
+    env = settings.child_environment()
     return subprocess.run([sys.executable, "-m", "services.cli", *args], env=env,
                           capture_output=True, text=True, timeout=120, check=False)  # fmt: skip
 
 
 def _start_feedback_app(settings: Settings, logs: Path) -> ProcessRecord:
-    env = dict(os.environ) | settings.to_environment()
+    env = settings.child_environment()
     argv = [sys.executable, "-m", "services.cli", "feedback-app"]
     return processes.spawn("feedback-app", argv, logs / "feedback-app.log", env=env)
 

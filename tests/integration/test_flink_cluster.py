@@ -4,7 +4,6 @@ job in local mode."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -37,7 +36,7 @@ def _submit(settings: Settings, cluster: flink_cluster.Cluster) -> str:
     """``fraudstream job submit`` as a user runs it; the job id it prints."""
     argv = [sys.executable, "-m", "services.cli", "job", "submit",
             "--jobmanager", cluster.jobmanager, "--parallelism", "2"]  # fmt: skip
-    env = dict(os.environ) | settings.to_environment()
+    env = settings.child_environment()
     done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=240, check=False)
     assert done.returncode == 0, done.stderr[-3000:]
     return done.stdout.strip().splitlines()[-1]

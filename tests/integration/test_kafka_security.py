@@ -4,7 +4,6 @@ backslash; the producer, the PyFlink job and the feedback app each connect and d
 
 from __future__ import annotations
 
-import os
 import sys
 import urllib.request
 from collections.abc import Iterator
@@ -134,7 +133,7 @@ def test_producer_job_and_feedback_app_work_over_a_secured_broker(
     local = stack.up(base, feedback=False)  # Redis and scoring; its own Tansu stays unused
     try:
         settings = _settings(secured, mode, stack.client_settings(base, local)).updated({
-            "job_group_id": f"job-{mode}", "job_metrics_port": 0,
+            "job_group_id": f"job-{mode}", "job_metrics_port": 0, "job_from_beginning": True,
             "feedback_metrics_port": free_loopback_port(), "lake_flush_s": 1.0,
             "topic_transactions": f"transactions-{mode}", "topic_decisions": f"decisions-{mode}",
             "topic_alerts": f"alerts-{mode}",
@@ -145,7 +144,7 @@ def test_producer_job_and_feedback_app_work_over_a_secured_broker(
                 producer.send(item.transaction)
         assert producer.report.delivered == COUNT, producer.report.errors
         job = stack.start_job(settings, tmp_path / "logs")
-        env = dict(os.environ) | settings.to_environment()
+        env = settings.child_environment()
         app = processes.spawn("feedback-app", [sys.executable, "-m", "services.cli",
                               "feedback-app"], tmp_path / "logs" / "app.log", env=env)  # fmt: skip
         try:

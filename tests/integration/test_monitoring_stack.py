@@ -64,7 +64,7 @@ def monitored(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Settin
     """A monitored stack that has decided some traffic, dead letters included."""
     state_dir = tmp_path_factory.mktemp("monitored") / "state"
     base = Settings.of(state_dir=state_dir, stack_monitoring=True, lake_flush_s=1.0,
-                       job_metrics_port=_two_free_ports(),
+                       job_metrics_port=_two_free_ports(), job_from_beginning=True,
                        feedback_metrics_port=free_loopback_port())  # fmt: skip
     state = stack.up(base)
     settings = stack.client_settings(base, state)

@@ -9,7 +9,14 @@ import faust
 import pytest
 import trustme
 
-from services.core.kafka_config import aiokafka, jaas_config, java_properties, librdkafka
+from services.core.kafka_config import (
+    CLIENT_LOG,
+    aiokafka,
+    jaas_config,
+    java_keystore,
+    java_properties,
+    librdkafka,
+)
 from services.core.settings import KafkaSettings, Settings, SettingsError
 from stream_jobs import job
 from stream_jobs.feedback.app import credentials
@@ -41,11 +48,14 @@ def test_every_setting_reaches_librdkafka(mtls: KafkaSettings) -> None:
         "ssl.ca.location": str(mtls.ssl_ca_location),
         "ssl.certificate.location": str(mtls.ssl_certificate_location),
         "ssl.key.location": str(mtls.ssl_key_location), "ssl.key.password": "keypw",
+        "logger": CLIENT_LOG,  # its own log lines: silent unless kafka_client_log
     }  # fmt: skip
 
 
-def test_every_setting_reaches_the_java_clients(mtls: KafkaSettings) -> None:
-    props = java_properties(mtls)
+def test_every_setting_reaches_the_java_clients(mtls: KafkaSettings, tmp_path: Path) -> None:
+    keystore = java_keystore(mtls, tmp_path / "secrets")
+    assert keystore is not None
+    props = java_properties(mtls, keystore)
     assert props["bootstrap.servers"] == "b1:9093,b2:9093"
     assert props["security.protocol"] == "SASL_SSL"
     assert props["sasl.mechanism"] == "SCRAM-SHA-512"
@@ -54,9 +64,20 @@ def test_every_setting_reaches_the_java_clients(mtls: KafkaSettings) -> None:
         'username="svc\'user" password="pa\\"ss\\\\wo\'rd";'
     )
     assert props["ssl.truststore.location"] == str(mtls.ssl_ca_location)
-    assert props["ssl.keystore.certificate.chain"].startswith("-----BEGIN CERTIFICATE-----")
-    assert "PRIVATE KEY-----" in props["ssl.keystore.key"]
+    assert props["ssl.keystore.location"] == str(keystore)
+    stored = keystore.read_text()
+    assert "PRIVATE KEY-----" in stored
+    assert "BEGIN CERTIFICATE-----" in stored
+    assert keystore.stat().st_mode & 0o777 == 0o600
     assert props["ssl.key.password"] == "keypw"
+
+
+def test_the_client_key_never_travels_in_the_jobs_sql(mtls: KafkaSettings, tmp_path: Path) -> None:
+    """On cdc8e54 the private key was inlined in the DDL, which a submitted job carries."""
+    settings = Settings.of(state_dir=tmp_path).model_copy(update={"kafka": mtls})
+    ddl = job.source_ddl(settings) + job.sink_ddl(settings)
+    assert "PRIVATE KEY" not in ddl
+    assert "ssl.keystore.location" in ddl
 
 
 def test_every_setting_reaches_aiokafka_and_faust(mtls: KafkaSettings) -> None:
@@ -76,8 +97,9 @@ def test_every_setting_reaches_aiokafka_and_faust(mtls: KafkaSettings) -> None:
 
 def test_plaintext_renders_no_security(tmp_path: Path) -> None:
     plain = KafkaSettings(bootstrap_servers="127.0.0.1:9092")
-    assert librdkafka(plain) == {"bootstrap.servers": "127.0.0.1:9092",
-                                 "security.protocol": "PLAINTEXT"}  # fmt: skip
+    assert librdkafka(plain) == {
+        "bootstrap.servers": "127.0.0.1:9092", "security.protocol": "PLAINTEXT", "logger": CLIENT_LOG
+    }  # fmt: skip
     assert set(java_properties(plain)) == {"bootstrap.servers", "security.protocol"}
     assert credentials(plain) is None
 
@@ -91,7 +113,7 @@ def test_sasl_without_tls_defaults_to_plain() -> None:
 
 def test_a_certificate_without_its_key_is_refused(mtls: KafkaSettings) -> None:
     with pytest.raises(SettingsError, match="SSL_KEY_LOCATION"):
-        java_properties(mtls.model_copy(update={"ssl_key_location": None}))
+        java_keystore(mtls.model_copy(update={"ssl_key_location": None}), Path("unused"))
 
 
 def test_plain_jaas_uses_the_plain_login_module() -> None:
@@ -100,9 +122,9 @@ def test_plain_jaas_uses_the_plain_login_module() -> None:
     )
 
 
-def test_no_value_can_end_a_sql_option_early(mtls: KafkaSettings) -> None:
+def test_no_value_can_end_a_sql_option_early(mtls: KafkaSettings, tmp_path: Path) -> None:
     """The job's DDL quotes every option: a password with quotes stays inside its literal."""
-    settings = Settings().model_copy(update={"kafka": mtls})
+    settings = Settings.of(state_dir=tmp_path).model_copy(update={"kafka": mtls})
     ddl = job.source_ddl(settings)
     assert "'properties.sasl.jaas.config' = " in ddl
     assert 'password="pa\\"ss\\\\wo\'\'rd"' in ddl  # the ' doubled, the JAAS escapes kept

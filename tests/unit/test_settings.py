@@ -23,32 +23,41 @@ def test_environment_is_read_and_overrides_win(monkeypatch: pytest.MonkeyPatch) 
     assert load_settings(kafka_bootstrap_servers="c:3").kafka.bootstrap_servers == "c:3"
 
 
-def test_every_setting_round_trips_through_its_environment_variable(
-    monkeypatch: pytest.MonkeyPatch,
+def test_every_setting_round_trips_to_a_child_and_no_secret_is_in_its_environment(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    """A child process given ``to_environment()`` reads back exactly these settings."""
+    """A child process given ``to_environment()`` reads back exactly these settings; its
+    secrets come from owner-only files, never from its environment (on cdc8e54 they were in
+    it, and from there in every process it started and in PyFlink's worker log)."""
     changed = Settings.of(
         kafka_bootstrap_servers="k:1", kafka_sasl_password="p'w", redis_url="redis://r:2/0",
         scoring_workers=3, topic_dlq="dlq.v2", model_registry=Path("reg"), job_bundle_rows=7,
         feedback_metrics_port=1, lake_flush_s=2.5, stack_partitions=9, stack_endpoints=False,
-        state_dir=Path("st"),
+        token_key="ab" * 32, state_dir=tmp_path,
     )  # fmt: skip
-    for name, value in changed.to_environment().items():
+    env = changed.to_environment()
+    assert not any(secret in value for value in env.values() for secret in ("p'w", "ab" * 32))
+    secrets = Path(env["FRAUDSTREAM_SECRETS_DIR"])
+    assert (secrets.stat().st_mode & 0o777, (secrets / "token_key").stat().st_mode & 0o777) == (
+        0o700, 0o600)  # fmt: skip
+    for name, value in env.items():
         monkeypatch.setenv(name, value)
-    assert Settings() == changed
+    assert load_settings() == changed.updated({"secrets_dir": secrets})
     flat = dict(changed.flat())
     assert set(flat) == {f"{g}_{f}" for g, m in GROUPS.items() for f in m.model_fields} | {
-        "state_dir"
+        "state_dir", "secrets_dir"
     }
 
 
-def test_secrets_are_masked(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_secrets_are_masked_in_urls_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On cdc8e54 ``fraudstream config`` printed the password inside ``redis_url``."""
     monkeypatch.setenv("FRAUDSTREAM_KAFKA_SASL_PASSWORD", "hunter2")
+    monkeypatch.setenv("FRAUDSTREAM_REDIS_URL", "rediss://ops:hunter3@redis.internal:6380/0")
     masked = Settings().masked()
     assert masked["kafka_sasl_password"] == "**********"
+    assert masked["redis_url"] == "rediss://ops:**********@redis.internal:6380/0"
     assert "hunter2" not in repr(Settings())
-    assert "hunter2" not in str(masked)
-    assert Settings().to_environment()["FRAUDSTREAM_KAFKA_SASL_PASSWORD"] == "hunter2"
+    assert "hunter" not in str(masked)
 
 
 @pytest.mark.parametrize(

@@ -22,7 +22,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 
 from models.registry import working_registry
 from services.core.exposition import component_registry
-from services.core.settings import Settings, load_settings
+from services.core.settings import Settings, load_settings, scrub_secrets_from_environment
 from services.scoring.server.guard import BoundedHttpToolsProtocol
 from services.scoring.server.metrics import ScoringMetrics
 from services.scoring.server.scorer import NotReady, Rejected, Scorer
@@ -224,6 +224,7 @@ def serve(settings: Settings, port: int) -> None:
     """Run the service in the foreground until SIGTERM/SIGINT (in-flight requests drain)."""
     import uvicorn
 
+    scrub_secrets_from_environment()  # uvicorn's workers read secrets from the secrets dir
     os.environ.update(settings.to_environment())  # each worker process builds the same app
     uvicorn.run(
         "services.scoring.server.app:from_environment", factory=True, host=settings.scoring.host,
