@@ -2,10 +2,10 @@
 
 The lake says which cards and transactions are the customer's (Redis keeps no index from a
 customer to cards). Removed: the lake's ``transactions``, ``decisions`` and ``labels`` rows;
-Redis's card states, seen ids, feature snapshots, labels, blocklist entries, remembered alerts
-and the merchants' markers of their transactions' labels. Kept: merchants' day counts
-(aggregates of many customers) and the Kafka topics (their retention removes them; they hold
-tokens only).
+Redis's card states, seen ids, feature snapshots, labels, blocklist entries, remembered
+alerts, parked dispositions and the merchants' markers of their transactions' labels. Kept:
+merchants' day counts (aggregates of many customers) and the Kafka topics (their retention
+removes them; they hold tokens only).
 """
 
 from __future__ import annotations
@@ -45,7 +45,8 @@ def erase_customer(lake: lk.Lake, client: RedisClient, names: Sequence[str]) -> 
         "labels": lake.erase("labels", "customer_id", set(names)),
     }
     keys = [key for card in sorted(cards) for key in layout.card_keys(card)]
-    keys += [layout.alert_context(tx) for tx in sorted(transactions)]
+    keys += [key for tx in sorted(transactions)
+             for key in (layout.alert_context(tx), layout.parked(tx))]  # fmt: skip
     keys += [layout.merchant_label(merchant, tx) for _, tx, merchant in sorted(rows)]
     deleted = int(client.delete(*keys)) if keys else 0
     return Erased(names[0], len(cards), len(transactions), removed, deleted)

@@ -8,9 +8,11 @@ never shows its input and output together, and a batch replayed after a crash is
 its offsets instead of being written twice.
 
 Tables: ``transactions`` and ``decisions`` (the raw zone: everything the stream saw and
-decided) and ``labels`` (each analyst disposition with the transaction, its features at
-decision time and its score). The DuckDB views of :func:`connect` keep one row per
-transaction: the latest decision and the latest label.
+decided) and ``labels`` (each analyst disposition as applied, a ``LabelRecord``: the
+transaction's ids and time, and what was decided; join ``transactions`` for the rest). The
+DuckDB views of :func:`connect` keep one row per transaction: the latest decision and the
+latest label. Files written under an earlier schema are read by column name (columns a file
+lacks are null), so a table's schema can grow.
 """
 
 from __future__ import annotations
@@ -33,8 +35,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from models.errors import LakeError
-from models.features import FEATURE_NAMES
-from services.core.contract import Alert, Decision, Feedback, Transaction
+from services.core.contract import Decision, LabelRecord, Transaction
 from services.core.tokens import truncate_ip
 
 if TYPE_CHECKING:
@@ -55,6 +56,8 @@ def _arrow_type(info: mi.Type) -> pa.DataType:
         )
     if isinstance(info, mi.StrType | mi.LiteralType):
         return pa.string()
+    if isinstance(info, mi.BoolType):
+        return pa.bool_()
     if isinstance(info, mi.IntType):
         return pa.int64()
     if isinstance(info, mi.FloatType):
@@ -70,19 +73,10 @@ def _fields(struct: type[msgspec.Struct], skip: Sequence[str] = ()) -> list[pa.F
     return [pa.field(f.name, _arrow_type(f.type)) for f in info.fields if f.name not in skip]
 
 
-_DECISION_SKIP = ("transaction_id", "card_id", "event_time")  # the labels row has them already
 SCHEMAS: Final[dict[Table, pa.Schema]] = {
     "transactions": pa.schema(_fields(Transaction)),
     "decisions": pa.schema(_fields(Decision)),
-    "labels": pa.schema(
-        [
-            *_fields(Feedback, skip=("time",)),
-            pa.field("labelled_at", pa.int64()),
-            *_fields(Transaction, skip=("transaction_id",)),
-            *_fields(Decision, skip=_DECISION_SKIP),
-            *(pa.field(name, pa.float64()) for name in FEATURE_NAMES),
-        ]
-    ),
+    "labels": pa.schema(_fields(LabelRecord)),
 }
 _PARTITION_TIME: Final[dict[Table, str]] = {
     "transactions": "event_time",
@@ -114,18 +108,48 @@ def decision_row(decision: Decision) -> dict[str, Any]:
     return msgspec.structs.asdict(decision)
 
 
-def label_row(feedback: Feedback, alert: Alert) -> dict[str, Any]:
-    """A disposition joined with what the job knew: the transaction, features, score."""
-    assert isinstance(feedback.time, int)
-    decision = {k: v for k, v in msgspec.structs.asdict(alert).items()
-                if k not in ("transaction", "features")}  # fmt: skip
-    return (
-        decision
-        | transaction_row(alert.transaction)
-        | {name: alert.features.get(name) for name in FEATURE_NAMES}
-        | {k: v for k, v in msgspec.structs.asdict(feedback).items() if k != "time"}
-        | {"labelled_at": feedback.time}
-    )
+def label_row(record: LabelRecord) -> dict[str, Any]:
+    return msgspec.structs.asdict(record)
+
+
+def read_file(path: Path, table: Table) -> pa.Table:
+    """A file of ``table`` in its current schema, by column name: columns of an earlier
+    schema that are gone are dropped, new ones are null."""
+    data = pq.read_table(path)
+    schema = SCHEMAS[table]
+    columns = [
+        data[f.name].cast(f.type) if f.name in data.column_names
+        else pa.nulls(data.num_rows, f.type)
+        for f in schema
+    ]  # fmt: skip
+    return pa.Table.from_arrays(columns, schema=schema)
+
+
+def find_transactions(
+    lake: Lake, transaction_ids: Sequence[str], since_ms: int
+) -> dict[str, dict[str, Any]]:
+    """Each archived transaction among ``transaction_ids`` dated ``since_ms`` or later, with
+    its latest decision if there is one: ``LabelRecord`` fields by transaction id. The date
+    bound prunes whole date partitions (ids are not ordered: a scan within them)."""
+    if not transaction_ids or not lake.files("transactions"):
+        return {}
+    since = _date(since_ms)
+    query = """
+        WITH d AS (
+            SELECT transaction_id, decision, score, model_version FROM decisions_all
+            WHERE date >= ? AND list_contains(?, transaction_id)
+            QUALIFY row_number() OVER (PARTITION BY transaction_id ORDER BY decided_at DESC) = 1
+        )
+        SELECT t.transaction_id, t.event_time, t.card_id, t.customer_id, t.merchant_id,
+               t.device_id, d.decision, d.score, d.model_version
+        FROM transactions_all t LEFT JOIN d USING (transaction_id)
+        WHERE t.date >= ? AND list_contains(?, t.transaction_id)
+        QUALIFY row_number() OVER (PARTITION BY t.transaction_id ORDER BY t.event_time) = 1
+    """
+    ids = list(transaction_ids)
+    cursor = connect(lake).execute(query, [since, ids, since, ids])
+    names = [d[0] for d in cursor.description]
+    return {row[0]: dict(zip(names, row, strict=True)) for row in cursor.fetchall()}
 
 
 @dataclass(frozen=True)
@@ -259,9 +283,7 @@ class Lake:
         for partition, inputs in sorted(groups.items()):
             if len(inputs) < 2:
                 continue
-            merged_table = pa.concat_tables(
-                pq.read_table(self._dir(table) / r, schema=SCHEMAS[table]) for r in inputs
-            )
+            merged_table = pa.concat_tables(read_file(self._dir(table) / r, table) for r in inputs)
             output = self._write_file(table, partition.removeprefix("date="), merged_table)
             merged[partition] = (inputs, output, merged_table.num_rows)
         now = int(time.time() * 1000)
@@ -299,7 +321,7 @@ class Lake:
                 path = self._dir(table) / relative
                 if not path.exists():
                     continue
-                data = pq.read_table(path, schema=SCHEMAS[table])
+                data = read_file(path, table)
                 hit = pc.is_in(data[column], value_set=wanted)
                 if not pc.any(hit).as_py():
                     continue
@@ -337,7 +359,7 @@ def connect(lake: Lake) -> duckdb.DuckDBPyConnection:
     for table in TABLES:
         files = ", ".join(_sql_string(str(path)) for path in lake.files(table))
         if files:
-            source = f"read_parquet([{files}], hive_partitioning = true)"
+            source = f"read_parquet([{files}], hive_partitioning = true, union_by_name = true)"
         else:
             empty = SCHEMAS[table].empty_table().append_column("date", pa.array([], pa.string()))
             connection.register(f"_{table}_empty", empty)

@@ -20,7 +20,7 @@ Merchant windows end more than a week ago, so each worker keeps the ones it read
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, NamedTuple
 
@@ -169,17 +169,30 @@ class OnlineFeatureStore:
     def record_label(
         self, transaction_id: str, merchant_id: str, event_time_ms: int, is_fraud: bool
     ) -> bool:
-        """Count a confirmed label on the merchant's day; the transaction's latest label wins
-        (a ``legit`` after a ``fraud`` takes the fraud back). False if nothing changed."""
-        keys = (layout.merchant_label(merchant_id, transaction_id),
-                layout.merchant_days(merchant_id))  # fmt: skip
-        label = "fraud" if is_fraud else "legit"
-        args = (label, f"f{event_time_ms // f.DAY_MS}", MERCHANT_TTL_MS)
-        return bool(run(self._redis, [Op("record_label", keys, args)])[0])
+        """Count a confirmed label (see :func:`label_op`); False if nothing changed."""
+        op = label_op(transaction_id, merchant_id, event_time_ms, is_fraud)
+        return bool(run(self._redis, [op])[0] == LABEL_CHANGED)
 
-    def delete_if(self, pairs: Iterable[tuple[str, str]]) -> int:
-        """Delete each key that still holds its value; how many were deleted."""
-        return sum(run(self._redis, [Op("delete_if", (key,), (value,)) for key, value in pairs]))
+
+LABEL_CHANGED, LABEL_REPEATED, LABEL_SUPERSEDED = 1, 0, -1  # what ``label_op`` replies
+
+
+def label_op(
+    transaction_id: str, merchant_id: str, event_time_ms: int, is_fraud: bool,
+    labelled_at_ms: int = 0,
+) -> Op:  # fmt: skip
+    """Count a confirmed label on the merchant's day. The transaction's latest label wins, by
+    the disposition's time, whatever order dispositions are applied in (a ``legit`` after a
+    ``fraud`` takes the fraud back; an older one than the label counted changes nothing)."""
+    keys = (layout.merchant_label(merchant_id, transaction_id), layout.merchant_days(merchant_id))
+    label = "fraud" if is_fraud else "legit"
+    args = (label, f"f{event_time_ms // f.DAY_MS}", MERCHANT_TTL_MS, labelled_at_ms)
+    return Op("record_label", keys, args)
+
+
+def delete_if_op(key: str, value: str) -> Op:
+    """Delete ``key`` if it still holds ``value`` (what one transaction's label created)."""
+    return Op("delete_if", (key,), (value,))
 
 
 def _reads(

@@ -6,21 +6,25 @@ raw: ``%``, ``{``, ``}`` and ``:`` are percent-encoded (``escape``), so no id ca
 tag early or pose as another key's suffix (``merchant_label("shop", "z}:days")`` once named
 ``merchant_days("shop}:label:z")``), and one card's keys still share one slot.
 
-``fs:v2:{c:CARD}:state``      STRING, msgpack ``models.fold.CardState``: the card's bounded state
+``fs:v3:{c:CARD}:state``      STRING, msgpack ``models.fold.CardState``: the card's bounded state
                               and its latest features (read by analysts' tools).
-``fs:v2:{c:CARD}:seen``       ZSET, member = 8-byte digest of a transaction id, score = the card's
+``fs:v3:{c:CARD}:seen``       ZSET, member = 8-byte digest of a transaction id, score = the card's
                               latest time when it was counted: idempotence by id, trimmed to 30
                               days of the card's own event time.
-``fs:v2:{c:CARD}:recent``     HASH digest -> msgpack feature row of the transactions the card
+``fs:v3:{c:CARD}:recent``     HASH digest -> msgpack feature row of the transactions the card
                               counted within the replay horizon (at most 64): a replay is
                               decided with the very same features.
-``fs:v2:{c:CARD}:labels``     HASH transaction_id -> latest label.
-``fs:v2:{c:CARD}:blocked``    STRING (the transaction that blocked it), with a TTL: declined.
-``fs:v2:{d:DEVICE}:blocked``  the same for a device.
-``fs:v2:{m:MERCHANT}:days``   HASH ``n<day>`` transactions and ``f<day>`` confirmed frauds per
+``fs:v3:{c:CARD}:labels``     HASH transaction_id -> latest label.
+``fs:v3:{c:CARD}:blocked``    STRING (the transaction that blocked it), with a TTL: declined.
+``fs:v3:{d:DEVICE}:blocked``  the same for a device.
+``fs:v3:{m:MERCHANT}:days``   HASH ``n<day>`` transactions and ``f<day>`` confirmed frauds per
                               UTC epoch day; days past the merchant windows are deleted.
-``fs:v2:{m:MERCHANT}:label:ID`` STRING, the label counted for that transaction (latest wins).
-``fs:v2:{t:ID}:alert``        STRING, an alert as the job published it, kept for its feedback.
+``fs:v3:{m:MERCHANT}:label:ID`` STRING ``time:label``, the label counted for that transaction
+                              (the latest disposition by time wins).
+``fs:v3:{t:ID}:alert``        STRING, msgpack context of an alert (card, customer, merchant, device,
+                              time, decision), kept for its dispositions.
+``fs:v3:{t:ID}:parked``       LIST of dispositions waiting for their transaction to be known.
+``fs:v3:{feedback}:parked``   ZSET of transaction ids with parked dispositions, score = parked at.
 
 Bump VERSION when a layout changes; old keys then expire by their TTL. v3 escapes ids (v2
 spliced them raw); ``migrate_v2`` (``fraudstream redis migrate``) moves a v2 store's keys to
@@ -80,6 +84,13 @@ def merchant_label(merchant_id: str, transaction_id: str) -> str:
 
 def alert_context(transaction_id: str) -> str:
     return _key("t", transaction_id, "alert")
+
+
+def parked(transaction_id: str) -> str:
+    return _key("t", transaction_id, "parked")
+
+
+PARKED_INDEX: Final = f"{PREFIX}:{{feedback}}:parked"
 
 
 def card_keys(card_id: str) -> tuple[str, ...]:

@@ -14,11 +14,12 @@ from collections.abc import Sequence
 from typing import Any, Final, NamedTuple
 
 import redis
+from redis.asyncio.cluster import RedisCluster as AsyncRedisCluster
 from redis.cluster import RedisCluster
 from redis.crc import key_slot
 from redis.exceptions import RedisClusterException
 
-from services.core.settings import RedisClient
+from services.core.settings import AsyncRedisClient, RedisClient
 
 DISPATCH: Final = """
 -- ARGV, per operation: its name, its key count, its argument count, its arguments.
@@ -79,13 +80,19 @@ function ops.count_merchant(k, a, n)  -- days hash; TTL, oldest day kept, field 
   end
   return 1
 end
-function ops.record_label(k, a, n)  -- label marker, merchant days; label, fraud field, TTL
-  local old, label = redis.call('GET', KEYS[k + 1]), ARGV[a + 1]
-  if old == label then return 0 end
-  redis.call('SET', KEYS[k + 1], label, 'PX', ARGV[a + 3])
+function ops.record_label(k, a, n)  -- label marker, merchant days; label, fraud field, TTL,
+  local label, at = ARGV[a + 1], tonumber(ARGV[a + 4])  -- the disposition's time. The marker
+  local old, old_at, old_label = redis.call('GET', KEYS[k + 1]), -1, nil  -- is "time:label"
+  if old then
+    local sep = string.find(old, ':', 1, true)
+    old_at, old_label = tonumber(string.sub(old, 1, sep - 1)), string.sub(old, sep + 1)
+  end
+  if at < old_at then return -1 end  -- an older disposition than the one counted: superseded
+  redis.call('SET', KEYS[k + 1], at .. ':' .. label, 'PX', ARGV[a + 3])
+  if old_label == label then return 0 end
   if label == 'fraud' then
     redis.call('HINCRBY', KEYS[k + 2], ARGV[a + 2], 1)
-  elseif old == 'fraud' then
+  elseif old_label == 'fraud' then
     redis.call('HINCRBY', KEYS[k + 2], ARGV[a + 2], -1)
   end
   redis.call('PEXPIRE', KEYS[k + 2], ARGV[a + 3])
@@ -125,6 +132,9 @@ def is_transient(error: BaseException) -> bool:
     return isinstance(error, (redis.exceptions.RedisError, OSError, RedisClusterException))
 
 
+_Call = tuple[list[int], tuple[Any, ...]]  # (operation indexes, EVALSHA arguments)
+
+
 class Op(NamedTuple):
     name: str
     keys: tuple[str, ...]
@@ -137,12 +147,36 @@ def run(client: RedisClient, ops: Sequence[Op]) -> list[Any]:
         return []
     calls = _calls(ops, cluster=isinstance(client, RedisCluster))
     replies = _pipeline(client, calls)
-    lost = [i for i, r in enumerate(replies) if isinstance(r, redis.exceptions.NoScriptError)]
+    lost = _lost(replies)
     if lost:
         client.script_load(DISPATCH)  # on every primary of a cluster
         for i, reply in zip(lost, _pipeline(client, [calls[i] for i in lost]), strict=True):
             replies[i] = reply
-    out: list[Any] = [None] * len(ops)
+    return _replies(len(ops), calls, replies)
+
+
+async def run_async(client: AsyncRedisClient, ops: Sequence[Op]) -> list[Any]:
+    """:func:`run` on an asyncio client (the feedback app: never blocks its event loop)."""
+    if not ops:
+        return []
+    calls = _calls(ops, cluster=isinstance(client, AsyncRedisCluster))
+    replies = await _pipeline_async(client, calls)
+    lost = _lost(replies)
+    if lost:
+        await client.script_load(DISPATCH)
+        again = await _pipeline_async(client, [calls[i] for i in lost])
+        for i, reply in zip(lost, again, strict=True):
+            replies[i] = reply
+    return _replies(len(ops), calls, replies)
+
+
+def _lost(replies: list[Any]) -> list[int]:
+    """The calls whose node did not have the script (restarted, failed over)."""
+    return [i for i, r in enumerate(replies) if isinstance(r, redis.exceptions.NoScriptError)]
+
+
+def _replies(count: int, calls: list[_Call], replies: list[Any]) -> list[Any]:
+    out: list[Any] = [None] * count
     for (indexes, _), reply in zip(calls, replies, strict=True):
         if isinstance(reply, Exception):
             raise reply
@@ -151,7 +185,7 @@ def run(client: RedisClient, ops: Sequence[Op]) -> list[Any]:
     return out
 
 
-def _calls(ops: Sequence[Op], cluster: bool) -> list[tuple[list[int], tuple[Any, ...]]]:
+def _calls(ops: Sequence[Op], cluster: bool) -> list[_Call]:
     """(operation indexes, EVALSHA arguments) per call: per slot on a cluster, else by count."""
     groups: dict[int, list[int]] = {}
     for i, op in enumerate(ops):
@@ -167,8 +201,15 @@ def _calls(ops: Sequence[Op], cluster: bool) -> list[tuple[list[int], tuple[Any,
     return calls
 
 
-def _pipeline(client: RedisClient, calls: list[tuple[list[int], tuple[Any, ...]]]) -> list[Any]:
+def _pipeline(client: RedisClient, calls: list[_Call]) -> list[Any]:
     pipe = client.pipeline(transaction=False)
     for _, command in calls:
         pipe.execute_command(*command)
     return list(pipe.execute(raise_on_error=False))
+
+
+async def _pipeline_async(client: AsyncRedisClient, calls: list[_Call]) -> list[Any]:
+    pipe = client.pipeline(transaction=False)
+    for _, command in calls:
+        pipe.execute_command(*command)
+    return list(await pipe.execute(raise_on_error=False))

@@ -107,10 +107,12 @@ def sink_ddl(settings: Settings) -> str:
 
 
 def insert_sql(settings: Settings) -> str:
-    """Every output row once: the reused decide() call feeds the three topic branches."""
+    """Every output row once: the reused decide() call feeds the three topic branches. The
+    read time is cast: a Python function cannot take a time attribute, and the cast makes the
+    JVM read the clock as each row passes."""
     decided = (
-        f"(SELECT decide(`key`, `value`, `partition`, `offset`, `read_at`, `ingest`) AS r "
-        f"FROM {SOURCE})"
+        f"(SELECT decide(`key`, `value`, `partition`, `offset`, "
+        f"CAST(`read_at` AS TIMESTAMP_LTZ(3)), `ingest`) AS r FROM {SOURCE})"
     )
     branches = [
         (settings.topic.decisions, "d"), (settings.topic.alerts, "a"), (settings.topic.dlq, "q"),

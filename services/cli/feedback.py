@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import getpass
 import json
 from typing import Annotated, Literal
@@ -9,25 +10,70 @@ from typing import Annotated, Literal
 import typer
 
 from services.cli.options import kafka_settings
+from services.core.contract import parse_event_time
 from services.core.errors import MissingExtra, UserError
 from services.core.redis_check import check_redis
 from services.core.settings import load_settings
 
+REDRIVE = "redrive"
+
 
 def feedback_cmd(
-    transaction_id: Annotated[str, typer.Argument(help="The alerted transaction.")],
-    label: Annotated[Literal["fraud", "legit"], typer.Option(help="The disposition.")],
+    transaction_id: Annotated[
+        str,
+        typer.Argument(
+            help="The transaction (alerted or not); or `redrive`: send the "
+            "dead letters of alert-feedback.dlq again.",
+            show_default=False,
+        ),
+    ],
+    label: Annotated[
+        Literal["fraud", "legit"] | None, typer.Option(help="The disposition.")
+    ] = None,
     note: Annotated[str, typer.Option(help="Free text for the record.")] = "",
     analyst: Annotated[str | None, typer.Option(help="Who decided (default: the user).")] = None,
+    event_time: Annotated[
+        str | None,
+        typer.Option(
+            help="When the transaction happened, if known (RFC 3339 or epoch ms; a "
+            "chargeback's date): speeds up finding one that was never alerted."
+        ),
+    ] = None,
+    from_beginning: Annotated[
+        bool, typer.Option(help="redrive: every dead letter, not only those not re-sent yet.")
+    ] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
-    """Send an analyst's disposition of an alert to `alert-feedback`."""
-    from services.clients.feedback import FeedbackProducer
+    """Send an analyst's disposition of a transaction to `alert-feedback` (`redrive`: re-send
+    the dead letters of `alert-feedback.dlq`, once their cause is fixed)."""
+    from services.clients.feedback import FeedbackProducer, redrive
 
-    producer = FeedbackProducer(kafka_settings())
-    producer.send(transaction_id, label, analyst or getpass.getuser(), note)
+    settings = kafka_settings()
+    if transaction_id == REDRIVE and label is None:
+        redriven = redrive(settings, from_beginning)
+        report = dataclasses.asdict(redriven)
+        typer.echo(json.dumps(report) if as_json else
+                   ", ".join(f"{k} {v}" for k, v in report.items()))  # fmt: skip
+        if redriven.unacknowledged:
+            raise typer.Exit(1)
+        return
+    if label is None:
+        raise UserError("--label fraud|legit is required")
+    when = None if event_time is None else _time(event_time)
+    producer = FeedbackProducer(settings)
+    producer.send(transaction_id, label, analyst or getpass.getuser(), note, when)
     if producer.close(30):
         raise UserError(f"the broker did not acknowledge the feedback within 30 s ({label})")
     typer.echo(f"{label}: {transaction_id}")
+
+
+def _time(text: str) -> int:
+    try:
+        return parse_event_time(int(text) if text.isdigit() else text, "event_time")
+    except ValueError as error:
+        raise typer.BadParameter(
+            str(error).split(" - at")[0], param_hint="'--event-time'"
+        ) from None
 
 
 def features_cmd(

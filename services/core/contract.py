@@ -158,21 +158,53 @@ class Alert(Decision, frozen=True, kw_only=True):
 
 
 class Feedback(msgspec.Struct, frozen=True, kw_only=True):
-    """An analyst's disposition of one alerted transaction."""
+    """An analyst's disposition of one transaction: alerted, or not (a chargeback on an
+    approved payment). ``event_time``, if known (a chargeback file carries it), is when the
+    transaction happened: it narrows the search for a transaction that was never alerted."""
 
     transaction_id: Id
     label: Label
     analyst: Id
     time: int | str
     note: Annotated[str, msgspec.Meta(max_length=2000)] = ""
+    event_time: int | str | None = None
 
     def __post_init__(self) -> None:
-        if not isinstance(self.time, int):
-            msgspec.structs.force_setattr(self, "time", parse_event_time(self.time, "time"))
-        else:
-            parse_event_time(self.time, "time")
+        for name in ("time", "event_time"):
+            value = getattr(self, name)
+            if isinstance(value, str):
+                msgspec.structs.force_setattr(self, name, parse_event_time(value, name))
+            elif value is not None:
+                parse_event_time(value, name)
         _check_printable("transaction_id", self.transaction_id)
         _check_printable("analyst", self.analyst)
+
+    @property
+    def time_ms(self) -> int:
+        assert isinstance(self.time, int)
+        return self.time
+
+
+class LabelRecord(msgspec.Struct, frozen=True, kw_only=True):
+    """A disposition as the feedback app applied it, with the transaction it labels: published
+    to ``labels`` and kept in the lake's ``labels`` table. ``alerted``: the transaction's alert
+    was known; ``decision``, ``score`` and ``model_version`` are what was decided (None when
+    the decision is not known either)."""
+
+    transaction_id: Id
+    label: Label
+    analyst: Id
+    note: str = ""
+    labelled_at: int
+    event_time: int
+    card_id: Id
+    customer_id: Id
+    merchant_id: Id
+    device_id: str | None = None
+    alerted: bool = False
+    decision: DecisionOutcome | None = None
+    score: float | None = None
+    model_version: str | None = None
 
 
 class InvalidEvent(msgspec.Struct, frozen=True):

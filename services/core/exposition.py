@@ -1,7 +1,7 @@
 """Every component's Prometheus registry, and serving it over HTTP with health probes (the
 job's workers, the feedback app; the scoring service serves its own on its API port):
 ``/metrics``, ``/healthz`` (the process answers) and ``/readyz`` (200 once the component says
-it is ready, 503 before).
+it is ready, 503 with the reason while it is not).
 
 A component registry carries the process and platform collectors and
 ``fraudstream_build_info{version,commit}``; ``_created`` series are off (they double every
@@ -60,17 +60,20 @@ class _Quiet(WSGIRequestHandler):
         """Scrapes and probes every few seconds: no access log."""
 
 
-def _app(registry: CollectorRegistry, ready: Callable[[], bool]) -> Callable[..., Iterable[bytes]]:
+Readiness = Callable[[], str | None]  # None: ready; else why not
+
+
+def _app(registry: CollectorRegistry, ready: Readiness) -> Callable[..., Iterable[bytes]]:
     metrics = make_wsgi_app(registry)
 
     def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
         path = environ.get("PATH_INFO", "")
         if path not in ("/healthz", "/readyz"):
             return metrics(environ, start_response)  # type: ignore[no-any-return]
-        ok = path == "/healthz" or ready()
-        start_response("200 OK" if ok else "503 Service Unavailable",
-                       [("Content-Type", "text/plain")])  # fmt: skip
-        return [b"ok\n" if ok else b"not ready\n"]
+        why = None if path == "/healthz" else ready()
+        start_response("200 OK" if why is None else "503 Service Unavailable",
+                       [("Content-Type", "text/plain; charset=utf-8")])  # fmt: skip
+        return [b"ok\n" if why is None else f"not ready: {why}\n".encode()]
 
     return app
 
@@ -79,7 +82,7 @@ def serve_metrics(
     registry: CollectorRegistry,
     host: str,
     first_port: int,
-    ready: Callable[[], bool] = lambda: True,
+    ready: Readiness = lambda: None,
 ) -> int | None:
     """Serve on ``host`` at the first free port from ``first_port``; None if disabled (0) or
     every port of the range is taken."""

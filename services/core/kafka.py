@@ -36,6 +36,7 @@ def topic_partitions(settings: Settings) -> dict[str, int]:
         settings.topic.alerts: keyed,
         settings.topic.feedback: 1,
         settings.topic.feedback_dlq: 1,
+        settings.topic.labels: 1,
     }
 
 

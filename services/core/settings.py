@@ -24,6 +24,7 @@ from typing import Any, Final, Literal, Self
 
 import msgspec
 import redis
+import redis.asyncio
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from redis.cluster import RedisCluster
@@ -32,6 +33,7 @@ from services.core.errors import UserError
 from services.core.tokens import Tokenizer
 
 RedisClient = redis.Redis | RedisCluster  # what ``RedisSettings.client`` returns
+AsyncRedisClient = redis.asyncio.Redis | redis.asyncio.RedisCluster  # ``async_client``
 SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
 SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
 
@@ -138,6 +140,15 @@ class RedisSettings(_Group):
             return RedisCluster.from_url(self.require_url(), password=password, **options)
         return redis.Redis.from_url(self.require_url(), password=password, **options)
 
+    def async_client(self, **options: Any) -> AsyncRedisClient:
+        """An asyncio client of the same Redis (``options``: timeouts)."""
+        password = self.password.get_secret_value() if self.password else None
+        if self.cluster:
+            return redis.asyncio.RedisCluster.from_url(
+                self.require_url(), password=password, **options
+            )
+        return redis.asyncio.Redis.from_url(self.require_url(), password=password, **options)
+
 
 class ScoringSettings(_Group):
     url: str | None = Field(None, description="Scoring service URL; unset: the embedded stack")
@@ -198,11 +209,14 @@ class TopicSettings(_Group):
     feedback_dlq: str = Field(
         "alert-feedback.dlq", description="Invalid dispositions, with a reason"
     )
+    labels: str = Field(
+        "labels", description="Dispositions as applied, with their transaction (the lake's labels)"
+    )
 
     def all(self) -> list[str]:
         """Every topic the pipeline uses, in event-path order."""
         return [self.transactions, self.dlq, self.decisions, self.alerts, self.feedback,
-                self.feedback_dlq]  # fmt: skip
+                self.feedback_dlq, self.labels]  # fmt: skip
 
 
 class TokenSettings(_Group):
@@ -334,6 +348,29 @@ class FeedbackSettings(_Group):
         6.0, ge=1.0, le=300.0,
         description="The app's consumer-group session timeout: how soon a dead worker's "
         "partitions move (6 s is Kafka's default minimum)",
+    )  # fmt: skip
+    alert_ttl_days: float = Field(
+        30.0, gt=0,
+        description="How long an alert's context (what a disposition needs: card, device, "
+        "merchant, time, decision) is kept in Redis",
+    )  # fmt: skip
+    park_s: float = Field(
+        86_400.0, gt=0,
+        description="How long a disposition whose transaction is not known yet (its alert not "
+        "remembered, nor the transaction in the lake) waits before it is a dead letter",
+    )  # fmt: skip
+    lookup_days: int = Field(
+        7, ge=1, le=400,
+        description="A disposition of a transaction never alerted, without its event_time: how "
+        "many days of the lake are searched for the transaction",
+    )  # fmt: skip
+    redis_timeout_s: float = Field(
+        2.0, gt=0, description="Timeout of every Redis call of the feedback app"
+    )
+    stuck_s: float = Field(
+        30.0, gt=0,
+        description="An agent retrying one message this long (Redis down) makes the app not "
+        "ready, its /readyz naming the message and the error",
     )  # fmt: skip
 
 

@@ -109,7 +109,19 @@ DASHBOARDS: dict[str, tuple[str, list[Panel]]] = {
         Panel("Dispositions applied", _rate("fraudstream_feedback_processed_total", "label"),
               "ops", "Analysts' dispositions applied per second, by label.", "{{label}}"),
         Panel("Ready", f"min(fraudstream_feedback_ready{{{SEL}}})", "short",
-              "1 once the app's partitions are assigned.", "ready"),
+              "1 when ready: partitions assigned, no agent stuck on one message past "
+              "FRAUDSTREAM_FEEDBACK_STUCK_S, the event loop answering (/readyz says why not).",
+              "ready"),
+        Panel("Stuck on one message", f"max by (agent) (fraudstream_feedback_stuck_seconds"
+              f"{{{SEL}}})", "s", "How long each agent has been retrying its current message "
+              "through an outage (Redis down).", "{{agent}}"),
+        Panel("Parked dispositions", f"max(fraudstream_feedback_parked_transactions{{{SEL}}})",
+              "short", "Transactions whose dispositions wait for them to be known (their alert, "
+              "or the lake's archive).", "parked"),
+        Panel("Dispositions dead-lettered", _rate("fraudstream_feedback_dlq_total", "field"),
+              "ops", "Dispositions sent to alert-feedback.dlq per second, by failing field "
+              "($: an error that would recur); `fraudstream feedback redrive` re-sends them.",
+              "{{field}}"),
         Panel("Consumer lag", f"sum by (topic) (fraudstream_feedback_consumer_lag{{{SEL}}})",
               "short", "Messages between the app and the end of its partitions, by topic.",
               "{{topic}}"),
@@ -119,8 +131,8 @@ DASHBOARDS: dict[str, tuple[str, list[Panel]]] = {
               "{{topic}}"),
         Panel("Processing p99", _quantile(0.99, "fraudstream_feedback_processing_seconds",
                                           "agent"), "s",
-              "Time to process a message (a disposition waits for its alert) or a lake batch, "
-              "99th percentile, by agent.", "{{agent}}"),
+              "Time to process a message or a lake batch, 99th percentile, by agent.",
+              "{{agent}}"),
         Panel("Lake rows written", _rate("fraudstream_feedback_lake_rows_total", "table"), "ops",
               "Rows appended to the lake per second, by table.", "{{table}}"),
         Panel("Lake write errors", _rate("fraudstream_feedback_lake_errors_total", "table"),

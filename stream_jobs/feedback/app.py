@@ -1,14 +1,20 @@
 """The faust-streaming feedback app: remembers alerts, applies analysts' dispositions, and
 keeps the lake.
 
-Agents: ``alerts`` keeps each alert in Redis (what a disposition needs: card, device,
-merchant, features, score); ``alert-feedback`` applies each disposition
-(``stream_jobs.feedback.dispositions``); ``lake-labels``, on the same topic, appends it,
-joined with its alert, to the lake's ``labels``. A thread (``archive``) writes every
-transaction and decision to the lake's raw zone. A message that is not a valid Feedback goes to
-``alert-feedback.dlq`` with the reason. faust commits an offset once every agent on its
-topic has processed the message, so a killed worker replays the rest: Redis writes are
-idempotent and the lake skips records its manifest has (``models.lake``).
+Agents: ``alerts`` keeps each alert's context in Redis (what a disposition needs) and applies
+the dispositions parked for its transaction; ``alert-feedback`` applies each disposition
+(``stream_jobs.feedback.dispositions``) whose transaction is known, parks the others without
+waiting, and publishes each one applied to ``labels``; a timer applies parked dispositions
+once their transaction is known (its alert, or the lake's archive for one never alerted) and
+dead-letters those still unknown after ``feedback_park_s``. A thread (``archive``) writes every
+transaction, decision and applied label to the lake. A message that is not a valid Feedback,
+or that meets an error that would recur (a key of the wrong type in Redis), goes to
+``alert-feedback.dlq`` with the reason (``fraudstream feedback redrive`` sends them again); an
+outage (Redis down) is retried with back-off, and an agent stuck on one message longer than
+``feedback_stuck_s`` makes the app not ready, ``/readyz`` naming the message and the error.
+faust commits an offset once the agent has processed the message, so a killed worker
+replays the rest: every Redis write is idempotent and the lake skips records its manifest
+has (``models.lake``). SIGTERM stops the app within ``STOP_DEADLINE_S`` whatever is down.
 
     fraudstream feedback-app
 """
@@ -17,50 +23,38 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import threading
 import time
-from collections.abc import Callable
-from typing import Any, TypeVar
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Final
 
 import faust
-import redis
-from prometheus_client import Counter
+import msgspec
 
 from models import lake as lk
-from services.core.contract import InvalidEvent, encode
+from models.redis_ops import is_transient
+from services.core.contract import Feedback, InvalidEvent, encode
 from services.core.dead_letters import DeadLetterLog
 from services.core.dead_letters import dead_letter as build_dead_letter
 from services.core.exposition import component_registry, serve_metrics
-from services.core.kafka import topic_epochs
 from services.core.kafka_config import aiokafka
 from services.core.lag import LagProbe
 from services.core.settings import KafkaSettings, Settings
+from services.core.throttled_log import ThrottledLog
 from stream_jobs.feedback.archive import Archiver
-from stream_jobs.feedback.dispositions import Disposition, Dispositions, Rejected
+from stream_jobs.feedback.dispositions import Applied, Context, Dispositions, Rejected, decode
 from stream_jobs.feedback.metrics import FeedbackMetrics
-from stream_jobs.feedback.writer import BATCH_ROWS, append_until_written
 
 log = logging.getLogger(__name__)
 APP_ID = "fraudstream-feedback"
-ALERT_WAIT_S = 10.0  # a disposition may overtake its alert (two topics): wait this long
-REDIS_RETRY_S = 0.5
-_T = TypeVar("_T")
-_D = TypeVar("_D", bound=Disposition)
-
-
-async def _until_redis_answers(call: Callable[[bytes], _T], raw: bytes, retries: Counter) -> _T:
-    """Retry through a Redis outage: an agent that raised would skip its message."""
-    while True:
-        try:
-            return call(raw)
-        except redis.RedisError:
-            retries.inc()
-            await asyncio.sleep(REDIS_RETRY_S)
-
-
-def _sourced(event: Any, row: dict[str, Any], epochs: dict[str, str]) -> lk.Sourced:
-    message = event.message
-    epoch = epochs.get(message.topic, "")
-    return lk.Sourced(message.topic, message.partition, message.offset, row, epoch)
+STOP_DEADLINE_S: Final = 9.0  # SIGTERM to exit, whatever is down
+RETRY_FIRST_S, RETRY_MAX_S = 0.25, 15.0  # back-off of a message retried through an outage
+SWEEP_S: Final = 2.0  # how often parked dispositions are looked at
+SWEEP_BATCH: Final = 500
+_parked_entry = msgspec.msgpack.Decoder(tuple[int, int, bytes])
+_encode_entry = msgspec.msgpack.Encoder().encode
 
 
 def credentials(kafka: KafkaSettings) -> faust.types.auth.CredentialsT | None:
@@ -75,8 +69,43 @@ def credentials(kafka: KafkaSettings) -> faust.types.auth.CredentialsT | None:
     return faust.SSLCredentials(context) if context else None
 
 
-def create_app(settings: Settings, metrics: FeedbackMetrics, lag: LagProbe) -> faust.App:
+@dataclass
+class _Stuck:
+    """What an agent is retrying, since when, and why."""
+
+    where: str
+    since: float
+    error: str
+
+
+class Health:
+    """Whether the app is ready: partitions assigned, no agent stuck on one message too long,
+    its event loop answering; and if not, why (``/readyz`` says it)."""
+
+    def __init__(self, stuck_s: float) -> None:
+        self._stuck_s = stuck_s
+        self.assigned = threading.Event()
+        self.stuck: dict[str, _Stuck] = {}
+        self.loop_seen = time.monotonic()
+
+    def why_not(self) -> str | None:
+        if not self.assigned.is_set():
+            return "partitions not assigned yet"
+        now = time.monotonic()
+        if now - self.loop_seen > self._stuck_s:
+            return f"event loop unresponsive for {now - self.loop_seen:.0f} s"
+        for agent, stuck in self.stuck.items():
+            if now - stuck.since > self._stuck_s:
+                return (f"{agent} stuck on {stuck.where} for {now - stuck.since:.0f} s: "
+                        f"{stuck.error}")  # fmt: skip
+        return None
+
+
+def create_app(
+    settings: Settings, metrics: FeedbackMetrics, health: Health, lag: LagProbe
+) -> faust.App:
     brokers = aiokafka(settings.kafka)["bootstrap_servers"]
+    fb = settings.feedback
     app = faust.App(
         APP_ID,
         broker=";".join(f"kafka://{server}" for server in brokers),
@@ -86,115 +115,256 @@ def create_app(settings: Settings, metrics: FeedbackMetrics, lag: LagProbe) -> f
         web_enabled=False,
         datadir=str(settings.state_dir / "feedback-app"),  # faust's own files, not in the cwd
         topic_disable_leader=True,
-        consumer_auto_offset_reset="earliest",
+        consumer_auto_offset_reset="earliest",  # dispositions are idempotent: none is skipped
         # A restarted worker rejoins in seconds: the group waits one session timeout for the
         # member that died (faust's default, 60 s, made a restart take about 112 s to be ready).
-        broker_session_timeout=settings.feedback.session_timeout_s,
-        broker_heartbeat_interval=settings.feedback.session_timeout_s / 12,
-        broker_rebalance_timeout=settings.feedback.session_timeout_s * 2,
+        broker_session_timeout=fb.session_timeout_s,
+        broker_heartbeat_interval=fb.session_timeout_s / 12,
+        broker_rebalance_timeout=fb.session_timeout_s * 2,
     )
-    dispositions = Dispositions(settings.redis.client(), settings.feedback.blocklist_ttl_ms)
+    timeout = fb.redis_timeout_s
+    redis = settings.redis.async_client(socket_timeout=timeout, socket_connect_timeout=timeout)
+    ttl_ms = int(fb.alert_ttl_days * 86_400_000)
+    dispositions = Dispositions(redis, fb.blocklist_ttl_ms, ttl_ms)
     lake = lk.Lake(settings.lake_path)
-    epochs: dict[str, str] = {}  # topic -> its topic id, for the lake's offsets
     alerts = app.topic(settings.topic.alerts)
     feedback = app.topic(settings.topic.feedback)
     dlq = app.topic(settings.topic.feedback_dlq)
-
-    async def learn_epochs() -> None:
-        """The feedback topic's incarnation (its id), for the lake's offsets of ``labels``."""
-        epochs.update(await asyncio.to_thread(topic_epochs, settings, [settings.topic.feedback]))
+    labels = app.topic(settings.topic.labels)
+    letters, warnings = DeadLetterLog(log), ThrottledLog(log)
 
     def processed(event: Any) -> None:
         message = event.message
         lag.processed([(message.topic, message.partition, message.offset)])
         metrics.message_age(message.topic, message.timestamp)
 
+    async def dead_letter(raw: bytes, source: tuple[str, int, int], why: Rejected) -> None:
+        metrics.dlq.labels(why.field).inc()
+        invalid = InvalidEvent(why.field, why.reason)
+        letter = build_dead_letter(invalid, raw, None, source, settings.dlq.raw_bytes)
+        letters.record(letter)
+        await (await dlq.send(key=letter.key, value=encode(letter)))  # acknowledged: then done
+
+    async def retrying(agent: str, where: str, call: Callable[[], Awaitable[None]]) -> None:
+        """``call`` until it succeeds, waiting out an outage with back-off (counted, and
+        reported by readiness once it lasts); an error that would recur is raised."""
+        pause = RETRY_FIRST_S
+        try:
+            while True:
+                try:
+                    return await call()
+                except Exception as error:
+                    if not is_transient(error):
+                        raise
+                    metrics.redis_retries.inc()
+                    health.stuck.setdefault(agent, _Stuck(where, time.monotonic(), ""))
+                    health.stuck[agent].error = f"{type(error).__name__}: {error}"
+                    warnings.warning(agent, "%s: %s on %s; retrying", agent,
+                                     health.stuck[agent].error, where)  # fmt: skip
+                    await asyncio.sleep(pause)
+                    pause = min(pause * 2, RETRY_MAX_S)
+        finally:
+            health.stuck.pop(agent, None)
+
+    async def publish(applied: Applied) -> None:
+        record = applied.record
+        result = "applied" if applied.changed else "repeat"
+        metrics.processed.labels(record.label, result).inc()
+        # Acknowledged before the disposition counts as processed (its offset committed): a
+        # worker killed in between replays it, and publishes it again.
+        await (await labels.send(key=record.transaction_id.encode(), value=encode(record)))
+
+    async def apply_parked(transaction_id: str, context: Context) -> None:
+        """Apply what is parked for a transaction now known, in the order it arrived."""
+        parked = await dispositions.parked(transaction_id)
+        for entry in parked:
+            parsed = decode(_parked_entry.decode(entry)[2])
+            if isinstance(parsed, Feedback):
+                await publish(await dispositions.apply(parsed, context))
+            metrics.unparked.labels("applied").inc()
+        if parked:
+            await dispositions.unpark(transaction_id, len(parked))
+
+    async def handle(raw: bytes, partition: int, offset: int) -> None:
+        parsed = decode(raw)
+        if isinstance(parsed, Rejected):
+            await dead_letter(raw, (settings.topic.feedback, partition, offset), parsed)
+            return
+        context = await dispositions.context(parsed.transaction_id)
+        if context is None:  # not known yet: parked, and the next message goes on
+            entry = _encode_entry((partition, offset, raw))
+            await dispositions.park(parsed.transaction_id, entry, _now_ms(), _park_ms(fb.park_s))
+            metrics.parked.inc()
+            return
+        await apply_parked(parsed.transaction_id, context)  # earlier ones first
+        await publish(await dispositions.apply(parsed, context))
+
     @app.agent(alerts)
     async def remember(stream: Any) -> None:
         timer = metrics.processing.labels("alerts")
         async for event in stream.events():
-            with timer.time():
-                if await _until_redis_answers(
-                    dispositions.remember, event.value, metrics.redis_retries
-                ):
+            where = f"{event.message.topic} {event.message.partition}@{event.message.offset}"
+
+            async def one(raw: bytes = event.value or b"") -> None:
+                transaction_id = await dispositions.remember(raw)
+                if transaction_id is not None:
                     metrics.alerts.inc()
+                    context = await dispositions.context(transaction_id)
+                    if context is not None:
+                        await apply_parked(transaction_id, context)
+
+            with timer.time():
+                try:
+                    await retrying("alerts", where, one)
+                except Exception as error:  # would recur: this alert is skipped, said once
+                    metrics.alerts_skipped.inc()
+                    warnings.warning("alerts-skipped", "alert %s skipped: %s: %s", where,
+                                     type(error).__name__, error)  # fmt: skip
             processed(event)
-
-    async def with_alert(
-        call: Callable[[bytes], _D | Rejected | None], raw: bytes
-    ) -> _D | Rejected:
-        """``call`` until the message's alert is known, for at most ALERT_WAIT_S."""
-        deadline = time.monotonic() + ALERT_WAIT_S
-        while (outcome := await _until_redis_answers(call, raw, metrics.redis_retries)) is None:
-            if time.monotonic() >= deadline:
-                return Rejected("transaction_id", "no alert known for this transaction")
-            await asyncio.sleep(0.1)
-        return outcome
-
-    letters = DeadLetterLog(log)
-
-    async def dead_letter(event: Any, rejected: Rejected) -> None:
-        metrics.dlq.labels(rejected.field).inc()
-        source = event.message
-        letter = build_dead_letter(
-            InvalidEvent(rejected.field, rejected.reason), event.value or b"", source.key,
-            (source.topic, source.partition, source.offset), settings.dlq.raw_bytes,
-        )  # fmt: skip
-        letters.record(letter)
-        await dlq.send(key=source.key, value=encode(letter))
 
     @app.agent(feedback)
     async def apply(stream: Any) -> None:
         timer = metrics.processing.labels("alert-feedback")
         async for event in stream.events():
+            message, raw = event.message, event.value or b""
+            where = f"{message.topic} {message.partition}@{message.offset}"
+
+            async def one(raw: bytes = raw, partition: int = message.partition,
+                          offset: int = message.offset) -> None:  # fmt: skip
+                await handle(raw, partition, offset)
+
             with timer.time():
-                outcome = await with_alert(dispositions.apply, event.value)
-                if isinstance(outcome, Rejected):
-                    await dead_letter(event, outcome)
-                else:
-                    result = "applied" if outcome.first else "repeat"
-                    metrics.processed.labels(outcome.feedback.label, result).inc()
+                try:
+                    await retrying("alert-feedback", where, one)
+                except Exception as error:  # would recur (a wrong type in Redis, say)
+                    log.debug("disposition %s failed", where, exc_info=True)
+                    why = Rejected("$", f"{type(error).__name__}: {error}")
+                    source = (message.topic, message.partition, message.offset)
+                    await dead_letter(raw, source, why)
             processed(event)
 
-    # Its own agent on the same topic, so a lake outage never holds back a blocklisting.
-    @app.agent(feedback, name="lake-labels")
-    async def label_lake(stream: Any) -> None:
-        timer = metrics.processing.labels("lake-labels")
-        async for events in stream.take_events(BATCH_ROWS, within=settings.lake.flush_s):
-            with timer.time():
-                await label_batch(events)
+    @app.timer(interval=SWEEP_S)  # type: ignore[untyped-decorator]
+    async def sweep() -> None:
+        """Parked dispositions: applied once their transaction is known, dead letters once
+        they have waited ``feedback_park_s``. Not while an agent waits out an outage."""
+        if health.stuck:
+            return
+        try:
+            await _sweep(settings, dispositions, lake, apply_parked, dead_letter, metrics)
+        except Exception as error:
+            if not is_transient(error):
+                log.exception("sweeping parked dispositions failed")
+            warnings.warning("sweep", "parked dispositions not swept: %s: %s",
+                             type(error).__name__, error)  # fmt: skip
 
-    async def label_batch(events: list[Any]) -> None:
-        if settings.topic.feedback not in epochs:  # before the first rebalance's answer
-            await learn_epochs()
-        records = []
-        for event in events:
-            found = await with_alert(dispositions.context, event.value)
-            if isinstance(found, Disposition):  # a rejected one is the other agent's
-                row = lk.label_row(found.feedback, found.alert)
-                records.append(_sourced(event, row, epochs))
-        # Never given up on: an agent that returned would have its batch acknowledged.
-        await asyncio.to_thread(append_until_written, lake, "labels", records, metrics)
+    @app.timer(interval=1.0)  # type: ignore[untyped-decorator]
+    async def heartbeat() -> None:
+        """The event loop answers (a blocking call would stop this)."""
+        health.loop_seen = time.monotonic()
+        for agent in ("alerts", "alert-feedback"):
+            stuck = health.stuck.get(agent)
+            metrics.stuck_seconds.labels(agent).set(time.monotonic() - stuck.since if stuck else 0)
 
     @app.on_rebalance_complete.connect
-    async def _ready(_sender: Any, /, *_args: Any, signal: Any, **_kwargs: Any) -> None:
-        await learn_epochs()  # again at each rebalance: a broker may have come back empty
-        metrics.mark_ready()
+    async def _assigned(_sender: Any, /, *_args: Any, signal: Any, **_kwargs: Any) -> None:
+        health.assigned.set()
 
     return app
 
 
+async def _sweep(
+    settings: Settings,
+    dispositions: Dispositions,
+    lake: lk.Lake,
+    apply_parked: Callable[[str, Context], Awaitable[None]],
+    dead_letter: Callable[[bytes, tuple[str, int, int], Rejected], Awaitable[None]],
+    metrics: FeedbackMetrics,
+) -> None:
+    now = _now_ms()
+    waiting = await dispositions.waiting(now, SWEEP_BATCH)
+    metrics.parked_now.set(await dispositions.waiting_count())
+    unknown: dict[str, int] = {}
+    for transaction_id, since in waiting:
+        context = await dispositions.context(transaction_id)
+        if context is not None:
+            await apply_parked(transaction_id, context)
+        else:
+            unknown[transaction_id] = since
+    if not unknown:
+        return
+    hints = [await _hint(dispositions, tx) for tx in unknown]
+    since_ms = min([h for h in hints if h is not None], default=None)
+    default = now - settings.feedback.lookup_days * 86_400_000
+    since_ms = default if since_ms is None else min(since_ms - 86_400_000, default)
+    rows = await asyncio.to_thread(lk.find_transactions, lake, list(unknown), since_ms)
+    for transaction_id, parked_at in unknown.items():
+        if transaction_id in rows:
+            await apply_parked(transaction_id, Context.of_lake(rows[transaction_id]))
+        elif now - parked_at > settings.feedback.park_s * 1000:
+            parked = await dispositions.parked(transaction_id)
+            why = Rejected("transaction_id", "no transaction known: neither alerted nor in the "
+                           f"lake after {settings.feedback.park_s:.0f} s")  # fmt: skip
+            for entry in parked:
+                partition, offset, raw = _parked_entry.decode(entry)
+                await dead_letter(raw, (settings.topic.feedback, partition, offset), why)
+                metrics.unparked.labels("dead_letter").inc()
+            await dispositions.unpark(transaction_id, len(parked))
+
+
+async def _hint(dispositions: Dispositions, transaction_id: str) -> int | None:
+    """The earliest event time the transaction's parked dispositions give, if any does."""
+    times = []
+    for entry in await dispositions.parked(transaction_id):
+        parsed = decode(_parked_entry.decode(entry)[2])
+        if isinstance(parsed, Feedback) and isinstance(parsed.event_time, int):
+            times.append(parsed.event_time)
+    return min(times, default=None)
+
+
+def _now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+def _park_ms(park_s: float) -> int:
+    """How long Redis keeps a parked disposition: past the time it may wait, then a sweep."""
+    return int(park_s * 1000) + 3_600_000
+
+
+class _Worker(faust.Worker):
+    """faust's worker, whose stop is bounded: a stop that outlasts ``STOP_DEADLINE_S`` (a
+    broker or Redis gone) ends the process; nothing is lost (offsets not committed replay)."""
+
+    def __init__(self, *args: Any, on_stop: Callable[[], None], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._on_stop = on_stop
+
+    def _schedule_shutdown(self, signal: Any) -> None:
+        if not self._signal_stop_time:
+            threading.Thread(target=self._deadline, name="stop-deadline", daemon=True).start()
+        super()._schedule_shutdown(signal)
+
+    def _deadline(self) -> None:
+        self._on_stop()
+        time.sleep(STOP_DEADLINE_S - 0.5)
+        log.warning("stopping took over %.0f s (something is down): exiting now; what was not "
+                    "committed is replayed at the next start", STOP_DEADLINE_S)  # fmt: skip
+        logging.shutdown()
+        os._exit(0)
+
+
 def run(settings: Settings) -> None:
-    """Run one worker until SIGTERM/SIGINT (faust's own signal handling and shutdown)."""
+    """Run one worker until SIGTERM/SIGINT (faust's own signal handling, bounded)."""
     metrics = FeedbackMetrics(component_registry())
+    health = Health(settings.feedback.stuck_s)
+    metrics.ready.set_function(lambda: float(health.why_not() is None))
     feedback = settings.feedback
     serve_metrics(metrics.registry, feedback.metrics_host, feedback.metrics_port,
-                  ready=metrics.is_ready)  # fmt: skip
+                  ready=health.why_not)  # fmt: skip
     lag = LagProbe(settings, metrics.report_lag)
-    app = create_app(settings, metrics, lag)
+    app = create_app(settings, metrics, health, lag)
     archiver = Archiver(settings, lk.Lake(settings.lake_path), metrics, lag)
     archiver.start()
-    worker = faust.Worker(app, loglevel="WARNING", redirect_stdouts=False)
+    worker = _Worker(app, loglevel="WARNING", redirect_stdouts=False, on_stop=archiver.stop)
     try:
         worker.execute_from_commandline()
     finally:

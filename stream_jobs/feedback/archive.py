@@ -1,4 +1,5 @@
-"""The lake's raw zone: every transaction and decision, read in batches with librdkafka.
+"""The lake: every transaction, decision and applied disposition, read in batches with
+librdkafka.
 
 A thread of the feedback app rather than a faust agent: faust spends about 170 µs of CPU per
 message on its per-message asyncio machinery (``benchmarks/lake.py``), more than the job
@@ -19,16 +20,25 @@ import msgspec
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException
 
 from models import lake as lk
-from services.core.contract import Decision, InvalidEvent, decode_or_none, decode_transaction
+from services.core.contract import (
+    Decision,
+    InvalidEvent,
+    LabelRecord,
+    decode_or_none,
+    decode_transaction,
+)
 from services.core.kafka import assigned_consumer, topic_epochs
 from services.core.lag import LagProbe
 from services.core.settings import Settings
+from services.core.throttled_log import ThrottledLog
 from services.core.tokens import Tokenizer
 from stream_jobs.feedback.metrics import FeedbackMetrics
 from stream_jobs.feedback.writer import BATCH_ROWS, RETRY_S, append_until_written
 
 log = logging.getLogger(__name__)
 _decisions = msgspec.json.Decoder(Decision)
+_labels = msgspec.json.Decoder(LabelRecord)
+STOP_WAIT_S = 5.0  # what a stop waits for the thread (a write to a dead disk is abandoned)
 RowOf = Callable[[bytes], dict[str, Any] | None]
 
 
@@ -47,6 +57,11 @@ def decision_row(raw: bytes) -> dict[str, Any] | None:
     return None if decision is None else lk.decision_row(decision)
 
 
+def label_row(raw: bytes) -> dict[str, Any] | None:
+    record = decode_or_none(_labels, raw)
+    return None if record is None else lk.label_row(record)
+
+
 class Archiver:
     """Runs until :meth:`stop`."""
 
@@ -59,6 +74,7 @@ class Archiver:
                 transaction_rows(settings.token.tokenizer()),
             ),
             settings.topic.decisions: ("decisions", decision_row),
+            settings.topic.labels: ("labels", label_row),
         }
         self._epochs: dict[str, str] = {}
         self._stop = threading.Event()
@@ -69,7 +85,7 @@ class Archiver:
 
     def stop(self) -> None:
         self._stop.set()
-        self._thread.join(timeout=30)
+        self._thread.join(timeout=STOP_WAIT_S)
 
     def _start_at(self, topic: str, partition: int) -> int:
         table = self._tables[topic][0]
@@ -77,14 +93,17 @@ class Archiver:
         return OFFSET_BEGINNING if after is None else after
 
     def _run(self) -> None:
+        warnings = ThrottledLog(log)
         while not self._stop.is_set():
             try:
                 self._archive()
             except KafkaException as error:  # the broker unreachable at start, say
-                log.warning("archive: %s; retrying in %.0f s", error, RETRY_S)
+                warnings.warning("kafka", "archive: %s; retrying every %.0f s", error, RETRY_S)
                 self._stop.wait(RETRY_S)
-            except Exception:  # a bug must not end the archive silently: log, count, go on
-                log.exception("archive failed; resuming from the lake's manifest")
+            except Exception as error:  # a disk or a bug must not end the archive silently
+                log.debug("archive failed", exc_info=True)
+                warnings.warning(type(error).__name__, "archive failed (%s: %s); resuming from "
+                                 "the lake's manifest", type(error).__name__, error)  # fmt: skip
                 self._metrics.lake_errors.labels("archive").inc()
                 self._stop.wait(RETRY_S)
 

@@ -1,38 +1,82 @@
 """What one analyst disposition changes, free of faust so the app and the tests share it.
 
-Every write is idempotent and the transaction's latest label wins: merchant fraud counts move
-only when a transaction's label changes (``record_label`` keeps the label it counted), a
-card's label history is a hash keyed by transaction id, a ``fraud`` blocklists the card and
-device (if not already) and a later ``legit`` lifts the entries that transaction created. A
-redelivered or repeated message changes nothing.
+A disposition is applied to the transaction it names, known either from its alert (the app
+keeps each alert's context in Redis: only what a disposition needs, for
+``feedback_alert_ttl_days``) or, for a transaction that was never alerted (a chargeback on an
+approved payment), from the lake's archive. One whose transaction is not known yet is parked
+in Redis and applied once it is (its alert arrives, or the archive catches up), without
+holding back the dispositions behind it.
+
+Every write is idempotent and the transaction's latest label wins, by the disposition's time,
+whatever order they are applied in: merchant fraud counts move only when a transaction's label
+changes (``label_op`` keeps the label it counted and when), a card's label history is a hash
+keyed by transaction id, a ``fraud`` blocklists the card and device (if not already) and a
+later ``legit`` lifts the entries that transaction created. A redelivered or repeated message
+changes nothing. All Redis calls are asyncio with timeouts: a dead Redis never blocks the
+app's event loop (its heartbeats, its other agents).
 """
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
+from typing import Any
 
 import msgspec
 
 from models import redis_layout as layout
-from models.online import OnlineFeatureStore
-from services.core.contract import Alert, Feedback, InvalidEvent, decode_feedback, decode_or_none
-from services.core.settings import RedisClient
+from models.online import LABEL_CHANGED, LABEL_SUPERSEDED, delete_if_op, label_op
+from models.redis_ops import run_async
+from services.core.contract import (
+    Alert,
+    DecisionOutcome,
+    Feedback,
+    InvalidEvent,
+    LabelRecord,
+    decode_feedback,
+    decode_or_none,
+)
+from services.core.settings import AsyncRedisClient
 
-ALERT_TTL_MS = 30 * 24 * 3600 * 1000  # how long an alert can still be labelled
 _alerts = msgspec.json.Decoder(Alert)
 
 
+class Context(msgspec.Struct, array_like=True, frozen=True):
+    """What a disposition needs of its transaction (about 150 bytes in msgpack, against a few
+    KB for the whole alert): the keys it writes and what was decided."""
+
+    event_time: int
+    card_id: str
+    customer_id: str
+    merchant_id: str
+    device_id: str | None
+    alerted: bool = True
+    decision: DecisionOutcome | None = None
+    score: float | None = None
+    model_version: str | None = None
+
+    @classmethod
+    def of_alert(cls, alert: Alert) -> Context:
+        tx = alert.transaction
+        return cls(tx.event_time_ms, tx.card_id, tx.customer_id, tx.merchant_id, tx.device_id,
+                   True, alert.decision, alert.score, alert.model_version)  # fmt: skip
+
+    @classmethod
+    def of_lake(cls, row: dict[str, Any]) -> Context:
+        """From ``models.lake.find_transactions``: a transaction that was never alerted."""
+        return cls(int(row["event_time"]), row["card_id"], row["customer_id"],
+                   row["merchant_id"], row["device_id"], False, row["decision"], row["score"],
+                   row["model_version"])  # fmt: skip
+
+
+_encode = msgspec.msgpack.Encoder().encode
+_context = msgspec.msgpack.Decoder(Context).decode
+
+
 @dataclass(frozen=True)
-class Disposition:
-    """A valid disposition with the alert it labels."""
-
-    feedback: Feedback
-    alert: Alert
-
-
-@dataclass(frozen=True)
-class Applied(Disposition):
-    first: bool  # False: this transaction already had this label; nothing changed
+class Applied:
+    record: LabelRecord  # what to publish to ``labels``
+    changed: bool  # False: a repeat, or older than the label counted; nothing changed
 
 
 @dataclass(frozen=True)
@@ -41,52 +85,91 @@ class Rejected:
     reason: str
 
 
-class Dispositions:
-    def __init__(self, client: RedisClient, blocklist_ttl_ms: int) -> None:
-        self._redis = client
-        self._store = OnlineFeatureStore(client)
-        self._blocklist_ttl_ms = blocklist_ttl_ms
+def decode(raw: bytes) -> Feedback | Rejected:
+    parsed = decode_feedback(raw)
+    return Rejected(parsed.field, parsed.reason) if isinstance(parsed, InvalidEvent) else parsed
 
-    def remember(self, raw_alert: bytes) -> bool:
-        """Keep an alert (its card, device, merchant, features, score) for its feedback;
-        False for a message that is not an alert (the job writes only valid ones)."""
+
+class Dispositions:
+    def __init__(self, client: AsyncRedisClient, blocklist_ttl_ms: int, alert_ttl_ms: int) -> None:
+        self._redis = client
+        self._blocklist_ttl_ms, self._alert_ttl_ms = blocklist_ttl_ms, alert_ttl_ms
+
+    async def remember(self, raw_alert: bytes) -> str | None:
+        """Keep an alert's context for its dispositions; its transaction id, or None for a
+        message that is not an alert (the job writes only valid ones)."""
         alert = decode_or_none(_alerts, raw_alert)
         if alert is None:
-            return False
-        self._redis.set(layout.alert_context(alert.transaction_id), raw_alert, px=ALERT_TTL_MS)
-        return True
+            return None
+        key = layout.alert_context(alert.transaction_id)
+        await self._redis.set(key, _encode(Context.of_alert(alert)), px=self._alert_ttl_ms)
+        return alert.transaction_id
 
-    def alert(self, transaction_id: str) -> Alert | None:
-        raw = self._redis.get(layout.alert_context(transaction_id))
-        return decode_or_none(_alerts, raw) if isinstance(raw, bytes) else None
+    async def context(self, transaction_id: str) -> Context | None:
+        raw = await self._redis.get(layout.alert_context(transaction_id))
+        return _context(raw) if isinstance(raw, bytes) else None
 
-    def context(self, raw_feedback: bytes) -> Disposition | Rejected | None:
-        """The message with its alert; None while the alert is not known (yet)."""
-        feedback = decode_feedback(raw_feedback)
-        if isinstance(feedback, InvalidEvent):
-            return Rejected(feedback.field, feedback.reason)
-        alert = self.alert(feedback.transaction_id)
-        return None if alert is None else Disposition(feedback, alert)
-
-    def apply(self, raw_feedback: bytes) -> Applied | Rejected | None:
-        """Apply one message; None while its alert is not known (yet)."""
-        found = self.context(raw_feedback)
-        if not isinstance(found, Disposition):
-            return found
-        feedback, alert = found.feedback, found.alert
-        tx, fraud = alert.transaction, feedback.label == "fraud"
-        changed = self._store.record_label(
-            tx.transaction_id, tx.merchant_id, tx.event_time_ms, fraud
-        )
-        blocklist = [layout.blocklist_card(tx.card_id)]
-        blocklist += [layout.blocklist_device(tx.device_id)] if tx.device_id else []
+    async def apply(self, feedback: Feedback, context: Context) -> Applied:
+        """Apply one disposition to its transaction."""
+        fraud = feedback.label == "fraud"
+        tx_id = feedback.transaction_id
+        op = label_op(tx_id, context.merchant_id, context.event_time, fraud, feedback.time_ms)
+        counted = (await run_async(self._redis, [op]))[0]
+        record = _record(feedback, context)
+        if counted == LABEL_SUPERSEDED:  # a later disposition of this transaction is in place
+            return Applied(record, False)
+        blocklist = [layout.blocklist_card(context.card_id)]
+        blocklist += [layout.blocklist_device(context.device_id)] if context.device_id else []
         pipe = self._redis.pipeline(transaction=False)
-        pipe.hset(layout.card_labels(tx.card_id), tx.transaction_id, feedback.label)
-        pipe.pexpire(layout.card_labels(tx.card_id), ALERT_TTL_MS)
+        pipe.hset(layout.card_labels(context.card_id), tx_id, feedback.label)
+        pipe.pexpire(layout.card_labels(context.card_id), self._alert_ttl_ms)
         if fraud:
             for key in blocklist:
-                pipe.set(key, tx.transaction_id, px=self._blocklist_ttl_ms, nx=True)
-        pipe.execute()
+                pipe.set(key, tx_id, px=self._blocklist_ttl_ms, nx=True)
+        await pipe.execute()
         if not fraud:  # lift what this transaction's fraud label blocked, and nothing else
-            self._store.delete_if((key, tx.transaction_id) for key in blocklist)
-        return Applied(feedback, alert, changed)
+            await run_async(self._redis, [delete_if_op(key, tx_id) for key in blocklist])
+        return Applied(record, counted == LABEL_CHANGED)
+
+    async def park(self, transaction_id: str, raw: bytes, now_ms: int, keep_ms: int) -> None:
+        """Hold a disposition until its transaction is known (see :meth:`unpark`)."""
+        key = layout.parked(transaction_id)
+        pipe = self._redis.pipeline(transaction=False)
+        pipe.rpush(key, raw)
+        pipe.pexpire(key, keep_ms)
+        await pipe.execute()
+        await self._redis.zadd(layout.PARKED_INDEX, {transaction_id: now_ms}, nx=True)
+
+    async def parked(self, transaction_id: str) -> list[bytes]:
+        """The dispositions parked for a transaction, oldest first."""
+        entries = await self._redis.lrange(layout.parked(transaction_id), 0, -1)
+        return [e for e in entries if isinstance(e, bytes)]
+
+    async def unpark(self, transaction_id: str, count: int) -> None:
+        """Forget the first ``count`` parked dispositions of a transaction (applied or dead
+        letters); the transaction leaves the index once none is left."""
+        key = layout.parked(transaction_id)
+        await self._redis.ltrim(key, count, -1)
+        await self._redis.zrem(layout.PARKED_INDEX, transaction_id)
+        if await self._redis.exists(key):  # parked meanwhile: back in the index
+            await self._redis.zadd(layout.PARKED_INDEX, {transaction_id: int(time.time() * 1000)})
+
+    async def waiting(self, parked_before_ms: int, limit: int) -> list[tuple[str, int]]:
+        """(transaction id, parked since) of the transactions with parked dispositions."""
+        found: list[Any] = await self._redis.zrangebyscore(
+            layout.PARKED_INDEX, "-inf", parked_before_ms, start=0, num=limit, withscores=True
+        )
+        return [(member.decode(), int(score)) for member, score in found]
+
+    async def waiting_count(self) -> int:
+        return int(await self._redis.zcard(layout.PARKED_INDEX))
+
+
+def _record(feedback: Feedback, context: Context) -> LabelRecord:
+    return LabelRecord(
+        transaction_id=feedback.transaction_id, label=feedback.label, analyst=feedback.analyst,
+        note=feedback.note, labelled_at=feedback.time_ms, event_time=context.event_time,
+        card_id=context.card_id, customer_id=context.customer_id,
+        merchant_id=context.merchant_id, device_id=context.device_id, alerted=context.alerted,
+        decision=context.decision, score=context.score, model_version=context.model_version,
+    )  # fmt: skip

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import threading
 import time
 from collections.abc import Mapping
 
@@ -12,20 +11,44 @@ from models.lake import TABLES
 from services.core.lag import Partition, per_topic
 from stream_jobs.metrics import LATENCY_BUCKETS
 
-AGENTS = ("alerts", "alert-feedback", "lake-labels", "archive")  # what processing_seconds times
+AGENTS = ("alerts", "alert-feedback", "archive")  # what processing_seconds times
 
 
 class FeedbackMetrics:
     def __init__(self, registry: CollectorRegistry) -> None:
         self.registry = registry
-        self._ready = threading.Event()
         p = "fraudstream_feedback"
         self.processed = Counter(
-            f"{p}_processed", "Dispositions applied", ["label", "result"], registry=registry
-        )
-        self.dlq = Counter(f"{p}_dlq", "Invalid dispositions", ["field"], registry=registry)
+            f"{p}_processed", "Dispositions applied: changed the label, or a repeat (or older "
+            "than the label in place)", ["label", "result"], registry=registry,
+        )  # fmt: skip
+        self.dlq = Counter(
+            f"{p}_dlq", "Dispositions dead-lettered, by failing field ($: an error that would "
+            "recur)", ["field"], registry=registry,
+        )  # fmt: skip
         self.alerts = Counter(f"{p}_alerts_remembered", "Alerts kept", registry=registry)
-        self.ready = Gauge(f"{p}_ready", "1 once partitions are assigned", registry=registry)
+        self.alerts_skipped = Counter(
+            f"{p}_alerts_skipped", "Alerts not kept: an error that would recur", registry=registry
+        )
+        self.parked = Counter(
+            f"{p}_parked", "Dispositions parked: their transaction was not known yet",
+            registry=registry,
+        )  # fmt: skip
+        self.unparked = Counter(
+            f"{p}_unparked", "Parked dispositions applied once their transaction was known, or "
+            "dead-lettered after feedback_park_s", ["result"], registry=registry,
+        )  # fmt: skip
+        self.parked_now = Gauge(
+            f"{p}_parked_transactions", "Transactions with dispositions waiting", registry=registry
+        )
+        self.stuck_seconds = Gauge(
+            f"{p}_stuck_seconds", "How long an agent has been retrying its current message "
+            "through an outage (0: not)", ["agent"], registry=registry,
+        )  # fmt: skip
+        self.ready = Gauge(
+            f"{p}_ready", "1 when ready: partitions assigned, no agent stuck past "
+            "feedback_stuck_s, the event loop answering", registry=registry,
+        )  # fmt: skip
         self.lag = Gauge(
             f"{p}_consumer_lag", "Messages behind the partitions' ends", ["topic"],
             registry=registry,
@@ -35,8 +58,8 @@ class FeedbackMetrics:
             "timestamp)", ["topic"], registry=registry,
         )  # fmt: skip
         self.processing = Histogram(
-            f"{p}_processing_seconds", "Time to process one message (a disposition waits for "
-            "its alert) or, for lake-labels and archive, one batch", ["agent"],
+            f"{p}_processing_seconds", "Time to process one message or, for the archive, one "
+            "batch", ["agent"],
             buckets=LATENCY_BUCKETS, registry=registry,
         )  # fmt: skip
         self.lake_files = Counter(
@@ -56,19 +79,15 @@ class FeedbackMetrics:
         for label in ("fraud", "legit"):  # every series exists from the start: rates work
             for result in ("applied", "repeat"):
                 self.processed.labels(label, result)
+        for result in ("applied", "dead_letter"):
+            self.unparked.labels(result)
         for agent in AGENTS:
             self.processing.labels(agent)
+        for agent in AGENTS[:2]:
+            self.stuck_seconds.labels(agent)
         for table in TABLES:
             for counter in (self.lake_files, self.lake_rows, self.lake_errors, self.lake_skipped):
                 counter.labels(table)
-
-    def mark_ready(self) -> None:
-        """Partitions assigned: the gauge, and ``/readyz``, say so."""
-        self.ready.set(1)
-        self._ready.set()
-
-    def is_ready(self) -> bool:
-        return self._ready.is_set()
 
     def report_lag(self, lag: Mapping[Partition, int]) -> None:
         for topic, behind in per_topic(lag).items():

@@ -7,11 +7,12 @@ import threading
 from collections.abc import Sequence
 
 from models import lake as lk
+from services.core.throttled_log import ThrottledLog
 from stream_jobs.feedback.metrics import FeedbackMetrics
 
 BATCH_ROWS = 10_000  # the most rows one append gathers
 RETRY_S = 1.0
-log = logging.getLogger(__name__)
+_warnings = ThrottledLog(logging.getLogger(__name__))
 
 
 def append_until_written(
@@ -29,7 +30,7 @@ def append_until_written(
             appended = lake.append(table, records)
         except OSError as error:
             metrics.lake_errors.labels(table).inc()
-            log.warning("lake %s: %s; retrying in %.0f s", table, error, RETRY_S)
+            _warnings.warning(table, "lake %s: %s; retrying every %.0f s", table, error, RETRY_S)
             stop.wait(RETRY_S)
             continue
         metrics.lake_files.labels(table).inc(appended.files)

@@ -224,10 +224,14 @@ def _status(url: str) -> int:
 def test_metrics_endpoints_answer_liveness_and_readiness() -> None:
     """What the chart's probes ask: alive at once, ready only once the component says so."""
     ready = threading.Event()
-    port = serve_metrics(component_registry(), "127.0.0.1", free_loopback_port(), ready.is_set)
+    port = serve_metrics(component_registry(), "127.0.0.1", free_loopback_port(),
+                         lambda: None if ready.is_set() else "waiting for a test")  # fmt: skip
     assert port is not None
     base = f"http://127.0.0.1:{port}"
     assert (_status(f"{base}/healthz"), _status(f"{base}/readyz")) == (200, 503)
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(f"{base}/readyz", timeout=5)
+    assert refused.value.read() == b"not ready: waiting for a test\n"  # the reason, at 3 a.m.
     ready.set()
     assert _status(f"{base}/readyz") == 200
     with urllib.request.urlopen(f"{base}/metrics", timeout=5) as reply:

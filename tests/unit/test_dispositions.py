@@ -2,20 +2,29 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import pytest
 import redis
+import redis.asyncio
 
 from models import redis_layout as layout
-from services.core.contract import Alert, Feedback, Transaction, encode
-from stream_jobs.feedback.dispositions import Applied, Dispositions
+from models.redis_ops import is_transient
+from services.core.contract import Alert, Feedback, Label, Transaction, encode
+from stream_jobs.feedback.dispositions import Applied, Context, Dispositions
 
 T0 = 1_772_323_200_000
+DAY = f"f{T0 // 86_400_000}"
+_T = TypeVar("_T")
 
 
-def _alert(transaction_id: str) -> Alert:
+def _alert(transaction_id: str, merchant: str = "m1") -> Alert:
     tx = Transaction(
         transaction_id=transaction_id, event_time=T0, card_id="c1", customer_id="u1",
-        merchant_id="m1", merchant_category="5411", amount=20.0, currency="USD", country="US",
-        channel="ecommerce", device_id="d1",
+        merchant_id=merchant, merchant_category="5411", amount=20.0, currency="USD",
+        country="US", channel="ecommerce", device_id="d1",
     )  # fmt: skip
     return Alert(
         transaction_id=transaction_id, card_id="c1", event_time=T0, decided_at=T0, score=0.9,
@@ -23,42 +32,126 @@ def _alert(transaction_id: str) -> Alert:
     )  # fmt: skip
 
 
-def _label(dispositions: Dispositions, transaction_id: str, label: str) -> Applied:
-    feedback = Feedback(transaction_id=transaction_id, label=label, analyst="a1", time=T0)  # type: ignore[arg-type]
-    applied = dispositions.apply(encode(feedback))
-    assert isinstance(applied, Applied)
-    return applied
+def _run(redis_url: str, body: Callable[[Dispositions, redis.Redis], Awaitable[_T]]) -> _T:
+    """``body`` against a fresh database, with the alerts of t1 and t2 remembered."""
+    sync = redis.Redis.from_url(redis_url)
+    sync.flushdb()
+
+    async def main() -> _T:
+        client = redis.asyncio.Redis.from_url(redis_url)
+        dispositions = Dispositions(client, blocklist_ttl_ms=3_600_000, alert_ttl_ms=60_000)
+        for transaction_id in ("t1", "t2"):
+            assert await dispositions.remember(encode(_alert(transaction_id))) == transaction_id
+        try:
+            return await body(dispositions, sync)
+        finally:
+            await client.aclose()
+
+    return asyncio.run(main())
 
 
-def _setup(redis_url: str) -> tuple[redis.Redis, Dispositions]:
-    client = redis.Redis.from_url(redis_url)
-    client.flushdb()
-    dispositions = Dispositions(client, blocklist_ttl_ms=3_600_000)
-    for transaction_id in ("t1", "t2"):
-        assert dispositions.remember(encode(_alert(transaction_id)))
-    return client, dispositions
+async def _label(dispositions: Dispositions, tx: str, label: Label, at: int = T0) -> Applied:
+    context = await dispositions.context(tx)
+    assert context is not None
+    feedback = Feedback(transaction_id=tx, label=label, analyst="a1", time=at)
+    return await dispositions.apply(feedback, context)
 
 
 def test_a_legit_after_a_fraud_takes_back_the_count_and_lifts_the_blocklist(
     redis_url: str,
 ) -> None:
-    client, dispositions = _setup(redis_url)
-    frauds = layout.merchant_days("m1"), f"f{T0 // 86_400_000}"
-    assert _label(dispositions, "t1", "fraud").first
-    assert not _label(dispositions, "t1", "fraud").first  # a repeat changes nothing
-    assert client.hget(*frauds) == b"1"
-    assert client.get(layout.blocklist_card("c1")) == b"t1"
-    assert client.get(layout.blocklist_device("d1")) == b"t1"
-    assert _label(dispositions, "t1", "legit").first
-    assert client.hget(*frauds) == b"0"
-    assert client.exists(layout.blocklist_card("c1"), layout.blocklist_device("d1")) == 0
-    assert client.hget(layout.card_labels("c1"), "t1") == b"legit"
+    async def body(d: Dispositions, client: redis.Redis) -> None:
+        frauds = layout.merchant_days("m1"), DAY
+        assert (await _label(d, "t1", "fraud")).changed
+        assert not (await _label(d, "t1", "fraud")).changed  # a repeat changes nothing
+        assert client.hget(*frauds) == b"1"
+        assert client.get(layout.blocklist_card("c1")) == b"t1"
+        assert client.get(layout.blocklist_device("d1")) == b"t1"
+        assert (await _label(d, "t1", "legit", T0 + 1)).changed
+        assert client.hget(*frauds) == b"0"
+        assert client.exists(layout.blocklist_card("c1"), layout.blocklist_device("d1")) == 0
+        assert client.hget(layout.card_labels("c1"), "t1") == b"legit"
+
+    _run(redis_url, body)
 
 
 def test_a_legit_lifts_only_the_entries_its_own_transaction_created(redis_url: str) -> None:
-    client, dispositions = _setup(redis_url)
-    _label(dispositions, "t2", "fraud")
-    _label(dispositions, "t1", "fraud")  # the card is already blocked: by t2
-    _label(dispositions, "t1", "legit")
-    assert client.get(layout.blocklist_card("c1")) == b"t2"
-    assert client.hget(layout.merchant_days("m1"), f"f{T0 // 86_400_000}") == b"1"
+    async def body(d: Dispositions, client: redis.Redis) -> None:
+        await _label(d, "t2", "fraud")
+        await _label(d, "t1", "fraud")  # the card is already blocked: by t2
+        await _label(d, "t1", "legit", T0 + 1)
+        assert client.get(layout.blocklist_card("c1")) == b"t2"
+        assert client.hget(layout.merchant_days("m1"), DAY) == b"1"
+
+    _run(redis_url, body)
+
+
+def test_the_latest_disposition_by_time_wins_whatever_order_they_are_applied_in(
+    redis_url: str,
+) -> None:
+    """A parked disposition applied after a newer one must not undo it."""
+
+    async def body(d: Dispositions, client: redis.Redis) -> None:
+        assert (await _label(d, "t1", "fraud", T0 + 5_000)).changed
+        older = await _label(d, "t1", "legit", T0)
+        assert not older.changed
+        assert client.get(layout.blocklist_card("c1")) == b"t1"
+        assert client.hget(layout.card_labels("c1"), "t1") == b"fraud"
+        assert client.hget(layout.merchant_days("m1"), DAY) == b"1"
+
+    _run(redis_url, body)
+
+
+def test_a_crafted_transaction_id_is_labelled_like_any_other(redis_url: str) -> None:
+    """On cdc8e54 ``fraud`` on a transaction ``z}:days`` at merchant ``shop}:label:z`` hit the
+    merchant's counts with WRONGTYPE and was retried for ever, holding back every other one."""
+
+    async def body(d: Dispositions, client: redis.Redis) -> None:
+        assert await d.remember(encode(_alert("z}:days", merchant="shop"))) == "z}:days"
+        assert await d.remember(encode(_alert("x", merchant="shop}:label:z"))) == "x"
+        assert (await _label(d, "z}:days", "fraud")).changed
+        assert (await _label(d, "x", "fraud")).changed
+        assert client.hget(layout.merchant_days("shop"), DAY) == b"1"
+        assert client.hget(layout.merchant_days("shop}:label:z"), DAY) == b"1"
+
+    _run(redis_url, body)
+
+
+def test_a_wrong_type_in_redis_is_an_error_that_would_recur(redis_url: str) -> None:
+    async def body(d: Dispositions, client: redis.Redis) -> None:
+        client.set(layout.card_labels("c1"), "not a hash")
+        with pytest.raises(redis.ResponseError) as raised:
+            await _label(d, "t1", "fraud")
+        assert not is_transient(raised.value)  # a dead letter, not an outage to wait out
+
+    _run(redis_url, body)
+
+
+def test_parked_dispositions_wait_in_order_and_leave_the_index_once_unparked(
+    redis_url: str,
+) -> None:
+    async def body(d: Dispositions, client: redis.Redis) -> None:
+        for raw in (b"first", b"second"):
+            await d.park("t9", raw, T0, 60_000)
+        assert await d.parked("t9") == [b"first", b"second"]
+        assert await d.waiting(T0 + 1, 10) == [("t9", T0)]
+        await d.unpark("t9", 1)
+        assert await d.parked("t9") == [b"second"]
+        assert await d.waiting_count() == 1  # still one left: still waiting
+        await d.unpark("t9", 1)
+        assert (await d.waiting_count(), client.exists(layout.parked("t9"))) == (0, 0)
+
+    _run(redis_url, body)
+
+
+def test_an_alert_keeps_only_what_its_dispositions_need(redis_url: str) -> None:
+    async def body(d: Dispositions, client: redis.Redis) -> None:
+        alert = _alert("t3")
+        await d.remember(encode(alert))
+        stored = client.get(layout.alert_context("t3"))
+        assert stored is not None
+        assert len(stored) < len(encode(alert)) // 3
+        assert await d.context("t3") == Context.of_alert(alert)
+        assert 0 < client.pttl(layout.alert_context("t3")) <= 60_000  # the configured time
+
+    _run(redis_url, body)

@@ -98,7 +98,8 @@ def test_every_setting_reaches_aiokafka_and_faust(mtls: KafkaSettings) -> None:
 def test_plaintext_renders_no_security(tmp_path: Path) -> None:
     plain = KafkaSettings(bootstrap_servers="127.0.0.1:9092")
     assert librdkafka(plain) == {
-        "bootstrap.servers": "127.0.0.1:9092", "security.protocol": "PLAINTEXT", "logger": CLIENT_LOG
+        "bootstrap.servers": "127.0.0.1:9092", "security.protocol": "PLAINTEXT",
+        "logger": CLIENT_LOG,
     }  # fmt: skip
     assert set(java_properties(plain)) == {"bootstrap.servers", "security.protocol"}
     assert credentials(plain) is None

@@ -11,9 +11,8 @@ import pytest
 
 from models import errors
 from models import lake as lk
-from models.features import FEATURE_NAMES
 from services.clients.produce import generated_items
-from services.core.contract import Alert, Feedback, Transaction
+from services.core.contract import Decision, LabelRecord, Transaction
 from services.generator import GeneratorConfig
 
 DAY_MS = 24 * 3600 * 1000
@@ -106,23 +105,71 @@ def test_compacting_again_changes_nothing(tmp_path: Path) -> None:
     assert _count(lake, "SELECT count(*) FROM transactions_all") == 100
 
 
-def test_a_label_row_carries_the_features_and_score_of_its_decision(tmp_path: Path) -> None:
+def _label(tx: Transaction, label: str, analyst: str, at: int, **more: object) -> LabelRecord:
+    return LabelRecord(
+        transaction_id=tx.transaction_id, label=label, analyst=analyst, labelled_at=at,  # type: ignore[arg-type]
+        event_time=tx.event_time_ms, card_id=tx.card_id, customer_id=tx.customer_id,
+        merchant_id=tx.merchant_id, device_id=tx.device_id, **more,  # type: ignore[arg-type]
+    )  # fmt: skip
+
+
+def test_the_latest_label_of_a_transaction_wins_with_its_decision(tmp_path: Path) -> None:
     lake = lk.Lake(tmp_path)
     tx = _transactions(1)[0]
-    alert = Alert(
-        transaction_id=tx.transaction_id, card_id=tx.card_id, event_time=tx.event_time_ms,
-        decided_at=tx.event_time_ms + 5, score=0.93, decision="decline", reasons=["model:x"],
-        model_version="v0007", transaction=tx, features={FEATURE_NAMES[0]: 3.0},
-    )  # fmt: skip
-    first = Feedback(transaction_id=tx.transaction_id, label="legit", analyst="a",
-                     time=tx.event_time_ms + 1_000)  # fmt: skip
-    second = Feedback(transaction_id=tx.transaction_id, label="fraud", analyst="b",
-                      time=tx.event_time_ms + DAY_MS, note="called the customer")  # fmt: skip
-    lake.append("labels", [lk.Sourced("alert-feedback", 0, i, lk.label_row(f, alert))
-                           for i, f in enumerate([first, second])])  # fmt: skip
-    columns = f"label, analyst, score, model_version, merchant_id, {', '.join(FEATURE_NAMES[:2])}"
-    row = lk.connect(lake).execute(f"SELECT {columns} FROM labels").fetchall()
-    assert row == [("fraud", "b", 0.93, "v0007", tx.merchant_id, 3.0, None)]
+    first = _label(tx, "legit", "a", tx.event_time_ms + 1_000)
+    second = _label(tx, "fraud", "b", tx.event_time_ms + DAY_MS, alerted=True, score=0.93,
+                    model_version="v0007", decision="decline")  # fmt: skip
+    lake.append("labels", [lk.Sourced("labels", 0, i, lk.label_row(r))
+                           for i, r in enumerate([first, second])])  # fmt: skip
+    row = (
+        lk.connect(lake)
+        .execute("SELECT label, analyst, score, model_version, merchant_id, alerted FROM labels")
+        .fetchall()
+    )
+    assert row == [("fraud", "b", 0.93, "v0007", tx.merchant_id, True)]
+
+
+def test_files_of_an_earlier_schema_are_read_by_column_name(tmp_path: Path) -> None:
+    """A labels file of the schema before (features, amount; no ``alerted``) stays readable
+    beside new ones, by DuckDB and by compaction."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    lake = lk.Lake(tmp_path)
+    tx = _transactions(1)[0]
+    record = _label(tx, "legit", "a", tx.event_time_ms)
+    lake.append("labels", [lk.Sourced("labels", 0, 0, lk.label_row(record))])
+    old = pa.table({
+        "transaction_id": ["t-old"], "label": ["fraud"], "analyst": ["z"],
+        "labelled_at": [tx.event_time_ms], "amount": [9.5], "count_1m": [2.0],
+    })  # fmt: skip
+    folder = tmp_path / "labels" / f"date={lk._date(tx.event_time_ms)}"
+    pq.write_table(old, folder / "part-old.parquet")
+    with lake._committing("labels") as manifest:
+        manifest.files[f"{folder.name}/part-old.parquet"] = 1
+    rows = lk.connect(lake).execute("SELECT transaction_id, alerted FROM labels_all").fetchall()
+    assert sorted(rows, key=str) == sorted([("t-old", None), (tx.transaction_id, False)], key=str)
+    assert lake.compact("labels", target_rows=10).files_in == 2
+    assert _count(lake, "SELECT count(*) FROM labels_all") == 2
+
+
+def test_a_transaction_is_found_in_the_archive_with_its_decision(tmp_path: Path) -> None:
+    """What a disposition of a transaction never alerted is applied to (a chargeback)."""
+    lake = lk.Lake(tmp_path)
+    txs = _transactions(20)
+    lake.append("transactions", _sourced(txs))
+    decided = Decision(transaction_id=txs[4].transaction_id, card_id=txs[4].card_id,
+                       event_time=txs[4].event_time_ms, decided_at=txs[4].event_time_ms + 9,
+                       score=0.01, decision="approve", reasons=[], model_version="v3")  # fmt: skip
+    lake.append("decisions", [lk.Sourced("decisions", 0, 0, lk.decision_row(decided))])
+    wanted = [txs[4].transaction_id, txs[7].transaction_id, "no-such"]
+    found = lk.find_transactions(lake, wanted, txs[0].event_time_ms)
+    assert set(found) == {txs[4].transaction_id, txs[7].transaction_id}
+    assert (found[txs[4].transaction_id]["decision"], found[txs[7].transaction_id]["decision"]) == (
+        "approve", None)  # fmt: skip
+    assert found[txs[4].transaction_id]["card_id"] == txs[4].card_id
+    later = txs[-1].event_time_ms + 2 * DAY_MS  # days before it: not searched
+    assert lk.find_transactions(lake, wanted, later) == {}
 
 
 def test_an_empty_lake_answers_queries(tmp_path: Path) -> None:
@@ -143,14 +190,9 @@ def test_the_lake_trains_with_analysts_labels_and_unlabelled_rows_as_legit(tmp_p
     lake = lk.Lake(tmp_path)
     txs = _transactions(50)
     lake.append("transactions", _sourced(txs))
-    alert = Alert(
-        transaction_id=txs[3].transaction_id, card_id=txs[3].card_id,
-        event_time=txs[3].event_time_ms, decided_at=txs[3].event_time_ms, score=0.9,
-        decision="review", reasons=[], model_version="v1", transaction=txs[3],
-    )  # fmt: skip
     when = txs[3].event_time_ms + 5_000
-    fraud = Feedback(transaction_id=txs[3].transaction_id, label="fraud", analyst="a", time=when)
-    lake.append("labels", [lk.Sourced("alert-feedback", 0, 0, lk.label_row(fraud, alert))])
+    fraud = _label(txs[3], "fraud", "a", when)
+    lake.append("labels", [lk.Sourced("labels", 0, 0, lk.label_row(fraud))])
 
     frame = datasets.load(tmp_path).frame.set_index("transaction_id")
 

@@ -45,7 +45,8 @@ def test_every_setting_round_trips_to_a_child_and_no_secret_is_in_its_environmen
     assert load_settings() == changed.updated({"secrets_dir": secrets})
     flat = dict(changed.flat())
     assert set(flat) == {f"{g}_{f}" for g, m in GROUPS.items() for f in m.model_fields} | {
-        "state_dir", "secrets_dir"
+        "state_dir",
+        "secrets_dir",
     }
 
 
