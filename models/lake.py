@@ -10,8 +10,9 @@ its offsets instead of being written twice.
 Tables: ``transactions`` and ``decisions`` (the raw zone: everything the stream saw and
 decided) and ``labels`` (each analyst disposition as applied, a ``LabelRecord``: the
 transaction's ids and time, and what was decided; join ``transactions`` for the rest). The
-DuckDB views of :func:`connect` keep one row per transaction: the latest decision and the
-latest label. Files written under an earlier schema are read by column name (columns a file
+DuckDB views of :func:`connect` keep one row per transaction: the first decision (what was
+acted on: a replay's repeat comes later) and the latest label. Files written under an earlier
+schema are read by column name (columns a file
 lacks are null), so a table's schema can grow.
 """
 
@@ -83,10 +84,11 @@ _PARTITION_TIME: Final[dict[Table, str]] = {
     "decisions": "event_time",
     "labels": "labelled_at",
 }
-# One row per transaction in the views: the first sighting, the latest decision and label.
+# One row per transaction in the views: the first sighting, the first decision (what was acted
+# on: a replay's repeat comes later), the latest label.
 _LATEST: Final[dict[Table, str]] = {
     "transactions": "event_time",
-    "decisions": "decided_at DESC",
+    "decisions": "decided_at",
     "labels": "labelled_at DESC",
 }
 
@@ -129,7 +131,7 @@ def find_transactions(
     lake: Lake, transaction_ids: Sequence[str], since_ms: int
 ) -> dict[str, dict[str, Any]]:
     """Each archived transaction among ``transaction_ids`` dated ``since_ms`` or later, with
-    its latest decision if there is one: ``LabelRecord`` fields by transaction id. The date
+    its first decision if there is one: ``LabelRecord`` fields by transaction id. The date
     bound prunes whole date partitions (ids are not ordered: a scan within them)."""
     if not transaction_ids or not lake.files("transactions"):
         return {}
@@ -138,7 +140,7 @@ def find_transactions(
         WITH d AS (
             SELECT transaction_id, decision, score, model_version FROM decisions_all
             WHERE date >= ? AND list_contains(?, transaction_id)
-            QUALIFY row_number() OVER (PARTITION BY transaction_id ORDER BY decided_at DESC) = 1
+            QUALIFY row_number() OVER (PARTITION BY transaction_id ORDER BY decided_at) = 1
         )
         SELECT t.transaction_id, t.event_time, t.card_id, t.customer_id, t.merchant_id,
                t.device_id, d.decision, d.score, d.model_version

@@ -269,6 +269,13 @@ class JobSettings(_Group):
         5000, ge=0, description="Event-time watermark delay (bounded out-of-orderness)"
     )
     group_id: str = Field("fraudstream-job", description="The job's Kafka consumer group")
+    delivery: Literal["exactly-once", "at-least-once"] = Field(
+        "exactly-once",
+        description="Decisions, alerts and dead letters written in Kafka transactions committed "
+        "at each checkpoint (read_committed readers see each once, a checkpoint interval later; "
+        "Apache Kafka only: Tansu shows aborted records, so at-least-once there), or at once "
+        "with a repeat after a restart",
+    )  # fmt: skip
     from_beginning: bool = Field(
         False,
         description="Where a consumer group without committed offsets (new, or expired while "

@@ -34,6 +34,7 @@ import faust
 import msgspec
 
 from models import lake as lk
+from models.redis_layout import AlertContext
 from models.redis_ops import is_transient
 from services.core.contract import Feedback, InvalidEvent, encode
 from services.core.dead_letters import DeadLetterLog
@@ -44,7 +45,7 @@ from services.core.lag import LagProbe
 from services.core.settings import KafkaSettings, Settings
 from services.core.throttled_log import ThrottledLog
 from stream_jobs.feedback.archive import Archiver
-from stream_jobs.feedback.dispositions import Applied, Context, Dispositions, Rejected, decode
+from stream_jobs.feedback.dispositions import Applied, Dispositions, Rejected, decode
 from stream_jobs.feedback.metrics import FeedbackMetrics
 
 log = logging.getLogger(__name__)
@@ -174,7 +175,7 @@ def create_app(
         # worker killed in between replays it, and publishes it again.
         await (await labels.send(key=record.transaction_id.encode(), value=encode(record)))
 
-    async def apply_parked(transaction_id: str, context: Context) -> None:
+    async def apply_parked(transaction_id: str, context: AlertContext) -> None:
         """Apply what is parked for a transaction now known, in the order it arrived."""
         parked = await dispositions.parked(transaction_id)
         for entry in parked:
@@ -276,7 +277,7 @@ async def _sweep(
     settings: Settings,
     dispositions: Dispositions,
     lake: lk.Lake,
-    apply_parked: Callable[[str, Context], Awaitable[None]],
+    apply_parked: Callable[[str, AlertContext], Awaitable[None]],
     dead_letter: Callable[[bytes, tuple[str, int, int], Rejected], Awaitable[None]],
     metrics: FeedbackMetrics,
 ) -> None:
@@ -299,7 +300,7 @@ async def _sweep(
     rows = await asyncio.to_thread(lk.find_transactions, lake, list(unknown), since_ms)
     for transaction_id, parked_at in unknown.items():
         if transaction_id in rows:
-            await apply_parked(transaction_id, Context.of_lake(rows[transaction_id]))
+            await apply_parked(transaction_id, AlertContext.of_lake(rows[transaction_id]))
         elif now - parked_at > settings.feedback.park_s * 1000:
             parked = await dispositions.parked(transaction_id)
             why = Rejected("transaction_id", "no transaction known: neither alerted nor in the "

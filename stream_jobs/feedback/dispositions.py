@@ -26,10 +26,10 @@ import msgspec
 
 from models import redis_layout as layout
 from models.online import LABEL_CHANGED, LABEL_SUPERSEDED, delete_if_op, label_op
+from models.redis_layout import AlertContext
 from models.redis_ops import run_async
 from services.core.contract import (
     Alert,
-    DecisionOutcome,
     Feedback,
     InvalidEvent,
     LabelRecord,
@@ -39,38 +39,6 @@ from services.core.contract import (
 from services.core.settings import AsyncRedisClient
 
 _alerts = msgspec.json.Decoder(Alert)
-
-
-class Context(msgspec.Struct, array_like=True, frozen=True):
-    """What a disposition needs of its transaction (about 150 bytes in msgpack, against a few
-    KB for the whole alert): the keys it writes and what was decided."""
-
-    event_time: int
-    card_id: str
-    customer_id: str
-    merchant_id: str
-    device_id: str | None
-    alerted: bool = True
-    decision: DecisionOutcome | None = None
-    score: float | None = None
-    model_version: str | None = None
-
-    @classmethod
-    def of_alert(cls, alert: Alert) -> Context:
-        tx = alert.transaction
-        return cls(tx.event_time_ms, tx.card_id, tx.customer_id, tx.merchant_id, tx.device_id,
-                   True, alert.decision, alert.score, alert.model_version)  # fmt: skip
-
-    @classmethod
-    def of_lake(cls, row: dict[str, Any]) -> Context:
-        """From ``models.lake.find_transactions``: a transaction that was never alerted."""
-        return cls(int(row["event_time"]), row["card_id"], row["customer_id"],
-                   row["merchant_id"], row["device_id"], False, row["decision"], row["score"],
-                   row["model_version"])  # fmt: skip
-
-
-_encode = msgspec.msgpack.Encoder().encode
-_context = msgspec.msgpack.Decoder(Context).decode
 
 
 @dataclass(frozen=True)
@@ -102,14 +70,14 @@ class Dispositions:
         if alert is None:
             return None
         key = layout.alert_context(alert.transaction_id)
-        await self._redis.set(key, _encode(Context.of_alert(alert)), px=self._alert_ttl_ms)
+        await self._redis.set(key, AlertContext.of_alert(alert).encode(), px=self._alert_ttl_ms)
         return alert.transaction_id
 
-    async def context(self, transaction_id: str) -> Context | None:
+    async def context(self, transaction_id: str) -> AlertContext | None:
         raw = await self._redis.get(layout.alert_context(transaction_id))
-        return _context(raw) if isinstance(raw, bytes) else None
+        return AlertContext.decode(raw) if isinstance(raw, bytes) else None
 
-    async def apply(self, feedback: Feedback, context: Context) -> Applied:
+    async def apply(self, feedback: Feedback, context: AlertContext) -> Applied:
         """Apply one disposition to its transaction."""
         fraud = feedback.label == "fraud"
         tx_id = feedback.transaction_id
@@ -165,7 +133,7 @@ class Dispositions:
         return int(await self._redis.zcard(layout.PARKED_INDEX))
 
 
-def _record(feedback: Feedback, context: Context) -> LabelRecord:
+def _record(feedback: Feedback, context: AlertContext) -> LabelRecord:
     return LabelRecord(
         transaction_id=feedback.transaction_id, label=feedback.label, analyst=feedback.analyst,
         note=feedback.note, labelled_at=feedback.time_ms, event_time=context.event_time,

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -80,3 +81,18 @@ class DecisionTail:
 
     def close(self) -> None:
         self._consumer.close()
+
+
+def job_metric(settings: Settings, prefix: str) -> float:
+    """The sum of a metric's series over the job's workers (one metrics port each)."""
+    total = 0.0
+    first = settings.job.metrics_port
+    for port in range(first, first + settings.job.parallelism + 2):
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as reply:
+                text = reply.read().decode()
+        except OSError:
+            continue
+        total += sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                     if line.startswith(prefix))  # fmt: skip
+    return total

@@ -8,7 +8,6 @@ import json
 import random
 import subprocess
 import sys
-from collections.abc import Iterable
 from pathlib import Path
 
 import msgspec
@@ -21,8 +20,8 @@ from services.clients.producer import TransactionProducer
 from services.clients.reading import read_until_idle
 from services.core.contract import DeadLetter
 from services.core.settings import Settings, load_settings
-from services.core.tokens import luhn_valid
 from services.devstack import processes, stack
+from tests.cards import card_number, found, grouped, redis_dump
 from tests.conftest import Run
 from tests.hostile import body
 
@@ -31,11 +30,6 @@ CARDS, PER_CARD, FOREIGN = 12, 25, 10
 BANK_REF = "bank-card-ref-77"  # a foreign producer's own card reference: kept as it is
 HEADER = ("trans_date_trans_time,cc_num,merchant,category,amt,lat,long,merch_lat,merch_long,"
           "trans_num,unix_time,is_fraud")  # fmt: skip
-
-
-def _card_number(rng: random.Random) -> str:
-    stem = "4" + "".join(str(rng.randrange(10)) for _ in range(14))
-    return next(stem + d for d in "0123456789" if luhn_valid(stem + d))
 
 
 def _write_csv(path: Path, pans: list[str]) -> None:
@@ -48,34 +42,6 @@ def _write_csv(path: Path, pans: list[str]) -> None:
             lines.append(f"{when},{pan},fraud_M{i % 4},grocery_pos,{amount},{place},t{c}x{i},0,"
                          f"{int(i % 5 == 4)}")  # fmt: skip
     path.write_text("\n".join(lines) + "\n")
-
-
-def _grouped(pan: str, separator: str) -> str:
-    return separator.join(pan[i : i + 4] for i in range(0, len(pan), 4))
-
-
-def _found(text: bytes, pans: Iterable[str]) -> set[str]:
-    """The card numbers ``text`` holds, contiguous or grouped by spaces or dashes."""
-    return {pan for pan in pans
-            if any(form.encode() in text for form in (pan, _grouped(pan, " "),
-                                                       _grouped(pan, "-")))}  # fmt: skip
-
-
-def _redis_value(client: redis.Redis, key: bytes) -> object:
-    kind = client.type(key)
-    if kind == b"string":
-        return client.get(key)
-    if kind == b"hash":
-        return client.hgetall(key)
-    if kind == b"zset":
-        return client.zrange(key, 0, -1)
-    return client.dump(key)  # any other type, serialized
-
-
-def _redis_dump(client: redis.Redis) -> bytes:
-    """Every key and value of the database, as text to search."""
-    keys: list[bytes] = list(client.scan_iter(count=1000))
-    return b"\n".join(key + b"=" + repr(_redis_value(client, key)).encode() for key in keys)
 
 
 def _topics(settings: Settings) -> dict[str, bytes]:
@@ -108,11 +74,11 @@ def _cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
 @pytest.mark.timeout(600)
 def test_a_csv_replay_leaves_no_card_number_in_clear(fraudstream: Run, tmp_path: Path) -> None:
     rng = random.Random(7)
-    pans = [_card_number(rng) for _ in range(CARDS)]
-    foreign = [_card_number(rng) for _ in range(FOREIGN)]
+    pans = [card_number(rng) for _ in range(CARDS)]
+    foreign = [card_number(rng) for _ in range(FOREIGN)]
     csv = tmp_path / "cards.csv"
     _write_csv(csv, pans)
-    assert _found(csv.read_bytes(), pans) == set(pans)  # the negative control: the scan can see
+    assert found(csv.read_bytes(), pans) == set(pans)  # the negative control: the scan can see
     up = fraudstream("stack", "up", "--json")
     assert up.returncode == 0, up.stderr
     try:
@@ -131,7 +97,7 @@ def _replay_scan_and_erase(
         assert produced.returncode == 0, produced.stderr
         with TransactionProducer(settings) as raw:  # a foreign producer, keyed by card number
             for i, pan in enumerate(foreign):  # as written by people: grouped, or not
-                written = _grouped(pan, " -"[i % 2]) if i % 3 else pan
+                written = grouped(pan, " -"[i % 2]) if i % 3 else pan
                 raw.send_raw(written.encode(), body(i, card_id=written, customer_id=written))
             raw.send_raw(foreign[0].encode(), body(99, card_id=foreign[0], amount=-1))  # a DLQ
             raw.send_raw(BANK_REF.encode(), body(98, card_id=BANK_REF))  # the bank's own id
@@ -158,15 +124,15 @@ def _replay_scan_and_erase(
     everyone = pans + foreign
     topics = _topics(settings)
     transactions = topics.pop(settings.topic.transactions)
-    assert _found(transactions, pans) == set()  # our producer tokenized them
-    assert _found(transactions, foreign) == set(foreign)  # a foreign producer's: the control
+    assert found(transactions, pans) == set()  # our producer tokenized them
+    assert found(transactions, foreign) == set(foreign)  # a foreign producer's: the control
     with redis.Redis.from_url(settings.redis.require_url()) as client:
         places = topics | {
-            "redis": _redis_dump(client),
+            "redis": redis_dump(client),
             "lake": _lake_dump(settings.lake_path),
             "logs": _logs(tmp_path / "logs", settings.state_dir / "logs"),
         }
-        leaks = {place: _found(text, everyone) for place, text in places.items()}
+        leaks = {place: found(text, everyone) for place, text in places.items()}
         assert leaks == {place: set() for place in places}, leaks
         read = {place for place, text in places.items() if len(text) < 100}
         assert read <= {settings.topic.feedback_dlq, "logs"}, read  # the others were really read
@@ -175,7 +141,7 @@ def _replay_scan_and_erase(
         assert client.exists(layout.card_state(card), layout.card_seen(card)) == 2
         # Analysts name a foreign card as the job does (on cdc8e54 `features` tokenized the
         # bank's reference, which the job keeps raw, and found nothing).
-        for name in (BANK_REF, _grouped(foreign[1], "-"), foreign[1]):
+        for name in (BANK_REF, grouped(foreign[1], "-"), foreign[1]):
             looked = fraudstream("features", name, "--json")
             assert looked.returncode == 0, looked.stderr
             assert json.loads(looked.stdout)["counted_transactions"] == 1, name

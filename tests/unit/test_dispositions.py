@@ -11,9 +11,10 @@ import redis
 import redis.asyncio
 
 from models import redis_layout as layout
+from models.redis_layout import AlertContext
 from models.redis_ops import is_transient
 from services.core.contract import Alert, Feedback, Label, Transaction, encode
-from stream_jobs.feedback.dispositions import Applied, Context, Dispositions
+from stream_jobs.feedback.dispositions import Applied, Dispositions
 
 T0 = 1_772_323_200_000
 DAY = f"f{T0 // 86_400_000}"
@@ -151,7 +152,7 @@ def test_an_alert_keeps_only_what_its_dispositions_need(redis_url: str) -> None:
         stored = client.get(layout.alert_context("t3"))
         assert stored is not None
         assert len(stored) < len(encode(alert)) // 3
-        assert await d.context("t3") == Context.of_alert(alert)
+        assert await d.context("t3") == AlertContext.of_alert(alert)
         assert 0 < client.pttl(layout.alert_context("t3")) <= 60_000  # the configured time
 
     _run(redis_url, body)
