@@ -4,7 +4,10 @@ backslash; the producer, the PyFlink job and the feedback app each connect and d
 
 from __future__ import annotations
 
+import os
+import subprocess
 import sys
+import time
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -119,6 +122,42 @@ def _settings(secured: SecuredKafka, mode: str, base: Settings) -> Settings:
     })  # fmt: skip
 
 
+def _secrets_seen(text: bytes, settings: Settings, client_key: Path) -> list[str]:
+    """Which of the run's secrets ``text`` holds: the SASL password (as given, and escaped
+    for JAAS), the token key, a line of the client's private key."""
+    password = settings.kafka.sasl_password
+    token_key = settings.token.key
+    assert token_key is not None
+    key_lines = [line for line in client_key.read_text().splitlines() if "-----" not in line]
+    secrets = {"token key": token_key.get_secret_value().encode(),
+               "client key": key_lines[len(key_lines) // 2].encode()}  # fmt: skip
+    if password is not None:
+        secrets["password"] = password.get_secret_value().encode()
+        secrets["password (JAAS)"] = b'pa\\"ss\\\\wo'
+    return [name for name, secret in secrets.items() if secret in text]
+
+
+def _environments(group: int) -> bytes:
+    """The environments of the running processes of a process group (the job: its driver, the
+    JVM, the Python workers)."""
+    found = b""
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                if os.getpgid(int(proc.name)) == group:
+                    found += (proc / "environ").read_bytes()
+            except (OSError, ProcessLookupError):
+                continue
+    return found
+
+
+def _pyflink_logs(since: float) -> list[Path]:
+    import pyflink
+
+    folder = Path(pyflink.__file__).parent / "log"
+    return [p for p in folder.glob("*") if p.is_file() and p.stat().st_mtime >= since]
+
+
 def _ready(port: int) -> bool:
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=1) as reply:
         return b"fraudstream_feedback_ready 1.0" in reply.read()
@@ -131,6 +170,7 @@ def test_producer_job_and_feedback_app_work_over_a_secured_broker(
 ) -> None:
     base = Settings.of(state_dir=tmp_path / "state", feedback_metrics_port=0)
     local = stack.up(base, feedback=False)  # Redis and scoring; its own Tansu stays unused
+    started = time.time()
     try:
         settings = _settings(secured, mode, stack.client_settings(base, local)).updated({
             "job_group_id": f"job-{mode}", "job_metrics_port": 0, "job_from_beginning": True,
@@ -161,9 +201,65 @@ def test_producer_job_and_feedback_app_work_over_a_secured_broker(
             lake = Lake(settings.lake_path)  # the app's librdkafka archive, over the same config
             processes.wait_until(lambda: lake.rows("transactions") >= COUNT, 120,
                                  f"{COUNT} transactions archived over {mode}", 1.0)  # fmt: skip
+            environments = _environments(job.pid) + _environments(app.pid)
         finally:
             processes.stop(job)
             processes.stop(app)
     finally:
         stack.down(base)
     assert len(decided) == COUNT
+    # No secret in a process environment, nor in any log, PyFlink's worker log included (on
+    # cdc8e54 Beam wrote the worker's environment, the SCRAM password and token key in it).
+    assert environments, "no process environment was read: the check would pass vacuously"
+    assert _secrets_seen(environments, settings, secured.client_key) == []
+    logs = [*(tmp_path / "logs").glob("*.log"), *(settings.state_dir / "logs").glob("*"),
+            *_pyflink_logs(started)]  # fmt: skip
+    text = b"".join(path.read_bytes() for path in logs if path.is_file())
+    assert len(text) > 10_000, "the logs were not found: the scan would pass vacuously"
+    assert _secrets_seen(text, settings, secured.client_key) == []
+    assert _secrets_seen(secured.client_key.read_bytes(), settings, secured.client_key) == [
+        "client key"
+    ]  # the negative control: the scan sees a secret where it is
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize(
+    ("case", "cause"),
+    [("wrong password", "authentication failed"),
+     ("no client certificate", "refused this client"),
+     ("no broker", "broker unreachable")],
+)  # fmt: skip
+def test_a_misconfigured_client_says_why_in_one_line(
+    secured: SecuredKafka, tmp_path: Path, case: str, cause: str
+) -> None:
+    """On cdc8e54 `produce` took 61 s to say "not acknowledged" amid hundreds of librdkafka
+    lines, and `read` printed an 81-line traceback."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FRAUDSTREAM_")} | {
+        "FRAUDSTREAM_STACK_ENDPOINTS": "false", "FRAUDSTREAM_STATE_DIR": str(tmp_path),
+        "FRAUDSTREAM_KAFKA_SSL_CA_LOCATION": str(secured.ca), "FRAUDSTREAM_TOKEN_KEY": "ab" * 32,
+    }  # fmt: skip
+    if case == "wrong password":
+        env |= {"FRAUDSTREAM_KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{secured.sasl_ssl}",
+                "FRAUDSTREAM_KAFKA_SECURITY_PROTOCOL": "SASL_SSL",
+                "FRAUDSTREAM_KAFKA_SASL_MECHANISM": "SCRAM-SHA-512",
+                "FRAUDSTREAM_KAFKA_SASL_USERNAME": USER,
+                "FRAUDSTREAM_KAFKA_SASL_PASSWORD": "not the password"}  # fmt: skip
+    elif case == "no client certificate":
+        env |= {"FRAUDSTREAM_KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{secured.ssl}",
+                "FRAUDSTREAM_KAFKA_SECURITY_PROTOCOL": "SSL"}  # fmt: skip
+    else:
+        env |= {"FRAUDSTREAM_KAFKA_BOOTSTRAP_SERVERS": f"127.0.0.1:{free_loopback_port()}"}
+    commands = [
+        ("produce", "--count", "3"), ("read", "transactions", "--count", "1"),
+        ("feedback", "t1", "--label", "fraud"), ("feedback-app",), ("job", "run"),
+    ]  # fmt: skip
+    for command in commands:
+        started = time.monotonic()
+        done = subprocess.run([sys.executable, "-m", "services.cli", *command], env=env,
+                              capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
+        took = time.monotonic() - started
+        lines = done.stderr.strip().splitlines()
+        assert done.returncode != 0, (command, done.stdout)
+        assert len(lines) == 1, (command, done.stderr[-2000:])
+        assert cause in lines[0], (command, lines[0])
+        assert took < 25, (command, took)
