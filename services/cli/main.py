@@ -35,6 +35,7 @@ from services.clients import produce as producing
 from services.clients import reading
 from services.core.contract import parse_event_time
 from services.core.errors import MissingExtra, UserError
+from services.core.redis_check import check_redis
 from services.core.settings import Settings, load_settings, resolve
 from services.core.settings import env_var as _env
 from services.devstack import stack
@@ -51,6 +52,8 @@ app = typer.Typer(
 )
 stack_app = typer.Typer(help="The embedded local stack: broker, Redis, scoring service.")
 app.add_typer(stack_app, name="stack")
+redis_app = typer.Typer(help="The online feature store in Redis.")
+app.add_typer(redis_app, name="redis")
 app.add_typer(models_app, name="models")
 app.add_typer(job_app, name="job")
 app.add_typer(lake_app, name="lake")
@@ -79,6 +82,7 @@ def _print_json(payload: Any) -> None:
 
 @app.callback(invoke_without_command=True)
 @stack_app.callback(invoke_without_command=True)
+@redis_app.callback(invoke_without_command=True)
 @models_app.callback(invoke_without_command=True)
 @job_app.callback(invoke_without_command=True)
 @cluster_app.callback(invoke_without_command=True)
@@ -189,6 +193,26 @@ def stack_fetch_kafka(state_dir: StateDirOpt = None) -> None:
 
     settings = load_settings(state_dir=state_dir)
     out.print(str(kafka_broker.fetch(settings.stack.kafka_cache)))
+
+
+@redis_app.command("migrate")
+def redis_migrate(
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Count only; change nothing.")] = False,
+    state_dir: StateDirOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Move a store of layout v2 to v3 (ids escaped in key names): histories, labels and
+    blocklists kept with their TTLs; safe to repeat, and while the job runs."""
+    from models.redis_migration import migrate_v2
+
+    settings = load_settings(state_dir=state_dir)
+    check_redis(settings.redis)
+    done = migrate_v2(settings.redis.client(), dry_run)
+    report = dataclasses.asdict(done) | {"unreadable": len(done.unreadable)}
+    if as_json:
+        _print_json(report)
+    else:
+        out.print(", ".join(f"{k.replace('_', ' ')} {v}" for k, v in report.items()))
 
 
 @stack_app.command("restart")
