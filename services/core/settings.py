@@ -180,6 +180,12 @@ class ScoringSettings(_Group):
     max_in_flight: int = Field(
         64, ge=1, description="Score requests served at once; above: 503 with Retry-After"
     )
+    body_budget_bytes: int | None = Field(
+        None, ge=1024,
+        description="Bytes of request bodies a worker holds at once (declared lengths); above: "
+        "503 with Retry-After. Unset: a quarter of the container's memory limit shared by the "
+        "workers (256 MiB without a limit)",
+    )  # fmt: skip
     explain: Literal["flagged", "all", "none"] = Field(
         "flagged",
         description="Which rows get reason codes: those at or above review, every one, or none "

@@ -392,3 +392,23 @@ def test_requests_beyond_the_concurrency_limit_get_503_with_retry_after(
     holder.close()
     processes.wait_until(lambda: service.post(_body(feature_rows[:1])).status == 200, 10,
                          "served again once the slot is free")  # fmt: skip
+
+
+def test_request_bodies_beyond_the_memory_budget_get_503(
+    start_service: Start, feature_rows: list[dict[str, float]]
+) -> None:
+    """64 in flight x 8 MiB bodies was 512 MiB against a 1 GiB pod: bodies now share a budget
+    (by default a quarter of the memory limit)."""
+    service = start_service(FRAUDSTREAM_SCORING_BODY_BUDGET_BYTES=str(1 << 20),
+                            FRAUDSTREAM_SCORING_BODY_TIMEOUT_S="5.0")  # fmt: skip
+    holder = _slow_client(
+        service.port, b"POST /v1/score HTTP/1.1\r\nhost: x\r\ncontent-length: 900000\r\n\r\n{"
+    )  # 900 kB reserved, its body never coming
+    processes.wait_until(lambda: "fraudstream_scoring_in_flight 1.0" in service.metrics(), 10,
+                         "the held request in flight")  # fmt: skip
+    big = _body(feature_rows[:1]) + b" " * 200_000  # would pass the budget on its own
+    reply = service.post(big)
+    assert (reply.status, reply.headers["retry-after"]) == (503, "1")
+    assert service.post(_body(feature_rows[:1])).status == 200  # a small one fits beside it
+    holder.close()
+    processes.wait_until(lambda: service.post(big).status == 200, 10, "room again")

@@ -15,6 +15,7 @@ import secrets
 import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -43,6 +44,8 @@ _msgpack = msgspec.msgpack.Encoder()
 # ones in a worker thread, where ONNX Runtime releases the GIL, so two batches infer in
 # parallel and probes are not stuck behind them (measured: 87k vs 60k rows/s at saturation).
 INLINE_BODY_BYTES = 64 * 1024
+# Answered before its body was read: the connection cannot carry another request after it.
+CLOSE = (b"connection", b"close")
 
 
 class _TooLarge(Exception):
@@ -56,11 +59,12 @@ class _Disconnected(Exception):
 class ScoringApp:
     def __init__(self, scorer: Scorer, metrics: ScoringMetrics, registry: CollectorRegistry,
                  token: str | None, max_body: int, reload_interval: float,
-                 max_in_flight: int = 64) -> None:  # fmt: skip
+                 max_in_flight: int = 64, body_budget: int = 256 << 20) -> None:  # fmt: skip
         self.scorer, self.metrics, self.registry = scorer, metrics, registry
         self._token = f"Bearer {token}".encode() if token else None
         self._max_body, self._interval = max_body, reload_interval
         self._max_in_flight, self._in_flight = max_in_flight, 0
+        self._budget, self._buffered = body_budget, 0  # bytes of bodies in flight, at most
         self._watcher: asyncio.Task[None] | None = None
         self._workers = ThreadPoolExecutor(max_workers=2, thread_name_prefix="score")
 
@@ -134,21 +138,28 @@ class ScoringApp:
         if self._token and not secrets.compare_digest(headers.get(b"authorization", b""),
                                                       self._token):  # fmt: skip
             self.metrics.errors.labels("unauthorized").inc()
-            await _respond(send, 401, _json.encode({"error": "missing or wrong bearer token"}))
+            await _respond(send, 401, _json.encode({"error": "missing or wrong bearer token"}),
+                           extra=[CLOSE])  # fmt: skip
             return
-        if self._in_flight >= self._max_in_flight:  # shed load before reading the body
+        declared = headers.get(b"content-length", b"")
+        # What the body may take: its declared length, or the most a body may be.
+        reserve = min(int(declared), self._max_body) if declared.isdigit() else self._max_body
+        busy = self._in_flight >= self._max_in_flight
+        if busy or self._buffered + reserve > self._budget:  # shed load before reading
             self.metrics.errors.labels("overloaded").inc()
             await _respond(send, 503, _json.encode({"error": "overloaded, retry"}),
-                           extra=[(b"retry-after", b"1")])  # fmt: skip
+                           extra=[(b"retry-after", b"1"), CLOSE])  # fmt: skip
             return
         content_type = headers.get(b"content-type", b"application/json").decode(errors="replace")
         binary = content_type.startswith("application/msgpack")
         self._in_flight += 1
+        self._buffered += reserve
         try:
             with self.metrics.in_flight.track_inprogress():
                 await self._score_body(headers, content_type, binary, receive, send)
         finally:
             self._in_flight -= 1
+            self._buffered -= reserve
 
     async def _score_body(self, headers: dict[bytes, bytes], content_type: str, binary: bool,
                           receive: Receive, send: Send) -> None:  # fmt: skip
@@ -161,7 +172,9 @@ class ScoringApp:
                     self._workers, self.scorer.score, body, content_type
                 )
         except _TooLarge:
-            await self._error(send, 413, "too_large", f"body over {self._max_body} bytes")
+            await self._error(
+                send, 413, "too_large", f"body over {self._max_body} bytes", close=True
+            )
             return
         except _Disconnected:  # the client left (or was closed for being too slow)
             self.metrics.errors.labels("disconnected").inc()
@@ -195,9 +208,11 @@ class ScoringApp:
                 return b"".join(chunks)
 
     async def _error(self, send: Send, status: int, kind: str, message: str,
-                     detail: dict[str, Any] | None = None) -> None:  # fmt: skip
+                     detail: dict[str, Any] | None = None,
+                     close: bool = False) -> None:  # fmt: skip
         self.metrics.errors.labels(kind).inc()
-        await _respond(send, status, _json.encode({"error": message, **(detail or {})}))
+        await _respond(send, status, _json.encode({"error": message, **(detail or {})}),
+                       extra=[CLOSE] if close else None)  # fmt: skip
 
 
 async def _respond(send: Send, status: int, body: bytes, content_type: str = "application/json",
@@ -215,9 +230,33 @@ def from_environment() -> ScoringApp:
     registry_dir = working_registry(settings.model.registry, settings.state_dir)
     scorer = Scorer(registry_dir, metrics, settings.scoring.threads,
                     settings.scoring.shadow_version, explain=settings.scoring.explain)  # fmt: skip
-    return ScoringApp(scorer, metrics, registry, settings.scoring.bearer(),
-                      settings.scoring.max_body_bytes, settings.scoring.reload_interval_s,
-                      settings.scoring.max_in_flight)  # fmt: skip
+    s = settings.scoring
+    budget = s.body_budget_bytes or body_budget(memory_limit_bytes(), s.workers)
+    return ScoringApp(scorer, metrics, registry, s.bearer(), s.max_body_bytes,
+                      s.reload_interval_s, s.max_in_flight, budget)  # fmt: skip
+
+
+CGROUP_LIMITS = (Path("/sys/fs/cgroup/memory.max"),  # cgroup v2
+                 Path("/sys/fs/cgroup/memory/memory.limit_in_bytes"))  # v1  # fmt: skip
+DEFAULT_BODY_BUDGET = 256 << 20  # without a memory limit
+
+
+def memory_limit_bytes(files: tuple[Path, ...] = CGROUP_LIMITS) -> int | None:
+    """The memory limit this process runs under (its container's), if any."""
+    for path in files:
+        try:
+            text = path.read_text().strip()
+        except OSError:
+            continue
+        if text.isdigit() and int(text) < 1 << 60:  # "max", or v1's huge "unlimited"
+            return int(text)
+    return None
+
+
+def body_budget(limit: int | None, workers: int) -> int:
+    """Bytes of request bodies a worker holds at once: a quarter of the memory limit shared by
+    the workers (buffers, their decoded rows and the scores stay within it), or 256 MiB."""
+    return DEFAULT_BODY_BUDGET if limit is None else max(limit // 4 // workers, 1 << 20)
 
 
 def serve(settings: Settings, port: int) -> None:
