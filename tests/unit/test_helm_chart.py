@@ -98,11 +98,49 @@ def test_toggles_add_what_they_name() -> None:
     assert _hpa_metrics({}) == in_flight[:1]  # CPU only by default
     secret = render({"existingSecret": "bank-secrets"})
     assert "Secret" not in {doc["kind"] for doc in secret}
-    refs = [e["secretRef"]["name"] for d in secret if d["kind"] == "Deployment"
-            for c in d["spec"]["template"]["spec"]["containers"] for e in c["envFrom"]
-            if "secretRef" in e]  # fmt: skip
-    assert refs
+    refs = [v["secret"]["secretName"] for _, spec in _pods(secret) for v in spec["volumes"]
+            if "secret" in v]  # fmt: skip
+    assert len(refs) == 3  # scoring, feedback, job
     assert set(refs) == {"bank-secrets"}
+
+
+def test_secrets_are_files_never_environment_and_the_scoring_token_is_on_by_default() -> None:
+    """On cdc8e54 the scoring API had no token unless one was given, and every secret was in
+    every container's environment."""
+    docs = render({})
+    for _, spec in _pods(docs):
+        for container in spec["containers"]:
+            assert not any("secretRef" in e for e in container.get("envFrom", []))
+            assert any(m["name"] == "secrets" and m["readOnly"] for m in container["volumeMounts"])
+    [secret] = [d for d in docs if d["kind"] == "Secret"]
+    assert len(secret["stringData"]["scoring_token"]) == 48  # made, since none was given
+    assert "token_key" not in secret["stringData"]  # empty ones are left out
+    given = next(d for d in render({"secrets": {"scoring_token": "mine"}}) if d["kind"] == "Secret")
+    assert given["stringData"]["scoring_token"] == "mine"
+    config = next(d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"].endswith(
+        "-config"))  # fmt: skip
+    assert config["data"]["FRAUDSTREAM_SECRETS_DIR"] == "/etc/fraudstream/secrets"
+    assert config["data"]["FRAUDSTREAM_SCORING_URL"] == "http://fs-fraudstream-scoring:8080"
+    assert "http://fs-fraudstream-scoring" in {
+        f"http://{d['metadata']['name']}" for d in docs if d["kind"] == "Service"
+    }
+
+
+def test_the_scoring_api_admits_only_the_jobs_pods_and_prometheus() -> None:
+    """On cdc8e54 the NetworkPolicy limited ports, not callers."""
+    docs = render({})
+    pods = {labels["app.kubernetes.io/component"]: labels for labels, _ in _pods(docs)}
+    [policy] = [d for d in docs if d["kind"] == "NetworkPolicy"
+                and d["metadata"]["name"].endswith("-scoring")]  # fmt: skip
+    assert _selects(policy["spec"]["podSelector"]["matchLabels"], pods["scoring"])
+    [rule] = policy["spec"]["ingress"]
+    same_namespace = [p["podSelector"]["matchLabels"] for p in rule["from"]
+                      if "namespaceSelector" not in p]  # fmt: skip
+    assert [s for s in same_namespace if _selects(s, pods["job"])] == same_namespace
+    assert not any(_selects(s, pods["feedback"]) for s in same_namespace)
+    prometheus = [p for p in rule["from"] if "namespaceSelector" in p]
+    assert prometheus == [{"namespaceSelector": {}, "podSelector": {
+        "matchLabels": {"app.kubernetes.io/name": "prometheus"}}}]  # fmt: skip
 
 
 def _pods(docs: list[dict[str, Any]]) -> list[tuple[dict[str, str], dict[str, Any]]]:

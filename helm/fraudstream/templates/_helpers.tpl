@@ -45,7 +45,24 @@ FRAUDSTREAM_{{ upper $key }}: {{ toString $value | quote }}
 {{- end }}
 {{- end -}}
 
-{{/* What every container of the chart gets: settings, secrets, a non-root context. */}}
+{{/* The secrets as files named by setting, empty ones left out; the scoring token is made
+     once (random, kept across upgrades) unless given: the scoring API never runs open. */}}
+{{- define "fraudstream.secretFiles" -}}
+{{- $previous := lookup "v1" "Secret" .Release.Namespace (printf "%s-secrets" .Release.Name) }}
+{{- $kept := "" }}
+{{- if and $previous $previous.data $previous.data.scoring_token }}
+{{- $kept = $previous.data.scoring_token | b64dec }}
+{{- end }}
+{{- $token := .Values.secrets.scoring_token | default $kept | default (randAlphaNum 48) }}
+{{- range $key, $value := merge (dict "scoring_token" $token) .Values.secrets }}
+{{- if ne (toString $value) "" }}
+{{ $key }}: {{ toString $value | quote }}
+{{- end }}
+{{- end }}
+{{- end -}}
+
+{{/* What every container of the chart gets: settings, secrets as files (never in the
+     environment, which a process hands to all it starts), a non-root context. */}}
 {{- define "fraudstream.containerCommon" -}}
 image: {{ printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) | quote }}
 imagePullPolicy: {{ .Values.image.pullPolicy }}
@@ -55,8 +72,17 @@ env:
 envFrom:
   - configMapRef:
       name: {{ .Release.Name }}-config
-  - secretRef:
-      name: {{ include "fraudstream.secretName" . }}
 securityContext:
   {{- toYaml .Values.securityContext | nindent 2 }}
+{{- end -}}
+
+{{/* The secrets volume and its mount at the secrets_dir setting. */}}
+{{- define "fraudstream.secretsVolume" -}}
+- name: secrets
+  secret:
+    secretName: {{ include "fraudstream.secretName" . }}
+    defaultMode: 0400
+{{- end -}}
+{{- define "fraudstream.secretsMount" -}}
+- {name: secrets, mountPath: {{ .Values.config.secrets_dir | quote }}, readOnly: true}
 {{- end -}}
