@@ -12,7 +12,10 @@ history through the real store, then timed on the next events of the same cards:
 - ``hostile``: p99 batch time of the other cards' batches while one card sends 10,000 events
   in 10 minutes within them, over the same batches with an ordinary card in its place;
 - ``decider_events_per_s``: the whole Decider (decode, features, in-process ONNX, rules) on
-  one core at a history of 64.
+  one core at a history of 64;
+- ``memory``: Redis bytes per remembered alert (its context, against the whole alert kept
+  before) and per counted transaction id in a card's seen-set, against two other layouts of
+  the same ids (a hash of digest to day; a set per card and day).
 
 Before each timed part the benchmark's own objects are frozen out of the garbage collector
 (``gc.freeze``): the generated events it holds would otherwise make every collection slower
@@ -37,9 +40,12 @@ import numpy as np
 import redis
 
 from benchmarks.provenance import provenance
+from models import redis_layout as layout
+from models.features import FEATURE_NAMES
 from models.online import OnlineFeatureStore
+from models.redis_layout import AlertContext
 from models.registry import DEFAULT_REGISTRY, Registry
-from services.core.contract import Transaction, encode
+from services.core.contract import Alert, Transaction, encode
 from services.devstack import processes
 from services.devstack.stack import start_redis
 from services.scoring.server.inprocess import InProcessScorer
@@ -89,12 +95,52 @@ def _batches(events: Sequence[Transaction]) -> Iterator[Sequence[Transaction]]:
 
 
 def _memory_per_card(client: redis.Redis, cards: int) -> dict[str, int]:
-    """Bytes per card: the replay rows (while within the horizon) apart from the rest."""
-    total = {"bytes_per_card": 0, "replay_rows_bytes_per_card": 0}
+    """Bytes per card: the replay rows (while within the horizon) and the seen-set apart from
+    the rest."""
+    total = {"bytes_per_card": 0, "replay_rows_bytes_per_card": 0, "seen_bytes_per_card": 0}
     for key in client.scan_iter(count=1_000):
-        part = "replay_rows_bytes_per_card" if key.endswith(b":recent") else "bytes_per_card"
+        part = ("replay_rows_bytes_per_card" if key.endswith(b":recent") else
+                "seen_bytes_per_card" if key.endswith(b":seen") else "bytes_per_card")  # fmt: skip
         total[part] += int(client.memory_usage(key, samples=0) or 0)
     return {part: round(n / cards) for part, n in total.items()}
+
+
+def _bytes(client: redis.Redis, pattern: str) -> int:
+    return sum(int(client.memory_usage(k, samples=0) or 0)
+               for k in client.scan_iter(match=pattern, count=1_000))  # fmt: skip
+
+
+def _memory(client: redis.Redis) -> dict[str, Any]:
+    """Bytes per remembered alert, and per transaction id in three seen-set layouts."""
+    client.flushdb()
+    tx = next(iter(_stream(1, 1, START_MS, 1, seed=5)))
+    alert = Alert(transaction_id=tx.transaction_id, card_id=tx.card_id,
+                  event_time=tx.event_time_ms, decided_at=tx.event_time_ms, score=0.93,
+                  decision="review", reasons=["rule:amount_limit", "model:amount_usd"],
+                  model_version="v0001", transaction=tx,
+                  features=dict.fromkeys(FEATURE_NAMES, 1234.5678))  # fmt: skip
+    client.set("whole", encode(alert))
+    client.set("context", AlertContext.of_alert(alert).encode())
+    result: dict[str, Any] = {
+        "alert_whole_bytes": int(client.memory_usage("whole", samples=0) or 0),
+        "alert_context_bytes": int(client.memory_usage("context", samples=0) or 0),
+    }
+    for per_card in (10, 100, 1_000):  # ids in a card's 30 days
+        client.flushdb()
+        cards, rng = 100, random.Random(per_card)
+        for card in range(cards):
+            ids = [(f"c{card}-{i}", rng.randrange(30)) for i in range(per_card)]
+            digests = [(layout.transaction_digest(t), day) for t, day in ids]
+            client.zadd(f"zset:{card}", {d: day for d, day in digests})
+            client.hset(f"hash:{card}", mapping={d: day for d, day in digests})
+            for d, day in digests:
+                client.sadd(f"set:{card}:{day}", d)
+        ids_total = cards * per_card
+        result[f"seen_bytes_per_id_at_{per_card}"] = {
+            name: round(_bytes(client, f"{name}:*") / ids_total, 1)
+            for name in ("zset", "hash", "set")
+        }
+    return result
 
 
 def _fill(client: redis.Redis, store: OnlineFeatureStore, history: int, seed: int) -> int:
@@ -206,6 +252,7 @@ def main() -> None:
                 **_cost(client, store, args.events),
                 **_hostile(client, store),
                 **_decider(client, store, args.events),
+                "memory": _memory(client),
                 **provenance(),
             }
             client.close()
