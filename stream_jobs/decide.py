@@ -294,13 +294,32 @@ class Decider:
 
     def _record_unrecorded(self) -> None:
         """Record what was decided during an outage, oldest first (idempotent by id: a
-        transaction already counted is not counted again)."""
+        transaction already counted is not counted again). An outage again raises; an event
+        that meets an error that would recur is dropped, counted, rather than block the rest."""
         while self._unrecorded:
             chunk = self._unrecorded[:RECORD_CHUNK]
-            self._store.update(chunk)
+            try:
+                self._store.update(chunk)
+                recorded = len(chunk)
+            except Exception as error:
+                if is_transient(error):
+                    raise
+                recorded = sum(self._record_alone(tx) for tx in chunk)
             del self._unrecorded[:RECORD_CHUNK]
-            self._metrics.unrecorded.labels("recorded").inc(len(chunk))
+            self._metrics.unrecorded.labels("recorded").inc(recorded)
+            self._metrics.unrecorded.labels("dropped").inc(len(chunk) - recorded)
             self._metrics.unrecorded_held.set(len(self._unrecorded))
+
+    def _record_alone(self, tx: Transaction) -> bool:
+        try:
+            self._store.update([tx])
+        except Exception as error:
+            if is_transient(error):
+                raise
+            self._warnings.warning("unrecorded", "%s not recorded after the outage: %s: %s",
+                                   tx.transaction_id, type(error).__name__, error)  # fmt: skip
+            return False
+        return True
 
     def _score(self, rows: list[list[float]]) -> ScoreResponse | str:
         """The scores of ``rows``, or why there are none (the decisions' degraded reason)."""

@@ -59,7 +59,7 @@ DASHBOARDS: dict[str, tuple[str, list[Panel]]] = {
     ]),
     "fraudstream-job": ("fraudstream: stream job", [
         Panel("Decision latency p50", _quantile(0.5, "fraudstream_job_latency_seconds"), "s",
-              "Median decision latency (ingest to decision).", "p50"),
+              "Median decision latency (the job's read of a record to its decision).", "p50"),
         Panel("Scoring call p99", _quantile(0.99, "fraudstream_job_scoring_call_seconds"), "s",
               "The job's scoring-service call, 99th percentile.", "p99"),
         Panel("Redis time p99", _quantile(0.99, "fraudstream_job_redis_call_seconds"), "s",
@@ -70,8 +70,15 @@ DASHBOARDS: dict[str, tuple[str, list[Panel]]] = {
         Panel("Degraded decisions", _rate("fraudstream_job_degraded_decisions_total",
                                           "dependency"), "ops",
               "Decisions made without a dependency, per second.", "{{dependency}}"),
+        Panel("Failure policy", _rate("fraudstream_job_policy_decisions_total", "policy"), "ops",
+              "Decisions the failure policy raised to review (a dependency missing), per "
+              "second.", "{{policy}}"),
+        Panel("Held without Redis", f"sum(fraudstream_job_unrecorded_held{{{SEL}}})", "short",
+              "Events decided without Redis, waiting to join their cards' histories once it "
+              "is back.", "held"),
         Panel("Late events", _rate("fraudstream_job_late_events_total"), "ops",
-              "Events behind the watermark per second (decided all the same).", "late"),
+              "Valid events behind their partition's watermark per second (decided all the "
+              "same).", "late"),
         Panel("Batch size p50", _quantile(0.5, "fraudstream_job_batch_rows"), "short",
               "Rows per micro-batch the decider received.", "p50"),
         Panel("Slow decisions", "fraudstream:decision_latency_slow:ratio_rate5m", "percentunit",

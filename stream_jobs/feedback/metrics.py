@@ -81,6 +81,8 @@ class FeedbackMetrics:
                 self.processed.labels(label, result)
         for result in ("applied", "dead_letter"):
             self.unparked.labels(result)
+        for field in ("$", "transaction_id"):  # an error that would recur; none known
+            self.dlq.labels(field)
         for agent in AGENTS:
             self.processing.labels(agent)
         for agent in AGENTS[:2]:

@@ -192,6 +192,29 @@ def test_events_decided_during_a_redis_outage_join_their_cards_history(
         processes.stop(server)
 
 
+def test_a_held_event_that_cannot_be_recorded_never_blocks_the_rest(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(decide, "REDIS_RETRY_S", 0.0)
+    port = free_loopback_port()
+    client = redis.Redis(host="127.0.0.1", port=port, socket_timeout=0.5,
+                         socket_connect_timeout=0.5)  # fmt: skip
+    metrics = JobMetrics(CollectorRegistry())
+    decider = Decider(client, _scorer(), metrics=metrics)
+    held = [Record(b"c1", encode(_tx(i)), 0, i, 1) for i in range(3)]
+    held.append(Record(b"c2", encode(_tx(3, card="c2", merchant="m-bad")), 0, 3, 1))
+    decider.decide(held)
+    _, server = start_redis(tmp_path, port)
+    try:
+        redis.Redis(host="127.0.0.1", port=port).set(layout.merchant_days("m-bad"), "a string")
+        after = _decisions(decider.decide([Record(b"c1", encode(_tx(9)), 0, 9, 1)]))
+        assert after[0].degraded == []
+        assert metrics.unrecorded.labels("recorded")._value.get() == 3
+        assert metrics.unrecorded.labels("dropped")._value.get() == 1
+    finally:
+        processes.stop(server)
+
+
 def test_the_outage_backlog_is_bounded_and_counts_what_it_drops(redis_url: str) -> None:
     metrics = JobMetrics(CollectorRegistry())
     decider = Decider(_gone_redis(), _scorer(), DecideOptions(unrecorded_max=3), metrics)
