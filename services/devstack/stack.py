@@ -33,7 +33,7 @@ import redis
 from models.registry import working_registry
 from services.core import kafka
 from services.core.errors import UserError
-from services.core.settings import TOKEN_KEY_FILE, Settings
+from services.core.settings import TANSU_DELIVERY, TOKEN_KEY_FILE, Settings
 from services.devstack import kafka_broker, monitoring, processes
 from services.devstack import state as stack_state
 from services.devstack.java import JavaNotFound, find_java_home
@@ -371,14 +371,15 @@ def ensure_token_key(state_dir: Path) -> Path:
 
 
 def client_settings(settings: Settings, state: StackState) -> Settings:
-    """``settings`` pointed at this stack: its endpoints and its token key (what commands get
-    from the state directory by themselves)."""
+    """``settings`` pointed at this stack: its endpoints, its token key and, on Tansu, an
+    at-least-once job (what commands get from the state directory by themselves)."""
     key = (settings.state_dir / TOKEN_KEY_FILE).read_text().strip()
+    delivery = TANSU_DELIVERY if state.broker == "tansu" else settings.job.delivery
     return settings.updated({
         "kafka_bootstrap_servers": state.bootstrap_servers, "kafka_security_protocol": "PLAINTEXT",
         "redis_url": state.redis_url, "redis_cluster": state.redis_cluster,
         "scoring_url": state.scoring_url, "token_key": key,
-        "job_flink_metrics_push_url": state.pushgateway_url,
+        "job_flink_metrics_push_url": state.pushgateway_url, "job_delivery": delivery,
     })  # fmt: skip
 
 

@@ -18,7 +18,6 @@ class StackState(StackEndpoints, frozen=True, kw_only=True):
     broker_port: int
     redis_port: int
     redis_cluster_ports: list[int] = msgspec.field(default_factory=list)  # the first: redis_port
-    broker: str = "tansu"  # or "kafka": Apache Kafka in KRaft mode
     controller_port: int = 0  # Kafka's KRaft controller listener
     topics: dict[str, int]
     processes: list[ProcessRecord]

@@ -176,13 +176,22 @@ def create_app(
         await (await labels.send(key=record.transaction_id.encode(), value=encode(record)))
 
     async def apply_parked(transaction_id: str, context: AlertContext) -> None:
-        """Apply what is parked for a transaction now known, in the order it arrived."""
+        """Apply what is parked for a transaction now known, in the order it arrived; one that
+        meets an error that would recur becomes a dead letter (an outage is raised)."""
         parked = await dispositions.parked(transaction_id)
         for entry in parked:
-            parsed = decode(_parked_entry.decode(entry)[2])
-            if isinstance(parsed, Feedback):
-                await publish(await dispositions.apply(parsed, context))
-            metrics.unparked.labels("applied").inc()
+            partition, offset, raw = _parked_entry.decode(entry)
+            parsed = decode(raw)
+            try:
+                if isinstance(parsed, Feedback):
+                    await publish(await dispositions.apply(parsed, context))
+                metrics.unparked.labels("applied").inc()
+            except Exception as error:
+                if is_transient(error):
+                    raise
+                why = Rejected("$", f"{type(error).__name__}: {error}")
+                await dead_letter(raw, (settings.topic.feedback, partition, offset), why)
+                metrics.unparked.labels("dead_letter").inc()
         if parked:
             await dispositions.unpark(transaction_id, len(parked))
 
@@ -252,9 +261,8 @@ def create_app(
             return
         try:
             await _sweep(settings, dispositions, lake, apply_parked, dead_letter, metrics)
-        except Exception as error:
-            if not is_transient(error):
-                log.exception("sweeping parked dispositions failed")
+        except Exception as error:  # tried again at the next tick
+            log.debug("sweeping parked dispositions failed", exc_info=True)
             warnings.warning("sweep", "parked dispositions not swept: %s: %s",
                              type(error).__name__, error)  # fmt: skip
 
