@@ -11,7 +11,8 @@ from stream_jobs.job import build, insert_sql
 
 def main() -> None:
     settings = load_settings()
-    build(settings).execute_sql(insert_sql(settings))  # submitted; the cluster runs it
+    # The cluster's checkpoints and recovery (the operator's upgrade mode), not local ones.
+    build(settings, local=False).execute_sql(insert_sql(settings))
 
 
 if __name__ == "__main__":

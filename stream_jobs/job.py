@@ -200,7 +200,11 @@ def _flink_metrics(settings: Settings) -> dict[str, str]:
     }
 
 
-def table_environment(settings: Settings, remote: tuple[str, int] | None = None) -> Any:
+def table_environment(
+    settings: Settings, remote: tuple[str, int] | None = None, local: bool = True
+) -> Any:
+    """``remote``: a cluster to submit to; ``local``: this process runs the job (its own
+    checkpoints and metrics pushing); neither: inside a cluster, whose configuration rules."""
     # The settings travel inside the function; the JVM and its Python workers inherit this
     # process's environment, which Beam writes whole to PyFlink's log: no secret may be there.
     scrub_secrets_from_environment()
@@ -229,7 +233,7 @@ def table_environment(settings: Settings, remote: tuple[str, int] | None = None)
     if remote is not None:
         options |= {"execution.target": "remote", "rest.address": remote[0],
                     "rest.port": str(remote[1])}  # fmt: skip
-    else:
+    elif local:
         options |= _flink_metrics(settings) | _recovery(settings)
         if settings.job.rest_port:  # the local cluster's REST API: state, restarts, exceptions
             options |= {"rest.address": "127.0.0.1", "rest.bind-address": "127.0.0.1",
@@ -239,11 +243,11 @@ def table_environment(settings: Settings, remote: tuple[str, int] | None = None)
     return env
 
 
-def build(settings: Settings, remote: tuple[str, int] | None = None) -> Any:
+def build(settings: Settings, remote: tuple[str, int] | None = None, local: bool = True) -> Any:
     """The table environment with source, sink and UDF registered, ready to execute."""
     from stream_jobs.udf import decide_udf
 
-    env = table_environment(settings, remote)
+    env = table_environment(settings, remote, local)
     env.execute_sql(source_ddl(settings))
     env.execute_sql(sink_ddl(settings))
     env.create_temporary_function("decide", decide_udf(settings))
