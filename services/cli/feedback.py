@@ -120,5 +120,5 @@ def feedback_app_cmd() -> None:
     except ImportError as error:
         raise MissingExtra("feedback", error.name) from None
     settings = kafka_settings()
-    check_redis(settings.redis)
+    check_redis(settings.redis, outage_ok=True)  # it waits for Redis, visibly
     app.run(settings)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 
 import redis
@@ -10,6 +11,7 @@ from services.core.errors import UserError
 from services.core.settings import RedisSettings
 
 CHECK_TIMEOUT_S = 5.0
+log = logging.getLogger(__name__)
 _CREDENTIALS = re.compile(r"://[^@/]*@")
 
 
@@ -17,8 +19,12 @@ class RedisUnavailable(UserError):
     """Redis cannot be used with these settings; the message says why, in one line."""
 
 
-def check_redis(settings: RedisSettings, timeout_s: float = CHECK_TIMEOUT_S) -> None:
-    """Return once Redis answers a PING with these credentials; else raise RedisUnavailable."""
+def check_redis(
+    settings: RedisSettings, timeout_s: float = CHECK_TIMEOUT_S, outage_ok: bool = False
+) -> None:
+    """Return once Redis answers a PING with these credentials; else raise RedisUnavailable.
+    ``outage_ok``: an unreachable Redis is only logged (a component that works through an
+    outage must start during one); refused credentials are always an error."""
     where = _CREDENTIALS.sub("://", settings.require_url())
     try:
         with settings.client(socket_timeout=timeout_s, socket_connect_timeout=timeout_s) as c:
@@ -28,4 +34,6 @@ def check_redis(settings: RedisSettings, timeout_s: float = CHECK_TIMEOUT_S) -> 
     except redis.ResponseError as error:  # NOAUTH, WRONGPASS and their kin
         raise RedisUnavailable(f"Redis at {where}: refused: {error}") from None
     except (redis.RedisError, OSError) as error:
-        raise RedisUnavailable(f"Redis at {where}: unreachable: {error}") from None
+        if not outage_ok:
+            raise RedisUnavailable(f"Redis at {where}: unreachable: {error}") from None
+        log.warning("Redis at %s: unreachable (%s); starting all the same", where, error)
