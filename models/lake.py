@@ -128,28 +128,28 @@ def read_file(path: Path, table: Table) -> pa.Table:
 
 
 def find_transactions(
-    lake: Lake, transaction_ids: Sequence[str], since_ms: int
+    lake: Lake, transaction_ids: Sequence[str], since_ms: int, until_ms: int
 ) -> dict[str, dict[str, Any]]:
-    """Each archived transaction among ``transaction_ids`` dated ``since_ms`` or later, with
-    its first decision if there is one: ``LabelRecord`` fields by transaction id. The date
-    bound prunes whole date partitions (ids are not ordered: a scan within them)."""
+    """Each archived transaction among ``transaction_ids`` dated from ``since_ms`` to
+    ``until_ms`` (by UTC day), with its first decision if there is one: ``LabelRecord`` fields
+    by transaction id. The dates prune whole partitions (ids are not ordered: a scan within)."""
     if not transaction_ids or not lake.files("transactions"):
         return {}
-    since = _date(since_ms)
+    since, until = _date(since_ms), _date(until_ms)
     query = """
         WITH d AS (
             SELECT transaction_id, decision, score, model_version FROM decisions_all
-            WHERE date >= ? AND list_contains(?, transaction_id)
+            WHERE date >= ? AND date <= ? AND list_contains(?, transaction_id)
             QUALIFY row_number() OVER (PARTITION BY transaction_id ORDER BY decided_at) = 1
         )
         SELECT t.transaction_id, t.event_time, t.card_id, t.customer_id, t.merchant_id,
                t.device_id, d.decision, d.score, d.model_version
         FROM transactions_all t LEFT JOIN d USING (transaction_id)
-        WHERE t.date >= ? AND list_contains(?, t.transaction_id)
+        WHERE t.date >= ? AND t.date <= ? AND list_contains(?, t.transaction_id)
         QUALIFY row_number() OVER (PARTITION BY t.transaction_id ORDER BY t.event_time) = 1
     """
     ids = list(transaction_ids)
-    cursor = connect(lake).execute(query, [since, ids, since, ids])
+    cursor = connect(lake).execute(query, [since, until, ids, since, until, ids])
     names = [d[0] for d in cursor.description]
     return {row[0]: dict(zip(names, row, strict=True)) for row in cursor.fetchall()}
 

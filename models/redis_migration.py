@@ -3,9 +3,12 @@ upgrade keeps every card's history, label and blocklist entry.
 
 Each ``fs:v2:`` key whose name parses unambiguously (exactly one hash tag, no brace after it)
 gets its v3 name with its value and remaining TTL; values whose format changed are converted
-(a merchant's label marker gains its time, an alert becomes its context). A v3 key that
-exists already is newer and is kept. Keys whose name is ambiguous (only a crafted id makes
-one) are left to expire and counted. Safe to run twice, and while the job runs.
+(a merchant's label marker gains its time, an alert becomes its context). Where a v3 key
+exists already (the v3 job or feedback app wrote it), what can be merged is: a merchant's day
+counts are added, a card's counted ids and labels joined; a value that cannot (a card's folded
+state, a blocklist entry, a marker) keeps its newer v3 form, and is counted. So run it before
+the v3 job starts: a card the job has seen since keeps only its history since. Keys whose name
+is ambiguous (only a crafted id makes one) are left to expire and counted. Safe to repeat.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 import msgspec
+import redis
 
 from models import redis_layout as layout
 from services.core.contract import Alert, decode_or_none
@@ -36,7 +40,8 @@ _NAMES: Final[dict[tuple[str, str], Callable[[str], str]]] = {
 class Migrated:
     moved: int = 0  # renamed with their value as it was
     converted: int = 0  # renamed with their value in the v3 format
-    kept_newer: int = 0  # a v3 key existed already: the v2 one was dropped
+    merged: int = 0  # added into a v3 key that existed (day counts, counted ids, labels)
+    kept_newer: int = 0  # a v3 key existed and cannot be merged into: the v2 one was dropped
     ambiguous: int = 0  # not parsable without doubt: left to expire
     unreadable: list[str] = field(default_factory=list)  # values that could not be converted
 
@@ -81,14 +86,49 @@ def migrate_v2(client: RedisClient, dry_run: bool = False) -> Migrated:
             continue
         convert = _converter(key)
         if client.exists(new):
-            done.kept_newer += 1
+            _into_existing(client, key, new, done, dry_run)
         elif convert is not None:
             done.converted += _convert(client, key, new, convert, done, dry_run)
+        elif not _move(client, key, new, dry_run):  # written meanwhile (BUSYKEY)
+            _into_existing(client, key, new, done, dry_run)
         else:
-            done.moved += _move(client, key, new, dry_run)
+            done.moved += 1
         if not dry_run:
             client.delete(key)
     return done
+
+
+def _into_existing(client: RedisClient, key: str, new: str, done: Migrated, dry_run: bool) -> None:
+    """Merge a v2 key into its existing v3 key where the type allows; else keep the v3 one."""
+    kind: Any = client.type(key)
+    merge = _MERGES.get(kind.decode() if isinstance(kind, bytes) else str(kind))
+    if merge is None:
+        done.kept_newer += 1
+        return
+    if not dry_run:
+        merge(client, key, new)
+    done.merged += 1
+
+
+def _merge_hash(client: RedisClient, key: str, new: str) -> None:
+    """Day counts (``n<day>``, ``f<day>``) add up; other fields (labels, rows) keep v3's."""
+    fields: Any = client.hgetall(key)
+    for name, value in fields.items():
+        if key.endswith(":days"):
+            client.hincrby(new, name, int(value))
+        else:
+            client.hsetnx(new, name, value)
+
+
+def _merge_zset(client: RedisClient, key: str, new: str) -> None:
+    members: Any = client.zrange(key, 0, -1, withscores=True)
+    if members:
+        client.zadd(new, dict(members), nx=True)
+
+
+_MERGES: Final[dict[str, Callable[[RedisClient, str, str], None]]] = {
+    "hash": _merge_hash, "zset": _merge_zset,
+}  # fmt: skip
 
 
 def _ttl(client: RedisClient, key: str) -> int:
@@ -96,13 +136,18 @@ def _ttl(client: RedisClient, key: str) -> int:
     return max(int(left), 0)  # 0: no expiry (-1), or gone meanwhile (-2)
 
 
-def _move(client: RedisClient, key: str, new: str, dry_run: bool) -> int:
+def _move(client: RedisClient, key: str, new: str, dry_run: bool) -> bool:
+    """Copy a key under its new name with its TTL; False if the new name was taken meanwhile."""
     dumped: Any = client.dump(key)
-    if dumped is None:
-        return 0
-    if not dry_run:
+    if dumped is None or dry_run:
+        return True
+    try:
         client.restore(new, _ttl(client, key), dumped)
-    return 1
+    except redis.ResponseError as error:
+        if "BUSYKEY" not in str(error):
+            raise
+        return False
+    return True
 
 
 def _convert(

@@ -115,15 +115,21 @@ OPS_PER_CALL: Final = 256  # a call holds Redis for its length: keep each one sh
 
 
 # Replies that say Redis cannot serve now (loading, failing over, out of memory, a script
-# running too long), not that the request is wrong: anywhere in an error, a script's included.
+# running too long, no permission for this client), not that the request is wrong. redis-py
+# turns most into classes (and strips the code); inside a script's error they stay text.
+_OUTAGES: Final = (redis.exceptions.OutOfMemoryError, redis.exceptions.ReadOnlyError,
+                   redis.exceptions.ClusterError, redis.exceptions.TryAgainError,
+                   redis.exceptions.NoPermissionError)  # fmt: skip
 _TRANSIENT_REPLIES: Final = ("LOADING", "BUSY", "READONLY", "MASTERDOWN", "CLUSTERDOWN",
-                             "TRYAGAIN", "NOREPLICAS", "OOM")  # fmt: skip
+                             "TRYAGAIN", "NOREPLICAS", "OOM", "NOPERM")  # fmt: skip
 
 
 def is_transient(error: BaseException) -> bool:
-    """Whether ``error`` is an outage to retry (connection, timeout, a failover) rather than a
-    reply that will be the same next time (a wrong type, a script error): only the former may
-    be waited out; the latter belongs to the data that caused it."""
+    """Whether ``error`` is an outage to retry (connection, timeout, a failover, Redis full)
+    rather than a reply that will be the same next time (a wrong type, a script error): only
+    the former may be waited out; the latter belongs to the data that caused it."""
+    if isinstance(error, _OUTAGES):
+        return True
     if isinstance(error, redis.exceptions.ResponseError):
         text = str(error)
         return any(reply in text for reply in _TRANSIENT_REPLIES)

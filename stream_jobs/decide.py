@@ -59,6 +59,7 @@ log = logging.getLogger(__name__)
 NO_MODEL = "none"  # model_version of a rules-only decision
 REDIS_RETRY_S = 0.5  # after a Redis failure, batches skip Redis this long before trying again
 RECORD_CHUNK = 500  # unrecorded events written back per Redis call once it answers again
+RECORD_PER_BATCH = 2_000  # at most this many with each batch: a backlog never stalls one
 _AMOUNT_USD = f.FEATURE_NAMES.index("amount_usd")
 
 
@@ -295,8 +296,11 @@ class Decider:
     def _record_unrecorded(self) -> None:
         """Record what was decided during an outage, oldest first (idempotent by id: a
         transaction already counted is not counted again). An outage again raises; an event
-        that meets an error that would recur is dropped, counted, rather than block the rest."""
-        while self._unrecorded:
+        that meets an error that would recur is dropped, counted, rather than block the rest.
+        A share at a time, before each batch, so no batch waits for a whole backlog."""
+        for _ in range(RECORD_PER_BATCH // RECORD_CHUNK):
+            if not self._unrecorded:
+                return
             chunk = self._unrecorded[:RECORD_CHUNK]
             try:
                 self._store.update(chunk)
@@ -309,6 +313,14 @@ class Decider:
             self._metrics.unrecorded.labels("recorded").inc(recorded)
             self._metrics.unrecorded.labels("dropped").inc(len(chunk) - recorded)
             self._metrics.unrecorded_held.set(len(self._unrecorded))
+
+    def close(self) -> None:
+        """What is still held is lost with this worker (it lives in memory only): say so."""
+        if self._unrecorded:
+            log.warning("%d events decided without Redis were never recorded in their cards' "
+                        "histories: this worker stops", len(self._unrecorded))  # fmt: skip
+            self._metrics.unrecorded.labels("dropped").inc(len(self._unrecorded))
+            self._unrecorded.clear()
 
     def _record_alone(self, tx: Transaction) -> bool:
         try:

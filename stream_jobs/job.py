@@ -20,16 +20,20 @@ and every reader keeps the first it sees of a transaction id.
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import sys
 from pathlib import Path
 from typing import Any
 
-from services.core.kafka import topic_epochs
-from services.core.kafka_config import java_keystore, java_properties
-from services.core.settings import Settings, scrub_secrets_from_environment
+from confluent_kafka import Consumer, TopicPartition
 
+from services.core.kafka import topic_epochs
+from services.core.kafka_config import java_keystore, java_properties, librdkafka
+from services.core.settings import Settings, SettingsError, scrub_secrets_from_environment
+
+log = logging.getLogger(__name__)
 SOURCE, SINK = "transactions_in", "pipeline_out"
 PIPELINE = "fraudstream-decide"  # the Flink job name
 PROMETHEUS_REPORTERS = "org.apache.flink.metrics.prometheus"
@@ -53,11 +57,10 @@ def _kafka_options(settings: Settings) -> dict[str, str]:
     return {f"properties.{k}": v for k, v in java_properties(settings.kafka, keystore).items()}
 
 
-def source_ddl(settings: Settings) -> str:
+def source_ddl(settings: Settings, start: dict[str, str] | None = None) -> str:
     """The raw source: bytes, their Kafka coordinates and timestamp, and when the job read
-    them. No watermark: the decider keeps its own from validated events only. A group without
-    offsets starts at the end unless told otherwise: a new group must not re-decide and
-    re-alert the whole retained topic."""
+    them; ``start``: where it begins (``start_position``). No watermark: the decider keeps its
+    own from validated events only."""
     props = _kafka_options(settings)
     return f"""
     CREATE TEMPORARY TABLE {SOURCE} (
@@ -74,18 +77,48 @@ def source_ddl(settings: Settings) -> str:
                 "connector": "kafka",
                 "topic": settings.topic.transactions,
                 "properties.group.id": settings.job.group_id,
-                "properties.auto.offset.reset": (
-                    "earliest" if settings.job.from_beginning else "latest"
-                ),
                 "properties.fetch.max.wait.ms": str(settings.kafka.fetch_max_wait_ms),
-                "scan.startup.mode": "group-offsets",
                 "key.format": "raw",
                 "key.fields": "key",
                 "value.format": "raw",
                 "value.fields-include": "EXCEPT_KEY",
             }
+            | (start or GROUP_OFFSETS)
         )
     })"""
+
+
+# The group's committed offsets; one the topic no longer holds (retention ran past it while
+# the job was behind) resumes from the oldest retained, never skipping the backlog.
+GROUP_OFFSETS = {"scan.startup.mode": "group-offsets", "properties.auto.offset.reset": "earliest"}
+
+
+def start_position(settings: Settings) -> dict[str, str]:
+    """Where the source starts (a job resumed from a checkpoint takes its offsets from it):
+    the group's committed offsets; for a group without any (new, or expired while the job was
+    stopped) the newest transaction, so a new group never re-decides and re-alerts the whole
+    retained topic, or with ``job_from_beginning`` the oldest."""
+    if committed_offsets(settings):
+        return GROUP_OFFSETS
+    mode = "earliest-offset" if settings.job.from_beginning else "latest-offset"
+    log.warning(
+        "consumer group %r has no committed offsets: starting at the %s transaction",
+        settings.job.group_id,
+        "oldest" if settings.job.from_beginning else "newest",
+    )
+    return {"scan.startup.mode": mode}
+
+
+def committed_offsets(settings: Settings) -> bool:
+    """Whether the job's consumer group has an offset committed on the transactions topic."""
+    consumer = Consumer(librdkafka(settings.kafka) | {"group.id": settings.job.group_id})
+    try:
+        topic = settings.topic.transactions
+        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        found = consumer.committed([TopicPartition(topic, p) for p in partitions], timeout=10)
+        return any(tp.offset >= 0 for tp in found)
+    finally:
+        consumer.close()
 
 
 def sink_ddl(settings: Settings) -> str:
@@ -247,8 +280,16 @@ def build(settings: Settings, remote: tuple[str, int] | None = None, local: bool
     """The table environment with source, sink and UDF registered, ready to execute."""
     from stream_jobs.udf import decide_udf
 
+    kafka = settings.kafka
+    certificate = kafka.ssl_certificate_location or kafka.ssl_key_location
+    if (remote or not local) and certificate and kafka.ssl_keystore_location is None:
+        raise SettingsError(  # the key store the job would write here is not on the cluster
+            "a job run by a Flink cluster with a Kafka client certificate needs "
+            "FRAUDSTREAM_KAFKA_SSL_KEYSTORE_LOCATION: one PEM file with the key and its "
+            "chain, present on every Flink node (a mounted Secret)"
+        )
     env = table_environment(settings, remote, local)
-    env.execute_sql(source_ddl(settings))
+    env.execute_sql(source_ddl(settings, start_position(settings)))
     env.execute_sql(sink_ddl(settings))
     env.create_temporary_function("decide", decide_udf(settings))
     return env

@@ -1,8 +1,10 @@
 """The vectorised Python function of the job: a pandas micro-batch in, one Decider call.
 
 Flink hands the worker Arrow batches bounded by ``job_bundle_rows`` and ``job_bundle_ms``;
-the batch is finished (outputs emitted) before any checkpoint barrier passes, so no event is
-ever held only in Python memory across a checkpoint.
+the batch is finished (outputs emitted) before any checkpoint barrier passes, so no event's
+decision is ever held only in Python memory across a checkpoint. (What a worker holds during a
+Redis outage is the recording of decided events in their cards' histories: lost, and
+counted, if the worker stops before Redis is back.)
 """
 
 from __future__ import annotations
@@ -71,6 +73,8 @@ class DecideFunction:
         )  # fmt: skip
 
     def close(self) -> None:
+        if self._decider is not None:
+            self._decider.close()
         if self._lag is not None:
             self._lag.close()
 

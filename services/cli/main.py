@@ -35,6 +35,7 @@ from services.clients import produce as producing
 from services.clients import reading
 from services.core.contract import parse_event_time
 from services.core.errors import MissingExtra, UserError
+from services.core.kafka_check import check_kafka
 from services.core.redis_check import check_redis
 from services.core.settings import Settings, load_settings, resolve
 from services.core.settings import env_var as _env
@@ -202,7 +203,8 @@ def redis_migrate(
     as_json: JsonOpt = False,
 ) -> None:
     """Move a store of layout v2 to v3 (ids escaped in key names): histories, labels and
-    blocklists kept with their TTLs; safe to repeat, and while the job runs."""
+    blocklists kept with their TTLs. Run it before starting the v3 job (a card it has seen
+    since keeps only its history since); safe to repeat."""
     from models.redis_migration import migrate_v2
 
     settings = load_settings(state_dir=state_dir)
@@ -313,8 +315,7 @@ def produce_cmd(
     as_json: JsonOpt = False,
 ) -> None:
     """Publish realistic synthetic transactions (or replay a CSV) keyed by card_id."""
-    overrides = {"kafka_bootstrap_servers": bootstrap_servers, "state_dir": state_dir}
-    settings = load_settings(**overrides) if out_file else kafka_settings(**overrides)
+    settings = load_settings(kafka_bootstrap_servers=bootstrap_servers, state_dir=state_dir)
     rejected: list[str] = []
     extra: dict[str, Any] = {}
     if from_csv and from_jsonl:
@@ -334,6 +335,8 @@ def produce_cmd(
         first = list(itertools.islice(items, 1))  # a missing or bad file fails here
         items = itertools.chain(first, items)
         total = None
+    if out_file is None:  # the input is known good by now: then Kafka's login
+        check_kafka(settings.kafka)
     sink: producing.Sink = (
         producing.FileSink(out_file)
         if out_file
@@ -380,6 +383,11 @@ def serve_cmd(
         from services.scoring.server.app import serve
     except ImportError as error:
         raise MissingExtra("serve", error.name) from None
+    if settings.scoring.require_token and settings.scoring.token is None:
+        raise UserError(
+            "FRAUDSTREAM_SCORING_REQUIRE_TOKEN: no FRAUDSTREAM_SCORING_TOKEN (or scoring_token "
+            "in the secrets directory): refusing to serve open"
+        )
     chosen = settings.scoring.port or free_loopback_port()
     err.print(f"scoring service on http://{settings.scoring.host}:{chosen}", highlight=False)
     serve(settings, chosen)

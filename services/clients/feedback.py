@@ -71,20 +71,25 @@ def redrive(settings: Settings, from_beginning: bool = False, idle_s: float = 3.
     producer = FeedbackProducer(settings)
     sent = incomplete = 0
     done: dict[int, int] = {}
+    started_ms, stopped = int(time.time() * 1000), set[int]()
     last = time.monotonic()
     try:
-        while time.monotonic() - last < idle_s:
+        while time.monotonic() - last < idle_s and len(stopped) < len(partitions):
             for message in consumer.consume(1_000, timeout=0.2):
-                if message.error():
+                partition = message.partition() or 0
+                if message.error() or partition in stopped:
                     continue
                 last = time.monotonic()
                 letter = decode_or_none(_letter, message.value() or b"")
+                if letter is not None and letter.failed_at >= started_ms:
+                    stopped.add(partition)  # failed again since this run began: next run's
+                    continue
                 if letter is not None and _whole(letter):
                     producer.send_raw(letter.key, letter.raw)
                     sent += 1
                 else:
                     incomplete += 1
-                done[message.partition() or 0] = (message.offset() or 0) + 1
+                done[partition] = (message.offset() or 0) + 1
         unacknowledged = producer.close()
         if done and not unacknowledged:
             consumer.commit(offsets=[TopicPartition(topic, p, o) for p, o in done.items()],

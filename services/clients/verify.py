@@ -23,12 +23,13 @@ class Verification:
     valid: int
     invalid: int
     decisions: int
-    missing: int  # valid, and neither decided nor dead-lettered
+    missing: int  # valid, and neither decided nor refused for being dated too far ahead
     duplicates: int  # repeated decisions (the first counts)
     conflicting: int  # of those, repeats whose outcome differs from the first
     unexpected: int
     dead_letters: int
     valid_dead_lettered: int  # valid by the contract, refused by the job (event_time_future)
+    internal: int  # valid, and dead-lettered because the job failed on them (missing too)
     invalid_not_dead_lettered: int
 
     @property
@@ -62,10 +63,13 @@ def verify(settings: Settings, idle_s: float = 3.0, timeout: float = 300.0) -> V
         _dead_letter(v)
         for _, _, _, v in read_until_idle(settings, settings.topic.dlq, idle_s, timeout)
     ]
-    lettered = {
-        (d.partition, d.offset) for d in letters if d.source_topic == settings.topic.transactions
-    }
-    refused = {tx for where, tx in valid.items() if where in lettered}
+    ours = [d for d in letters if d.source_topic == settings.topic.transactions]
+    lettered = {(d.partition, d.offset) for d in ours}
+    by_kind: dict[str, set[tuple[int, int]]] = {}
+    for d in ours:
+        by_kind.setdefault(d.kind, set()).add((d.partition, d.offset))
+    refused = {valid[w] for w in by_kind.get("event_time_future", set()) if w in valid}
+    internal = {valid[w] for w in by_kind.get("internal", set()) if w in valid}
     ids = set(valid.values())
     return Verification(
         transactions=len(inputs),
@@ -78,5 +82,6 @@ def verify(settings: Settings, idle_s: float = 3.0, timeout: float = 300.0) -> V
         unexpected=len(first.keys() - ids),
         dead_letters=len(letters),
         valid_dead_lettered=len(refused - first.keys()),
+        internal=len(internal - first.keys()),
         invalid_not_dead_lettered=len(invalid - lettered),
     )

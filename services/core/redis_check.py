@@ -6,6 +6,7 @@ import logging
 import re
 
 import redis
+from redis.exceptions import RedisClusterException
 
 from services.core.errors import UserError
 from services.core.settings import RedisSettings
@@ -33,7 +34,7 @@ def check_redis(
         raise RedisUnavailable(f"Redis at {where}: authentication failed: {error}") from None
     except redis.ResponseError as error:  # NOAUTH, WRONGPASS and their kin
         raise RedisUnavailable(f"Redis at {where}: refused: {error}") from None
-    except (redis.RedisError, OSError) as error:
+    except (redis.RedisError, OSError, RedisClusterException) as error:
         if not outage_ok:
             raise RedisUnavailable(f"Redis at {where}: unreachable: {error}") from None
         log.warning("Redis at %s: unreachable (%s); starting all the same", where, error)

@@ -21,11 +21,12 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final, Literal, Self
+from urllib.parse import urlsplit, urlunsplit
 
 import msgspec
 import redis
 import redis.asyncio
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from redis.cluster import RedisCluster
 
@@ -127,6 +128,21 @@ class RedisSettings(_Group):
             raise ValueError(f"expected redis://, rediss:// or unix:// URL, got {value!r}")
         return value
 
+    @model_validator(mode="before")
+    @classmethod
+    def _password_out_of_the_url(cls, values: Any) -> Any:
+        """A password written into the URL becomes the password setting: the URL is handed
+        to child processes and printed, a secret never is."""
+        if not isinstance(values, dict) or not isinstance(values.get("url"), str):
+            return values
+        parts = urlsplit(values["url"])
+        if parts.password is None:
+            return values
+        user = f"{parts.username}@" if parts.username else ""
+        host = parts.netloc.rsplit("@", 1)[1]
+        url = urlunsplit(parts._replace(netloc=f"{user}{host}"))
+        return values | {"url": url, "password": values.get("password") or parts.password}
+
     def require_url(self) -> str:
         """The Redis URL, or an error that says how to get one."""
         if self.url is None:
@@ -158,6 +174,11 @@ class ScoringSettings(_Group):
     token: SecretStr | None = Field(
         None, description="Bearer token the scoring service requires (unset: no auth)"
     )
+    require_token: bool = Field(
+        False,
+        description="The scoring service refuses to start without a token (the chart sets it: "
+        "an existing Secret lacking scoring_token must not leave the API open)",
+    )  # fmt: skip
     host: str = Field("127.0.0.1", description="Address the scoring service listens on")
     port: int = Field(0, ge=0, le=65535, description="Scoring port; 0: a free one")
     workers: int = Field(1, ge=1, le=64, description="Scoring server processes")
@@ -533,10 +554,14 @@ class Settings(BaseSettings):
 
 
 def scrub_secrets_from_environment() -> None:
-    """Remove secret FRAUDSTREAM_* variables from this process's environment once settings are
-    read, so nothing it starts inherits them (a JVM, Python workers, uvicorn's processes)."""
+    """Remove secret FRAUDSTREAM_* variables (and any holding a URL with a password) from this
+    process's environment once settings are read, so nothing it starts inherits them (a JVM,
+    Python workers, uvicorn's processes)."""
     for name in SECRET_NAMES:
         os.environ.pop(env_var(name), None)
+    for name, value in list(os.environ.items()):
+        if name.startswith(ENV_PREFIX) and _URL_PASSWORD.search(value):
+            del os.environ[name]
 
 
 SECRET_NAMES: Final = tuple(
@@ -647,7 +672,8 @@ def resolve(**overrides: Any) -> Resolved:
         filled = {k: new for k, (old, new) in candidates.items() if old is None and new}
         if "redis_url" in filled and stack.redis_cluster:
             filled["redis_cluster"] = True
-        if stack.broker == "tansu" and not _given("job_delivery", given):
+        on_stack = "kafka_bootstrap_servers" in filled  # the stack's broker, not another
+        if on_stack and stack.broker == "tansu" and not _given("job_delivery", given):
             filled["job_delivery"] = TANSU_DELIVERY
     origins = dict.fromkeys(filled, f"stack ({settings.state_dir})")
     if settings.secrets_dir is not None:

@@ -64,17 +64,23 @@ def looks_like_card_number(value: str) -> bool:
 
 def mask_card_numbers(raw: bytes) -> bytes:
     """``raw`` with every card number (contiguous or grouped) masked but its last four digits
-    (separators kept)."""
+    (separators kept), also where it runs into other digit groups (``4111... 12/25``)."""
+    return _PAN.sub(lambda match: _masked(match.group()), raw)
 
-    def mask(match: re.Match[bytes]) -> bytes:
-        written = match.group()
-        digits = written.replace(b" ", b"").replace(b"-", b"")
-        if not luhn_valid(digits.decode()):
-            return written
-        keep = len(written) - 4
-        return re.sub(rb"[0-9]", b"#", written[:keep]) + written[keep:]
 
-    return _PAN.sub(mask, raw)
+def _masked(written: bytes) -> bytes:
+    """Digits of one run of digit groups: each span of whole groups that is a card number
+    masked, longest first."""
+    groups = [(m.start(), m.end()) for m in re.finditer(rb"[0-9]+", written)]
+    out = bytearray(written)
+    for length in range(len(groups), 0, -1):
+        for first in range(len(groups) - length + 1):
+            start, end = groups[first][0], groups[first + length - 1][1]
+            digits = bytes(c for c in out[start:end] if 48 <= c <= 57)
+            if 13 <= len(digits) <= MAX_CARD_DIGITS and luhn_valid(digits.decode()):
+                keep = end - 4
+                out[start:keep] = re.sub(rb"[0-9]", b"#", bytes(out[start:keep]))
+    return bytes(out)
 
 
 def truncate_ip(ip: str | None) -> str | None:

@@ -30,8 +30,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
+import aiokafka.errors
 import faust
-import msgspec
 
 from models import lake as lk
 from models.redis_layout import AlertContext
@@ -45,17 +45,18 @@ from services.core.lag import LagProbe
 from services.core.settings import KafkaSettings, Settings
 from services.core.throttled_log import ThrottledLog
 from stream_jobs.feedback.archive import Archiver
-from stream_jobs.feedback.dispositions import Applied, Dispositions, Rejected, decode
+from stream_jobs.feedback.dispositions import Applied, Dispositions, Parked, Rejected, decode
 from stream_jobs.feedback.metrics import FeedbackMetrics
 
 log = logging.getLogger(__name__)
 APP_ID = "fraudstream-feedback"
 STOP_DEADLINE_S: Final = 9.0  # SIGTERM to exit, whatever is down
+STOPPED_AT_DEADLINE: Final = 3  # the exit status of a stop the deadline cut short
 RETRY_FIRST_S, RETRY_MAX_S = 0.25, 15.0  # back-off of a message retried through an outage
 SWEEP_S: Final = 2.0  # how often parked dispositions are looked at
 SWEEP_BATCH: Final = 500
-_parked_entry = msgspec.msgpack.Decoder(tuple[int, int, bytes])
-_encode_entry = msgspec.msgpack.Encoder().encode
+DAY_MS: Final = 86_400_000
+LOOK_AGAIN_MAX_MS: Final = 600_000  # a transaction not found: looked for again, at most this late
 
 
 def credentials(kafka: KafkaSettings) -> faust.types.auth.CredentialsT | None:
@@ -133,6 +134,7 @@ def create_app(
     dlq = app.topic(settings.topic.feedback_dlq)
     labels = app.topic(settings.topic.labels)
     letters, warnings = DeadLetterLog(log), ThrottledLog(log)
+    parking = asyncio.Lock()
 
     def processed(event: Any) -> None:
         message = event.message
@@ -155,7 +157,7 @@ def create_app(
                 try:
                     return await call()
                 except Exception as error:
-                    if not is_transient(error):
+                    if not _transient(error):
                         raise
                     metrics.redis_retries.inc()
                     health.stuck.setdefault(agent, _Stuck(where, time.monotonic(), ""))
@@ -178,22 +180,23 @@ def create_app(
     async def apply_parked(transaction_id: str, context: AlertContext) -> None:
         """Apply what is parked for a transaction now known, in the order it arrived; one that
         meets an error that would recur becomes a dead letter (an outage is raised)."""
-        parked = await dispositions.parked(transaction_id)
-        for entry in parked:
-            partition, offset, raw = _parked_entry.decode(entry)
-            parsed = decode(raw)
-            try:
-                if isinstance(parsed, Feedback):
-                    await publish(await dispositions.apply(parsed, context))
-                metrics.unparked.labels("applied").inc()
-            except Exception as error:
-                if is_transient(error):
-                    raise
-                why = Rejected("$", f"{type(error).__name__}: {error}")
-                await dead_letter(raw, (settings.topic.feedback, partition, offset), why)
-                metrics.unparked.labels("dead_letter").inc()
-        if parked:
-            await dispositions.unpark(transaction_id, len(parked))
+        async with parking:  # one at a time: two would each trim what they read
+            parked = await dispositions.parked(transaction_id)
+            for entry in parked:
+                parsed = decode(entry.raw)
+                try:
+                    if isinstance(parsed, Feedback):
+                        await publish(await dispositions.apply(parsed, context))
+                    metrics.unparked.labels("applied").inc()
+                except Exception as error:
+                    if _transient(error):
+                        raise
+                    why = Rejected("$", f"{type(error).__name__}: {error}")
+                    source = (settings.topic.feedback, entry.partition, entry.offset)
+                    await dead_letter(entry.raw, source, why)
+                    metrics.unparked.labels("dead_letter").inc()
+            if parked:
+                await dispositions.unpark(transaction_id, len(parked))
 
     async def handle(raw: bytes, partition: int, offset: int) -> None:
         parsed = decode(raw)
@@ -202,8 +205,8 @@ def create_app(
             return
         context = await dispositions.context(parsed.transaction_id)
         if context is None:  # not known yet: parked, and the next message goes on
-            entry = _encode_entry((partition, offset, raw))
-            await dispositions.park(parsed.transaction_id, entry, _now_ms(), _park_ms(fb.park_s))
+            entry = Parked(partition, offset, raw, _now_ms())
+            await dispositions.park(parsed.transaction_id, entry, _park_ms(fb.park_s))
             metrics.parked.inc()
             return
         await apply_parked(parsed.transaction_id, context)  # earlier ones first
@@ -241,16 +244,17 @@ def create_app(
 
             async def one(raw: bytes = raw, partition: int = message.partition,
                           offset: int = message.offset) -> None:  # fmt: skip
-                await handle(raw, partition, offset)
+                try:
+                    await handle(raw, partition, offset)
+                except Exception as error:
+                    if _transient(error):
+                        raise
+                    log.debug("disposition %d@%d failed", partition, offset, exc_info=True)
+                    why = Rejected("$", f"{type(error).__name__}: {error}")  # would recur
+                    await dead_letter(raw, (settings.topic.feedback, partition, offset), why)
 
             with timer.time():
-                try:
-                    await retrying("alert-feedback", where, one)
-                except Exception as error:  # would recur (a wrong type in Redis, say)
-                    log.debug("disposition %s failed", where, exc_info=True)
-                    why = Rejected("$", f"{type(error).__name__}: {error}")
-                    source = (message.topic, message.partition, message.offset)
-                    await dead_letter(raw, source, why)
+                await retrying("alert-feedback", where, one)  # its dead letter's send too
             processed(event)
 
     @app.timer(interval=SWEEP_S)  # type: ignore[untyped-decorator]
@@ -290,44 +294,55 @@ async def _sweep(
     metrics: FeedbackMetrics,
 ) -> None:
     now = _now_ms()
-    waiting = await dispositions.waiting(now, SWEEP_BATCH)
     metrics.parked_now.set(await dispositions.waiting_count())
-    unknown: dict[str, int] = {}
-    for transaction_id, since in waiting:
+    unknown: dict[str, list[Parked]] = {}
+    for transaction_id in await dispositions.due(now, SWEEP_BATCH):
         context = await dispositions.context(transaction_id)
         if context is not None:
             await apply_parked(transaction_id, context)
         else:
-            unknown[transaction_id] = since
+            unknown[transaction_id] = await dispositions.parked(transaction_id)
     if not unknown:
         return
-    hints = [await _hint(dispositions, tx) for tx in unknown]
-    since_ms = min([h for h in hints if h is not None], default=None)
-    default = now - settings.feedback.lookup_days * 86_400_000
-    since_ms = default if since_ms is None else min(since_ms - 86_400_000, default)
-    rows = await asyncio.to_thread(lk.find_transactions, lake, list(unknown), since_ms)
-    for transaction_id, parked_at in unknown.items():
+    rows = await asyncio.to_thread(_in_lake, lake, unknown, now, settings.feedback.lookup_days)
+    for transaction_id, parked in unknown.items():
+        since = min((p.at_ms for p in parked), default=now)
         if transaction_id in rows:
             await apply_parked(transaction_id, AlertContext.of_lake(rows[transaction_id]))
-        elif now - parked_at > settings.feedback.park_s * 1000:
-            parked = await dispositions.parked(transaction_id)
+        elif now - since > settings.feedback.park_s * 1000:
             why = Rejected("transaction_id", "no transaction known: neither alerted nor in the "
                            f"lake after {settings.feedback.park_s:.0f} s")  # fmt: skip
             for entry in parked:
-                partition, offset, raw = _parked_entry.decode(entry)
-                await dead_letter(raw, (settings.topic.feedback, partition, offset), why)
+                await dead_letter(entry.raw, (settings.topic.feedback, entry.partition,
+                                              entry.offset), why)  # fmt: skip
                 metrics.unparked.labels("dead_letter").inc()
             await dispositions.unpark(transaction_id, len(parked))
+        else:  # looked for again later, the longer it has waited the later
+            wait = min(max(SWEEP_S * 1000, (now - since) // 4), LOOK_AGAIN_MAX_MS)
+            await dispositions.look_again(transaction_id, now + int(wait))
 
 
-async def _hint(dispositions: Dispositions, transaction_id: str) -> int | None:
-    """The earliest event time the transaction's parked dispositions give, if any does."""
-    times = []
-    for entry in await dispositions.parked(transaction_id):
-        parsed = decode(_parked_entry.decode(entry)[2])
-        if isinstance(parsed, Feedback) and isinstance(parsed.event_time, int):
-            times.append(parsed.event_time)
-    return min(times, default=None)
+def _in_lake(
+    lake: lk.Lake, unknown: dict[str, list[Parked]], now_ms: int, lookup_days: int
+) -> dict[str, dict[str, Any]]:
+    """The transactions found in the lake: around the day a disposition names
+    (``event_time``), else within the last ``lookup_days``."""
+    by_window: dict[tuple[int, int], list[str]] = {}
+    for transaction_id, parked in unknown.items():
+        feedbacks = [f for p in parked if isinstance(f := decode(p.raw), Feedback)]
+        hints = [f.event_time for f in feedbacks if isinstance(f.event_time, int)]
+        window = ((min(hints) - DAY_MS, max(hints) + DAY_MS) if hints
+                  else (now_ms - lookup_days * DAY_MS, now_ms + DAY_MS))  # fmt: skip
+        by_window.setdefault(window, []).append(transaction_id)
+    found: dict[str, dict[str, Any]] = {}
+    for (since, until), ids in by_window.items():
+        found |= lk.find_transactions(lake, ids, since, until)
+    return found
+
+
+def _transient(error: BaseException) -> bool:
+    """An outage to wait out: Redis's (``is_transient``), or Kafka's (a send that timed out)."""
+    return is_transient(error) or isinstance(error, aiokafka.errors.KafkaError)
 
 
 def _now_ms() -> int:
@@ -348,17 +363,18 @@ class _Worker(faust.Worker):
         self._on_stop = on_stop
 
     def _schedule_shutdown(self, signal: Any) -> None:
-        if not self._signal_stop_time:
-            threading.Thread(target=self._deadline, name="stop-deadline", daemon=True).start()
+        if not self._signal_stop_time:  # the deadline first, then what may hang
+            threading.Thread(target=_deadline, name="stop-deadline", daemon=True).start()
+            threading.Thread(target=self._on_stop, name="stop-archive", daemon=True).start()
         super()._schedule_shutdown(signal)
 
-    def _deadline(self) -> None:
-        self._on_stop()
-        time.sleep(STOP_DEADLINE_S - 0.5)
-        log.warning("stopping took over %.0f s (something is down): exiting now; what was not "
-                    "committed is replayed at the next start", STOP_DEADLINE_S)  # fmt: skip
-        logging.shutdown()
-        os._exit(0)
+
+def _deadline() -> None:
+    time.sleep(STOP_DEADLINE_S)
+    log.warning("stopping took over %.0f s (something is down): exiting now; what was not "
+                "committed is replayed at the next start", STOP_DEADLINE_S)  # fmt: skip
+    logging.shutdown()
+    os._exit(STOPPED_AT_DEADLINE)
 
 
 def run(settings: Settings) -> None:

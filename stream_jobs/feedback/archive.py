@@ -77,6 +77,7 @@ class Archiver:
             settings.topic.labels: ("labels", label_row),
         }
         self._epochs: dict[str, str] = {}
+        self._warnings = ThrottledLog(log)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="lake-archive", daemon=True)
 
@@ -93,7 +94,7 @@ class Archiver:
         return OFFSET_BEGINNING if after is None else after
 
     def _run(self) -> None:
-        warnings = ThrottledLog(log)
+        warnings = self._warnings
         while not self._stop.is_set():
             try:
                 self._archive()
@@ -133,7 +134,8 @@ class Archiver:
                 break
             for message in consumer.consume(BATCH_ROWS - count, timeout=min(left, 0.5)):
                 topic = message.topic()
-                if message.error() or topic is None:
+                if message.error() or topic is None:  # a broker or login lost mid-run: said
+                    self._warnings.warning("consume", "archive: %s", message.error())
                     continue
                 table, to_row = self._tables[topic]
                 row = to_row(message.value() or b"")

@@ -39,6 +39,23 @@ from services.core.contract import (
 from services.core.settings import AsyncRedisClient
 
 _alerts = msgspec.json.Decoder(Alert)
+MAX_SKEW_MS = 300_000  # how far ahead of the app's clock a disposition's time is believed
+
+
+class Parked(msgspec.Struct, array_like=True, frozen=True):
+    """A disposition waiting for its transaction: where it came from, its bytes, since when."""
+
+    partition: int
+    offset: int
+    raw: bytes
+    at_ms: int
+
+    def encode(self) -> bytes:
+        return _encode_parked(self)
+
+
+_encode_parked = msgspec.msgpack.Encoder().encode
+_decode_parked = msgspec.msgpack.Decoder(Parked).decode
 
 
 @dataclass(frozen=True)
@@ -81,7 +98,9 @@ class Dispositions:
         """Apply one disposition to its transaction."""
         fraud = feedback.label == "fraud"
         tx_id = feedback.transaction_id
-        op = label_op(tx_id, context.merchant_id, context.event_time, fraud, feedback.time_ms)
+        # A disposition dated ahead of the clock must not outrank every later correction.
+        at = min(feedback.time_ms, int(time.time() * 1000) + MAX_SKEW_MS)
+        op = label_op(tx_id, context.merchant_id, context.event_time, fraud, at)
         counted = (await run_async(self._redis, [op]))[0]
         record = _record(feedback, context)
         if counted == LABEL_SUPERSEDED:  # a later disposition of this transaction is in place
@@ -99,19 +118,24 @@ class Dispositions:
             await run_async(self._redis, [delete_if_op(key, tx_id) for key in blocklist])
         return Applied(record, counted == LABEL_CHANGED)
 
-    async def park(self, transaction_id: str, raw: bytes, now_ms: int, keep_ms: int) -> None:
-        """Hold a disposition until its transaction is known (see :meth:`unpark`)."""
+    async def park(self, transaction_id: str, parked: Parked, keep_ms: int) -> None:
+        """Hold a disposition until its transaction is known (see :meth:`unpark`); the index
+        says when to look for it next (at once, the first time)."""
         key = layout.parked(transaction_id)
         pipe = self._redis.pipeline(transaction=False)
-        pipe.rpush(key, raw)
+        pipe.rpush(key, parked.encode())
         pipe.pexpire(key, keep_ms)
         await pipe.execute()
-        await self._redis.zadd(layout.PARKED_INDEX, {transaction_id: now_ms}, nx=True)
+        await self._redis.zadd(layout.PARKED_INDEX, {transaction_id: parked.at_ms}, nx=True)
 
-    async def parked(self, transaction_id: str) -> list[bytes]:
+    async def parked(self, transaction_id: str) -> list[Parked]:
         """The dispositions parked for a transaction, oldest first."""
         entries = await self._redis.lrange(layout.parked(transaction_id), 0, -1)
-        return [e for e in entries if isinstance(e, bytes)]
+        return [_decode_parked(e) for e in entries if isinstance(e, bytes)]
+
+    async def look_again(self, transaction_id: str, at_ms: int) -> None:
+        """When to look for a transaction not found yet."""
+        await self._redis.zadd(layout.PARKED_INDEX, {transaction_id: at_ms}, xx=True)
 
     async def unpark(self, transaction_id: str, count: int) -> None:
         """Forget the first ``count`` parked dispositions of a transaction (applied or dead
@@ -122,12 +146,12 @@ class Dispositions:
         if await self._redis.exists(key):  # parked meanwhile: back in the index
             await self._redis.zadd(layout.PARKED_INDEX, {transaction_id: int(time.time() * 1000)})
 
-    async def waiting(self, parked_before_ms: int, limit: int) -> list[tuple[str, int]]:
-        """(transaction id, parked since) of the transactions with parked dispositions."""
+    async def due(self, now_ms: int, limit: int) -> list[str]:
+        """The transactions with parked dispositions due to be looked for, longest due first."""
         found: list[Any] = await self._redis.zrangebyscore(
-            layout.PARKED_INDEX, "-inf", parked_before_ms, start=0, num=limit, withscores=True
+            layout.PARKED_INDEX, "-inf", now_ms, start=0, num=limit
         )
-        return [(member.decode(), int(score)) for member, score in found]
+        return [member.decode() for member in found]
 
     async def waiting_count(self) -> int:
         return int(await self._redis.zcard(layout.PARKED_INDEX))

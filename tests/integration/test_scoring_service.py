@@ -8,6 +8,7 @@ import os
 import shutil
 import signal
 import socket
+import subprocess
 import sys
 import threading
 import time
@@ -222,6 +223,7 @@ def test_an_incompatible_model_is_refused_and_the_serving_one_stays(
     (service.registry / "CURRENT").write_text(other + "\n")  # as a hand edit would
     failures = 'fraudstream_scoring_reload_failures_total{reason="incompatible_inputs"} 1.0'
     processes.wait_until(lambda: failures in service.metrics(), 30, "the refusal counted")
+    assert "fraudstream_scoring_current_refused 1.0" in service.metrics()  # alerts on it
     reply = service.post(_body(feature_rows[:3]))
     assert (reply.status, json.loads(reply.data)["model_version"]) == (200, "v0001")
     time.sleep(0.5)  # several reload intervals: refused once, not again and again
@@ -412,3 +414,18 @@ def test_request_bodies_beyond_the_memory_budget_get_503(
     assert service.post(_body(feature_rows[:1])).status == 200  # a small one fits beside it
     holder.close()
     processes.wait_until(lambda: service.post(big).status == 200, 10, "room again")
+
+
+def test_a_service_that_requires_a_token_refuses_to_serve_without_one(tmp_path: Path) -> None:
+    """The chart requires one: an existing Secret without scoring_token must not leave the
+    scoring API open (a free score-and-reasons oracle)."""
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("FRAUDSTREAM_")}
+    environ |= {"FRAUDSTREAM_SCORING_REQUIRE_TOKEN": "true", "FRAUDSTREAM_STATE_DIR": str(tmp_path)}
+    argv = [sys.executable, "-m", "services.cli", "serve", "--port", "0"]
+    done = subprocess.run(argv, env=environ, capture_output=True, text=True, timeout=60,
+                          check=False)  # fmt: skip
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines() == [
+        "error: FRAUDSTREAM_SCORING_REQUIRE_TOKEN: no FRAUDSTREAM_SCORING_TOKEN (or "
+        "scoring_token in the secrets directory): refusing to serve open"
+    ]

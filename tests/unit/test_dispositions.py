@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
@@ -14,7 +15,7 @@ from models import redis_layout as layout
 from models.redis_layout import AlertContext
 from models.redis_ops import is_transient
 from services.core.contract import Alert, Feedback, Label, Transaction, encode
-from stream_jobs.feedback.dispositions import Applied, Dispositions
+from stream_jobs.feedback.dispositions import Applied, Dispositions, Parked
 
 T0 = 1_772_323_200_000
 DAY = f"f{T0 // 86_400_000}"
@@ -103,6 +104,16 @@ def test_the_latest_disposition_by_time_wins_whatever_order_they_are_applied_in(
     _run(redis_url, body)
 
 
+def test_a_disposition_dated_in_the_future_does_not_outrank_later_corrections(
+    redis_url: str,
+) -> None:
+    async def body(d: Dispositions, client: redis.Redis) -> None:
+        await _label(d, "t1", "fraud", 4_070_908_800_000)  # 2099
+        assert (await _label(d, "t1", "legit", int(time.time() * 1000) + 600_000)).changed
+
+    _run(redis_url, body)
+
+
 def test_a_crafted_transaction_id_is_labelled_like_any_other(redis_url: str) -> None:
     """On cdc8e54 ``fraud`` on a transaction ``z}:days`` at merchant ``shop}:label:z`` hit the
     merchant's counts with WRONGTYPE and was retried for ever, holding back every other one."""
@@ -132,12 +143,14 @@ def test_parked_dispositions_wait_in_order_and_leave_the_index_once_unparked(
     redis_url: str,
 ) -> None:
     async def body(d: Dispositions, client: redis.Redis) -> None:
-        for raw in (b"first", b"second"):
-            await d.park("t9", raw, T0, 60_000)
-        assert await d.parked("t9") == [b"first", b"second"]
-        assert await d.waiting(T0 + 1, 10) == [("t9", T0)]
+        for i, raw in enumerate((b"first", b"second")):
+            await d.park("t9", Parked(0, i, raw, T0), 60_000)
+        assert [p.raw for p in await d.parked("t9")] == [b"first", b"second"]
+        assert await d.due(T0 + 1, 10) == ["t9"]
+        await d.look_again("t9", T0 + 5_000)
+        assert await d.due(T0 + 1, 10) == []  # not yet due
         await d.unpark("t9", 1)
-        assert await d.parked("t9") == [b"second"]
+        assert [p.raw for p in await d.parked("t9")] == [b"second"]
         assert await d.waiting_count() == 1  # still one left: still waiting
         await d.unpark("t9", 1)
         assert (await d.waiting_count(), client.exists(layout.parked("t9"))) == (0, 0)

@@ -130,3 +130,13 @@ def test_no_value_can_end_a_sql_option_early(mtls: KafkaSettings, tmp_path: Path
     assert "'properties.sasl.jaas.config' = " in ddl
     assert 'password="pa\\"ss\\\\wo\'\'rd"' in ddl  # the ' doubled, the JAAS escapes kept
     assert ddl.count("'") % 2 == 0
+
+
+def test_a_cluster_job_with_a_client_certificate_needs_a_key_store_on_its_nodes(
+    mtls: KafkaSettings, tmp_path: Path
+) -> None:
+    """The key store the job writes locally is not on a cluster's TaskManagers."""
+    settings = Settings.of(state_dir=tmp_path).model_copy(update={"kafka": mtls})
+    for where in ({"remote": ("127.0.0.1", 1)}, {"local": False}):
+        with pytest.raises(SettingsError, match="KAFKA_SSL_KEYSTORE_LOCATION"):
+            job.build(settings, **where)

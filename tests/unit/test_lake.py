@@ -163,13 +163,15 @@ def test_a_transaction_is_found_in_the_archive_with_its_decision(tmp_path: Path)
                        score=0.01, decision="approve", reasons=[], model_version="v3")  # fmt: skip
     lake.append("decisions", [lk.Sourced("decisions", 0, 0, lk.decision_row(decided))])
     wanted = [txs[4].transaction_id, txs[7].transaction_id, "no-such"]
-    found = lk.find_transactions(lake, wanted, txs[0].event_time_ms)
+    found = lk.find_transactions(lake, wanted, txs[0].event_time_ms, txs[-1].event_time_ms)
     assert set(found) == {txs[4].transaction_id, txs[7].transaction_id}
     assert (found[txs[4].transaction_id]["decision"], found[txs[7].transaction_id]["decision"]) == (
         "approve", None)  # fmt: skip
     assert found[txs[4].transaction_id]["card_id"] == txs[4].card_id
     later = txs[-1].event_time_ms + 2 * DAY_MS  # days before it: not searched
-    assert lk.find_transactions(lake, wanted, later) == {}
+    assert lk.find_transactions(lake, wanted, later, later + DAY_MS) == {}
+    before = txs[0].event_time_ms - 3 * DAY_MS
+    assert lk.find_transactions(lake, wanted, before, before + DAY_MS) == {}
 
 
 def test_an_empty_lake_answers_queries(tmp_path: Path) -> None:

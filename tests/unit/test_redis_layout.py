@@ -41,3 +41,28 @@ def test_every_key_of_a_card_is_in_one_slot_tagged_by_the_escaped_id(card: str) 
     for key in keys:
         tag = key[key.index("{") + 1 : key.index("}")]
         assert tag == "c:" + layout.escape(card)
+
+
+def test_outages_are_told_from_errors_that_would_recur() -> None:
+    """redis-py parses replies into classes and strips their code: an OOM or a failover's
+    READONLY once looked like the record's own error, and every record became a dead letter."""
+    from redis._parsers.base import BaseParser
+
+    from models.redis_ops import is_transient
+
+    def parsed(reply: str) -> BaseException:
+        return BaseParser.parse_error(reply)  # type: ignore[no-any-return,no-untyped-call]
+
+    for outage in ("OOM command not allowed when used memory > 'maxmemory'.",
+                   "READONLY You can't write against a read only replica.",
+                   "MASTERDOWN Link with MASTER is down", "CLUSTERDOWN The cluster is down",
+                   "TRYAGAIN Multiple keys request during rehashing of slot",
+                   "LOADING Redis is loading the dataset in memory",
+                   "BUSY Redis is busy running a script",
+                   "ERR Error running script (call to f_x): @user_script:9: -OOM command not "
+                   "allowed when used memory > 'maxmemory'."):  # fmt: skip
+        assert is_transient(parsed(outage)), outage
+    for recurring in ("WRONGTYPE Operation against a key holding the wrong kind of value",
+                      "ERR Error running script (call to f_x): @user_script:3: WRONGTYPE "
+                      "Operation against a key holding the wrong kind of value"):  # fmt: skip
+        assert not is_transient(parsed(recurring)), recurring

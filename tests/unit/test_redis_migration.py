@@ -32,12 +32,20 @@ def test_a_v2_store_moves_to_v3_with_its_values_and_ttls(redis_url: str) -> None
     client.set("fs:v2:{m:shop}:label:z}:days", "fraud")  # only a crafted id makes such a name
     client.set(layout.blocklist_device("d1"), "newer")
     client.set("fs:v2:{d:d1}:blocked", "older")
+    client.hset("fs:v2:{m:busy}:days", mapping={"n20500": 4, "f20500": 1})
+    client.hset(layout.merchant_days("busy"), mapping={"n20500": 2, "n20510": 9})  # v3 since
+    client.zadd("fs:v2:{c:busy}:seen", {b"old": 1})
+    client.zadd(layout.card_seen("busy"), {b"new": 2})
 
     assert migrate_v2(client, dry_run=True).moved == 4
     assert client.exists("fs:v2:{c:card-1}:state")  # a dry run changes nothing
     done = migrate_v2(client)
 
-    assert (done.moved, done.converted, done.kept_newer, done.ambiguous) == (4, 2, 1, 1)
+    assert (done.moved, done.converted, done.merged, done.kept_newer, done.ambiguous) == (
+        4, 2, 2, 1, 1)  # fmt: skip
+    assert client.hgetall(layout.merchant_days("busy")) == {
+        b"n20500": b"6", b"f20500": b"1", b"n20510": b"9"}  # counts added up  # fmt: skip
+    assert client.zrange(layout.card_seen("busy"), 0, -1) == [b"old", b"new"]
     assert client.get(layout.card_state("card-1")) == b"\x93state"
     assert 3_500_000 < client.pttl(layout.card_state("card-1")) <= 3_600_000
     assert client.zscore(layout.card_seen("card-1"), b"digest") == 5

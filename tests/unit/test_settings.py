@@ -3,12 +3,21 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
 
-from services.core.settings import GROUPS, Settings, SettingsError, env_var, load_settings, resolve
+from services.core.settings import (
+    GROUPS,
+    Settings,
+    SettingsError,
+    env_var,
+    load_settings,
+    resolve,
+    scrub_secrets_from_environment,
+)
 
 
 def test_environment_is_read_and_overrides_win(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -50,15 +59,20 @@ def test_every_setting_round_trips_to_a_child_and_no_secret_is_in_its_environmen
     }
 
 
-def test_secrets_are_masked_in_urls_too(monkeypatch: pytest.MonkeyPatch) -> None:
-    """On cdc8e54 ``fraudstream config`` printed the password inside ``redis_url``."""
+def test_secrets_are_masked_in_urls_too(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """On cdc8e54 ``fraudstream config`` printed the password inside ``redis_url``, and the
+    URL went into every child's environment."""
     monkeypatch.setenv("FRAUDSTREAM_KAFKA_SASL_PASSWORD", "hunter2")
     monkeypatch.setenv("FRAUDSTREAM_REDIS_URL", "rediss://ops:hunter3@redis.internal:6380/0")
-    masked = Settings().masked()
+    settings = Settings().updated({"state_dir": tmp_path})
+    masked = settings.masked()
     assert masked["kafka_sasl_password"] == "**********"
-    assert masked["redis_url"] == "rediss://ops:**********@redis.internal:6380/0"
-    assert "hunter2" not in repr(Settings())
-    assert "hunter" not in str(masked)
+    assert masked["redis_url"] == "rediss://ops@redis.internal:6380/0"
+    assert settings.redis.password is not None
+    assert settings.redis.password.get_secret_value() == "hunter3"
+    assert "hunter" not in repr(settings) + str(masked) + str(settings.to_environment())
+    scrub_secrets_from_environment()
+    assert not {"FRAUDSTREAM_KAFKA_SASL_PASSWORD", "FRAUDSTREAM_REDIS_URL"} & set(os.environ)
 
 
 @pytest.mark.parametrize(

@@ -79,6 +79,17 @@ def test_masking_keeps_the_last_four_digits_of_card_numbers_only() -> None:
     )
 
 
+@pytest.mark.parametrize(
+    "text",
+    [b"4111111111111111 12/25", b"12 4111111111111111", b"4111 1111 1111 1111 5",
+     b"cvv 123-4111-1111-1111-1111"],
+)  # fmt: skip
+def test_a_card_number_beside_other_digit_groups_is_masked_too(text: bytes) -> None:
+    masked = mask_card_numbers(text)
+    assert b"1111" in masked  # the last four stay
+    assert b"4111" not in masked.replace(b" ", b"").replace(b"-", b"")
+
+
 def test_a_card_number_has_one_token_however_it_is_written() -> None:
     """On cdc8e54 a grouped number passed the job in clear into keys, Redis and the lake."""
     for written in ("4111 1111 1111 1111", "4111-1111-1111-1111"):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import secrets
 import time
@@ -24,6 +25,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from models.registry import working_registry
 from services.core.exposition import component_registry
 from services.core.settings import Settings, load_settings, scrub_secrets_from_environment
+from services.core.throttled_log import ThrottledLog
 from services.scoring.server.guard import BoundedHttpToolsProtocol
 from services.scoring.server.metrics import ScoringMetrics
 from services.scoring.server.scorer import NotReady, Rejected, Scorer
@@ -66,6 +68,7 @@ class ScoringApp:
         self._max_in_flight, self._in_flight = max_in_flight, 0
         self._budget, self._buffered = body_budget, 0  # bytes of bodies in flight, at most
         self._watcher: asyncio.Task[None] | None = None
+        self._warnings = ThrottledLog(logging.getLogger("fraudstream.scoring"))
         self._workers = ThreadPoolExecutor(max_workers=2, thread_name_prefix="score")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -91,8 +94,16 @@ class ScoringApp:
 
     async def _reload(self) -> None:
         """Load a new current model in a worker thread; requests keep flowing meanwhile (a
-        version that cannot serve is refused and counted there; the serving one stays)."""
-        await asyncio.get_running_loop().run_in_executor(None, self.scorer.reload_if_changed)
+        version that cannot serve is refused and counted there; the serving one stays). A
+        registry that cannot be read is counted and tried again: the watcher never stops."""
+        try:
+            await asyncio.get_running_loop().run_in_executor(None, self.scorer.reload_if_changed)
+        except Exception as error:
+            self.metrics.reload_failures.labels("registry_error").inc()
+            self.metrics.current_refused.set(1)
+            self._warnings.warning("registry", "the model registry cannot be read (%s: %s); "
+                                   "still serving the model loaded", type(error).__name__,
+                                   error)  # fmt: skip
 
     async def _watch(self) -> None:
         while True:

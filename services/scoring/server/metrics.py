@@ -17,7 +17,7 @@ from prometheus_client.registry import Collector
 
 ERROR_TYPES = ("unauthorized", "overloaded", "disconnected", "too_large", "invalid",
                "malformed", "not_ready")  # fmt: skip
-RELOAD_FAILURES = ("incompatible_inputs", "load_error")
+RELOAD_FAILURES = ("incompatible_inputs", "load_error", "registry_error")
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096)
 SCORE_BUCKETS = (0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9, 0.99)
@@ -91,6 +91,11 @@ class ScoringMetrics:
         )  # fmt: skip
         for reason in RELOAD_FAILURES:
             self.reload_failures.labels(reason)
+        self.current_refused = Gauge(
+            "fraudstream_scoring_current_refused", "1 while the registry's CURRENT names a "
+            "version this service refused, or cannot be read: it serves the one it had",
+            registry=registry,
+        )  # fmt: skip
         self.reloads = Counter(
             "fraudstream_scoring_reloads", "Model swaps after the registry changed",
             registry=registry,

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import math
 import re
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +31,7 @@ from services.scoring.server.model import LoadedModel
 from services.scoring.wire import RowResult, ScoreResponse, ShadowResult
 
 log = logging.getLogger("fraudstream.scoring")
+LOAD_RETRY_S = 30.0  # a version that could not be loaded (a registry read failing) is retried
 Explain = Literal["flagged", "all", "none"]
 _ROW_IN_PATH = re.compile(r"\$\.rows\[(\d+)\]")
 _FIELD_IN_MESSAGE = re.compile(r"field `([^`]+)`|\$\.rows\[\d+\]\.([A-Za-z0-9_]+)")
@@ -81,7 +83,7 @@ class Scorer:
         self._registry, self._metrics, self._threads = registry, metrics, threads
         self._serving, self._explain = tuple(serving), explain
         self._current: tuple[LoadedModel, _Codec] | None = None
-        self._refused: str | None = None  # the version last refused, not tried again
+        self._refused: tuple[str, float] = ("", 0.0)  # the version refused, until when
         self._shadow: tuple[LoadedModel, list[int]] | None = None
         if shadow_version:
             shadow = self._load(shadow_version, "shadow")
@@ -116,31 +118,36 @@ class Scorer:
         the event loop); returns whether a swap happened."""
         wanted = self.registry_current()
         serving = self.model
-        if wanted is None or wanted == self._refused:
+        if wanted is None or (serving is not None and serving.version == wanted):
+            self._metrics.current_refused.set(0)
             return False
-        if serving is not None and serving.version == wanted:
-            return False
-        try:
+        if wanted == self._refused[0] and time.monotonic() < self._refused[1]:
+            return False  # refused already: tried again once CURRENT changes (or, for one
+        try:  # that could not be loaded, after LOAD_RETRY_S)
             loaded = models.load(self._registry / "versions" / wanted, self._threads)
         except Exception:
-            self._refuse(wanted, "load_error", "cannot be loaded", exc_info=True)
+            self._refuse(wanted, "load_error", "cannot be loaded", LOAD_RETRY_S, exc_info=True)
             return False
         if problem := inputs_problem(loaded.feature_names, self._serving):
-            self._refuse(wanted, "incompatible_inputs", problem)
+            self._refuse(wanted, "incompatible_inputs", problem, math.inf)
             return False
         self._metrics.model_load_seconds.labels(loaded.version).set(loaded.load_seconds)
         self._metrics.model_info.labels(loaded.version, "primary").set(1)
         self._current = (loaded, _Codec.for_features(loaded.feature_names))  # atomic swap
-        self._refused = None
+        self._refused = ("", 0.0)
+        self._metrics.current_refused.set(0)
         if serving is not None:
             self._metrics.model_info.labels(serving.version, "primary").set(0)
             self._metrics.reloads.inc()
         return True
 
-    def _refuse(self, version: str, reason: str, why: str, exc_info: bool = False) -> None:
-        """Count and log a version that cannot go live, once; the serving model stays."""
-        self._refused = version
+    def _refuse(self, version: str, reason: str, why: str, retry_s: float,
+                exc_info: bool = False) -> None:  # fmt: skip
+        """Count and log a version that cannot go live; the serving model stays, and the
+        refusal shows (``current_refused``) until CURRENT names one that can."""
+        self._refused = (version, time.monotonic() + retry_s)
         self._metrics.reload_failures.labels(reason).inc()
+        self._metrics.current_refused.set(1)
         serving = self.model.version if self.model else "none"
         log.error("model %s refused (%s): %s; still serving %s", version, reason, why, serving,
                   exc_info=exc_info)  # fmt: skip
