@@ -189,6 +189,9 @@ def _recovery(settings: Settings) -> dict[str, str]:
     latest = latest_checkpoint(root)
     if latest is not None:
         options["execution.state-recovery.path"] = latest.resolve().as_uri()
+        # A plan changed by an upgrade cannot map all of it: start without what it cannot map
+        # (the source then starts at the group's committed offsets) rather than not at all.
+        options["execution.state-recovery.ignore-unclaimed-state"] = "true"
         for job in root.iterdir():  # the jobs before the one resumed from
             if job.is_dir() and job != latest.parent:
                 shutil.rmtree(job, ignore_errors=True)
