@@ -20,14 +20,16 @@ and every reader keeps the first it sees of a transaction id.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import shutil
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from services.core.kafka import topic_epochs
 from services.core.kafka_config import java_keystore, java_properties, librdkafka
@@ -109,14 +111,29 @@ def start_position(settings: Settings) -> dict[str, str]:
     return {"scan.startup.mode": mode}
 
 
-def committed_offsets(settings: Settings) -> bool:
-    """Whether the job's consumer group has an offset committed on the transactions topic."""
+_COORDINATOR_LOADING = (KafkaError.NOT_COORDINATOR, KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+                        KafkaError.COORDINATOR_NOT_AVAILABLE, KafkaError._TIMED_OUT)  # fmt: skip
+
+
+def committed_offsets(settings: Settings, timeout_s: float = 30.0) -> bool:
+    """Whether the job's consumer group has an offset committed on the transactions topic
+    (asked again while the group's coordinator is still loading: a broker just started)."""
     consumer = Consumer(librdkafka(settings.kafka) | {"group.id": settings.job.group_id})
+    deadline = time.monotonic() + timeout_s
     try:
         topic = settings.topic.transactions
         partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
-        found = consumer.committed([TopicPartition(topic, p) for p in partitions], timeout=10)
-        return any(tp.offset >= 0 for tp in found)
+        while True:
+            try:
+                found = consumer.committed([TopicPartition(topic, p) for p in partitions],
+                                           timeout=10)  # fmt: skip
+                return any(tp.offset >= 0 for tp in found)
+            except KafkaException as error:
+                kafka_error = error.args[0]
+                again = kafka_error.retriable() or kafka_error.code() in _COORDINATOR_LOADING
+                if not again or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
     finally:
         consumer.close()
 
@@ -179,8 +196,9 @@ def _recovery(settings: Settings) -> dict[str, str]:
     there). Older checkpoints are removed. Kept per incarnation of the transactions topic (its
     topic id): offsets of a topic since re-created (a restarted in-memory broker) never apply."""
     topic = settings.topic.transactions
-    epoch = topic_epochs(settings, [topic])[topic]
-    root = settings.state_dir / "checkpoints" / settings.job.group_id / epoch
+    epoch = topic_epochs(settings, [topic])[topic]  # base64: it may hold "/" and "+"
+    name = hashlib.sha256(epoch.encode()).hexdigest()[:16]
+    root = settings.state_dir / "checkpoints" / settings.job.group_id / name
     options = {
         "execution.checkpointing.dir": root.resolve().as_uri(),
         "execution.checkpointing.externalized-checkpoint-retention": "RETAIN_ON_CANCELLATION",

@@ -30,8 +30,8 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
-import aiokafka.errors
 import faust
+from aiokafka.errors import KafkaError as AioKafkaError
 
 from models import lake as lk
 from models.redis_layout import AlertContext
@@ -342,7 +342,7 @@ def _in_lake(
 
 def _transient(error: BaseException) -> bool:
     """An outage to wait out: Redis's (``is_transient``), or Kafka's (a send that timed out)."""
-    return is_transient(error) or isinstance(error, aiokafka.errors.KafkaError)
+    return is_transient(error) or isinstance(error, AioKafkaError)
 
 
 def _now_ms() -> int:
