@@ -8,7 +8,9 @@ Formats (chosen by file name and header):
 - the classic anonymised CSV (``Time, V1..V28, Amount, Class``): no card, merchant or place, so
   only per-row features apply (``ANONYMISED_FEATURE_NAMES``);
 - the lake (a directory, ``models.lake``): every archived transaction, labelled by analysts'
-  latest dispositions; a transaction nobody labelled counts as legitimate.
+  latest dispositions; a transaction nobody labelled counts as legitimate;
+- any CSV or JSON-lines file through a mapping file (``services.core.mapping``), with the
+  attributes its signals file declares.
 
 Labels become known ``LABEL_DELAY_MS`` after the event (``label_time``), which is what the
 merchant fraud rate may use.
@@ -18,9 +20,9 @@ from __future__ import annotations
 
 import csv
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import msgspec
 import numpy as np
@@ -28,12 +30,17 @@ import pandas as pd
 
 from models import features as f
 from models.dataset_files import labels_path
+from models.entities import signal_feature_names
 from models.errors import DataError
+from models.offline import attribute_column
 from services.core.card_csv import is_card_csv_name, open_text, read_card_csv
-from services.core.contract import InvalidEvent, Transaction
+from services.core.contract import InvalidEvent, Transaction, parse_event_time
+from services.core.errors import UserError
+from services.core.mapping import MappedFile, load_mapping
+from services.core.signals import EMPTY, Signals
 
 Kind = Literal["transactions", "anonymised"]
-_TX_FIELDS = tuple(Transaction.__struct_fields__)
+_TX_FIELDS = tuple(n for n in Transaction.__struct_fields__ if n != "attributes")
 _ANONYMISED_COLUMNS = ("Time", *(f"V{i}" for i in range(1, 29)), "Amount", "Class")
 
 
@@ -45,30 +52,57 @@ class Dataset:
     frame: pd.DataFrame
     fingerprint: str  # sha256 of the source bytes, recorded in the model's metadata
     source: str  # the file name, for messages and metadata
+    signals: Signals = field(default=EMPTY)  # the attributes its frame carries
 
     @property
     def feature_names(self) -> tuple[str, ...]:
-        return f.FEATURE_NAMES if self.kind == "transactions" else f.ANONYMISED_FEATURE_NAMES
+        if self.kind == "anonymised":
+            return f.ANONYMISED_FEATURE_NAMES
+        return f.FEATURE_NAMES + signal_feature_names(self.signals)
 
 
-def frame_from_transactions(transactions: list[Transaction]) -> pd.DataFrame:
-    """The contract's columns, one row per transaction (``event_time`` in ms)."""
-    rows = [msgspec.structs.astuple(tx) for tx in transactions]
+def frame_from_transactions(
+    transactions: list[Transaction], signals: Signals = EMPTY
+) -> pd.DataFrame:
+    """The contract's columns, one row per transaction (``event_time`` in ms), and one
+    ``attr.<name>`` column per declared attribute (timestamps in epoch ms)."""
+    rows = [msgspec.structs.astuple(tx)[: len(_TX_FIELDS)] for tx in transactions]
     frame = pd.DataFrame(rows, columns=list(_TX_FIELDS))
     frame["event_time"] = frame["event_time"].astype(np.int64)
     for column in ("amount", "lat", "lon"):
         frame[column] = frame[column].astype(np.float64)
+    return _with_attributes(frame, [tx.attributes for tx in transactions], signals)
+
+
+def _with_attributes(
+    frame: pd.DataFrame, attributes: list[dict[str, Any] | None], signals: Signals
+) -> pd.DataFrame:
+    """``frame`` with an ``attr.<name>`` column per declared attribute (timestamps in epoch
+    ms, missing values None or NaN)."""
+    if not signals.attributes:
+        return frame
+    names = list(signals.attributes)
+    values = pd.DataFrame.from_records([a or {} for a in attributes], columns=names)
+    for name, declared in signals.attributes.items():
+        column = values[name]
+        if declared.type == "timestamp":
+            column = column.map(lambda v: np.nan if v is None or v != v
+                                else float(parse_event_time(v)))  # fmt: skip
+        frame[attribute_column(name)] = column.to_numpy()
     return frame
 
 
-def load(path: Path) -> Dataset:
-    """Any supported file, with labels; raises DataError naming the problem."""
-    if path.is_dir():
-        dataset = _load_lake(path)
+def load(path: Path, mapping: Path | None = None, signals: Signals = EMPTY) -> Dataset:
+    """Any supported file, with labels; raises DataError naming the problem. The attributes
+    are those of the mapping's signals file, else of ``signals``."""
+    if mapping is not None:
+        dataset = _load_mapped(path, mapping, signals)
+    elif path.is_dir():
+        dataset = _load_lake(path, signals)
     elif not path.is_file():
         raise DataError(f"{path}: no such file or lake")
     elif path.suffix == ".jsonl":
-        dataset = _load_generated(path)
+        dataset = _load_generated(path, signals)
     elif is_card_csv_name(path):
         header = _header(path)
         if "trans_num" in header:
@@ -99,7 +133,8 @@ def after_history(history: Dataset, later: Dataset) -> Dataset:
         ignore_index=True,
     )
     digest = hashlib.sha256(f"{history.fingerprint}+{later.fingerprint}".encode()).hexdigest()
-    return Dataset(later.kind, frame, digest, f"{later.source} after {history.source}")
+    return replace(later, frame=frame, fingerprint=digest,
+                   source=f"{later.source} after {history.source}")  # fmt: skip
 
 
 def _check(dataset: Dataset) -> None:
@@ -130,7 +165,7 @@ def _fingerprint(*paths: Path) -> str:
     return digest.hexdigest()
 
 
-def _load_generated(path: Path) -> Dataset:
+def _load_generated(path: Path, signals: Signals) -> Dataset:
     labels_file = labels_path(path)
     if not labels_file.is_file():
         raise DataError(f"{path.name}: its labels file {labels_file.name} is missing")
@@ -142,11 +177,11 @@ def _load_generated(path: Path) -> Dataset:
     labels = pd.read_csv(labels_file, dtype={"transaction_id": str})
     if not {"transaction_id", "is_fraud"} <= set(labels.columns):
         raise DataError(f"{labels_file.name}: missing columns transaction_id, is_fraud")
-    frame = frame_from_transactions(transactions)
+    frame = frame_from_transactions(transactions, signals)
     fraud = labels.set_index("transaction_id")["is_fraud"].astype(bool)
     frame["is_fraud"] = frame["transaction_id"].map(fraud).fillna(False).astype(bool)
     return _with_label_time(Dataset("transactions", frame, _fingerprint(path, labels_file),
-                                    path.name))  # fmt: skip
+                                    path.name, signals))  # fmt: skip
 
 
 _LAKE_ROWS = """
@@ -156,7 +191,7 @@ _LAKE_ROWS = """
 """
 
 
-def _load_lake(path: Path) -> Dataset:
+def _load_lake(path: Path, signals: Signals) -> Dataset:
     """Label time is the disposition's; unlabelled rows count in no merchant's labels, as
     online, where only dispositions reach the merchant counters."""
     from models import lake as lk
@@ -169,9 +204,12 @@ def _load_lake(path: Path) -> Dataset:
         frame[column] = frame[column].astype(np.float64)
     frame["event_time"] = frame["event_time"].astype(np.int64)
     frame["is_fraud"] = frame["is_fraud"].astype(bool)
+    decode = msgspec.json.Decoder(dict[str, Any] | None).decode
+    attributes = [decode(a) if a else None for a in frame.pop("attributes").tolist()]
+    frame = _with_attributes(frame, attributes, signals)
     manifests = sorted((path / table / "_manifest.json") for table in lk.TABLES)
     return Dataset("transactions", frame, _fingerprint(*[m for m in manifests if m.is_file()]),
-                   path.name)  # fmt: skip
+                   path.name, signals)  # fmt: skip
 
 
 def _load_card_csv(path: Path) -> Dataset:
@@ -188,6 +226,31 @@ def _load_card_csv(path: Path) -> Dataset:
     frame = frame_from_transactions(transactions)
     frame["is_fraud"] = np.array(fraud, dtype=bool)
     return _with_label_time(Dataset("transactions", frame, _fingerprint(path), path.name))
+
+
+def _load_mapped(path: Path, mapping: Path, signals: Signals) -> Dataset:
+    """A producer's own file through its mapping; rows that are not valid are counted, and
+    more invalid than valid rows refuse the file."""
+    try:
+        mapped: MappedFile = load_mapping(mapping, signals)
+        rows = list(mapped.read(path))
+    except UserError as error:
+        raise DataError(str(error)) from None
+    if mapped.mapping.label is None:
+        raise DataError(f"{mapping.name}: no label column: training and evaluation need one")
+    transactions = [r.event for r in rows if isinstance(r.event, Transaction)]
+    bad = [r for r in rows if isinstance(r.event, InvalidEvent)]
+    if len(bad) > len(transactions):
+        first = bad[0]
+        assert isinstance(first.event, InvalidEvent)
+        raise DataError(f"{path.name}: {len(bad)} of {len(rows)} rows are invalid (line "
+                        f"{first.line}: {first.event.field}: {first.event.reason})")  # fmt: skip
+    frame = frame_from_transactions(transactions, mapped.signals)
+    frame["is_fraud"] = np.array([bool(r.is_fraud) for r in rows
+                                  if isinstance(r.event, Transaction)], dtype=bool)  # fmt: skip
+    fingerprint = _fingerprint(path, mapping)
+    return _with_label_time(Dataset("transactions", frame, fingerprint, path.name,
+                                    mapped.signals))  # fmt: skip
 
 
 def _load_anonymised(path: Path) -> Dataset:

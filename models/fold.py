@@ -74,6 +74,7 @@ class CardState(msgspec.Struct, array_like=True):
     # Kept by the online store; the fold neither reads nor writes them:
     latest_features: tuple[int, str, list[float]] | None = None  # the latest (time, id, row)
     recent: list[tuple[bytes, int]] = []  # (digest, when, job clock ms) of the rows Redis keeps
+    links: dict[str, dict[int, int]] = {}  # per declared entity, its values used (``entities``)
 
 
 def ident(value: str) -> int:

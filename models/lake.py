@@ -65,6 +65,8 @@ def _arrow_type(info: mi.Type) -> pa.DataType:
         return pa.float64()
     if isinstance(info, mi.ListType):
         return pa.list_(_arrow_type(info.item_type))
+    if isinstance(info, mi.DictType):
+        return pa.string()  # JSON text: declared attributes differ from producer to producer
     raise TypeError(f"no Parquet column type for {info}")
 
 
@@ -100,6 +102,7 @@ def transaction_row(tx: Transaction) -> dict[str, Any]:
     """A transaction as the lake keeps it: IP truncated, coordinates rounded (ids are tokens)."""
     row = msgspec.structs.asdict(tx)
     row["ip"] = truncate_ip(tx.ip)
+    row["attributes"] = msgspec.json.encode(tx.attributes).decode() if tx.attributes else None
     for name in ("lat", "lon"):
         if row[name] is not None:
             row[name] = round(row[name], COORDINATE_DECIMALS)

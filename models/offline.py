@@ -6,17 +6,23 @@ order. Merchant windows come from per-(merchant, day) counts, vectorised: cumula
 days give every window at once; the parity test proves them equal to ``fold.merchant_features``.
 
 A transaction id seen twice counts once, as online: the repeat gets its first row's features.
+A signals file's features (``models.entities``) follow the card's: attributes from the
+``attr.<name>`` columns, entities folded over every row in (event_time, transaction_id) order.
 """
 
 from __future__ import annotations
+
+from collections import defaultdict
 
 import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
+from models import entities as en
 from models import features as f
 from models.fold import CardEvent, CardState, ident, step
 from services.core.currency import UNITS_PER_USD
+from services.core.signals import EMPTY, ENTITY_FIELDS, Signals
 
 Ints = npt.NDArray[np.int64]
 Floats = npt.NDArray[np.float64]
@@ -27,17 +33,26 @@ REQUIRED_COLUMNS = (
 )  # fmt: skip
 
 
-def compute(events: pd.DataFrame) -> pd.DataFrame:
-    """Features (columns in ``FEATURE_NAMES`` order) for every row, aligned to ``events``.
+def attribute_column(name: str) -> str:
+    """The frame column of a declared attribute (timestamps in epoch ms)."""
+    return f"attr.{name}"
 
-    ``events`` has the Transaction columns (``event_time`` in epoch ms) and, optionally,
-    ``is_fraud`` and ``label_time`` (epoch ms when the label became known; unset: unlabelled).
+
+def compute(events: pd.DataFrame, signals: Signals = EMPTY) -> pd.DataFrame:
+    """Features (``FEATURE_NAMES``, then the signals file's) for every row, aligned to ``events``.
+
+    ``events`` has the Transaction columns (``event_time`` in epoch ms), an ``attr.<name>``
+    column per declared attribute and, optionally, ``is_fraud`` and ``label_time`` (epoch ms
+    when the label became known; unset: unlabelled).
     """
+    names = list(f.FEATURE_NAMES + en.signal_feature_names(signals))
     missing = [c for c in REQUIRED_COLUMNS if c not in events.columns]
+    missing += [attribute_column(a) for a in signals.attributes
+                if attribute_column(a) not in events.columns]  # fmt: skip
     if missing:
         raise ValueError(f"missing columns: {', '.join(missing)}")
     if events.empty:
-        return pd.DataFrame(columns=list(f.FEATURE_NAMES), dtype=np.float64)
+        return pd.DataFrame(columns=names, dtype=np.float64)
     order = np.lexsort(
         (events["transaction_id"].to_numpy(), events["event_time"].to_numpy(),
          events["card_id"].to_numpy())
@@ -46,16 +61,71 @@ def compute(events: pd.DataFrame) -> pd.DataFrame:
     first = ~rows["transaction_id"].duplicated().to_numpy()
     unique = rows[first].reset_index(drop=True)
     features = _fold_cards(unique, _merchant_windows(unique))
+    if signals is not EMPTY:
+        features = np.hstack([features, _attributes(unique, signals), _entities(unique, signals)])
     position = np.cumsum(first) - 1  # each row's first occurrence among the unique rows
-    result = np.empty((len(events), len(f.FEATURE_NAMES)), dtype=np.float64)
+    result = np.empty((len(events), len(names)), dtype=np.float64)
     result[order] = features[position]
-    return pd.DataFrame(result, index=events.index, columns=list(f.FEATURE_NAMES))
+    return pd.DataFrame(result, index=events.index, columns=names)
+
+
+def _usd(rows: pd.DataFrame) -> Floats:
+    rates = rows["currency"].map(UNITS_PER_USD).fillna(1.0).to_numpy(np.float64)
+    usd: Floats = rows["amount"].to_numpy(np.float64) / rates
+    return usd
+
+
+def _attributes(rows: pd.DataFrame, signals: Signals) -> Floats:
+    """``entities.attribute_feature`` for every row at once."""
+    columns = []
+    for name, declared in signals.attributes.items():
+        column = rows[attribute_column(name)]
+        if declared.type == "category":
+            codes, uniques = pd.factorize(column)
+            table = np.array([en.category_code(str(u)) for u in uniques] + [np.nan])
+            columns.append(table[codes])  # code -1 (missing): the last entry, NaN
+        elif declared.type == "timestamp":
+            at = pd.to_numeric(column, errors="coerce").to_numpy(np.float64)
+            columns.append((rows["event_time"].to_numpy(np.float64) - at) / f.SECOND_MS)
+        else:
+            values = column.astype(object).where(column.notna(), np.nan)
+            columns.append(values.astype(np.float64).to_numpy())
+    return np.column_stack(columns) if columns else np.empty((len(rows), 0))
+
+
+def _entity_values(rows: pd.DataFrame, by: list[str]) -> list[str | None]:
+    """Each row's value of an entity (``entities.entity_value``), None where a part is missing."""
+    parts = [rows[b if b in ENTITY_FIELDS else attribute_column(b)] for b in by]
+    joined: list[str | None] = []
+    for values in zip(*(p.astype(object).tolist() for p in parts), strict=True):
+        ok = all(v is not None and v == v and v != "" for v in values)  # v == v: not NaN
+        joined.append(en.SEPARATOR.join(map(str, values)) if ok else None)
+    return joined
+
+
+def _entities(rows: pd.DataFrame, signals: Signals) -> Floats:
+    """Entity and link features, every row folded in (event_time, transaction_id) order."""
+    width = sum(len(en.entity_names(e)) for e in signals.entities)
+    out = np.empty((len(rows), width), dtype=np.float64)
+    if not width:
+        return out
+    values = list(zip(*(_entity_values(rows, e.by) for e in signals.entities), strict=True))
+    order = np.lexsort((rows["transaction_id"].to_numpy(), rows["event_time"].to_numpy()))
+    times = rows["event_time"].astype(np.int64).to_numpy()
+    usd = _usd(rows)
+    cards = rows["card_id"].astype(str).tolist()
+    states: defaultdict[tuple[str, str], en.EntityState] = defaultdict(en.EntityState)
+    links: defaultdict[str, dict[str, dict[int, int]]] = defaultdict(dict)
+    for i in order.tolist():
+        card = cards[i]
+        out[i] = en.entity_row(signals, values[i], int(times[i]), float(usd[i]), ident(card),
+                               states, links[card])  # fmt: skip
+    return out
 
 
 def _fold_cards(rows: pd.DataFrame, merchant: Floats) -> Floats:
     """Every row's features, each card folded in order from an empty state."""
-    rates = rows["currency"].map(UNITS_PER_USD).fillna(1.0).to_numpy(np.float64)
-    usd = (rows["amount"].to_numpy(np.float64) / rates).tolist()
+    usd = _usd(rows).tolist()
     card = pd.factorize(rows["card_id"])[0].tolist()
     merchant_codes, merchant_ids = pd.factorize(rows["merchant_id"])
     merchants = [ident(str(m)) for m in merchant_ids]

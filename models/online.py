@@ -20,12 +20,14 @@ Merchant windows end more than a week ago, so each worker keeps the ones it read
 from __future__ import annotations
 
 import time
+from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, NamedTuple
 
 import msgspec
 
+from models import entities as en
 from models import features as f
 from models import redis_layout as layout
 from models.fold import (
@@ -42,6 +44,7 @@ from models.redis_ops import Op, run
 from services.core.contract import Transaction
 from services.core.currency import to_usd
 from services.core.settings import RedisClient
+from services.core.signals import EMPTY, Signals
 
 CARD_TTL_MS: Final = f.HISTORY_MS + f.DAY_MS
 MERCHANT_REACH_DAYS: Final = MERCHANT_DAYS_BACK + f.MERCHANT_DELAY_DAYS + 1
@@ -52,6 +55,7 @@ _encode = msgspec.msgpack.Encoder().encode
 _decode_state = msgspec.msgpack.Decoder(CardState).decode
 _decode_row = msgspec.msgpack.Decoder(list[float]).decode
 REPLAY_ROWS: Final = 64  # per card, the most rows kept for replays (the hour ring's cap too)
+ENTITY_SEEN_CAP: Final = 4096  # per entity value, ids remembered within the replay horizon
 
 
 def event_of(tx: Transaction) -> CardEvent:
@@ -63,9 +67,16 @@ def event_of(tx: Transaction) -> CardEvent:
     )  # fmt: skip
 
 
-def without_history(tx: Transaction) -> list[float]:
+def without_history(tx: Transaction, signals: Signals = EMPTY) -> list[float]:
     """The features of an event decided with nothing known (Redis unavailable)."""
-    return step(CardState(), event_of(tx), NO_MERCHANT_HISTORY)
+    event = event_of(tx)
+    row = step(CardState(), event, NO_MERCHANT_HISTORY)
+    if signals is EMPTY:
+        return row
+    states: dict[tuple[str, str], en.EntityState] = defaultdict(en.EntityState)
+    values = [en.entity_value(e, tx) for e in signals.entities]
+    return (row + en.attribute_row(signals, tx)
+            + en.entity_row(signals, values, event.time, event.usd, 0, states, {}))  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -86,6 +97,7 @@ class _Card:
     day_before: int  # the day of the card's latest event before this batch
     kept: list[list[float] | None]  # per index: the row its id was first decided with, if kept
     new: list[tuple[int, bytes, int]] = field(default_factory=list)  # (score, digest, index)
+    again: list[int] = field(default_factory=list)  # repeats decided again, on a copy
 
 
 def _merchant_day(tx: Transaction) -> tuple[str, int]:
@@ -96,12 +108,15 @@ class OnlineFeatureStore:
     """Card states, seen ids and merchant day counts in Redis; features for batches of events."""
 
     def __init__(
-        self, client: RedisClient, merchant_cache_s: float = 60.0, replay_horizon_s: float = 300.0
-    ) -> None:
+        self, client: RedisClient, merchant_cache_s: float = 60.0, replay_horizon_s: float = 300.0,
+        signals: Signals = EMPTY,
+    ) -> None:  # fmt: skip
         self._redis = client
         self._cache_s = merchant_cache_s
         self._horizon_ms = int(replay_horizon_s * 1000)
         self._windows: dict[tuple[str, int], tuple[float, list[float]]] = {}
+        self._signals = signals
+        self._names = f.FEATURE_NAMES + en.signal_feature_names(signals)
 
     def update(self, batch: Sequence[Transaction], now_ms: int | None = None) -> Looked:
         """Record each event once and return its features; events of a card apply in batch
@@ -114,19 +129,78 @@ class OnlineFeatureStore:
             by_card.setdefault(tx.card_id, []).append(i)
         devices = sorted({tx.device_id for tx in batch if tx.device_id})
         windows, missing = self._cached_windows(batch)
-        replies = run(self._redis, _reads(by_card, digests, devices, missing))
+        declared = self._signals.entities
+        values = [[en.entity_value(e, tx) for e in declared] for tx in batch]
+        entities = sorted(
+            {(e.name, v) for row in values for e, v in zip(declared, row, strict=True) if v}
+        )
+        reads = _reads(by_card, digests, devices, missing) + [
+            Op("read_entity", layout.entity_keys(name, en.value_digest(v))[:2])
+            for name, v in entities
+        ]
+        replies = run(self._redis, reads)
         cards = [_card(i, reply) for i, reply in zip(by_card.values(), replies, strict=False)]
         rest = replies[len(cards) :]
         blocked_devices = {d for d, r in zip(devices, rest, strict=False) if r}
-        windows |= self._read_windows(missing, rest[len(devices) :])
-        rows = _fold(batch, digests, cards, windows)
+        rest = rest[len(devices) :]
+        windows |= self._read_windows(missing, rest[: len(missing)])
+        rows = _fold(batch, digests, cards, windows, len(self._names))
         now_ms = int(time.time() * 1000) if now_ms is None else now_ms
-        run(self._redis, _commits(batch, rows, cards, _Replays(now_ms, self._horizon_ms)))
+        commits = []
+        if self._signals is not EMPTY:
+            replies = rest[len(missing) :]
+            states = {
+                k: en.EntityState.of_redis(*r) for k, r in zip(entities, replies, strict=True)
+            }
+            commits = self._fold_signals(batch, digests, values, cards, rows, states, now_ms)
+        commits += _commits(batch, rows, cards, _Replays(now_ms, self._horizon_ms))
+        run(self._redis, commits)
         card_blocked = dict.fromkeys((i for c in cards if c.blocked for i in c.indexes), True)
         return Looked(
             rows, [card_blocked.get(i, False) for i in range(len(batch))],
             [tx.device_id in blocked_devices for tx in batch],
         )  # fmt: skip
+
+    def _fold_signals(
+        self,
+        batch: Sequence[Transaction],
+        digests: list[bytes],
+        values: list[list[str | None]],
+        cards: list[_Card],
+        rows: list[list[float]],
+        states: dict[tuple[str, str], en.EntityState],
+        now_ms: int,
+    ) -> list[Op]:
+        """Attribute and entity features of the batch's events, in batch order: the new ones
+        folded into the entities' states (and their commits returned, to run before the
+        cards': a crash in between replays the events, and each entity counts them once), a
+        repeat decided again on copies."""
+        signals = self._signals
+        new = {i: card for card in cards for _, _, i in card.new}
+        again = {i: card for card in cards for i in card.again}
+        events: dict[tuple[str, str], list[Any]] = {}
+        for i, tx in enumerate(batch):
+            card = new.get(i) or again.get(i)
+            if card is None:
+                continue  # a repeat decided with its kept row
+            event, card_ident = event_of(tx), ident(tx.card_id)
+            if i in new:
+                entity_states, links = states, card.state.links
+                change = (digests[i], event.time, en.micro(event.usd), card_ident)
+                for e, value in zip(signals.entities, values[i], strict=True):
+                    if value is not None:
+                        events.setdefault((e.name, value), []).extend(change)
+            else:
+                entity_states = {k: en.copy_state(states[k]) for k in states}
+                links = {k: dict(v) for k, v in card.state.links.items()}
+            entity_row = en.entity_row(
+                signals, values[i], event.time, event.usd, card_ident, entity_states, links
+            )
+            rows[i] += en.attribute_row(signals, tx) + entity_row
+        since = now_ms - self._horizon_ms
+        return [Op("commit_entity", layout.entity_keys(name, en.value_digest(value)),
+                   (CARD_TTL_MS, now_ms, since, ENTITY_SEEN_CAP, en.CARDS_KEPT, *args))
+                for (name, value), args in events.items()]  # fmt: skip
 
     def _cached_windows(
         self, batch: Sequence[Transaction]
@@ -163,7 +237,7 @@ class OnlineFeatureStore:
         if latest is None:
             return None
         event_time, transaction_id, row = latest
-        named: dict[str, float | int | str] = dict(zip(f.FEATURE_NAMES, row, strict=True))
+        named: dict[str, float | int | str] = dict(zip(self._names, row, strict=False))
         return named | {"event_time": event_time, "transaction_id": transaction_id}
 
     def record_label(
@@ -224,13 +298,16 @@ def _fold(
     digests: list[bytes],
     cards: list[_Card],
     windows: dict[tuple[str, int], list[float]],
+    width: int,
 ) -> list[list[float]]:
+    """The card features of each event (the whole row of a repeat whose first row is kept,
+    when it has ``width`` features: the layout has not changed since)."""
     rows: list[list[float]] = [[] for _ in batch]
     for card in cards:
         counting: dict[bytes, list[float]] = {}  # ids counted in this batch: their rows
         for i, counted, kept in zip(card.indexes, card.counted, card.kept, strict=True):
             repeated = counted or digests[i] in counting
-            first = counting.get(digests[i]) or kept
+            first = counting.get(digests[i]) or (kept if kept and len(kept) == width else None)
             if first is not None:  # a repeat: decided exactly as the first time
                 rows[i] = first
                 continue
@@ -239,6 +316,8 @@ def _fold(
             if not repeated:
                 counting[digests[i]] = rows[i]
                 card.new.append((card.state.latest, digests[i], i))
+            else:
+                card.again.append(i)
     return rows
 
 

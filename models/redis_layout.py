@@ -24,6 +24,12 @@ tag early or pose as another key's suffix (``merchant_label("shop", "z}:days")``
 ``fs:v3:{t:ID}:alert``        STRING, msgpack context of an alert (card, customer, merchant, device,
                               time, decision), kept for its dispositions.
 ``fs:v3:{t:ID}:parked``       LIST of dispositions waiting for their transaction to be known.
+``fs:v3:{e:NAME.DIGEST}:state`` HASH of a declared entity value (``models.entities``; DIGEST is
+                              a hash of the value, never the value): buckets ``q<k>``, ``h<k>``,
+                              ``d<k>`` = ``count:micro-USD sum:micro-USD max``, ``first``, ``last``.
+``fs:v3:{e:NAME.DIGEST}:cards`` ZSET card ident -> last seen (ms), at most 64.
+``fs:v3:{e:NAME.DIGEST}:seen``  ZSET digest of a transaction id -> job clock when counted, kept
+                              for the replay horizon: a replay never counts an event twice.
 ``fs:v3:{feedback}:parked``   ZSET of transaction ids with parked dispositions, score = parked at.
 
 Bump VERSION when a layout changes; old keys then expire by their TTL. v3 escapes ids (v2
@@ -92,6 +98,11 @@ def alert_context(transaction_id: str) -> str:
 
 def parked(transaction_id: str) -> str:
     return _key("t", transaction_id, "parked")
+
+
+def entity_keys(name: str, digest: str) -> tuple[str, str, str]:
+    """The state, cards and seen keys of one entity value (one slot)."""
+    return tuple(_key("e", f"{name}.{digest}", part) for part in ("state", "cards", "seen"))  # type: ignore[return-value]
 
 
 PARKED_INDEX: Final = f"{PREFIX}:{{feedback}}:parked"

@@ -98,6 +98,61 @@ function ops.record_label(k, a, n)  -- label marker, merchant days; label, fraud
   redis.call('PEXPIRE', KEYS[k + 2], ARGV[a + 3])
   return 1
 end
+function ops.read_entity(k, a, n)  -- state hash, cards
+  return {redis.call('HGETALL', KEYS[k + 1]),
+          redis.call('ZRANGE', KEYS[k + 2], 0, -1, 'WITHSCORES')}
+end
+local TIERS = {{'q', 600000, 6}, {'h', 3600000, 24}, {'d', 86400000, 30}}
+local HISTORY_MS = 2592000000
+function ops.commit_entity(k, a, n)  -- state, cards, seen; TTL, job clock, seen kept since,
+  local h, cards, seen = KEYS[k + 1], KEYS[k + 2], KEYS[k + 3]  -- seen cap, cards cap, then
+  local now, cap, kept_cards = ARGV[a + 2], tonumber(ARGV[a + 4]), tonumber(ARGV[a + 5])
+  local last = tonumber(redis.call('HGET', h, 'last') or '-1')  -- (digest, time, micro-USD,
+  local first = tonumber(redis.call('HGET', h, 'first') or '-1')  -- card) per event: as
+  for i = a + 6, a + n, 4 do  -- models.entities.add, each event once
+    local t, amount = tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2])
+    if redis.call('ZADD', seen, 'NX', now, ARGV[i]) == 1
+        and not (last >= 0 and t <= last - HISTORY_MS) then
+      if t > last then
+        for _, tier in ipairs(TIERS) do
+          local w, kept = tier[2], tier[3]
+          local old_top, new_top = math.floor(last / w), math.floor(t / w)
+          if last >= 0 then
+            for key = old_top - kept + 1, math.min(new_top - kept, old_top) do
+              redis.call('HDEL', h, tier[1] .. string.format('%d', key))
+            end
+          end
+        end
+        last = t
+        redis.call('ZREMRANGEBYSCORE', cards, '-inf', string.format('%d', t - HISTORY_MS))
+      end
+      if first < 0 or t < first then first = t end
+      for _, tier in ipairs(TIERS) do
+        local w, kept = tier[2], tier[3]
+        local key = math.floor(t / w)
+        if key > math.floor(last / w) - kept then
+          local field = tier[1] .. string.format('%d', key)
+          local old = redis.call('HGET', h, field)
+          local c, s, m = 0, 0, 0
+          if old then
+            local x, y, z = string.match(old, '(%d+):(%d+):(%d+)')
+            c, s, m = tonumber(x), tonumber(y), tonumber(z)
+          end
+          redis.call('HSET', h, field, string.format('%d:%d:%d', c + 1, s + amount,
+                                                     math.max(m, amount)))
+        end
+      end
+      redis.call('ZADD', cards, 'GT', ARGV[i + 1], ARGV[i + 3])
+      if redis.call('ZCARD', cards) > kept_cards then redis.call('ZPOPMIN', cards, 1) end
+    end
+  end
+  redis.call('HSET', h, 'last', string.format('%d', last), 'first', string.format('%d', first))
+  redis.call('ZREMRANGEBYSCORE', seen, '-inf', '(' .. ARGV[a + 3])
+  local extra = redis.call('ZCARD', seen) - cap
+  if extra > 0 then redis.call('ZREMRANGEBYRANK', seen, 0, extra - 1) end
+  for _, key in ipairs({h, cards, seen}) do redis.call('PEXPIRE', key, ARGV[a + 1]) end
+  return 1
+end
 function ops.delete_if(k, a, n)  -- a key; the value it must still hold
   if redis.call('GET', KEYS[k + 1]) == ARGV[a + 1] then return redis.call('DEL', KEYS[k + 1]) end
   return 0

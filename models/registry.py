@@ -88,6 +88,7 @@ class Promotion(msgspec.Struct, frozen=True):
 @dataclass(frozen=True)
 class Registry:
     root: Path
+    serving: tuple[str, ...] = FEATURE_NAMES  # what the job sends (``entities.serving_names``)
 
     @property
     def versions_dir(self) -> Path:
@@ -157,7 +158,7 @@ class Registry:
     def promote(
         self, version: str, tolerance: float = DEFAULT_TOLERANCE, force: bool = False,
         candidate_pr_auc: float | None = None, current_pr_auc: float | None = None,
-        serving: Sequence[str] = FEATURE_NAMES,
+        serving: Sequence[str] | None = None,
     ) -> None:  # fmt: skip
         """Make ``version`` current, unless its inputs are not the ``serving`` feature list
         (never overridden: every decision would be rules-only), or its PR-AUC is worse than
@@ -165,7 +166,8 @@ class Registry:
         default to each version's own evaluation split; pass both to compare on the same
         data."""
         self.path(version)
-        if problem := inputs_problem(self.metadata(version)["feature_names"], serving):
+        wanted = self.serving if serving is None else serving
+        if problem := inputs_problem(self.metadata(version)["feature_names"], wanted):
             raise PromotionRefused(f"{version} refused: {problem}")
         current = self.current()
         if current is not None and current != version and not force:
@@ -190,7 +192,7 @@ class Registry:
             if promoted_here and entry.previous and entry.previous != current:
                 self.path(entry.previous)
                 names = self.metadata(entry.previous)["feature_names"]
-                if problem := inputs_problem(names, FEATURE_NAMES):
+                if problem := inputs_problem(names, self.serving):
                     raise RegistryError(f"cannot roll back to {entry.previous}: {problem}")
                 self._point_to(entry.previous, "rollback")
                 return entry.previous

@@ -81,7 +81,7 @@ def _cut(sorted_times: npt.NDArray[np.int64], share: float) -> int:
 def feature_matrix(dataset: Dataset) -> Matrix:
     """The model's input: the shared features in their defined order, as float32."""
     if dataset.kind == "transactions":
-        frame = offline.compute(dataset.frame)
+        frame = offline.compute(dataset.frame, dataset.signals)
     else:
         frame = dataset.frame[list(dataset.feature_names)]
     matrix: Matrix = frame.to_numpy(np.float32)
@@ -142,6 +142,7 @@ def train(
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "kind": dataset.kind,
         "feature_names": names,
+        "signals": dataset.signals.model_dump(mode="json", exclude_defaults=True),
         "data": {
             "source": dataset.source,
             "fingerprint": dataset.fingerprint,

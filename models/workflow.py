@@ -16,6 +16,7 @@ from models.explain import PathExplainer
 from models.metrics import Metrics, evaluate
 from models.registry import DEFAULT_TOLERANCE, Registry
 from models.training import TrainConfig, feature_matrix, pr_curve_png, scores_for, time_split, train
+from services.core.signals import EMPTY, Signals
 
 
 @dataclass(frozen=True)
@@ -34,10 +35,13 @@ def train_and_publish(
     promote: bool = False,
     on_round: Callable[[int, int], None] = lambda _d, _t: None,
     tolerance: float = DEFAULT_TOLERANCE,
+    mapping: Path | None = None,
+    signals: Signals = EMPTY,
 ) -> Published:
-    """Train on ``data``, write a new version; make it current if the registry has none yet,
-    or if asked and it is no worse than the current model on the same ``data``."""
-    dataset = datasets.load(data)
+    """Train on ``data`` (read through ``mapping`` if given), write a new version; make it
+    current if the registry has none yet, or if asked and it is no worse than the current
+    model on the same ``data``."""
+    dataset = datasets.load(data, mapping, signals)
     trained = train(dataset, config, on_round)
     png = pr_curve_png(trained.eval_labels, trained.eval_scores, f"{dataset.source}: evaluation")
     files = {
@@ -48,11 +52,14 @@ def train_and_publish(
     }
     version = registry.publish(files, trained.metadata)
     if registry.current() is None:
-        registry.promote(version)
+        try:
+            registry.promote(version)
+        except PromotionRefused as refused:  # its inputs are not what the job sends
+            return Published(version, False, registry.metadata(version), str(refused))
         return Published(version, True, registry.metadata(version))
     if not promote:
         return Published(version, False, registry.metadata(version))
-    gate = gate_figures(registry, version, data)
+    gate = gate_figures(registry, version, data, mapping)
     try:
         registry.promote(version, tolerance, False, *gate)
     except PromotionRefused as refused:
@@ -66,6 +73,7 @@ def evaluate_version(
     data: Path,
     all_rows: bool = False,
     history: Path | None = None,
+    mapping: Path | None = None,
 ) -> Metrics:
     """A version's figures on any labelled file: its later time split, or every row.
 
@@ -73,7 +81,7 @@ def evaluate_version(
     view of a later period: every card's and merchant's past in place), and every row of
     ``data``, and only those, is scored.
     """
-    labels, scores, _ = scored_rows(registry, version, data, all_rows, history)
+    labels, scores, _ = scored_rows(registry, version, data, all_rows, history, mapping)
     return evaluate(labels, scores)
 
 
@@ -83,15 +91,20 @@ def scored_rows(
     data: Path,
     all_rows: bool = False,
     history: Path | None = None,
+    mapping: Path | None = None,
 ) -> tuple[npt.NDArray[np.bool_], npt.NDArray[np.float64], npt.NDArray[np.object_]]:
     """Labels, scores and transaction ids of the rows ``evaluate_version`` scores."""
     meta = registry.metadata(version)
-    dataset = datasets.load(data)
+    signals = Signals.model_validate(meta.get("signals", {}))  # those it was trained with
+    dataset = datasets.load(data, mapping, signals)
     if history is not None:
-        dataset = datasets.after_history(datasets.load(history), dataset)
+        dataset = datasets.after_history(datasets.load(history, mapping, signals), dataset)
     if list(dataset.feature_names) != meta["feature_names"]:
+        missing = [n for n in meta["feature_names"] if n not in dataset.feature_names]
         raise RegistryError(
-            f"{version} expects {meta['kind']} features; {dataset.source} gives {dataset.kind}"
+            f"{version} expects {meta['kind']} features that {dataset.source} does not give"
+            f"{': ' + ', '.join(missing[:5]) if missing else ' in this order'} (the signals "
+            "file it was trained with is in its metadata)"
         )
     x = feature_matrix(dataset)
     y = dataset.frame["is_fraud"].to_numpy(bool)
@@ -107,14 +120,14 @@ def scored_rows(
 
 
 def gate_figures(
-    registry: Registry, version: str, data: Path | None
+    registry: Registry, version: str, data: Path | None, mapping: Path | None = None
 ) -> tuple[float | None, float | None]:
     """PR-AUC of ``version`` and of the current model on ``data`` (None: nothing to compare)."""
     live = registry.current()
     if data is None or live is None or live == version:
         return None, None
-    return (evaluate_version(registry, version, data).pr_auc,
-            evaluate_version(registry, live, data).pr_auc)  # fmt: skip
+    return (evaluate_version(registry, version, data, mapping=mapping).pr_auc,
+            evaluate_version(registry, live, data, mapping=mapping).pr_auc)  # fmt: skip
 
 
 def promote_through_gate(

@@ -36,6 +36,7 @@ import msgspec
 from prometheus_client import CollectorRegistry
 
 from models import features as f
+from models.entities import serving_names
 from models.online import Looked, OnlineFeatureStore, without_history
 from models.redis_ops import is_transient
 from services.core.contract import (
@@ -48,6 +49,7 @@ from services.core.contract import (
 )
 from services.core.dead_letters import DeadLetterLog, dead_letter
 from services.core.settings import RedisClient, Settings
+from services.core.signals import EMPTY, Signals, load_signals
 from services.core.throttled_log import ThrottledLog
 from services.core.tokens import Tokenizer
 from services.scoring.client import ScoringRejected, ScoringUnavailable
@@ -81,6 +83,7 @@ class DecideOptions:
     merchant_cache_s: float = 60.0
     replay_horizon_s: float = 300.0
     unrecorded_max: int = 50_000  # events decided without Redis, held to be recorded later
+    signals: Signals = EMPTY  # the attributes transactions may carry, and the entities
 
     @classmethod
     def of(cls, settings: Settings) -> Self:
@@ -89,8 +92,12 @@ class DecideOptions:
             settings.topic.transactions, settings.dlq.raw_bytes,
             rules.FailurePolicy(job.redis_down_review_usd, job.scoring_down_review_usd),
             job.max_event_ahead_s * 1000, job.out_of_orderness_ms, job.merchant_cache_s,
-            job.replay_horizon_s, job.unrecorded_max,
+            job.replay_horizon_s, job.unrecorded_max, load_signals(settings.model.signals),
         )  # fmt: skip
+
+    @property
+    def feature_names(self) -> tuple[str, ...]:
+        return serving_names(self.signals)
 
 
 @dataclass(frozen=True)
@@ -148,11 +155,12 @@ class Decider:
         """``tokens``: tokenize raw card numbers a foreign producer sends (defence in depth)."""
         self._options = options
         self._store = OnlineFeatureStore(
-            redis_client, options.merchant_cache_s, options.replay_horizon_s
+            redis_client, options.merchant_cache_s, options.replay_horizon_s, options.signals
         )
         self._scorer = scorer
         self._metrics = metrics or JobMetrics(CollectorRegistry())  # unserved when not given
         self._tokens = tokens
+        self._personal = options.signals.personal
         self._letters = DeadLetterLog(log)
         self._warnings = ThrottledLog(log)
         self._redis_retry_at = 0.0
@@ -171,10 +179,12 @@ class Decider:
                     "event_time", f"{(parsed.event_time_ms - now) // 1000} s ahead of the job's "
                     f"clock (at most {ahead // 1000} s)", "event_time_future",
                 )  # fmt: skip
+            elif not isinstance(parsed, InvalidEvent) and parsed.attributes is not None:
+                parsed = self._options.signals.check(parsed) or parsed
             if isinstance(parsed, InvalidEvent):
                 outputs[i] = self._dead_letter(record, parsed)
             else:
-                tx = self._tokens.foreign(parsed) if self._tokens else parsed
+                tx = self._tokens.foreign(parsed, self._personal) if self._tokens else parsed
                 valid.append(_Valid(i, record, tx))
         if valid:
             self._decide_isolating(valid, outputs)
@@ -206,7 +216,7 @@ class Decider:
         txs = [v.tx for v in valid]
         looked = self._features(txs)
         if looked is None:
-            rows = [without_history(tx) for tx in txs]
+            rows = [without_history(tx, self._options.signals) for tx in txs]
             blocked = [(False, False)] * len(txs)
             for v in valid:
                 v.degraded.append("redis")
@@ -227,7 +237,7 @@ class Decider:
             out.key = v.tx.card_id.encode()
             out.decision = encode(decision)
             if decision.decision != "approve":
-                features = dict(zip(f.FEATURE_NAMES, row, strict=True))
+                features = dict(zip(self._options.feature_names, row, strict=True))
                 alert = Alert(**msgspec.structs.asdict(decision), transaction=v.tx,
                               features=features)  # fmt: skip
                 out.alert = encode(alert)

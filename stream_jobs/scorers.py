@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from models import features as f
 from services.scoring.client import ScoringClient
 from services.scoring.wire import ScoreResponse
 
@@ -12,9 +11,9 @@ from services.scoring.wire import ScoreResponse
 class ServiceScorer:
     """Rows as named features, over the pooled client (deadline, retries, breaker)."""
 
-    def __init__(self, client: ScoringClient) -> None:
-        self._client = client
+    def __init__(self, client: ScoringClient, names: Sequence[str]) -> None:
+        self._client, self._names = client, tuple(names)
 
     def score(self, rows: Sequence[list[float]]) -> ScoreResponse:
-        named = [dict(zip(f.FEATURE_NAMES, row, strict=True)) for row in rows]
+        named = [dict(zip(self._names, row, strict=True)) for row in rows]
         return self._client.score(named)

@@ -50,9 +50,9 @@ class DecideFunction:
         )
         states = {"closed": 0, "half_open": 1, "open": 2}
         metrics.breaker.set_function(lambda: states[scoring.breaker.state])
-        self._decider = Decider(
-            client, ServiceScorer(scoring), DecideOptions.of(s), metrics, s.token.tokenizer()
-        )
+        options = DecideOptions.of(s)
+        self._decider = Decider(client, ServiceScorer(scoring, options.feature_names), options,
+                                metrics, s.token.tokenizer())  # fmt: skip
         self._lag = LagProbe(s, metrics.report_lag)
 
     def eval(self, key: pd.Series, value: pd.Series, partition: pd.Series, offset: pd.Series,

@@ -30,15 +30,18 @@ from services.cli.lake import erase_cmd, lake_app
 from services.cli.models import models_app, train_cmd
 from services.cli.options import kafka_settings
 from services.cli.options import setting_option as _opt
+from services.cli.signals import signals_app
 from services.cli.stream import alerts_cmd, cluster_app, demo_cmd, job_app, verify_cmd
 from services.clients import produce as producing
 from services.clients import reading
-from services.core.contract import parse_event_time
+from services.core.contract import InvalidEvent, parse_event_time
 from services.core.errors import MissingExtra, UserError
 from services.core.kafka_check import check_kafka
+from services.core.mapping import load_mapping
 from services.core.redis_check import check_redis
 from services.core.settings import Settings, load_settings, resolve
 from services.core.settings import env_var as _env
+from services.core.signals import load_signals
 from services.devstack import stack
 from services.devstack.processes import free_loopback_port, is_running
 from services.devstack.state import StackState
@@ -58,6 +61,7 @@ app.add_typer(redis_app, name="redis")
 app.add_typer(models_app, name="models")
 app.add_typer(job_app, name="job")
 app.add_typer(lake_app, name="lake")
+app.add_typer(signals_app, name="signals")
 app.command("train")(train_cmd)
 app.command("verify")(verify_cmd)
 app.command("demo")(demo_cmd)
@@ -294,6 +298,14 @@ def produce_cmd(
     start: Annotated[
         str | None, typer.Option(help="Simulated start time (RFC 3339); default: now.")
     ] = None,
+    attributes: Annotated[
+        bool,
+        typer.Option(
+            "--attributes",
+            help="Generate the attributes of the generator's signals file (fraudstream signals"
+            " generated) and the fraud only they show.",
+        ),
+    ] = False,
     from_csv: Annotated[
         Path | None,
         typer.Option("--from-csv", help="Replay a public card-transaction CSV instead."),
@@ -301,6 +313,10 @@ def produce_cmd(
     from_jsonl: Annotated[
         Path | None,
         typer.Option("--from-jsonl", help="Send transactions from JSON lines (as --out writes)."),
+    ] = None,
+    mapping: Annotated[
+        Path | None,
+        typer.Option(help="Read --from-csv/--from-jsonl through this mapping file (any layout)."),
     ] = None,
     out_file: Annotated[
         Path | None, typer.Option("--out", help="Write JSON lines to this file instead of Kafka.")
@@ -321,17 +337,25 @@ def produce_cmd(
     if from_csv and from_jsonl:
         raise UserError("--from-csv and --from-jsonl: give one source")
     source = from_csv or from_jsonl
+    if mapping is not None and source is None:
+        raise UserError("--mapping reads --from-csv or --from-jsonl: give one")
     if source is None:
         extra["seed"] = seed if seed is not None else random.SystemRandom().randrange(2**31)
-        config = GeneratorConfig(seed=extra["seed"], customers=customers, fraud_rate=fraud_rate)
+        config = GeneratorConfig(seed=extra["seed"], customers=customers, fraud_rate=fraud_rate,
+                                 attributes=attributes)  # fmt: skip
         config = dataclasses.replace(config, start_ms=_start_ms(start, config, count))
         items = producing.generated_items(config, count)
         total: int | None = count
     else:
-        read = producing.csv_items if from_csv else producing.jsonl_items
-        items = read(
-            source, lambda line, bad: rejected.append(f"line {line}: {bad.field}: {bad.reason}")
-        )
+
+        def reject(line: int, bad: InvalidEvent) -> None:
+            rejected.append(f"line {line}: {bad.field}: {bad.reason}")
+
+        if mapping is not None:
+            mapped = load_mapping(mapping, load_signals(settings.model.signals))
+            items = producing.mapped_items(source, mapped, reject)
+        else:
+            items = (producing.csv_items if from_csv else producing.jsonl_items)(source, reject)
         first = list(itertools.islice(items, 1))  # a missing or bad file fails here
         items = itertools.chain(first, items)
         total = None
@@ -342,7 +366,7 @@ def produce_cmd(
         if out_file
         else producing.KafkaSink(settings, topic or settings.topic.transactions)
     )
-    if labels is None and not from_jsonl:  # JSON lines carry no labels: keep the last file
+    if labels is None and (not from_jsonl or mapping):  # plain JSON lines carry no labels
         labels = _default_labels(out_file, settings)
     with _progress(total, quiet=as_json) as advance:
         summary = producing.run(items, sink, rate=rate, labels=labels, on_progress=advance)

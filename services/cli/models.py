@@ -39,6 +39,14 @@ DataOpt = Annotated[
     Path,
     typer.Option("--data", help="Labelled data: .jsonl (generator), .csv or .csv.gz, or a lake."),
 ]
+MappingOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--mapping",
+        help="How the file's columns map to transactions and attributes (a mapping file, which"
+        " names its signals file): any CSV or JSON-lines layout.",
+    ),
+]
 ToleranceOpt = Annotated[
     float, typer.Option(min=0, help="PR-AUC the candidate may lose against the current.")
 ]
@@ -53,10 +61,15 @@ def _workflow() -> ModuleType:
 
 
 def _registry(path: Path | None) -> Any:
+    """The registry, checking promotions against the features the job computes with the
+    ``FRAUDSTREAM_MODEL_SIGNALS`` file."""
+    from models.entities import serving_names
     from models.registry import Registry, working_registry
+    from services.core.signals import load_signals
 
     settings = load_settings()
-    return Registry(working_registry(path or settings.model.registry, settings.state_dir))
+    root = working_registry(path or settings.model.registry, settings.state_dir)
+    return Registry(root, serving_names(load_signals(settings.model.signals)))
 
 
 def _print_json(payload: Any) -> None:
@@ -97,16 +110,20 @@ def train_cmd(
         typer.Option("--promote", help="Make it current if the gate passes on the same data."),
     ] = False,
     tolerance: ToleranceOpt = 0.01,
+    mapping: MappingOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Train LightGBM on a time split, export ONNX, write a new registry version."""
     workflow = _workflow()
     from models.training import TrainConfig
+    from services.core.signals import load_signals
 
+    signals = load_signals(load_settings().model.signals)
     with _rounds(as_json) as on_round:
         published = workflow.train_and_publish(
-            data, _registry(registry), TrainConfig(seed=seed), promote, on_round, tolerance
-        )
+            data, _registry(registry), TrainConfig(seed=seed), promote, on_round, tolerance,
+            mapping, signals,
+        )  # fmt: skip
     meta = published.metadata
     if as_json:
         candidate, current = published.gate
@@ -211,10 +228,13 @@ def evaluate_cmd(
             " scored (the stream's view of a later period).",
         ),
     ] = None,
+    mapping: MappingOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
     """A version's figures on any labelled file, without training."""
-    metrics = _workflow().evaluate_version(_registry(registry), version, data, all_rows, history)
+    metrics = _workflow().evaluate_version(
+        _registry(registry), version, data, all_rows, history, mapping
+    )
     if as_json:
         _print_json({"version": version, **metrics.as_dict()})
     else:

@@ -19,6 +19,7 @@ from services.clients.producer import TransactionProducer
 from services.core.card_csv import read_card_csv
 from services.core.contract import InvalidEvent, Transaction, decode_transaction, encode
 from services.core.errors import UserError
+from services.core.mapping import MappedFile
 from services.core.settings import Settings
 from services.generator import GeneratorConfig, generate
 
@@ -92,6 +93,18 @@ def generated_items(config: GeneratorConfig, count: int) -> Iterator[Item]:
 def csv_items(path: Path, rejected: Callable[[int, InvalidEvent], None]) -> Iterator[Item]:
     """A CSV replay's events; invalid rows go to ``rejected`` with their line number."""
     for row in read_card_csv(path):
+        if isinstance(row.event, InvalidEvent):
+            rejected(row.line, row.event)
+        else:
+            yield Item(row.event, row.is_fraud, "labelled" if row.is_fraud else None)
+
+
+def mapped_items(
+    path: Path, mapped: MappedFile, rejected: Callable[[int, InvalidEvent], None]
+) -> Iterator[Item]:
+    """A producer's own CSV or JSON-lines file, through its mapping; invalid rows go to
+    ``rejected`` with their line number."""
+    for row in mapped.read(path):
         if isinstance(row.event, InvalidEvent):
             rejected(row.line, row.event)
         else:

@@ -11,6 +11,7 @@ from confluent_kafka import KafkaError, Message, Producer
 from services.core.contract import Transaction, encode
 from services.core.kafka_config import librdkafka
 from services.core.settings import Settings
+from services.core.signals import load_signals
 
 
 @dataclass
@@ -42,6 +43,7 @@ class TransactionProducer:
         }
         self._producer = Producer(conf | dict(config or {}))
         self._tokens = settings.token.tokenizer()
+        self._personal = load_signals(settings.model.signals).personal
         self.topic = topic or settings.topic.transactions
         self.report = DeliveryReport()
 
@@ -55,8 +57,9 @@ class TransactionProducer:
 
     def send(self, transaction: Transaction) -> None:
         """Queue one transaction (validated by construction), its identifiers tokenized, keyed
-        by its card's token: no card number or personal id leaves this process in clear."""
-        published = self._tokens.transaction(transaction)
+        by its card's token: no card number, personal id or personal attribute (the signals
+        file's) leaves this process in clear."""
+        published = self._tokens.transaction(transaction, self._personal)
         self.send_raw(published.card_id.encode(), encode(published))
 
     def send_raw(self, key: bytes | None, value: bytes) -> None:

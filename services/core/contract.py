@@ -35,7 +35,7 @@ _RFC3339 = re.compile(
     r"(?:\.(?P<fraction>[0-9]{1,9}))?(?P<offset>[Zz]|[+-][0-9]{2}:[0-9]{2})"
 )
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")  # C0, DEL, C1, line separators
-_FIELD_IN_MESSAGE = re.compile(r"at `\$\.([A-Za-z_][A-Za-z0-9_]*)")
+_FIELD_IN_MESSAGE = re.compile(r"`\$\.([A-Za-z_][A-Za-z0-9_]*)")  # "at `$.x`", "in `$.x`"
 _MISSING_FIELD = re.compile(r"missing required field `([A-Za-z_][A-Za-z0-9_]*)`")
 
 Channel = Literal["card_present", "ecommerce", "atm"]
@@ -47,13 +47,26 @@ than MAX_MESSAGE_BYTES; a Kafka key that is not its card_id; a failure of the jo
 DecisionOutcome = Literal["approve", "review", "decline"]
 Label = Literal["fraud", "legit"]
 Id = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
+MAX_ATTRIBUTES: Final = 256
+AttributeValue = Annotated[str, msgspec.Meta(max_length=256)] | int | float | bool | None
+"""A declared attribute's value (``services.core.signals`` says which type each name has)."""
+Attributes = Annotated[
+    dict[Annotated[str, msgspec.Meta(min_length=1, max_length=48)], AttributeValue],
+    msgspec.Meta(max_length=MAX_ATTRIBUTES),
+]
 _T = TypeVar("_T")
 
 
+def control_problem(value: str) -> str | None:
+    """Ids and categories end up in Kafka keys, Redis key names and logs: no control
+    characters there."""
+    found = _CONTROL.search(value)
+    return None if found is None else f"control character U+{ord(found.group()):04X}"
+
+
 def _check_printable(field: str, value: str | None) -> None:
-    """Ids end up in Kafka keys, Redis key names and logs: no control characters there."""
-    if value is not None and (found := _CONTROL.search(value)):
-        raise _invalid(field, f"control character U+{ord(found.group()):04X} in an id")
+    if value is not None and (problem := control_problem(value)):
+        raise _invalid(field, f"{problem} in an id")
 
 
 def _invalid(field: str, reason: str) -> ValueError:
@@ -81,8 +94,9 @@ def parse_event_time(value: int | str, field: str = "event_time") -> int:
     return millis
 
 
-class Transaction(msgspec.Struct, frozen=True, kw_only=True):
-    """One card or payment transaction; Kafka key = card_id. ``event_time`` is epoch ms."""
+class Transaction(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """One card or payment transaction; Kafka key = card_id. ``event_time`` is epoch ms.
+    ``attributes``: the producer's own declared signals (``services.core.signals``)."""
 
     transaction_id: Id
     event_time: int | str
@@ -98,6 +112,7 @@ class Transaction(msgspec.Struct, frozen=True, kw_only=True):
     ip: str | None = None
     lat: float | None = None
     lon: float | None = None
+    attributes: Attributes | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.event_time, int):

@@ -282,6 +282,11 @@ class ModelSettings(_Group):
     registry: Path | None = Field(
         None, description="Model registry directory; unset: registry/ in the state directory"
     )
+    signals: Path | None = Field(
+        None,
+        description="Signals file: the attributes transactions may carry and the entities whose"
+        " features the job computes (README, 'Bring your own signals'); unset: none",
+    )
 
 
 class JobSettings(_Group):

@@ -24,11 +24,12 @@ import hashlib
 import hmac
 import ipaddress
 import re
-from typing import Final
+from collections.abc import Collection
+from typing import Any, Final
 
 import msgspec
 
-from services.core.contract import Transaction
+from services.core.contract import AttributeValue, Transaction
 
 TOKEN_PREFIX: Final = "tok_"
 MIN_KEY_BYTES: Final = 32  # HMAC-SHA-256's own size: a shorter key weakens every token
@@ -112,26 +113,39 @@ class Tokenizer:
         mac = hmac.new(self._key, f"{field}\0{value}".encode(), hashlib.sha256).digest()
         return self._prefix + base64.b32encode(mac[:15]).decode().lower()
 
-    def transaction(self, tx: Transaction) -> Transaction:
-        """``tx`` as the project's producer publishes it: every identifier a token."""
+    def transaction(self, tx: Transaction, personal: Collection[str] = ()) -> Transaction:
+        """``tx`` as the project's producer publishes it: every identifier a token, and every
+        ``personal`` attribute."""
         device = tx.device_id
         return msgspec.structs.replace(
             tx, card_id=self.token("card", tx.card_id),
             customer_id=self.token("customer", tx.customer_id),
             device_id=None if device is None else self.token("device", device),
-            ip=truncate_ip(tx.ip),
+            ip=truncate_ip(tx.ip), attributes=self._attributes(tx.attributes, personal),
         )  # fmt: skip
 
-    def foreign(self, tx: Transaction) -> Transaction:
-        """``tx`` with any raw card number among its ids tokenized (from a foreign producer)."""
+    def foreign(self, tx: Transaction, personal: Collection[str] = ()) -> Transaction:
+        """``tx`` with any raw card number among its ids tokenized, and its ``personal``
+        attributes (from a foreign producer)."""
         fields = {"card_id": "card", "customer_id": "customer", "device_id": "device"}
-        raw = {name: value for name, field in fields.items()
-               if (value := getattr(tx, name)) and looks_like_card_number(value)}  # fmt: skip
-        if not raw:
-            return tx
-        return msgspec.structs.replace(
-            tx, **{name: self.token(fields[name], value) for name, value in raw.items()}
-        )
+        raw: dict[str, Any] = {
+            name: self.token(field, value) for name, field in fields.items()
+            if (value := getattr(tx, name)) and looks_like_card_number(value)
+        }  # fmt: skip
+        if personal and tx.attributes and any(
+            isinstance(v, str) and not v.startswith(TOKEN_PREFIX)
+            for n, v in tx.attributes.items() if n in personal
+        ):  # fmt: skip
+            raw["attributes"] = self._attributes(tx.attributes, personal)
+        return msgspec.structs.replace(tx, **raw) if raw else tx
+
+    def _attributes(
+        self, attributes: dict[str, AttributeValue] | None, personal: Collection[str]
+    ) -> dict[str, AttributeValue] | None:
+        if not attributes or not personal:
+            return attributes
+        return {n: self.token(f"attr:{n}", v) if n in personal and isinstance(v, str) else v
+                for n, v in attributes.items()}  # fmt: skip
 
     def names(self, field: str, value: str) -> list[str]:
         """Every name the pipeline may know ``value`` by as a ``field``, likeliest first: its

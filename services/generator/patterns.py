@@ -51,17 +51,17 @@ def _far_city(rng: random.Random, home_city: int, min_km: float = 3000.0) -> int
     return rng.choice(far)
 
 
-def _fraud_ip(rng: random.Random) -> str:
+def fraud_ip(rng: random.Random) -> str:
     return (
         f"{rng.randint(1, 223)}.{rng.randint(0, 255)}.{rng.randint(0, 255)}.{rng.randint(1, 254)}"
     )
 
 
-def _pick(rng: random.Random, pool: w.IntArray) -> int:
+def pick(rng: random.Random, pool: w.IntArray) -> int:
     return int(pool[rng.randrange(pool.size)])
 
 
-def _tx(
+def fraud_tx(
     new_id: Callable[[], str],
     world: w.World,
     victim: Victim,
@@ -100,7 +100,7 @@ def _tx(
 
 
 @dataclass(frozen=True)
-class _Remote:
+class Remote:
     """A fraudster's online identity: where the IP geolocates, a device and IP never seen."""
 
     city: int
@@ -108,17 +108,17 @@ class _Remote:
     ip: str
 
 
-def _remote(rng: random.Random, world: w.World, victim: Victim) -> _Remote:
+def remote_identity(rng: random.Random, world: w.World, victim: Victim) -> Remote:
     city = _far_city(rng, int(world.customers.city[victim.customer]))
-    return _Remote(city, f"dev_x{rng.getrandbits(40):010x}", _fraud_ip(rng))
+    return Remote(city, f"dev_x{rng.getrandbits(40):010x}", fraud_ip(rng))
 
 
 def _online(
-    new_id: Callable[[], str], world: w.World, victim: Victim, remote: _Remote,
+    new_id: Callable[[], str], world: w.World, victim: Victim, remote: Remote,
     time_ms: int, merchant: int, amount_usd: float,
 ) -> Transaction:  # fmt: skip
     c = w.CITIES[remote.city]
-    return _tx(
+    return fraud_tx(
         new_id, world, victim, time_ms, merchant, amount_usd, channel="ecommerce",
         city=remote.city, device=remote.device, ip=remote.ip, lat=c.lat, lon=c.lon,
     )  # fmt: skip
@@ -130,7 +130,7 @@ def _in_person(
 ) -> Transaction:  # fmt: skip
     """Card present at a shop: the location is the shop's."""
     lat, lon = float(world.merchants.lat[merchant]), float(world.merchants.lon[merchant])
-    return _tx(new_id, world, victim, time_ms, merchant, amount_usd, channel="card_present",
+    return fraud_tx(new_id, world, victim, time_ms, merchant, amount_usd, channel="card_present",
                city=city, device=None, ip=None, lat=lat, lon=lon)  # fmt: skip
 
 
@@ -138,14 +138,14 @@ def card_testing(
     rng: random.Random, world: w.World, victim: Victim, new_id: Callable[[], str]
 ) -> list[Transaction]:
     """6-20 charges of 0.50-2.50 at digital merchants seconds apart, sometimes a big one after."""
-    remote = _remote(rng, world, victim)
-    merchant = _pick(rng, world.merchants.by_mcc[rng.choice(w.DIGITAL_MCCS)])
+    remote = remote_identity(rng, world, victim)
+    merchant = pick(rng, world.merchants.by_mcc[rng.choice(w.DIGITAL_MCCS)])
     t, out = victim.start_ms, []
     for _ in range(rng.randint(6, 20)):
         t += int(rng.expovariate(1 / 20_000)) + 1_000
         out.append(_online(new_id, world, victim, remote, t, merchant, rng.uniform(0.5, 2.5)))
     if rng.random() < 0.3:
-        big = _pick(rng, world.merchants.by_mcc[rng.choice(w.HIGH_VALUE_MCCS)])
+        big = pick(rng, world.merchants.by_mcc[rng.choice(w.HIGH_VALUE_MCCS)])
         t += int(rng.expovariate(1 / (5 * MINUTE_MS)))
         out.append(_online(new_id, world, victim, remote, t, big, rng.uniform(300, 1500)))
     return out
@@ -156,12 +156,12 @@ def account_takeover(
 ) -> list[Transaction]:
     """A new device and IP far from home, then 2-4 purchases at 8-25x the usual amount (a
     careful fraudster, one time in three, stays at 1.5-4x)."""
-    remote = _remote(rng, world, victim)
+    remote = remote_identity(rng, world, victim)
     modest = rng.random() < 1 / 3
     t, out = victim.start_ms, []
     for _ in range(rng.randint(2, 4)):
         t += int(rng.expovariate(1 / (10 * MINUTE_MS))) + MINUTE_MS
-        merchant = _pick(rng, world.merchants.by_mcc[rng.choice(w.HIGH_VALUE_MCCS)])
+        merchant = pick(rng, world.merchants.by_mcc[rng.choice(w.HIGH_VALUE_MCCS)])
         scale = rng.uniform(1.5, 4) if modest else rng.uniform(8, 25)
         out.append(_online(new_id, world, victim, remote, t, merchant, victim.typical_usd * scale))
     return out
@@ -176,7 +176,7 @@ def velocity_burst(
     t, out = victim.start_ms, []
     for _ in range(rng.randint(8, 15)):
         t += int(rng.expovariate(1 / MINUTE_MS)) + 5_000
-        m = _pick(rng, pool)
+        m = pick(rng, pool)
         amount = victim.typical_usd * rng.uniform(1.5, 4.0)
         out.append(_in_person(new_id, world, victim, t, m, amount, city))
     return out
@@ -190,7 +190,7 @@ def impossible_travel(
     pool = world.merchants.by_city_physical[city]
     t, out = victim.start_ms + int(rng.uniform(20, 120) * MINUTE_MS), []
     for _ in range(rng.randint(1, 3)):
-        m = _pick(rng, pool)
+        m = pick(rng, pool)
         amount = victim.typical_usd * rng.uniform(2, 6)
         out.append(_in_person(new_id, world, victim, t, m, amount, city))
         t += int(rng.expovariate(1 / (15 * MINUTE_MS))) + MINUTE_MS
@@ -212,10 +212,10 @@ def night_high_risk(
     t, out = night - offset_ms, []
     device = f"dev_x{rng.getrandbits(40):010x}" if rng.random() < 0.5 else None
     for _ in range(rng.randint(1, 3)):
-        m = _pick(rng, world.merchants.by_mcc[rng.choice(w.HIGH_RISK_MCCS)])
+        m = pick(rng, world.merchants.by_mcc[rng.choice(w.HIGH_RISK_MCCS)])
         amount = victim.typical_usd * rng.uniform(5, 15)
-        out.append(_tx(new_id, world, victim, t, m, amount, channel="ecommerce", city=city,
-                       device=device, ip=_fraud_ip(rng), lat=c.lat, lon=c.lon))  # fmt: skip
+        out.append(fraud_tx(new_id, world, victim, t, m, amount, channel="ecommerce", city=city,
+                       device=device, ip=fraud_ip(rng), lat=c.lat, lon=c.lon))  # fmt: skip
         t += int(min(rng.expovariate(1 / (20 * MINUTE_MS)), 30 * MINUTE_MS)) + MINUTE_MS
     return out
 
@@ -231,7 +231,7 @@ def legit_trip(
     t = victim.start_ms + int((flight_h + rng.uniform(0, 12)) * HOUR_MS)
     pool, out = world.merchants.by_city_physical[city], []
     for _ in range(rng.randint(3, 10)):
-        m = _pick(rng, pool)
+        m = pick(rng, pool)
         amount = victim.typical_usd * rng.uniform(0.5, 2.5)
         out.append(_in_person(new_id, world, victim, t, m, amount, city))
         t += int(rng.expovariate(1 / (5 * HOUR_MS))) + 20 * MINUTE_MS
@@ -245,14 +245,28 @@ def legit_micro_burst(
     from the customer's own device and home IP (what card testing must not be confused with)."""
     cu, home = world.customers, int(world.customers.city[victim.customer])
     c = w.CITIES[home]
-    merchant = _pick(rng, world.merchants.by_mcc[rng.choice(w.DIGITAL_MCCS)])
+    merchant = pick(rng, world.merchants.by_mcc[rng.choice(w.DIGITAL_MCCS)])
     device, ip = cu.devices[0][victim.customer], cu.ips[victim.customer]
     t, out = victim.start_ms, []
     for _ in range(rng.randint(3, 8)):
         t += int(rng.expovariate(1 / 60_000)) + 5_000
         amount = rng.choice((0.99, 0.99, 1.49, 1.99, 2.99, 4.99))
-        out.append(_tx(new_id, world, victim, t, merchant, amount, channel="ecommerce", city=home,
-                       device=device, ip=ip, lat=c.lat, lon=c.lon))  # fmt: skip
+        out.append(
+            fraud_tx(
+                new_id,
+                world,
+                victim,
+                t,
+                merchant,
+                amount,
+                channel="ecommerce",
+                city=home,
+                device=device,
+                ip=ip,
+                lat=c.lat,
+                lon=c.lon,
+            )
+        )
     return out
 
 
@@ -264,7 +278,7 @@ def legit_spree(
     pool, t, out = world.merchants.by_city_physical[city], victim.start_ms, []
     for _ in range(rng.randint(4, 9)):
         t += int(rng.expovariate(1 / (12 * MINUTE_MS))) + 2 * MINUTE_MS
-        m = _pick(rng, pool)
+        m = pick(rng, pool)
         amount = victim.typical_usd * rng.uniform(0.5, 2.0)
         out.append(_in_person(new_id, world, victim, t, m, amount, city))
     return out

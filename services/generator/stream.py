@@ -12,14 +12,15 @@ from __future__ import annotations
 import dataclasses
 import heapq
 import random
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
 
 from services.core.contract import Transaction
 from services.generator import world as w
-from services.generator.patterns import LEGIT_EPISODES, PATTERNS, EmitFn, Victim
+from services.generator.patterns import LEGIT_EPISODES, PATTERNS, EmitFn, Pattern, Victim
+from services.generator.signals import SIGNAL_PATTERNS, decorate
 
 DAY_MS = 86_400_000
 _CHUNK = 4096
@@ -35,6 +36,11 @@ class GeneratorConfig:
     merchants: int = 3_000
     fraud_rate: float = 0.005  # share of events that are fraud
     start_ms: int = _DEFAULT_START_MS
+    attributes: bool = False  # the signals of ``generator.signals``, and the fraud they show
+
+    @property
+    def patterns(self) -> tuple[Pattern, ...]:
+        return PATTERNS + SIGNAL_PATTERNS if self.attributes else PATTERNS
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.fraud_rate < 0.5:
@@ -52,12 +58,14 @@ class Labelled:
     pattern: str | None
 
 
-def _episode_odds(fraud_rate: float) -> tuple[float, list[float]]:
+def _episode_odds(
+    fraud_rate: float, patterns: tuple[Pattern, ...] = PATTERNS
+) -> tuple[float, list[float]]:
     """Chance that an everyday event starts a fraud episode, and each pattern's chance per
     episode, such that fraud is ``fraud_rate`` of all events (legit episodes included)."""
-    weights = [p.share / p.mean_events for p in PATTERNS]
+    weights = [p.share / p.mean_events for p in patterns]
     per_episode = [wt / sum(weights) for wt in weights]
-    mean_len = sum(q * p.mean_events for q, p in zip(per_episode, PATTERNS, strict=True))
+    mean_len = sum(q * p.mean_events for q, p in zip(per_episode, patterns, strict=True))
     legit_per_everyday = 1 + sum(chance * length for chance, length, _ in LEGIT_EPISODES)
     return fraud_rate * legit_per_everyday / (mean_len * (1 - fraud_rate)), per_episode
 
@@ -91,7 +99,9 @@ def generate(config: GeneratorConfig, count: int) -> Iterator[Labelled]:
     prng = random.Random(config.seed)
     world = w.build_world(nrng, config.customers, config.merchants)
     new_id = _Ids(prng)
-    episode_p, pattern_p = _episode_odds(config.fraud_rate)
+    patterns = config.patterns
+    episode_p, pattern_p = _episode_odds(config.fraud_rate, patterns)
+    labelled = _labeller(config, world)
     pending: list[tuple[int, int, Transaction, str | None]] = []  # (time, seq, event, fraud)
     seq, produced, clock = 0, 0, config.start_ms
     while produced < count:
@@ -102,14 +112,14 @@ def generate(config: GeneratorConfig, count: int) -> Iterator[Labelled]:
             while pending and pending[0][0] <= t and produced < count:
                 _, _, event, name = heapq.heappop(pending)
                 produced += 1
-                yield Labelled(event, name is not None, name)
+                yield labelled(event, name)
             if produced >= count:
                 return
             produced += 1
-            yield Labelled(legit, False, None)
+            yield labelled(legit, None)
             starts: list[tuple[EmitFn, str | None]] = []
             if prng.random() < episode_p:
-                chosen = prng.choices(PATTERNS, pattern_p)[0]
+                chosen = prng.choices(patterns, pattern_p)[0]
                 starts.append((chosen.emit, chosen.name))
             u = prng.random()
             for chance, _, emit in LEGIT_EPISODES:
@@ -121,6 +131,26 @@ def generate(config: GeneratorConfig, count: int) -> Iterator[Labelled]:
                 for event in _episode(prng, world, legit, emit, new_id):
                     seq += 1
                     heapq.heappush(pending, (event.event_time_ms, seq, event, name))
+
+
+def _labelled(event: Transaction, name: str | None) -> Labelled:
+    return Labelled(event, name is not None, name)
+
+
+def _labeller(
+    config: GeneratorConfig, world: w.World
+) -> Callable[[Transaction, str | None], Labelled]:
+    """How events leave the generator: as they are, or with their attributes (drawn from a
+    random stream of their own: the events stay those of the seed)."""
+    if not config.attributes:
+        return _labelled
+    rng = random.Random(config.seed ^ 0xA77)
+
+    def with_attributes(event: Transaction, name: str | None) -> Labelled:
+        owner = _owner(world, event.card_id) if not event.card_id.startswith("card_z") else None
+        return _labelled(decorate(rng, world, event, name, owner), name)
+
+    return with_attributes
 
 
 def _episode(

@@ -22,9 +22,11 @@ from typing import Any
 import msgspec
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
+from models.entities import serving_names
 from models.registry import working_registry
 from services.core.exposition import component_registry
 from services.core.settings import Settings, load_settings, scrub_secrets_from_environment
+from services.core.signals import load_signals
 from services.core.throttled_log import ThrottledLog
 from services.scoring.server.guard import BoundedHttpToolsProtocol
 from services.scoring.server.metrics import ScoringMetrics
@@ -239,8 +241,9 @@ def from_environment() -> ScoringApp:
     registry = component_registry()
     metrics = ScoringMetrics(registry)
     registry_dir = working_registry(settings.model.registry, settings.state_dir)
+    serving = serving_names(load_signals(settings.model.signals))
     scorer = Scorer(registry_dir, metrics, settings.scoring.threads,
-                    settings.scoring.shadow_version, explain=settings.scoring.explain)  # fmt: skip
+                    settings.scoring.shadow_version, serving, settings.scoring.explain)  # fmt: skip
     s = settings.scoring
     budget = s.body_budget_bytes or body_budget(memory_limit_bytes(), s.workers)
     return ScoringApp(scorer, metrics, registry, s.bearer(), s.max_body_bytes,

@@ -54,6 +54,9 @@ class IncompatibleModel(UserError):
     """A model's inputs are not the serving feature list."""
 
 
+_BUILT_IN = frozenset(FEATURE_NAMES)
+
+
 @dataclass(frozen=True)
 class _Codec:
     """Request decoders for one model's features: each row an object with exactly them."""
@@ -63,7 +66,9 @@ class _Codec:
 
     @classmethod
     def for_features(cls, names: tuple[str, ...]) -> _Codec:
-        row = msgspec.defstruct("Row", [(n, float) for n in names], forbid_unknown_fields=True)
+        """A declared signal may be missing (null, or NaN in msgpack); a built-in never."""
+        fields = [(n, float if n in _BUILT_IN else float | None) for n in names]
+        row = msgspec.defstruct("Row", fields, forbid_unknown_fields=True)
         request = msgspec.defstruct(
             "ScoreRequest",
             [("rows", list[row])],  # type: ignore[valid-type]
@@ -193,7 +198,9 @@ class Scorer:
 
     @staticmethod
     def _check_finite(matrix: np.ndarray[Any, Any], model: LoadedModel) -> None:
-        bad = ~np.isfinite(matrix)
+        """Infinity nowhere; NaN (missing) only in a declared signal's features."""
+        built_in = np.array([n in _BUILT_IN for n in model.feature_names])
+        bad = np.isinf(matrix) | (np.isnan(matrix) & built_in)
         if bad.any():
             row, column = (int(i) for i in np.argwhere(bad)[0])
             name = model.feature_names[column]

@@ -1,0 +1,197 @@
+"""The signals file: the transaction attributes a producer declares, and the entities whose
+windows are features. One validated document, read by producers, the job, scoring and training.
+
+.. code-block:: yaml
+
+    attributes:                       # what ``Transaction.attributes`` may carry
+      card_bin: {type: category}
+      email_domain: {type: category}
+      email: {type: category, personal: true}   # tokenized at the edge, never in clear
+      risk_score: {type: number, min: 0, max: 100}
+      three_ds: {type: boolean}
+      account_opened: {type: timestamp}         # epoch ms or RFC 3339
+    entities:                         # windowed aggregates and links, per value of these fields
+      - by: [email_domain]
+      - by: [device_id]
+      - by: [card_bin, email_domain]  # a pair
+
+An attribute the file does not declare, or one of the wrong type or out of bounds, makes its
+transaction a dead letter naming ``attributes.<name>``; without a signals file a transaction
+carries no attributes. Entities are keyed by contract fields or by category attributes.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+from typing import Annotated, Final, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from services.core.contract import (
+    AttributeValue,
+    InvalidEvent,
+    Transaction,
+    control_problem,
+    parse_event_time,
+)
+from services.core.errors import UserError
+
+MAX_FILE_BYTES: Final = 256 * 1024
+MAX_ATTRIBUTES: Final = 256
+MAX_ENTITIES: Final = 16
+ENTITY_FIELDS: Final = ("customer_id", "merchant_id", "merchant_category", "country",
+                        "channel", "device_id", "ip")  # fmt: skip
+"""Contract fields an entity may be keyed by (the card is the card's own state)."""
+NAME: Final = re.compile(r"[a-z][a-z0-9_]{0,47}")
+Window = Literal["1h", "24h", "7d", "30d"]
+Stat = Literal["count", "sum", "mean", "max"]
+_BOOLEAN_TEXT: Final = {"true": True, "false": False, "t": True, "f": False, "1": True,
+                        "0": False, "yes": True, "no": False}  # fmt: skip
+
+
+class SignalsError(UserError, ValueError):
+    """The signals file is not valid; the message names each problem."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Attribute(_Strict):
+    type: Literal["number", "category", "boolean", "timestamp"]
+    personal: bool = False
+    min: float | None = None
+    max: float | None = None
+    description: str = ""
+
+    @model_validator(mode="after")
+    def _sound(self) -> Attribute:
+        if self.personal and self.type != "category":
+            raise ValueError("only a category can be personal (its values become tokens)")
+        if (self.min is not None or self.max is not None) and self.type != "number":
+            raise ValueError("bounds apply to numbers only")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"min {self.min} is above max {self.max}")
+        return self
+
+
+class Entity(_Strict):
+    by: Annotated[list[str], Field(min_length=1, max_length=2)]
+    windows: list[Window] = ["1h", "24h", "7d", "30d"]
+    stats: list[Stat] = ["count", "sum", "mean", "max"]
+
+    @property
+    def name(self) -> str:
+        return "_".join(self.by)
+
+
+class Signals(_Strict):
+    attributes: Annotated[dict[str, Attribute], Field(max_length=MAX_ATTRIBUTES)] = {}
+    entities: Annotated[list[Entity], Field(max_length=MAX_ENTITIES)] = []
+
+    @model_validator(mode="after")
+    def _names(self) -> Signals:
+        bad = [n for n in self.attributes if not NAME.fullmatch(n)]
+        if bad:
+            raise ValueError(f"attribute names are lower-case identifiers: {', '.join(bad)}")
+        keys = set(ENTITY_FIELDS) | {n for n, a in self.attributes.items()
+                                     if a.type == "category"}  # fmt: skip
+        for entity in self.entities:
+            unknown = [b for b in entity.by if b not in keys]
+            if unknown:
+                raise ValueError(f"entity {entity.name}: {', '.join(unknown)} is neither a "
+                                 f"contract field ({', '.join(ENTITY_FIELDS)}) nor a declared "
+                                 "category attribute")  # fmt: skip
+        names = [e.name for e in self.entities]
+        if len(set(names)) != len(names):
+            raise ValueError("an entity is declared twice")
+        return self
+
+    @property
+    def personal(self) -> frozenset[str]:
+        return frozenset(n for n, a in self.attributes.items() if a.personal)
+
+    def check(self, tx: Transaction) -> InvalidEvent | None:
+        """Why ``tx``'s attributes break this declaration, or None."""
+        for name, value in (tx.attributes or {}).items():
+            declared = self.attributes.get(name)
+            field = f"attributes.{name[:48]}"
+            if declared is None:
+                return InvalidEvent(field, "attribute not declared in the signals file")
+            problem = _value_problem(declared, value)
+            if problem:
+                return InvalidEvent(field, problem)
+        return None
+
+
+EMPTY: Final = Signals()
+
+
+def _value_problem(declared: Attribute, value: AttributeValue) -> str | None:
+    if value is None:
+        return None  # missing, as if absent
+    kind = declared.type
+    if kind == "boolean":
+        return None if isinstance(value, bool) else f"expected a boolean, got {_shown(value)}"
+    if kind == "category":
+        if not isinstance(value, str):
+            return f"expected a string, got {_shown(value)}"
+        return control_problem(value)
+    if kind == "timestamp":
+        if isinstance(value, bool) or not isinstance(value, (int, str)):
+            return f"expected epoch ms or RFC 3339, got {_shown(value)}"
+        try:
+            parse_event_time(value)
+        except ValueError as error:
+            return str(error).split(" - at `")[0]
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        return f"expected a finite number, got {_shown(value)}"
+    if declared.min is not None and value < declared.min:
+        return f"{value} is below the declared min {declared.min}"
+    if declared.max is not None and value > declared.max:
+        return f"{value} is above the declared max {declared.max}"
+    return None
+
+
+def _shown(value: AttributeValue) -> str:
+    return repr(value)[:40]
+
+
+def parse_boolean(text: str) -> bool | None:
+    """A boolean as files spell it (``T``, ``false``, ``1``...), or None when it is not one."""
+    return _BOOLEAN_TEXT.get(text.strip().lower())
+
+
+def parse_signals(text: str, source: str = "signals") -> Signals:
+    """A validated document from YAML (or JSON) text; raises SignalsError, one line a problem."""
+    if len(text.encode()) > MAX_FILE_BYTES:
+        raise SignalsError(f"{source}: larger than {MAX_FILE_BYTES} bytes")
+    try:
+        document = yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        raise SignalsError(f"{source}: not YAML: {str(error).splitlines()[0]}") from None
+    try:
+        return Signals.model_validate(document or {})
+    except ValidationError as error:
+        problems = [f"{'.'.join(map(str, e['loc'])) or '(top)'}: {e['msg']}"
+                    for e in error.errors()]  # fmt: skip
+        raise SignalsError(f"{source}: " + "; ".join(problems)) from None
+
+
+def load_signals(path: Path | None) -> Signals:
+    """The signals file at ``path``; no path: no attributes, no entities."""
+    if path is None:
+        return EMPTY
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise SignalsError(f"{path.name}: cannot read the signals file: {error}") from None
+    return parse_signals(text, path.name)
+
+
+def to_yaml(signals: Signals) -> str:
+    return yaml.safe_dump(signals.model_dump(mode="json", exclude_defaults=True), sort_keys=False)
