@@ -13,6 +13,10 @@ history through the real store, then timed on the next events of the same cards:
   in 10 minutes within them, over the same batches with an ordinary card in its place;
 - ``decider_events_per_s``: the whole Decider (decode, features, in-process ONNX, rules) on
   one core at a history of 64;
+- ``declared_entities``: the Decider's CPU per event on generated events with attributes
+  (``produce --attributes``) with a signals file of 0, 4 and 12 declared entities, the cost
+  each adds over none (``us_added_per_event``; goal at 4: 40 µs or less), and Redis bytes per
+  entity value (its state, and the replay horizon's seen ids apart);
 - ``memory``: Redis bytes per remembered alert (its context, against the whole alert kept
   before) and per counted transaction id in a card's seen-set, against two other layouts of
   the same ids (a hash of digest to day; a set per card and day).
@@ -46,10 +50,14 @@ from models.online import OnlineFeatureStore
 from models.redis_layout import AlertContext
 from models.registry import DEFAULT_REGISTRY, Registry
 from services.core.contract import Alert, Transaction, encode
+from services.core.signals import Signals
 from services.devstack import processes
 from services.devstack.stack import start_redis
+from services.generator import GeneratorConfig, generate
+from services.generator.signals import generated_signals
 from services.scoring.server.inprocess import InProcessScorer
-from stream_jobs.decide import Decider, Record
+from services.scoring.wire import ScoreResponse
+from stream_jobs.decide import DecideOptions, Decider, Record
 
 BATCH = 500
 MONTH_MS = 30 * 86_400_000
@@ -236,6 +244,69 @@ def _decider(client: redis.Redis, store: OnlineFeatureStore, count: int) -> dict
     }
 
 
+EXTRA_ENTITIES = (
+    ["ip"],
+    ["merchant_id"],
+    ["customer_id"],
+    ["shipping_country"],
+    ["billing_country"],
+    ["entry_mode"],
+    ["email_domain", "shipping_country"],
+    ["device_id", "email_domain"],
+)
+
+
+def _with_entities(signals: Signals, count: int) -> Signals:
+    """The generator's attributes with the first ``count`` of its entities and ours."""
+    declared = [e.model_dump() for e in signals.entities] + [{"by": b} for b in EXTRA_ENTITIES]
+    return Signals.model_validate({"attributes": signals.attributes,
+                                   "entities": declared[:count]})  # fmt: skip
+
+
+class _BuiltInScorer:
+    """The shipped model on the built-in columns of longer rows: the same scoring cost
+    whatever the signals, so that only the features' cost differs."""
+
+    def __init__(self, scorer: InProcessScorer) -> None:
+        self._scorer = scorer
+
+    def score(self, rows: Sequence[list[float]]) -> ScoreResponse:
+        return self._scorer.score([row[: len(FEATURE_NAMES)] for row in rows])
+
+
+def _entities(client: redis.Redis, count: int) -> dict[str, Any]:
+    """The Decider's CPU per event with 0, 4 and 12 declared entities, after a warm-up."""
+    registry = Registry(DEFAULT_REGISTRY)
+    scorer = _BuiltInScorer(InProcessScorer(registry.path(registry.current() or "")))
+    config = GeneratorConfig(seed=5, customers=5_000, fraud_rate=0.01, start_ms=START_MS,
+                             attributes=True)  # fmt: skip
+    events = [item.transaction for item in generate(config, 40_000 + count)]
+    records = [Record(tx.card_id.encode(), encode(tx), 0, i, tx.event_time_ms)
+               for i, tx in enumerate(events)]  # fmt: skip
+    by_count: dict[str, Any] = {}
+    for entities in (0, 4, 12):
+        client.flushdb()
+        signals = _with_entities(generated_signals(), entities)
+        decider = Decider(client, scorer, DecideOptions(signals=signals))
+        for i in range(0, 40_000, BATCH):  # a warm store: the entities' past in place
+            decider.decide(records[i : i + BATCH])
+        _quiet_gc()
+        started = time.process_time()
+        for i in range(40_000, len(records), BATCH):
+            decider.decide(records[i : i + BATCH])
+        per_event = (time.process_time() - started) / count * 1e6
+        states = [k for k in client.scan_iter(match="fs:v3:{e:*:state", count=1_000)]
+        row: dict[str, Any] = {"us_per_event": round(per_event, 1), "entity_values": len(states)}
+        if states:
+            row["state_bytes_per_value"] = round(_bytes(client, "fs:v3:{e:*:state") / len(states))
+            row["seen_bytes_per_value"] = round(_bytes(client, "fs:v3:{e:*:seen") / len(states))
+        by_count[str(entities)] = row
+    base = by_count["0"]["us_per_event"]
+    for row in by_count.values():
+        row["us_added_per_event"] = round(row["us_per_event"] - base, 1)
+    return {"declared_entities": by_count}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", action="store_true", help="print only the JSON object")
@@ -252,6 +323,7 @@ def main() -> None:
                 **_cost(client, store, args.events),
                 **_hostile(client, store),
                 **_decider(client, store, args.events),
+                **_entities(client, args.events),
                 "memory": _memory(client),
                 **provenance(),
             }
@@ -263,6 +335,9 @@ def main() -> None:
             print(f"history {history:>5}: {row['us_per_event']:>6} µs/event, "
                   f"{row.get('bytes_per_card', '-')} bytes/card "
                   f"(+ {row.get('replay_rows_bytes_per_card', '-')} of replay rows)")  # fmt: skip
+        for entities, row in result["declared_entities"].items():
+            print(f"{entities:>2} declared entities: {row['us_per_event']} µs/event "
+                  f"(+{row['us_added_per_event']})")  # fmt: skip
     print(json.dumps(result))
 
 

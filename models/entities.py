@@ -3,10 +3,10 @@
 An entity is the value of one or two fields of a transaction (an e-mail domain, a device, a
 BIN and e-mail domain pair: ``services.core.signals.Entity``). Per entity value the fold keeps
 bounded state: amounts in 10-minute buckets over the last hour, hour buckets over 24 h and day
-buckets over 30 days (count, sum and max, amounts in integer micro-dollars so that Redis and
-Python add them exactly alike), when it was first and last seen, and the cards that used it
-(at most ``CARDS_KEPT``, the longest unseen forgotten first). Per card and entity, the values
-the card used (at most ``VALUES_KEPT``). The features of an event, with the event included:
+buckets over 30 days (count, sum and max, amounts in integer hundredths of a cent so that
+Redis and Python add them exactly alike), when it was first and last seen, and the cards that
+used it (at most ``CARDS_KEPT``, the longest unseen forgotten first). Per card and entity,
+the values the card used (at most ``VALUES_KEPT``). An event's features, itself included:
 
 - ``ent_<E>_<stat>_<window>``: count, sum, mean and max of the entity's USD amounts; 1 h is
   the event's 10-minute bucket and the 5 before it, 24 h its hour and the 23 before, 7 and 30
@@ -29,15 +29,18 @@ from __future__ import annotations
 
 import hashlib
 import zlib
+from bisect import bisect_left, bisect_right
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from functools import cache
 from typing import Final
+
+import msgspec
 
 from models import features as f
 from services.core.contract import AttributeValue, Transaction, parse_event_time
 from services.core.signals import Attribute, Entity, Signals
 
-MICRO: Final = 1_000_000
+AMOUNT_SCALE: Final = 10_000  # amounts kept in integer 1/100 cents
 CARDS_KEPT: Final = 64
 VALUES_KEPT: Final = 16
 TEN_MINUTES_MS: Final = 10 * f.MINUTE_MS
@@ -74,6 +77,7 @@ def attribute_names(signals: Signals) -> tuple[str, ...]:
     )
 
 
+@cache
 def entity_names(entity: Entity) -> tuple[str, ...]:
     e = f"ent_{entity.name}"
     return (
@@ -116,38 +120,32 @@ def value_ident(value: str) -> int:
     return zlib.crc32(value.encode())
 
 
-@dataclass
-class EntityState:
-    """One entity value's state, field for field what its Redis hash holds."""
+def _empty_buckets() -> list[list[list[int]]]:
+    return [[[], [], [], []] for _ in TIERS]
 
-    first: int = -1
-    last: int = -1
-    buckets: tuple[dict[int, list[int]], ...] = field(default_factory=lambda: ({}, {}, {}))
-    cards: dict[int, int] = field(default_factory=dict)  # card ident -> last seen (ms)
 
-    @classmethod
-    def of_redis(cls, fields: Sequence[bytes], cards: Sequence[bytes]) -> EntityState:
-        """From ``HGETALL`` of the hash and ``ZRANGE ... WITHSCORES`` of the cards, flat."""
-        state = cls()
-        tiers = {prefix: i for i, (prefix, _, _) in enumerate(TIERS)}
-        for name, value in zip(fields[0::2], fields[1::2], strict=True):
-            key = name.decode()
-            if key == "first":
-                state.first = int(value)
-            elif key == "last":
-                state.last = int(value)
-            else:
-                n, s, m = value.split(b":")
-                state.buckets[tiers[key[0]]][int(key[1:])] = [int(n), int(s), int(m)]
-        for card, seen in zip(cards[0::2], cards[1::2], strict=True):
-            state.cards[int(card)] = int(float(seen))
-        return state
+class EntityState(msgspec.Struct, array_like=True):
+    """One entity value's state; msgpack in one Redis string, which ``models.redis_ops``'
+    ``commit_entity`` changes in place exactly as :func:`add` does."""
+
+    first: int = -1  # event time (ms) first seen; -1: never
+    last: int = -1  # latest event time (ms)
+    buckets: list[list[list[int]]] = msgspec.field(default_factory=_empty_buckets)
+    """Per tier (``TIERS``): keys ascending, then counts, amount sums and amount maxima."""
+    card_k: list[int] = []  # the cards that used it (idents) ...
+    card_t: list[int] = []  # ... and when last (ms), ascending
+
+
+_decode_state = msgspec.msgpack.Decoder(EntityState).decode
+_encode_state = msgspec.msgpack.Encoder().encode
+
+
+def decode_state(blob: bytes | None) -> EntityState:
+    return _decode_state(blob) if blob else EntityState()
 
 
 def copy_state(state: EntityState) -> EntityState:
-    return EntityState(state.first, state.last,
-                       tuple({k: list(v) for k, v in tier.items()} for tier in state.buckets),
-                       dict(state.cards))  # fmt: skip
+    return _decode_state(_encode_state(state))
 
 
 def entity_step(
@@ -158,62 +156,92 @@ def entity_step(
     if state.last >= 0 and time_ms <= state.last - f.HISTORY_MS:
         return entity_step(EntityState(), entity, time_ms, usd, card)  # too late: alone
     previous = state.last
-    add(state, time_ms, micro(usd), card)
+    add(state, time_ms, scaled(usd), card)
     row: list[float] = []
-    for w in entity.windows:
-        tier, span = WINDOW_TIER[w]
-        width = TIERS[tier][1]
-        top = time_ms // width
-        n = s = m = 0
-        for key in range(top - span + 1, top + 1):
-            bucket = state.buckets[tier].get(key)
-            if bucket is not None:
-                n, s, m = n + bucket[0], s + bucket[1], max(m, bucket[2])
-        values = {"count": float(n), "sum": s / MICRO, "mean": s / MICRO / n if n else 0.0,
-                  "max": m / MICRO}  # fmt: skip
-        row += [values[stat] for stat in entity.stats]
+    wanted = _wanted(entity)
+    for window in entity.windows:
+        tier, span = WINDOW_TIER[window]
+        keys, counts, sums, maxima = state.buckets[tier]
+        top = time_ms // TIERS[tier][1]
+        i, j = bisect_right(keys, top - span), bisect_right(keys, top)
+        n, total = sum(counts[i:j]), sum(sums[i:j]) / AMOUNT_SCALE
+        stats = (float(n), total, total / n if n else 0.0,
+                 max(maxima[i:j], default=0) / AMOUNT_SCALE)  # fmt: skip
+        row += [stats[k] for k in wanted]
     since_last = (
         max(time_ms - previous, 0) / f.SECOND_MS
         if previous > time_ms - f.HISTORY_MS else f.NO_PREVIOUS_S
     )  # fmt: skip
+    times = state.card_t  # ascending
     row += [
         max(time_ms - state.first, 0) / f.SECOND_MS, since_last,
-        float(sum(seen > time_ms - f.DAY_MS for seen in state.cards.values())),
-        float(sum(seen > time_ms - f.HISTORY_MS for seen in state.cards.values())),
+        float(len(times) - bisect_right(times, time_ms - f.DAY_MS)),
+        float(len(times) - bisect_right(times, time_ms - f.HISTORY_MS)),
     ]  # fmt: skip
     return row
 
 
-def micro(usd: float) -> int:
-    return round(usd * MICRO)
+_STATS: Final = ("count", "sum", "mean", "max")
+
+
+@cache
+def _wanted(entity: Entity) -> tuple[int, ...]:
+    return tuple(_STATS.index(stat) for stat in entity.stats)
+
+
+def scaled(usd: float) -> int:
+    return round(usd * AMOUNT_SCALE)
 
 
 def add(state: EntityState, time_ms: int, amount: int, card: int) -> None:
     """The state change of one event (``models.redis_ops``' ``commit_entity`` does the same
-    to the Redis hash)."""
+    to the stored state, in Lua)."""
     if time_ms > state.last:
-        for tier, (_, width, kept) in enumerate(TIERS):
-            stale = time_ms // width - kept
-            buckets = state.buckets[tier]
-            for key in [k for k in buckets if k <= stale]:
-                del buckets[key]
+        for (_, width, kept), columns in zip(TIERS, state.buckets, strict=True):
+            cut = bisect_right(columns[0], time_ms // width - kept)
+            if cut:
+                for column in columns:
+                    del column[:cut]
         state.last = time_ms
-        for card_ident in [c for c, seen in state.cards.items() if seen <= time_ms - f.HISTORY_MS]:
-            del state.cards[card_ident]
+        cut = bisect_right(state.card_t, time_ms - f.HISTORY_MS)
+        if cut:
+            del state.card_k[:cut], state.card_t[:cut]
     if state.first < 0 or time_ms < state.first:
         state.first = time_ms
-    for tier, (_, width, kept) in enumerate(TIERS):
+    for (_, width, kept), (keys, counts, sums, maxima) in zip(TIERS, state.buckets, strict=True):
         key = time_ms // width
         if key <= state.last // width - kept:
             continue  # out of this tier's reach
-        bucket = state.buckets[tier].setdefault(key, [0, 0, 0])
-        bucket[0] += 1
-        bucket[1] += amount
-        bucket[2] = max(bucket[2], amount)
-    if state.cards.get(card, -1) < time_ms:
-        state.cards[card] = time_ms
-    if len(state.cards) > CARDS_KEPT:
-        del state.cards[min(state.cards, key=lambda c: (state.cards[c], str(c)))]  # as Redis
+        i = bisect_left(keys, key)
+        if i < len(keys) and keys[i] == key:
+            counts[i] += 1
+            sums[i] += amount
+            maxima[i] = max(maxima[i], amount)
+        else:
+            keys.insert(i, key)
+            counts.insert(i, 1)
+            sums.insert(i, amount)
+            maxima.insert(i, amount)
+    _use(state, card, time_ms)
+
+
+def _use(state: EntityState, card: int, time_ms: int) -> None:
+    """Note the card; the cards stay ordered by when last seen (ties: in the order noted),
+    and past ``CARDS_KEPT`` the one unseen longest is forgotten."""
+    cards, times = state.card_k, state.card_t
+    try:
+        i = cards.index(card)
+    except ValueError:
+        i = -1
+    if i >= 0:
+        if times[i] >= time_ms:
+            return
+        del cards[i], times[i]
+    at = bisect_right(times, time_ms)
+    cards.insert(at, card)
+    times.insert(at, time_ms)
+    if len(cards) > CARDS_KEPT:
+        del cards[0], times[0]
 
 
 def link_step(values: dict[int, int], value: int, time_ms: int) -> list[float]:
@@ -235,7 +263,7 @@ def attribute_row(signals: Signals, tx: Transaction) -> list[float]:
 
 
 def missing_entity(entity: Entity) -> list[float]:
-    return [NAN] * len(entity_names(entity))
+    return [NAN] * len(entity_names(entity))  # the names are cached: this is cheap
 
 
 def entity_row(

@@ -13,6 +13,7 @@ A signals file's features (``models.entities``) follow the card's: attributes fr
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Sequence
 
 import numpy as np
 import numpy.typing as npt
@@ -93,7 +94,7 @@ def _attributes(rows: pd.DataFrame, signals: Signals) -> Floats:
     return np.column_stack(columns) if columns else np.empty((len(rows), 0))
 
 
-def _entity_values(rows: pd.DataFrame, by: list[str]) -> list[str | None]:
+def _entity_values(rows: pd.DataFrame, by: Sequence[str]) -> list[str | None]:
     """Each row's value of an entity (``entities.entity_value``), None where a part is missing."""
     parts = [rows[b if b in ENTITY_FIELDS else attribute_column(b)] for b in by]
     joined: list[str | None] = []

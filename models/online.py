@@ -131,13 +131,12 @@ class OnlineFeatureStore:
         windows, missing = self._cached_windows(batch)
         declared = self._signals.entities
         values = [[en.entity_value(e, tx) for e in declared] for tx in batch]
-        entities = sorted(
-            {(e.name, v) for row in values for e, v in zip(declared, row, strict=True) if v}
-        )
-        reads = _reads(by_card, digests, devices, missing) + [
-            Op("read_entity", layout.entity_keys(name, en.value_digest(v))[:2])
-            for name, v in entities
-        ]
+        entities = {
+            (e.name, v): layout.entity_keys(e.name, en.value_digest(v))
+            for row in values for e, v in zip(declared, row, strict=True) if v
+        }  # fmt: skip
+        reads = _reads(by_card, digests, devices, missing)
+        reads += [Op("get", keys[:1]) for keys in entities.values()]
         replies = run(self._redis, reads)
         cards = [_card(i, reply) for i, reply in zip(by_card.values(), replies, strict=False)]
         rest = replies[len(cards) :]
@@ -149,10 +148,12 @@ class OnlineFeatureStore:
         commits = []
         if self._signals is not EMPTY:
             replies = rest[len(missing) :]
-            states = {
-                k: en.EntityState.of_redis(*r) for k, r in zip(entities, replies, strict=True)
-            }
-            commits = self._fold_signals(batch, digests, values, cards, rows, states, now_ms)
+            states = {k: en.decode_state(r) for k, r in zip(entities, replies, strict=True)}
+            changes = self._fold_signals(batch, digests, values, cards, rows, states)
+            since = now_ms - self._horizon_ms
+            commits = [Op("commit_entity", entities[key], (CARD_TTL_MS, now_ms, since,
+                          ENTITY_SEEN_CAP, en.CARDS_KEPT, _encode(events)))
+                       for key, events in changes.items()]  # fmt: skip
         commits += _commits(batch, rows, cards, _Replays(now_ms, self._horizon_ms))
         run(self._redis, commits)
         card_blocked = dict.fromkeys((i for c in cards if c.blocked for i in c.indexes), True)
@@ -169,16 +170,15 @@ class OnlineFeatureStore:
         cards: list[_Card],
         rows: list[list[float]],
         states: dict[tuple[str, str], en.EntityState],
-        now_ms: int,
-    ) -> list[Op]:
+    ) -> dict[tuple[str, str], list[tuple[str, int, int, int]]]:
         """Attribute and entity features of the batch's events, in batch order: the new ones
-        folded into the entities' states (and their commits returned, to run before the
-        cards': a crash in between replays the events, and each entity counts them once), a
+        folded into the entities' states (and returned per entity, to be written before the
+        cards: a crash in between replays the events, and each entity counts them once), a
         repeat decided again on copies."""
         signals = self._signals
         new = {i: card for card in cards for _, _, i in card.new}
         again = {i: card for card in cards for i in card.again}
-        events: dict[tuple[str, str], list[Any]] = {}
+        events: dict[tuple[str, str], list[tuple[str, int, int, int]]] = {}
         for i, tx in enumerate(batch):
             card = new.get(i) or again.get(i)
             if card is None:
@@ -186,10 +186,10 @@ class OnlineFeatureStore:
             event, card_ident = event_of(tx), ident(tx.card_id)
             if i in new:
                 entity_states, links = states, card.state.links
-                change = (digests[i], event.time, en.micro(event.usd), card_ident)
+                change = (digests[i].hex(), event.time, en.scaled(event.usd), card_ident)
                 for e, value in zip(signals.entities, values[i], strict=True):
                     if value is not None:
-                        events.setdefault((e.name, value), []).extend(change)
+                        events.setdefault((e.name, value), []).append(change)
             else:
                 entity_states = {k: en.copy_state(states[k]) for k in states}
                 links = {k: dict(v) for k, v in card.state.links.items()}
@@ -197,10 +197,7 @@ class OnlineFeatureStore:
                 signals, values[i], event.time, event.usd, card_ident, entity_states, links
             )
             rows[i] += en.attribute_row(signals, tx) + entity_row
-        since = now_ms - self._horizon_ms
-        return [Op("commit_entity", layout.entity_keys(name, en.value_digest(value)),
-                   (CARD_TTL_MS, now_ms, since, ENTITY_SEEN_CAP, en.CARDS_KEPT, *args))
-                for (name, value), args in events.items()]  # fmt: skip
+        return events
 
     def _cached_windows(
         self, batch: Sequence[Transaction]

@@ -24,10 +24,8 @@ tag early or pose as another key's suffix (``merchant_label("shop", "z}:days")``
 ``fs:v3:{t:ID}:alert``        STRING, msgpack context of an alert (card, customer, merchant, device,
                               time, decision), kept for its dispositions.
 ``fs:v3:{t:ID}:parked``       LIST of dispositions waiting for their transaction to be known.
-``fs:v3:{e:NAME.DIGEST}:state`` HASH of a declared entity value (``models.entities``; DIGEST is
-                              a hash of the value, never the value): buckets ``q<k>``, ``h<k>``,
-                              ``d<k>`` = ``count:micro-USD sum:micro-USD max``, ``first``, ``last``.
-``fs:v3:{e:NAME.DIGEST}:cards`` ZSET card ident -> last seen (ms), at most 64.
+``fs:v3:{e:NAME.DIGEST}:state`` STRING, msgpack ``models.entities.EntityState`` of a declared
+                              entity value (DIGEST is a hash of the value, never the value).
 ``fs:v3:{e:NAME.DIGEST}:seen``  ZSET digest of a transaction id -> job clock when counted, kept
                               for the replay horizon: a replay never counts an event twice.
 ``fs:v3:{feedback}:parked``   ZSET of transaction ids with parked dispositions, score = parked at.
@@ -100,9 +98,11 @@ def parked(transaction_id: str) -> str:
     return _key("t", transaction_id, "parked")
 
 
-def entity_keys(name: str, digest: str) -> tuple[str, str, str]:
-    """The state, cards and seen keys of one entity value (one slot)."""
-    return tuple(_key("e", f"{name}.{digest}", part) for part in ("state", "cards", "seen"))  # type: ignore[return-value]
+def entity_keys(name: str, digest: str) -> tuple[str, str]:
+    """The state and seen keys of one entity value (one slot). Its name is an identifier
+    and its digest hex: nothing to escape."""
+    tag = f"{PREFIX}:{{e:{name}.{digest}}}"
+    return f"{tag}:state", f"{tag}:seen"
 
 
 PARKED_INDEX: Final = f"{PREFIX}:{{feedback}}:parked"

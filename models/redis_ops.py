@@ -98,59 +98,83 @@ function ops.record_label(k, a, n)  -- label marker, merchant days; label, fraud
   redis.call('PEXPIRE', KEYS[k + 2], ARGV[a + 3])
   return 1
 end
-function ops.read_entity(k, a, n)  -- state hash, cards
-  return {redis.call('HGETALL', KEYS[k + 1]),
-          redis.call('ZRANGE', KEYS[k + 2], 0, -1, 'WITHSCORES')}
+function ops.get(k, a, n)
+  return redis.call('GET', KEYS[k + 1])
 end
-local TIERS = {{'q', 600000, 6}, {'h', 3600000, 24}, {'d', 86400000, 30}}
+-- An entity value's state: msgpack {first, last, buckets per tier {keys, counts, sums, maxima},
+-- card idents, card times}; add_event is models.entities.add, step for step.
+local TIERS = {{600000, 6}, {3600000, 24}, {86400000, 30}}
 local HISTORY_MS = 2592000000
-function ops.commit_entity(k, a, n)  -- state, cards, seen; TTL, job clock, seen kept since,
-  local h, cards, seen = KEYS[k + 1], KEYS[k + 2], KEYS[k + 3]  -- seen cap, cards cap, then
-  local now, cap, kept_cards = ARGV[a + 2], tonumber(ARGV[a + 4]), tonumber(ARGV[a + 5])
-  local last = tonumber(redis.call('HGET', h, 'last') or '-1')  -- (digest, time, micro-USD,
-  local first = tonumber(redis.call('HGET', h, 'first') or '-1')  -- card) per event: as
-  for i = a + 6, a + n, 4 do  -- models.entities.add, each event once
-    local t, amount = tonumber(ARGV[i + 1]), tonumber(ARGV[i + 2])
-    if redis.call('ZADD', seen, 'NX', now, ARGV[i]) == 1
-        and not (last >= 0 and t <= last - HISTORY_MS) then
-      if t > last then
-        for _, tier in ipairs(TIERS) do
-          local w, kept = tier[2], tier[3]
-          local old_top, new_top = math.floor(last / w), math.floor(t / w)
-          if last >= 0 then
-            for key = old_top - kept + 1, math.min(new_top - kept, old_top) do
-              redis.call('HDEL', h, tier[1] .. string.format('%d', key))
-            end
-          end
-        end
-        last = t
-        redis.call('ZREMRANGEBYSCORE', cards, '-inf', string.format('%d', t - HISTORY_MS))
+local function drop_first(column, cut)
+  local kept = {}
+  for x = cut + 1, #column do kept[#kept + 1] = column[x] end
+  return kept
+end
+local function add_event(s, t, amount, card, cards_kept)
+  if s[2] >= 0 and t <= s[2] - HISTORY_MS then return end  -- too late to count
+  if t > s[2] then
+    for ti, tier in ipairs(TIERS) do
+      local b, stale, cut = s[3][ti], math.floor(t / tier[1]) - tier[2], 0
+      while cut < #b[1] and b[1][cut + 1] <= stale do cut = cut + 1 end
+      if cut > 0 then for c = 1, 4 do b[c] = drop_first(b[c], cut) end end
+    end
+    s[2] = t
+    local cut = 0
+    while cut < #s[5] and s[5][cut + 1] <= t - HISTORY_MS do cut = cut + 1 end
+    if cut > 0 then s[4], s[5] = drop_first(s[4], cut), drop_first(s[5], cut) end
+  end
+  if s[1] < 0 or t < s[1] then s[1] = t end
+  for ti, tier in ipairs(TIERS) do
+    local key = math.floor(t / tier[1])
+    if key > math.floor(s[2] / tier[1]) - tier[2] then
+      local b = s[3][ti]
+      local i = 1
+      while i <= #b[1] and b[1][i] < key do i = i + 1 end
+      if b[1][i] == key then
+        b[2][i], b[3][i] = b[2][i] + 1, b[3][i] + amount
+        if amount > b[4][i] then b[4][i] = amount end
+      else
+        table.insert(b[1], i, key); table.insert(b[2], i, 1)
+        table.insert(b[3], i, amount); table.insert(b[4], i, amount)
       end
-      if first < 0 or t < first then first = t end
-      for _, tier in ipairs(TIERS) do
-        local w, kept = tier[2], tier[3]
-        local key = math.floor(t / w)
-        if key > math.floor(last / w) - kept then
-          local field = tier[1] .. string.format('%d', key)
-          local old = redis.call('HGET', h, field)
-          local c, s, m = 0, 0, 0
-          if old then
-            local x, y, z = string.match(old, '(%d+):(%d+):(%d+)')
-            c, s, m = tonumber(x), tonumber(y), tonumber(z)
-          end
-          redis.call('HSET', h, field, string.format('%d:%d:%d', c + 1, s + amount,
-                                                     math.max(m, amount)))
-        end
-      end
-      redis.call('ZADD', cards, 'GT', ARGV[i + 1], ARGV[i + 3])
-      if redis.call('ZCARD', cards) > kept_cards then redis.call('ZPOPMIN', cards, 1) end
     end
   end
-  redis.call('HSET', h, 'last', string.format('%d', last), 'first', string.format('%d', first))
+  for x = 1, #s[4] do  -- the cards, ordered by when last seen (models.entities._use)
+    if s[4][x] == card then
+      if s[5][x] >= t then return end
+      table.remove(s[4], x); table.remove(s[5], x)
+      break
+    end
+  end
+  local at = #s[5] + 1
+  while at > 1 and s[5][at - 1] > t do at = at - 1 end
+  table.insert(s[4], at, card); table.insert(s[5], at, t)
+  if #s[4] > cards_kept then table.remove(s[4], 1); table.remove(s[5], 1) end
+end
+function ops.commit_entity(k, a, n)  -- state, seen; TTL, job clock, seen kept since, seen cap,
+  local key, seen = KEYS[k + 1], KEYS[k + 2]  -- cards kept, msgpack events {digest, time,
+  local events, digests = cmsgpack.unpack(ARGV[a + 6]), {}  -- amount, card}: each counted once
+  for e, event in ipairs(events) do digests[e] = event[1] end  -- however often replayed
+  local counted = redis.call('ZMSCORE', seen, unpack(digests))
+  local blob = redis.call('GET', key)
+  local s = blob and cmsgpack.unpack(blob)
+    or {-1, -1, {{{}, {}, {}, {}}, {{}, {}, {}, {}}, {{}, {}, {}, {}}}, {}, {}}
+  local fresh, done = {}, {}
+  for e, digest in ipairs(digests) do
+    if not counted[e] and not done[digest] then
+      done[digest] = true
+      fresh[#fresh + 1], fresh[#fresh + 2] = ARGV[a + 2], digest
+      local event = events[e]
+      add_event(s, event[2], event[3], event[4], tonumber(ARGV[a + 5]))
+    end
+  end
+  if #fresh == 0 then return 0 end
+  redis.call('SET', key, cmsgpack.pack(s), 'PX', ARGV[a + 1])
+  redis.call('ZADD', seen, unpack(fresh))
   redis.call('ZREMRANGEBYSCORE', seen, '-inf', '(' .. ARGV[a + 3])
-  local extra = redis.call('ZCARD', seen) - cap
+  local extra = redis.call('ZCARD', seen) - tonumber(ARGV[a + 4])
   if extra > 0 then redis.call('ZREMRANGEBYRANK', seen, 0, extra - 1) end
-  for _, key in ipairs({h, cards, seen}) do redis.call('PEXPIRE', key, ARGV[a + 1]) end
+  redis.call('PEXPIRE', seen, ARGV[a + 1])
   return 1
 end
 function ops.delete_if(k, a, n)  -- a key; the value it must still hold

@@ -79,9 +79,9 @@ class Attribute(_Strict):
 
 
 class Entity(_Strict):
-    by: Annotated[list[str], Field(min_length=1, max_length=2)]
-    windows: list[Window] = ["1h", "24h", "7d", "30d"]
-    stats: list[Stat] = ["count", "sum", "mean", "max"]
+    by: Annotated[tuple[str, ...], Field(min_length=1, max_length=2)]
+    windows: Annotated[tuple[Window, ...], Field(min_length=1)] = ("1h", "24h", "7d", "30d")
+    stats: Annotated[tuple[Stat, ...], Field(min_length=1)] = ("count", "sum", "mean", "max")
 
     @property
     def name(self) -> str:

@@ -50,11 +50,11 @@ def test_state_stays_bounded_however_long_the_history() -> None:
     state = en.EntityState()
     for i in range(5_000):
         en.entity_step(state, DEVICE, T0 + i * 17 * f.MINUTE_MS, 1.0, i)
-    q, h, d = (len(b) for b in state.buckets)
+    q, h, d = (len(keys) for keys, *_ in state.buckets)
     assert q <= 6
     assert h <= 24
     assert d <= 30
-    assert len(state.cards) == en.CARDS_KEPT
+    assert len(state.card_k) == len(state.card_t) == en.CARDS_KEPT
 
 
 def test_an_event_older_than_the_entitys_month_is_decided_alone_and_not_recorded() -> None:
