@@ -237,7 +237,10 @@ class Decider:
             out.key = v.tx.card_id.encode()
             out.decision = encode(decision)
             if decision.decision != "approve":
-                features = dict(zip(self._options.feature_names, row, strict=True))
+                features: dict[str, float | None] = {
+                    name: None if value != value else value  # NaN: a signal it lacked
+                    for name, value in zip(self._options.feature_names, row, strict=True)
+                }
                 alert = Alert(**msgspec.structs.asdict(decision), transaction=v.tx,
                               features=features)  # fmt: skip
                 out.alert = encode(alert)

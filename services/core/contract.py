@@ -169,7 +169,7 @@ class Alert(Decision, frozen=True, kw_only=True):
     """A review or decline decision with what drove it, for analysts."""
 
     transaction: Transaction
-    features: dict[str, float] = {}
+    features: dict[str, float | None] = {}  # None: a declared signal the event lacked
 
 
 class Feedback(msgspec.Struct, frozen=True, kw_only=True):

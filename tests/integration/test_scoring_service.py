@@ -12,7 +12,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,12 +22,18 @@ import pytest
 import urllib3
 
 from models import offline
-from models.datasets import frame_from_transactions
+from models.datasets import Dataset, frame_from_transactions
+from models.entities import serving_names
 from models.errors import PromotionRefused
-from models.features import FEATURE_NAMES
+from models.explain import PathExplainer
+from models.features import FEATURE_NAMES, LABEL_DELAY_MS
 from models.registry import DEFAULT_REGISTRY, Registry
+from models.training import TrainConfig, scores_for, train
+from services.core.signals import to_yaml
 from services.devstack import processes
+from services.devstack.processes import wait_until
 from services.generator import GeneratorConfig, generate
+from services.generator.signals import generated_signals
 from services.scoring.client import CircuitOpen, ScoringClient, ScoringUnavailable
 from services.scoring.server import model as scoring_model
 
@@ -85,7 +91,7 @@ def feature_rows() -> list[dict[str, float]]:
     return [dict(zip(FEATURE_NAMES, map(float, row), strict=True)) for row in frame.to_numpy()]
 
 
-def _body(rows: list[dict[str, float]], **more: str) -> bytes:
+def _body(rows: Sequence[Mapping[str, float | None]], **more: str) -> bytes:
     return msgspec.json.encode({"rows": rows, **more})
 
 
@@ -429,3 +435,42 @@ def test_a_service_that_requires_a_token_refuses_to_serve_without_one(tmp_path: 
         "error: FRAUDSTREAM_SCORING_REQUIRE_TOKEN: no FRAUDSTREAM_SCORING_TOKEN (or "
         "scoring_token in the secrets directory): refusing to serve open"
     ]
+
+
+def test_a_model_of_declared_signals_is_served_with_missing_values_where_declared(
+    start_service: Start, tmp_path: Path
+) -> None:
+    """A model trained with a signals file: served where the same file is set, refused
+    where it is not; a missing declared signal is null (NaN), a missing built-in a 422."""
+    signals = generated_signals()
+    config = GeneratorConfig(seed=9, customers=400, fraud_rate=0.05, attributes=True)
+    items = list(generate(config, 8_000))
+    frame = frame_from_transactions([i.transaction for i in items], signals)
+    frame["is_fraud"] = [i.is_fraud for i in items]
+    frame["label_time"] = frame["event_time"] + LABEL_DELAY_MS
+    trained = train(Dataset("transactions", frame, "f" * 64, "generated", signals),
+                    TrainConfig(max_rounds=60))  # fmt: skip
+    names = serving_names(signals)
+    files = {"model.onnx": trained.onnx, "model.txt": trained.booster.model_to_string().encode(),
+             "explainer.npz": PathExplainer.build(trained.booster, names).to_bytes()}  # fmt: skip
+    service = start_service()  # no signals file set: the shipped model serves
+    registry = Registry(service.registry, names)
+    version = registry.publish(files, trained.metadata)
+    registry.promote(version, force=True)
+    wait_until(lambda: "fraudstream_scoring_current_refused 1.0" in service.metrics(), 10,
+               "the refusal")  # fmt: skip
+    signals_file = tmp_path / "signals.yaml"
+    signals_file.write_text(to_yaml(signals))
+    served = start_service(FRAUDSTREAM_MODEL_SIGNALS=str(signals_file))
+    x = offline.compute(frame, signals).to_numpy(np.float32)[:50]
+    rows = [{n: (None if np.isnan(v) else float(v)) for n, v in zip(names, r, strict=True)}
+            for r in x]  # fmt: skip
+    assert any(v is None for r in rows for v in r.values())  # missing signals among them
+    reply = served.post(_body(rows), **{"content-type": "application/json"})
+    assert reply.status == 200, reply.data
+    scores = [r["score"] for r in msgspec.json.decode(reply.data)["results"]]
+    assert np.allclose(scores, scores_for(x, trained.onnx), atol=1e-6)
+    rows[0]["amount_usd"] = None
+    refused = served.post(_body(rows), **{"content-type": "application/json"})
+    assert refused.status == 422
+    assert b"amount_usd" in refused.data

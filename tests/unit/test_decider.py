@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import msgspec
@@ -13,7 +14,9 @@ from prometheus_client import CollectorRegistry
 from models import redis_layout as layout
 from models.online import OnlineFeatureStore
 from models.registry import DEFAULT_REGISTRY, Registry
-from services.core.contract import DeadLetter, Decision, Transaction, encode
+from services.core.contract import Alert, DeadLetter, Decision, Transaction, encode
+from services.core.signals import parse_signals
+from services.core.tokens import TOKEN_PREFIX, Tokenizer
 from services.devstack import processes
 from services.devstack.processes import free_loopback_port
 from services.devstack.stack import start_redis
@@ -282,3 +285,62 @@ def test_latency_runs_from_the_jobs_read_not_the_kafka_timestamp(redis_url: str)
     decisions = _decisions(_decider(redis_url, metrics=metrics).decide(records))
     assert all(0 <= d.latency_ms < 60_000 for d in decisions)
     assert metrics.lag_seconds._value.get() == 0.0
+
+
+class _RowsSeen:
+    """A scorer that keeps the rows it was given (an alert everywhere: score 0.99)."""
+
+    def __init__(self) -> None:
+        self.rows: list[list[float]] = []
+
+    def score(self, rows: Sequence[list[float]]) -> ScoreResponse:
+        self.rows += rows
+        return ScoreResponse("v-test", [RowResult(0.99, []) for _ in rows], 0.5, 0.999)
+
+
+SIGNALS = parse_signals("""
+attributes:
+  email: {type: category, personal: true}
+  email_domain: {type: category}
+  risk: {type: number, min: 0, max: 100}
+entities: [{by: [email_domain]}]
+""")
+
+
+def _with(i: int, attributes: dict[str, object], card: str = "c1") -> Record:
+    tx = msgspec.structs.replace(_tx(i, card=card), attributes=attributes)
+    return Record(card.encode(), encode(tx), 0, i, tx.event_time_ms)
+
+
+def test_declared_attributes_are_checked_tokenized_and_become_features(redis_url: str) -> None:
+    scorer = _RowsSeen()
+    client = redis.Redis.from_url(redis_url)
+    client.flushdb()
+    decider = Decider(client, scorer, DecideOptions(signals=SIGNALS), None,
+                      Tokenizer(b"k" * 32, "t1"))  # fmt: skip
+    domain = {"email_domain": "shop.example", "risk": 12}
+    records = [
+        _with(1, domain | {"email": "jane@shop.example"}),
+        _with(2, domain, card="c2"),
+        _with(3, {"colour": "red"}),  # undeclared
+        _with(4, {"risk": 1e6}),  # out of bounds
+        _with(5, {}),
+    ]
+    outputs = decider.decide(records)
+    letters = [msgspec.json.decode(o.dead_letter, type=DeadLetter) for o in outputs[2:4]
+               if o.dead_letter]  # fmt: skip
+    assert [(d.field, d.kind) for d in letters] == [("attributes.colour", "invalid"),
+                                                    ("attributes.risk", "invalid")]  # fmt: skip
+    alert = msgspec.json.decode(outputs[0].alert or b"", type=Alert)
+    assert alert.transaction.attributes is not None
+    email = alert.transaction.attributes["email"]
+    assert isinstance(email, str)
+    assert email.startswith(TOKEN_PREFIX)  # never in clear past the job's edge
+    assert b"jane@" not in (outputs[0].alert or b"")
+    second = msgspec.json.decode(outputs[1].alert or b"", type=Alert).features
+    assert second["attr_risk"] == 12
+    assert second["ent_email_domain_count_1h"] == 2  # the first one, on another card, too
+    assert second["ent_email_domain_cards_24h"] == 2
+    assert len(scorer.rows[0]) == len(DecideOptions(signals=SIGNALS).feature_names)
+    last = msgspec.json.decode(outputs[4].alert or b"", type=Alert).features
+    assert last["ent_email_domain_count_1h"] is None  # no domain: missing, not zero
