@@ -104,8 +104,16 @@ def entity_value(entity: Entity, tx: Transaction) -> str | None:
         value = getattr(tx, name) if name in _CONTRACT_FIELDS else attributes.get(name)
         if value is None or value == "":
             return None
-        parts.append(str(value))
+        parts.append(entity_part(value))
     return SEPARATOR.join(parts)
+
+
+def entity_part(value: object) -> str:
+    """A field's value as part of an entity's: a number in one spelling (1234 and 1234.0
+    name the same code, as a file with missing values reads it)."""
+    if isinstance(value, str):
+        return value
+    return repr(float(value))  # type: ignore[arg-type]
 
 
 _CONTRACT_FIELDS: Final = frozenset(Transaction.__struct_fields__)

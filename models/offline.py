@@ -100,7 +100,7 @@ def _entity_values(rows: pd.DataFrame, by: Sequence[str]) -> list[str | None]:
     joined: list[str | None] = []
     for values in zip(*(p.astype(object).tolist() for p in parts), strict=True):
         ok = all(v is not None and v == v and v != "" for v in values)  # v == v: not NaN
-        joined.append(en.SEPARATOR.join(map(str, values)) if ok else None)
+        joined.append(en.SEPARATOR.join(map(en.entity_part, values)) if ok else None)
     return joined
 
 

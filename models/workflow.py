@@ -25,6 +25,7 @@ class Published:
     promoted: bool
     metadata: dict[str, Any]
     refused: str | None = None  # why the gate kept it from being current
+    note: str | None = None  # why the first version of a registry was not made current
     gate: tuple[float | None, float | None] = (None, None)  # PR-AUC of it and the current
 
 
@@ -54,8 +55,10 @@ def train_and_publish(
     if registry.current() is None:
         try:
             registry.promote(version)
-        except PromotionRefused as refused:  # its inputs are not what the job sends
-            return Published(version, False, registry.metadata(version), str(refused))
+        except PromotionRefused as refused:  # its inputs are not what the job sends (yet)
+            note = (f"{refused}: set FRAUDSTREAM_MODEL_SIGNALS to its signals file to serve it"
+                    if trained.metadata["signals"] else str(refused))  # fmt: skip
+            return Published(version, False, registry.metadata(version), note=note)
         return Published(version, True, registry.metadata(version))
     if not promote:
         return Published(version, False, registry.metadata(version))

@@ -128,12 +128,15 @@ def train_cmd(
     if as_json:
         candidate, current = published.gate
         _print_json({"version": published.version, "promoted": published.promoted,
-                     "refused": published.refused, "candidate_pr_auc": candidate,
+                     "refused": published.refused, "note": published.note,
+                     "candidate_pr_auc": candidate,
                      "previous_pr_auc": current, **meta})  # fmt: skip
     else:
         out.print(_metrics_table(meta["metrics"], f"{published.version}: evaluation split"))
         state = "current" if published.promoted else "not promoted (fraudstream models promote)"
         out.print(f"{published.version} written, {state}; PR curve: pr_curve.png in the version")
+    if published.note:
+        err.print(published.note)
     if published.refused:
         err.print(published.refused)
         raise typer.Exit(1)

@@ -17,7 +17,8 @@ windows are features. One validated document, read by producers, the job, scorin
 
 An attribute the file does not declare, or one of the wrong type or out of bounds, makes its
 transaction a dead letter naming ``attributes.<name>``; without a signals file a transaction
-carries no attributes. Entities are keyed by contract fields or by category attributes.
+carries no attributes. Entities are keyed by contract fields or by category or number
+attributes (a number as a code: a BIN, a postcode).
 """
 
 from __future__ import annotations
@@ -98,13 +99,13 @@ class Signals(_Strict):
         if bad:
             raise ValueError(f"attribute names are lower-case identifiers: {', '.join(bad)}")
         keys = set(ENTITY_FIELDS) | {n for n, a in self.attributes.items()
-                                     if a.type == "category"}  # fmt: skip
+                                     if a.type in ("category", "number")}  # fmt: skip
         for entity in self.entities:
             unknown = [b for b in entity.by if b not in keys]
             if unknown:
                 raise ValueError(f"entity {entity.name}: {', '.join(unknown)} is neither a "
                                  f"contract field ({', '.join(ENTITY_FIELDS)}) nor a declared "
-                                 "category attribute")  # fmt: skip
+                                 "category or number attribute")  # fmt: skip
         names = [e.name for e in self.entities]
         if len(set(names)) != len(names):
             raise ValueError("an entity is declared twice")
