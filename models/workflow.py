@@ -25,8 +25,8 @@ class Published:
     promoted: bool
     metadata: dict[str, Any]
     refused: str | None = None  # why the gate kept it from being current
-    note: str | None = None  # why the first version of a registry was not made current
     gate: tuple[float | None, float | None] = (None, None)  # PR-AUC of it and the current
+    note: str | None = None  # why the first version of a registry was not made current
 
 
 def train_and_publish(

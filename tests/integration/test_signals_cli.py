@@ -46,8 +46,8 @@ def write_producer_csv(path: Path, rows: int, first_id: int, start_s: int, seed:
         out.writerow(COLUMNS)
         for i in range(rows):
             ring = rng.random() < 0.02
-            domain = "fastmail.bad" if ring and rng.random() < 0.7 else rng.choice(
-                ["gmail.com", "yahoo.com", "outlook.com", "", "aol.com", "fastmail.bad"])  # fmt: skip
+            domains = ["gmail.com", "yahoo.com", "outlook.com", "", "aol.com", "fastmail.bad"]
+            domain = "fastmail.bad" if ring and rng.random() < 0.7 else rng.choice(domains)
             device = f"ring-{rng.randrange(3)}" if ring else rng.choice(
                 ["Windows", "iOS Device", "MacOS", "", f"SM-{rng.randrange(300)}"])  # fmt: skip
             out.writerow([
