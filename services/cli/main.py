@@ -387,6 +387,9 @@ def serve_cmd(
     registry: Annotated[
         Path | None, _opt("model_registry", "Model registry directory", "registry")
     ] = None,
+    signals: Annotated[
+        Path | None, _opt("model_signals", "Signals file of the features the job sends", "signals")
+    ] = None,
     shadow: Annotated[
         str | None, _opt("scoring_shadow_version", "Shadow model version", "shadow")
     ] = None,
@@ -401,8 +404,8 @@ def serve_cmd(
     bearer-token auth.
     """
     settings = load_settings(scoring_port=port, scoring_host=host, model_registry=registry,
-                             scoring_shadow_version=shadow, scoring_workers=workers,
-                             scoring_threads=threads)  # fmt: skip
+                             model_signals=signals, scoring_shadow_version=shadow,
+                             scoring_workers=workers, scoring_threads=threads)  # fmt: skip
     try:
         from services.scoring.server.app import serve
     except ImportError as error:

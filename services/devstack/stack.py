@@ -195,7 +195,8 @@ def _start_scoring(settings: Settings, logs: Path, started: list[ProcessRecord])
     """The scoring service on the registry's current model; None without the serve extra."""
     if not all(_installed(m) for m in ("onnxruntime", "uvicorn", "lightgbm")):
         return None
-    url, record = start_scoring(logs, _registry(settings), settings.scoring.port)
+    url, record = start_scoring(logs, _registry(settings), settings.scoring.port,
+                                settings.model.signals)  # fmt: skip
     started.append(record)
     return url
 
@@ -231,12 +232,16 @@ def _registry(settings: Settings) -> Path:
     return working_registry(settings.model.registry, settings.state_dir)
 
 
-def start_scoring(logs: Path, registry: Path, port: int = 0) -> tuple[str, ProcessRecord]:
-    """A scoring service on loopback serving ``registry``, ready to score: URL and process."""
+def start_scoring(
+    logs: Path, registry: Path, port: int = 0, signals: Path | None = None
+) -> tuple[str, ProcessRecord]:
+    """A scoring service on loopback serving ``registry`` (with ``signals``, the features of
+    that signals file), ready to score: URL and process."""
 
     def argv(port: int) -> list[str]:
         return [sys.executable, "-m", "services.cli", "serve", "--port", str(port),
-                "--registry", str(registry)]  # fmt: skip
+                "--registry", str(registry),
+                *(["--signals", str(signals)] if signals else [])]  # fmt: skip
 
     return _start_ready("scoring", port, argv, logs, "http://127.0.0.1:{port}",
                         _scoring_ready, "scoring /readyz")  # fmt: skip

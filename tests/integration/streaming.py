@@ -28,11 +28,12 @@ BROKERS = ["tansu", "kafka"]  # the embedded default and Apache Kafka (KRaft, fr
 
 @contextmanager
 def running_stack(
-    state_dir: Path, broker: str = "tansu", redis_cluster: bool = False
+    state_dir: Path, broker: str = "tansu", redis_cluster: bool = False, **more: object
 ) -> Iterator[Settings]:
     """Broker, Redis (or a Redis Cluster) and scoring service for one test; the job's
-    settings pointing at them."""
-    base = Settings.of(state_dir=state_dir, stack_broker=broker, stack_redis_cluster=redis_cluster)
+    settings pointing at them. ``more``: further settings, by flat name."""
+    base = Settings.of(state_dir=state_dir, stack_broker=broker, stack_redis_cluster=redis_cluster,
+                       **more)  # fmt: skip
     state = stack.up(base, feedback=False)  # tests start their own feedback app
     try:
         yield stack.client_settings(base, state).updated({
@@ -49,11 +50,11 @@ def kill_hard(record: ProcessRecord) -> None:
     processes.wait_until(lambda: not processes.is_running(record), 10, "job killed")
 
 
-def produce(settings: Settings, count: int, rate: int, seed: int, start: str) -> None:
+def produce(settings: Settings, count: int, rate: int, seed: int, start: str, *more: str) -> None:
     """Generated transactions through the real CLI (labels beside, in the state dir)."""
     env = settings.child_environment()
-    argv = [sys.executable, "-m", "services.cli", "produce", "--count", str(count),
-            "--rate", str(rate), "--seed", str(seed), "--start", start, "--json"]  # fmt: skip
+    argv = [sys.executable, "-m", "services.cli", "produce", "--count", str(count), "--rate",
+            str(rate), "--seed", str(seed), "--start", start, "--json", *more]  # fmt: skip
     done = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=150, check=False)
     assert done.returncode == 0, done.stderr
 

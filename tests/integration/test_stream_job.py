@@ -11,16 +11,23 @@ import msgspec
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
-from models.registry import working_registry
+from models.datasets import Dataset, frame_from_transactions
+from models.entities import serving_names
+from models.explain import PathExplainer
+from models.features import LABEL_DELAY_MS
+from models.registry import Registry, working_registry
+from models.training import TrainConfig, train
 from services.clients.produce import generated_items
 from services.clients.producer import TransactionProducer
 from services.clients.reading import read_until_idle, transaction_id
 from services.clients.verify import Verification, verify
-from services.core.contract import DeadLetter, Decision
+from services.core.contract import Alert, DeadLetter, Decision
 from services.core.kafka_config import librdkafka_consumer
 from services.core.settings import Settings
+from services.core.signals import to_yaml
 from services.devstack import processes, stack
-from services.generator import GeneratorConfig
+from services.generator import GeneratorConfig, generate
+from services.generator.signals import generated_signals
 from tests.integration.streaming import (
     BROKERS,
     DecisionTail,
@@ -259,3 +266,63 @@ def test_outage_degrades_then_recovers(tmp_path: Path, dependency: str) -> None:
 def state_port(url: str | None) -> int:
     assert url is not None
     return int(url.rsplit(":", 1)[1])
+
+
+def _signals_registry(path: Path, signals_file: Path) -> None:
+    """A registry whose current model uses the generator's declared signals."""
+    signals = generated_signals()
+    signals_file.write_text(to_yaml(signals))
+    config = GeneratorConfig(seed=9, customers=400, fraud_rate=0.05, attributes=True)
+    items = list(generate(config, 8_000))
+    frame = frame_from_transactions([i.transaction for i in items], signals)
+    frame["is_fraud"] = [i.is_fraud for i in items]
+    frame["label_time"] = frame["event_time"] + LABEL_DELAY_MS
+    trained = train(Dataset("transactions", frame, "f" * 64, "generated", signals),
+                    TrainConfig(max_rounds=60))  # fmt: skip
+    names = serving_names(signals)
+    registry = Registry(path, names)
+    version = registry.publish(
+        {"model.onnx": trained.onnx, "model.txt": trained.booster.model_to_string().encode(),
+         "explainer.npz": PathExplainer.build(trained.booster, names).to_bytes()},
+        trained.metadata,
+    )  # fmt: skip
+    registry.promote(version)
+
+
+def test_the_job_checks_tokenizes_and_scores_declared_signals(tmp_path: Path) -> None:
+    """Producers, job and scoring with one signals file: attributes checked (an undeclared
+    one is a dead letter naming it), personal ones never in clear on any topic, entity
+    features computed by the job and scored by a model that uses them."""
+    signals_file = tmp_path / "signals.yaml"
+    _signals_registry(tmp_path / "registry", signals_file)
+    with running_stack(tmp_path / "state", model_signals=str(signals_file),
+                       model_registry=str(tmp_path / "registry")) as settings:  # fmt: skip
+        produce(settings, 3_000, 0, 41, START, "--attributes", "--fraud-rate", "0.05")
+        undeclared = json.dumps({
+            "transaction_id": "undeclared", "event_time": 1772323200000, "card_id": "c9",
+            "customer_id": "u", "merchant_id": "m", "merchant_category": "5411", "amount": 5,
+            "currency": "USD", "country": "US", "channel": "ecommerce",
+            "attributes": {"colour": "red"}}).encode()  # fmt: skip
+        with TransactionProducer(settings) as producer:
+            producer.send_raw(b"c9", undeclared)
+        job = stack.start_job(settings, tmp_path / "logs")
+        tail = DecisionTail(settings)
+        try:
+            decisions = tail.wait_for(3_000, 240, "decisions")
+            letters = [msgspec.json.decode(r.value, type=DeadLetter)
+                       for r in read_until_idle(settings, settings.topic.dlq, 2.0)]  # fmt: skip
+            alerts = read_until_idle(settings, settings.topic.alerts, 2.0)
+            raw = read_until_idle(settings, settings.topic.transactions, 2.0)
+        finally:
+            tail.close()
+            processes.stop(job)
+    assert [(d.field, d.kind) for d in letters] == [("attributes.colour", "invalid")]
+    assert [d for d in decisions if d.degraded] == []  # the model took the job's rows
+    assert {d.model_version for d in decisions} == {"v0001"}
+    parsed = [msgspec.json.decode(r.value, type=Alert) for r in alerts]
+    assert parsed, "no alert at 5 % fraud"
+    with_domain = [a for a in parsed if a.features.get("ent_email_domain_count_30d")]
+    assert with_domain  # the job computed the entity features it sent
+    assert all(set(serving_names(generated_signals())) == set(a.features) for a in parsed)
+    for message in [*raw, *alerts]:  # e-mail addresses are tokens on every topic
+        assert b"@gmail.com" not in message.value
