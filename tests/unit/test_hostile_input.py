@@ -10,8 +10,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from models import entities
 from services.core.contract import InvalidEvent, Transaction, decode_record, decode_transaction
 from services.core.dead_letters import dead_letter
+from services.core.signals import parse_signals
 from tests.hostile import CARD, CASES, Case, body
 
 JSON = st.recursive(
@@ -66,3 +68,33 @@ def test_a_dead_letter_of_a_huge_value_is_bounded_and_identifies_it() -> None:
     assert letter.raw_size == len(value) > 1 << 20
     assert len(msgspec.json.encode(letter)) < 8 * 1024
     assert letter.raw_sha256 == hashlib.sha256(value).hexdigest()
+
+
+HOSTILE_SIGNALS = parse_signals("""
+attributes:
+  bin: {type: category}
+  score: {type: number, min: -5, max: 5}
+  flag: {type: boolean}
+  opened: {type: timestamp}
+entities: [{by: [bin]}, {by: [score, device_id]}]
+""")
+
+
+@settings(suppress_health_check=[HealthCheck.too_slow])
+@given(st.dictionaries(st.sampled_from(["bin", "score", "flag", "opened", "x"]) | st.text(),
+                       JSON, max_size=6))  # fmt: skip
+def test_any_attributes_are_judged_and_featured_never_an_exception(attributes: object) -> None:
+    """Whatever a producer sends as attributes: decoded or refused, then checked against the
+    signals file, and what passes has its features computed."""
+    raw = msgspec.json.encode(json.loads(body(1)) | {"attributes": attributes})
+    result = decode_transaction(raw)
+    assert isinstance(result, Transaction | InvalidEvent)
+    if isinstance(result, Transaction):
+        problem = HOSTILE_SIGNALS.check(result)
+        if problem is None:
+            row = entities.attribute_row(HOSTILE_SIGNALS, result)
+            assert len(row) == len(HOSTILE_SIGNALS.attributes)
+            values = [entities.entity_value(e, result) for e in HOSTILE_SIGNALS.entities]
+            assert all(v is None or isinstance(v, str) for v in values)
+        else:
+            assert problem.field.startswith("attributes.")

@@ -258,3 +258,29 @@ def test_compaction_removes_old_files_no_manifest_names(tmp_path: Path) -> None:
     assert fresh.exists()  # a writer may be about to commit it
     assert kept.exists()
     assert _count(lake, "SELECT count(*) FROM transactions_all") == 10
+
+
+def test_declared_attributes_are_kept_and_trained_on_from_the_lake(tmp_path: Path) -> None:
+    """Attributes go to the lake as JSON text (each producer declares its own) and come back
+    as the signals file's columns."""
+    from models import datasets, offline
+    from services.generator.signals import generated_signals
+
+    signals = generated_signals()
+    config = GeneratorConfig(seed=6, customers=300, fraud_rate=0.05, attributes=True)
+    items = list(generated_items(config, 3_000))
+    lake = lk.Lake(tmp_path)
+    lake.append("transactions", _sourced([i.transaction for i in items]))
+    frauds = [i.transaction for i in items if i.is_fraud]
+    lake.append("labels", [lk.Sourced("labels", 0, n, lk.label_row(_label(tx, "fraud", "a",
+                tx.event_time_ms + DAY_MS))) for n, tx in enumerate(frauds)])  # fmt: skip
+    loaded = datasets.load(tmp_path, signals=signals)
+    by_id = loaded.frame.set_index("transaction_id")
+    for item in items[:200]:
+        attributes = item.transaction.attributes or {}
+        row = by_id.loc[item.transaction.transaction_id]
+        for name in ("card_bin", "email_domain", "three_ds"):
+            stored = row[offline.attribute_column(name)]
+            assert (stored if stored == stored else None) == attributes.get(name)
+    assert int(loaded.frame["is_fraud"].sum()) == len(frauds)
+    assert list(loaded.feature_names)[-1].startswith("card_")  # the signals' features too
