@@ -83,13 +83,14 @@ def _with_attributes(
         return frame
     names = list(signals.attributes)
     values = pd.DataFrame.from_records([a or {} for a in attributes], columns=names)
+    columns = {}
     for name, declared in signals.attributes.items():
         column = values[name]
         if declared.type == "timestamp":
             column = column.map(lambda v: np.nan if v is None or v != v
                                 else float(parse_event_time(v)))  # fmt: skip
-        frame[attribute_column(name)] = column.to_numpy()
-    return frame
+        columns[attribute_column(name)] = column.to_numpy()
+    return pd.concat([frame, pd.DataFrame(columns, index=frame.index)], axis=1)
 
 
 def load(path: Path, mapping: Path | None = None, signals: Signals = EMPTY) -> Dataset:
