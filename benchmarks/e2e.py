@@ -34,7 +34,7 @@ import redis
 from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Producer
 
 from benchmarks.provenance import provenance
-from models.registry import DEFAULT_REGISTRY, Registry
+from models.training.registry import DEFAULT_REGISTRY, Registry
 from services.clients.produce import KafkaSink, generated_items, run
 from services.clients.reading import transaction_id
 from services.core import kafka

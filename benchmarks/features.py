@@ -44,11 +44,11 @@ import numpy as np
 import redis
 
 from benchmarks.provenance import provenance
-from models import redis_layout as layout
-from models.features import FEATURE_NAMES
-from models.online import OnlineFeatureStore
-from models.redis_layout import AlertContext
-from models.registry import DEFAULT_REGISTRY, Registry
+from models.features.definitions import FEATURE_NAMES
+from models.online import layout
+from models.online.layout import AlertContext
+from models.online.store import OnlineFeatureStore
+from models.training.registry import DEFAULT_REGISTRY, Registry
 from services.core.contract import Alert, Transaction, encode
 from services.core.signals import Signals
 from services.devstack import processes

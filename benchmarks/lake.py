@@ -28,7 +28,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from benchmarks.provenance import provenance
-from models import lake as lk
+from models.lake import tables as lk
 from services.clients.producer import TransactionProducer
 from services.core.contract import decode_transaction
 from services.core.kafka import assigned_consumer

@@ -35,13 +35,13 @@ import numpy.typing as npt
 import pandas as pd
 
 from benchmarks.provenance import provenance
-from models import datasets
 from models.errors import DataError
-from models.metrics import evaluate
-from models.offline import attribute_column
-from models.registry import Registry
-from models.training import TrainConfig, feature_matrix, scores_for, train
-from models.workflow import train_and_publish
+from models.features.offline import attribute_column
+from models.training import datasets
+from models.training.metrics import evaluate
+from models.training.registry import Registry
+from models.training.trainer import TrainConfig, feature_matrix, scores_for, train
+from models.training.workflow import train_and_publish
 from services.clients.produce import FileSink, generated_items, run
 from services.core.card_csv import is_card_csv_name, open_text
 from services.core.signals import EMPTY, Signals

@@ -28,10 +28,10 @@ import numpy as np
 import urllib3
 
 from benchmarks.provenance import provenance
-from models import offline
-from models.datasets import frame_from_transactions
-from models.features import FEATURE_NAMES
-from models.registry import DEFAULT_REGISTRY, Registry
+from models.features import offline
+from models.features.definitions import FEATURE_NAMES
+from models.training.datasets import frame_from_transactions
+from models.training.registry import DEFAULT_REGISTRY, Registry
 from services.devstack import processes
 from services.generator import GeneratorConfig, generate
 from services.scoring.server import model as scoring_model

@@ -4,7 +4,7 @@ pure-Python baseline and the tests run the very same code.
 
 Per batch: decode and validate (an event dated too far ahead of the clock is a dead letter,
 ``event_time_future``: it could otherwise pose as the card's latest activity); two pipelined
-Redis round trips for features, blocklists and recording (``models.online``); one scoring
+Redis round trips for features, blocklists and recording (``models.online.store``); one scoring
 call; rules and the model's thresholds. Redis or scoring failing degrades the decision (listed in
 ``degraded``) instead of failing the batch, the failure policy decides what a degraded decision
 may be (``rules.FailurePolicy``: fail closed by default), and both are retried on the next
@@ -35,10 +35,10 @@ from typing import Protocol, Self
 import msgspec
 from prometheus_client import CollectorRegistry
 
-from models import features as f
-from models.entities import serving_names
-from models.online import Looked, OnlineFeatureStore, without_history
-from models.redis_ops import is_transient
+from models.features import definitions as f
+from models.features.entities import serving_names
+from models.online.ops import is_transient
+from models.online.store import Looked, OnlineFeatureStore, without_history
 from services.core.contract import (
     Alert,
     Decision,

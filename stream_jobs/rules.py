@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final, Literal
 
-from models import features as f
+from models.features import definitions as f
 from services.core.contract import Transaction
 
 Outcome = Literal["approve", "review", "decline"]

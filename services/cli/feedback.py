@@ -86,8 +86,8 @@ def features_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """What Redis holds for a card: latest features, blocklisting, analysts' labels."""
-    from models import redis_layout as layout
-    from models.online import OnlineFeatureStore
+    from models.online import layout
+    from models.online.store import OnlineFeatureStore
 
     settings = load_settings()
     client = settings.redis.client()

@@ -28,7 +28,7 @@ def _lake_module() -> ModuleType:
     try:
         import duckdb  # noqa: F401
 
-        from models import lake
+        from models.lake import tables as lake
     except ImportError as error:
         raise MissingExtra("feedback", error.name) from None
     return lake
@@ -175,7 +175,7 @@ def erase_cmd(
     """Erase a customer: their lake rows (files rewritten atomically) and their cards' Redis
     state; print what was removed."""
     _lake_module()
-    from models.erasure import erase_customer
+    from models.lake.erasure import erase_customer
 
     _, opened, settings = _open(lake)
     names = settings.token.tokenizer().names("customer", customer)

@@ -23,8 +23,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from models.dataset_files import labels_path
 from models.errors import ExportError, LakeError, RegistryError
+from models.training.dataset_files import labels_path
 from services.cli.feedback import features_cmd, feedback_app_cmd, feedback_cmd
 from services.cli.lake import erase_cmd, lake_app
 from services.cli.models import models_app, train_cmd
@@ -209,7 +209,7 @@ def redis_migrate(
     """Move a store of layout v2 to v3 (ids escaped in key names): histories, labels and
     blocklists kept with their TTLs. Run it before starting the v3 job (a card it has seen
     since keeps only its history since); safe to repeat."""
-    from models.redis_migration import migrate_v2
+    from models.online.migration import migrate_v2
 
     settings = load_settings(state_dir=state_dir)
     check_redis(settings.redis)

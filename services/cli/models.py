@@ -1,4 +1,4 @@
-"""``fraudstream train`` and ``fraudstream models ...``: adapters over ``models.workflow``.
+"""``fraudstream train`` and ``fraudstream models ...``: adapters over ``models.training.workflow``.
 
 The models package needs the ``train`` extra; without it these commands say so in one line.
 """
@@ -54,7 +54,7 @@ ToleranceOpt = Annotated[
 
 def _workflow() -> ModuleType:
     try:
-        from models import workflow
+        from models.training import workflow
     except ImportError as error:
         raise MissingExtra("train", error.name) from None
     return workflow
@@ -63,8 +63,8 @@ def _workflow() -> ModuleType:
 def _registry(path: Path | None) -> Any:
     """The registry, checking promotions against the features the job computes with the
     ``FRAUDSTREAM_MODEL_SIGNALS`` file."""
-    from models.entities import serving_names
-    from models.registry import Registry, working_registry
+    from models.features.entities import serving_names
+    from models.training.registry import Registry, working_registry
     from services.core.signals import load_signals
 
     settings = load_settings()
@@ -115,7 +115,7 @@ def train_cmd(
 ) -> None:
     """Train LightGBM on a time split, export ONNX, write a new registry version."""
     workflow = _workflow()
-    from models.training import TrainConfig
+    from models.training.trainer import TrainConfig
     from services.core.signals import load_signals
 
     signals = load_signals(load_settings().model.signals)

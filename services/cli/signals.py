@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from models.entities import signal_feature_names
+from models.features.entities import signal_feature_names
 from services.core.mapping import MappedFile, infer_signals, read_mapping
 from services.core.signals import EMPTY, load_signals, to_yaml
 

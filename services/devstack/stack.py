@@ -30,7 +30,7 @@ from pathlib import Path
 import msgspec
 import redis
 
-from models.registry import working_registry
+from models.training.registry import working_registry
 from services.core import kafka
 from services.core.errors import UserError
 from services.core.settings import TANSU_DELIVERY, TOKEN_KEY_FILE, Settings

@@ -12,7 +12,7 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from models.features import haversine_km
+from models.features.definitions import haversine_km
 from services.core.contract import Transaction
 from services.generator import world as w
 

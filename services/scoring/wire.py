@@ -1,7 +1,8 @@
 """The scoring service's reply, shared by the server, its client and the stream job.
 
-The request is rows of named features (``models.features.FEATURE_NAMES``), decoded by the
-server against the loaded model's own feature list; the reply is these structs, JSON or msgpack.
+The request is rows of named features (``models.features.definitions.FEATURE_NAMES``, then a
+signals file's), decoded by the server against the loaded model's own feature list; the reply
+is these structs, JSON or msgpack.
 """
 
 from __future__ import annotations

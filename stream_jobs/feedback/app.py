@@ -14,7 +14,7 @@ outage (Redis down) is retried with back-off, and an agent stuck on one message 
 ``feedback_stuck_s`` makes the app not ready, ``/readyz`` naming the message and the error.
 faust commits an offset once the agent has processed the message, so a killed worker
 replays the rest: every Redis write is idempotent and the lake skips records its manifest
-has (``models.lake``). SIGTERM stops the app within ``STOP_DEADLINE_S`` whatever is down.
+has (``models.lake.tables``). SIGTERM stops the app within ``STOP_DEADLINE_S`` whatever is down.
 
     fraudstream feedback-app
 """
@@ -33,9 +33,9 @@ from typing import Any, Final
 import faust
 from aiokafka.errors import KafkaError as AioKafkaError
 
-from models import lake as lk
-from models.redis_layout import AlertContext
-from models.redis_ops import is_transient
+from models.lake import tables as lk
+from models.online.layout import AlertContext
+from models.online.ops import is_transient
 from services.core.contract import Feedback, InvalidEvent, encode
 from services.core.dead_letters import DeadLetterLog
 from services.core.dead_letters import dead_letter as build_dead_letter

@@ -19,7 +19,7 @@ from typing import Any
 import msgspec
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException
 
-from models import lake as lk
+from models.lake import tables as lk
 from services.core.contract import (
     Decision,
     InvalidEvent,

@@ -24,10 +24,10 @@ from typing import Any
 
 import msgspec
 
-from models import redis_layout as layout
-from models.online import LABEL_CHANGED, LABEL_SUPERSEDED, delete_if_op, label_op
-from models.redis_layout import AlertContext
-from models.redis_ops import run_async
+from models.online import layout
+from models.online.layout import AlertContext
+from models.online.ops import run_async
+from models.online.store import LABEL_CHANGED, LABEL_SUPERSEDED, delete_if_op, label_op
 from services.core.contract import (
     Alert,
     Feedback,

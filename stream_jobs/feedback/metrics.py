@@ -7,7 +7,7 @@ from collections.abc import Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from models.lake import TABLES
+from models.lake.tables import TABLES
 from services.core.lag import Partition, per_topic
 from stream_jobs.metrics import LATENCY_BUCKETS
 

@@ -6,7 +6,7 @@ import logging
 import threading
 from collections.abc import Sequence
 
-from models import lake as lk
+from models.lake import tables as lk
 from services.core.throttled_log import ThrottledLog
 from stream_jobs.feedback.metrics import FeedbackMetrics
 

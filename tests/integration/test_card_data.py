@@ -15,7 +15,7 @@ import pyarrow.parquet as pq
 import pytest
 import redis
 
-from models import redis_layout as layout
+from models.online import layout
 from services.clients.producer import TransactionProducer
 from services.clients.reading import read_until_idle
 from services.core.contract import DeadLetter

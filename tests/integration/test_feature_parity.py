@@ -14,11 +14,11 @@ import pandas as pd
 import pytest
 import redis
 
-from models import offline
-from models.datasets import frame_from_transactions
-from models.entities import serving_names, signal_feature_names
-from models.features import DAY_MS, FEATURE_NAMES, LABEL_DELAY_MS
-from models.online import OnlineFeatureStore
+from models.features import offline
+from models.features.definitions import DAY_MS, FEATURE_NAMES, LABEL_DELAY_MS
+from models.features.entities import serving_names, signal_feature_names
+from models.online.store import OnlineFeatureStore
+from models.training.datasets import frame_from_transactions
 from services.core.contract import Transaction
 from services.generator import GeneratorConfig, generate
 from services.generator.signals import generated_signals
@@ -206,7 +206,7 @@ def test_a_replay_after_a_crash_between_entity_and_card_writes_counts_once(
         batch = events[i : i + BATCH]
         if i == 10 * BATCH:
             with monkeypatch.context() as patched:  # the card writes never happen
-                patched.setattr("models.online._commits", lambda *_args: [])
+                patched.setattr("models.online.store._commits", lambda *_args: [])
                 crashed.update(batch)
         crashed.update(batch)
         if i == 10 * BATCH:

@@ -21,8 +21,8 @@ import pytest
 import redis
 from confluent_kafka import Producer
 
-from models import redis_layout as layout
-from models.lake import Lake, connect
+from models.lake.tables import Lake, connect
+from models.online import layout
 from services.clients.produce import generated_items
 from services.clients.producer import TransactionProducer
 from services.clients.reading import read_until_idle

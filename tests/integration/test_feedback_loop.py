@@ -15,7 +15,7 @@ import pytest
 import redis
 from confluent_kafka import Producer
 
-from models import redis_layout as layout
+from models.online import layout
 from services.clients.produce import generated_items
 from services.clients.producer import TransactionProducer
 from services.clients.reading import read_until_idle
@@ -185,7 +185,7 @@ def test_a_killed_worker_loses_no_feedback_and_counts_each_once(tmp_path: Path) 
 
 
 def _lake_rows(lake: Path, table: str) -> int:
-    from models.lake import Lake
+    from models.lake.tables import Lake
 
     return Lake(lake).rows(table)  # type: ignore[arg-type]
 

@@ -16,7 +16,7 @@ import msgspec
 import pytest
 import redis
 
-from models.fold import RING
+from models.features.fold import RING
 from services.clients.producer import TransactionProducer
 from services.clients.reading import read_until_idle
 from services.clients.verify import Verification, verify

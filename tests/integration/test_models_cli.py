@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from models.registry import DEFAULT_REGISTRY, Registry
+from models.training.registry import DEFAULT_REGISTRY, Registry
 from services.generator import GeneratorConfig, generate
 from tests.conftest import Run
 from tests.unit.test_datasets import write_card_csv

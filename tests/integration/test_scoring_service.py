@@ -21,14 +21,14 @@ import numpy as np
 import pytest
 import urllib3
 
-from models import offline
-from models.datasets import Dataset, frame_from_transactions
-from models.entities import serving_names
 from models.errors import PromotionRefused
-from models.explain import PathExplainer
-from models.features import FEATURE_NAMES, LABEL_DELAY_MS
-from models.registry import DEFAULT_REGISTRY, Registry
-from models.training import TrainConfig, scores_for, train
+from models.features import offline
+from models.features.definitions import FEATURE_NAMES, LABEL_DELAY_MS
+from models.features.entities import serving_names
+from models.training.datasets import Dataset, frame_from_transactions
+from models.training.explain import PathExplainer
+from models.training.registry import DEFAULT_REGISTRY, Registry
+from models.training.trainer import TrainConfig, scores_for, train
 from services.core.signals import to_yaml
 from services.devstack import processes
 from services.devstack.processes import wait_until

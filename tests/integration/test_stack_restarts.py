@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import redis
 
-from models import redis_layout as layout
+from models.online import layout
 from services.core.settings import Settings
 from services.devstack import processes, stack
 from services.devstack.processes import free_loopback_port

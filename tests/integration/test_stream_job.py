@@ -11,12 +11,12 @@ import msgspec
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
-from models.datasets import Dataset, frame_from_transactions
-from models.entities import serving_names
-from models.explain import PathExplainer
-from models.features import LABEL_DELAY_MS
-from models.registry import Registry, working_registry
-from models.training import TrainConfig, train
+from models.features.definitions import LABEL_DELAY_MS
+from models.features.entities import serving_names
+from models.training.datasets import Dataset, frame_from_transactions
+from models.training.explain import PathExplainer
+from models.training.registry import Registry, working_registry
+from models.training.trainer import TrainConfig, train
 from services.clients.produce import generated_items
 from services.clients.producer import TransactionProducer
 from services.clients.reading import read_until_idle, transaction_id

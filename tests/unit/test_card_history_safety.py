@@ -10,10 +10,10 @@ import time
 import msgspec
 import redis
 
-from models import features as f
-from models import redis_layout as layout
-from models.online import REPLAY_ROWS, OnlineFeatureStore
-from models.registry import DEFAULT_REGISTRY, Registry
+from models.features import definitions as f
+from models.online import layout
+from models.online.store import REPLAY_ROWS, OnlineFeatureStore
+from models.training.registry import DEFAULT_REGISTRY, Registry
 from services.core.contract import DeadLetter, Decision, Transaction, encode
 from services.scoring.server.inprocess import InProcessScorer
 from stream_jobs.decide import Decider, Output, Record

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import numpy as np
 
-from models import offline
-from models.datasets import after_history, load
-from models.features import ANONYMISED_FEATURE_NAMES, FEATURE_NAMES
-from models.training import train
+from models.features import offline
+from models.features.definitions import ANONYMISED_FEATURE_NAMES, FEATURE_NAMES
+from models.training.datasets import after_history, load
+from models.training.trainer import train
 from services.core.card_csv import CATEGORY_TO_MCC, REQUIRED_COLUMNS
 from services.generator import GeneratorConfig, Labelled, generate
 from tests.unit.test_training import FAST

@@ -11,9 +11,9 @@ import pytest
 import redis
 from prometheus_client import CollectorRegistry
 
-from models import redis_layout as layout
-from models.online import OnlineFeatureStore
-from models.registry import DEFAULT_REGISTRY, Registry
+from models.online import layout
+from models.online.store import OnlineFeatureStore
+from models.training.registry import DEFAULT_REGISTRY, Registry
 from services.core.contract import Alert, DeadLetter, Decision, Transaction, encode
 from services.core.signals import parse_signals
 from services.core.tokens import TOKEN_PREFIX, Tokenizer

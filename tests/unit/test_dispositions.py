@@ -11,9 +11,9 @@ import pytest
 import redis
 import redis.asyncio
 
-from models import redis_layout as layout
-from models.redis_layout import AlertContext
-from models.redis_ops import is_transient
+from models.online import layout
+from models.online.layout import AlertContext
+from models.online.ops import is_transient
 from services.core.contract import Alert, Feedback, Label, Transaction, encode
 from stream_jobs.feedback.dispositions import Applied, Dispositions, Parked
 

@@ -7,10 +7,10 @@ import math
 import numpy as np
 import pandas as pd
 
-from models import entities as en
-from models import features as f
-from models import offline
-from models.datasets import frame_from_transactions
+from models.features import definitions as f
+from models.features import entities as en
+from models.features import offline
+from models.training.datasets import frame_from_transactions
 from services.core.contract import Transaction
 from services.core.signals import Entity, parse_signals
 

@@ -1,4 +1,4 @@
-"""``models.fold``: the one feature fold, checked on hand-made cases and by properties."""
+"""``models.features.fold``: the one feature fold, checked on hand-made cases and by properties."""
 
 from __future__ import annotations
 
@@ -6,8 +6,8 @@ import msgspec
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from models import features as f
-from models.fold import (
+from models.features import definitions as f
+from models.features.fold import (
     MERCHANT_DAYS_BACK,
     MERCHANTS_KEPT,
     NO_MERCHANT_HISTORY,

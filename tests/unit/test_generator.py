@@ -8,7 +8,7 @@ import itertools
 
 import pytest
 
-from models.features import haversine_km
+from models.features.definitions import haversine_km
 from services.core.contract import Transaction, decode_transaction, encode
 from services.generator import PATTERNS, GeneratorConfig, Labelled, generate, start_ending_now
 from services.generator import world as w

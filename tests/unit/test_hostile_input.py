@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from models import entities
+from models.features import entities
 from services.core.contract import InvalidEvent, Transaction, decode_record, decode_transaction
 from services.core.dead_letters import dead_letter
 from services.core.signals import parse_signals

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from models import errors
-from models import lake as lk
+from models.lake import tables as lk
 from services.clients.produce import generated_items
 from services.core.contract import Decision, LabelRecord, Transaction
 from services.generator import GeneratorConfig
@@ -187,7 +187,7 @@ def test_a_corrupt_manifest_is_a_clear_error(tmp_path: Path) -> None:
 
 
 def test_the_lake_trains_with_analysts_labels_and_unlabelled_rows_as_legit(tmp_path: Path) -> None:
-    from models import datasets
+    from models.training import datasets
 
     lake = lk.Lake(tmp_path)
     txs = _transactions(50)
@@ -206,7 +206,7 @@ def test_the_lake_trains_with_analysts_labels_and_unlabelled_rows_as_legit(tmp_p
 
 
 def test_a_directory_that_is_no_lake_is_a_clear_error(tmp_path: Path) -> None:
-    from models import datasets
+    from models.training import datasets
 
     with pytest.raises(errors.DataError, match="not a lake, or an empty one"):
         datasets.load(tmp_path)
@@ -263,7 +263,8 @@ def test_compaction_removes_old_files_no_manifest_names(tmp_path: Path) -> None:
 def test_declared_attributes_are_kept_and_trained_on_from_the_lake(tmp_path: Path) -> None:
     """Attributes go to the lake as JSON text (each producer declares its own) and come back
     as the signals file's columns."""
-    from models import datasets, offline
+    from models.features import offline
+    from models.training import datasets
     from services.generator.signals import generated_signals
 
     signals = generated_signals()

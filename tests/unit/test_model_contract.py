@@ -6,8 +6,8 @@ import json
 
 import onnxruntime as ort
 
-from models.features import FEATURE_NAMES
-from models.registry import DEFAULT_REGISTRY, Registry
+from models.features.definitions import FEATURE_NAMES
+from models.training.registry import DEFAULT_REGISTRY, Registry
 
 
 def test_onnx_input_and_metadata_match_feature_names() -> None:

@@ -1,4 +1,4 @@
-"""``models.redis_layout``: no id can pose as part of another key, and a card keeps one slot."""
+"""``models.online.layout``: no id can pose as part of another key, and a card keeps one slot."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from redis.crc import key_slot
 
-from models import redis_layout as layout
+from models.online import layout
 
 _ids = st.text(alphabet=st.sampled_from("ab{}:%%7BD3A"), min_size=1, max_size=12)
 
@@ -48,7 +48,7 @@ def test_outages_are_told_from_errors_that_would_recur() -> None:
     READONLY once looked like the record's own error, and every record became a dead letter."""
     from redis._parsers.base import BaseParser
 
-    from models.redis_ops import is_transient
+    from models.online.ops import is_transient
 
     def parsed(reply: str) -> BaseException:
         return BaseParser.parse_error(reply)  # type: ignore[no-any-return,no-untyped-call]

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import redis
 
-from models import redis_layout as layout
-from models.redis_migration import migrate_v2, v3_name
+from models.online import layout
+from models.online.migration import migrate_v2, v3_name
 from services.core.contract import Alert, Transaction, encode
 
 T0 = 1_772_323_200_000

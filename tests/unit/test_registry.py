@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from models.datasets import load
 from models.errors import DataError, PromotionRefused, RegistryError
-from models.features import ANONYMISED_FEATURE_NAMES, FEATURE_NAMES
-from models.registry import Registry
-from models.training import TrainConfig, train
+from models.features.definitions import ANONYMISED_FEATURE_NAMES, FEATURE_NAMES
+from models.training.datasets import load
+from models.training.registry import Registry
+from models.training.trainer import TrainConfig, train
 from tests.unit.test_training import FAST, small_dataset
 
 
@@ -169,7 +169,7 @@ def test_card_csv_without_a_needed_column_names_it(tmp_path: Path) -> None:
 
 
 def test_the_working_registry_is_a_seeded_copy_in_the_state_dir(tmp_path: Path) -> None:
-    from models.registry import DEFAULT_REGISTRY, working_registry
+    from models.training.registry import DEFAULT_REGISTRY, working_registry
 
     state = tmp_path / "state"
     path = working_registry(None, state)

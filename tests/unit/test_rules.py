@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from models import features as f
+from models.features import definitions as f
 from services.core.contract import Transaction
 from stream_jobs import rules
 

@@ -5,11 +5,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from models import errors, export
-from models.datasets import Dataset, frame_from_transactions
-from models.explain import top_reasons
-from models.features import FEATURE_NAMES, LABEL_DELAY_MS
-from models.training import TrainConfig, Trained, feature_matrix, time_split, train
+from models import errors
+from models.features.definitions import FEATURE_NAMES, LABEL_DELAY_MS
+from models.training import export
+from models.training.datasets import Dataset, frame_from_transactions
+from models.training.explain import top_reasons
+from models.training.trainer import TrainConfig, Trained, feature_matrix, time_split, train
 from services.generator import GeneratorConfig, generate
 
 FAST = TrainConfig(max_rounds=60, early_stopping_rounds=20)
@@ -67,8 +68,8 @@ def test_export_is_refused_when_onnx_disagrees(
 def test_path_contributions_add_up_and_name_treeshap_drivers() -> None:
     import lightgbm as lgb
 
-    from models.explain import PathExplainer
-    from models.registry import DEFAULT_REGISTRY
+    from models.training.explain import PathExplainer
+    from models.training.registry import DEFAULT_REGISTRY
 
     booster = lgb.Booster(model_file=str(DEFAULT_REGISTRY / "versions" / "v0001" / "model.txt"))
     x = feature_matrix(small_dataset(seed=9, count=20_000))
@@ -109,7 +110,7 @@ def test_a_split_without_fraud_is_refused() -> None:
 def test_float32_thresholds_change_nothing_for_lightgbm() -> None:
     import lightgbm as lgb
 
-    from models.training import _servable
+    from models.training.trainer import _servable
 
     rng = np.random.default_rng(2)
     # Values a float32 ulp apart make double thresholds that float32 cannot hold.

@@ -22,8 +22,8 @@ from typing import Any
 import msgspec
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-from models.entities import serving_names
-from models.registry import working_registry
+from models.features.entities import serving_names
+from models.training.registry import working_registry
 from services.core.exposition import component_registry
 from services.core.settings import Settings, load_settings, scrub_secrets_from_environment
 from services.core.signals import load_signals

@@ -54,7 +54,7 @@ def load(version_dir: Path, threads: int = 1) -> LoadedModel:
     session = ort.InferenceSession(
         str(version_dir / "model.onnx"), options, providers=["CPUExecutionProvider"]
     )
-    from models.explain import PathExplainer
+    from models.training.explain import PathExplainer
 
     names: Sequence[str] = meta["feature_names"]
     booster = lgb.Booster(model_file=str(version_dir / "model.txt"))

@@ -22,8 +22,8 @@ from typing import Any, Literal
 import msgspec
 import numpy as np
 
-from models.features import FEATURE_NAMES
-from models.registry import inputs_problem
+from models.features.definitions import FEATURE_NAMES
+from models.training.registry import inputs_problem
 from services.core.errors import UserError
 from services.scoring.server import model as models
 from services.scoring.server.metrics import ScoringMetrics

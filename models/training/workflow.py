@@ -10,12 +10,19 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from models import datasets
 from models.errors import PromotionRefused, RegistryError
-from models.explain import PathExplainer
-from models.metrics import Metrics, evaluate
-from models.registry import DEFAULT_TOLERANCE, Registry
-from models.training import TrainConfig, feature_matrix, pr_curve_png, scores_for, time_split, train
+from models.training import datasets
+from models.training.explain import PathExplainer
+from models.training.metrics import Metrics, evaluate
+from models.training.registry import DEFAULT_TOLERANCE, Registry
+from models.training.trainer import (
+    TrainConfig,
+    feature_matrix,
+    pr_curve_png,
+    scores_for,
+    time_split,
+    train,
+)
 from services.core.signals import EMPTY, Signals
 
 

@@ -21,7 +21,7 @@ from typing import Any, Final
 import msgspec
 import redis
 
-from models import redis_layout as layout
+from models.online import layout
 from services.core.contract import Alert, decode_or_none
 from services.core.settings import RedisClient
 

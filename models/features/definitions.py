@@ -1,7 +1,8 @@
 """The one definition of every model feature: names, order, meaning, windows and constants.
 
-``models.fold`` computes them, one card event at a time, for both paths: ``models.online``
-(the stream job, state in Redis) and ``models.offline`` (training over a whole history). A
+``models.features.fold`` computes them, one card event at a time, for both paths:
+``models.online.store`` (the stream job, state in Redis) and ``models.features.offline``
+(training over a whole history). A
 parity test replays a data set through both and names any feature that differs.
 
 Semantics:
@@ -135,7 +136,7 @@ def zscore(amount: float, mean: float, std: float) -> float:
 @dataclass(frozen=True)
 class Ops:
     """The math the location helpers use: ``SCALAR`` for one event (online), ``VECTOR`` for
-    whole columns (``models.offline``), so both paths run the same formulas."""
+    whole columns (``models.features.offline``), so both paths run the same formulas."""
 
     radians: Callable[[Any], Any]
     sin: Callable[[Any], Any]

@@ -1,12 +1,13 @@
 """The online feature path: per event, each card's bounded state in Redis, for the stream job.
 
-Per batch, two round trips whatever the cards' history lengths (``models.redis_ops`` packs a
+Per batch, two round trips whatever the cards' history lengths (``models.online.ops`` packs a
 batch's operations into one script call per node or slot):
 1. read, per card, its state, which of the batch's ids it has already counted, and whether it
    is blocklisted; per device its blocklist entry; per merchant and day the counts its
    windows need;
-2. fold every event with ``models.fold.step``, then write back, per card, its state (with its
-   latest features) and the ids counted together (atomic), and per merchant its day counts.
+2. fold every event with ``models.features.fold.step``, then write back, per card, its state
+   (with its latest features) and the ids counted together (atomic), and per merchant its day
+   counts.
 
 A transaction id already counted never counts twice. Its repeat is decided with the very row
 it was first decided with while Redis keeps that row: for ``replay_horizon_s`` of the job's
@@ -27,10 +28,9 @@ from typing import Any, Final, NamedTuple
 
 import msgspec
 
-from models import entities as en
-from models import features as f
-from models import redis_layout as layout
-from models.fold import (
+from models.features import definitions as f
+from models.features import entities as en
+from models.features.fold import (
     MERCHANT_DAYS_BACK,
     NO_MERCHANT_HISTORY,
     CardEvent,
@@ -40,7 +40,8 @@ from models.fold import (
     merchant_last_day,
     step,
 )
-from models.redis_ops import Op, run
+from models.online import layout
+from models.online.ops import Op, run
 from services.core.contract import Transaction
 from services.core.currency import to_usd
 from services.core.settings import RedisClient

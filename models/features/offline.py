@@ -1,12 +1,12 @@
 """The offline feature path: a whole history through the same fold the stream job runs.
 
 Rows are put in (card, event_time, transaction_id) order and each card's events are folded
-with ``models.fold.step`` from an empty state, as the stream would see them arrive in time
+with ``models.features.fold.step`` from an empty state, as the stream would see them arrive in time
 order. Merchant windows come from per-(merchant, day) counts, vectorised: cumulative sums over
 days give every window at once; the parity test proves them equal to ``fold.merchant_features``.
 
 A transaction id seen twice counts once, as online: the repeat gets its first row's features.
-A signals file's features (``models.entities``) follow the card's: attributes from the
+A signals file's features (``models.features.entities``) follow the card's: attributes from the
 ``attr.<name>`` columns, entities folded over every row in (event_time, transaction_id) order.
 """
 
@@ -19,9 +19,9 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from models import entities as en
-from models import features as f
-from models.fold import CardEvent, CardState, ident, step
+from models.features import definitions as f
+from models.features import entities as en
+from models.features.fold import CardEvent, CardState, ident, step
 from services.core.currency import UNITS_PER_USD
 from services.core.signals import EMPTY, ENTITY_FIELDS, Signals
 

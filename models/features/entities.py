@@ -36,7 +36,7 @@ from typing import Final
 
 import msgspec
 
-from models import features as f
+from models.features import definitions as f
 from services.core.contract import AttributeValue, Transaction, parse_event_time
 from services.core.signals import Attribute, Entity, Signals
 
@@ -133,7 +133,7 @@ def _empty_buckets() -> list[list[list[int]]]:
 
 
 class EntityState(msgspec.Struct, array_like=True):
-    """One entity value's state; msgpack in one Redis string, which ``models.redis_ops``'
+    """One entity value's state; msgpack in one Redis string, which ``models.online.ops``'
     ``commit_entity`` changes in place exactly as :func:`add` does."""
 
     first: int = -1  # event time (ms) first seen; -1: never
@@ -202,7 +202,7 @@ def scaled(usd: float) -> int:
 
 
 def add(state: EntityState, time_ms: int, amount: int, card: int) -> None:
-    """The state change of one event (``models.redis_ops``' ``commit_entity`` does the same
+    """The state change of one event (``models.online.ops``' ``commit_entity`` does the same
     to the stored state, in Lua)."""
     if time_ms > state.last:
         for (_, width, kept), columns in zip(TIERS, state.buckets, strict=True):

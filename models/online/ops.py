@@ -102,7 +102,7 @@ function ops.get(k, a, n)
   return redis.call('GET', KEYS[k + 1])
 end
 -- An entity value's state: msgpack {first, last, buckets per tier {keys, counts, sums, maxima},
--- card idents, card times}; add_event is models.entities.add, step for step.
+-- card idents, card times}; add_event is models.features.entities.add, step for step.
 local TIERS = {{600000, 6}, {3600000, 24}, {86400000, 30}}
 local HISTORY_MS = 2592000000
 local function drop_first(column, cut)
@@ -139,7 +139,7 @@ local function add_event(s, t, amount, card, cards_kept)
       end
     end
   end
-  for x = 1, #s[4] do  -- the cards, ordered by when last seen (models.entities._use)
+  for x = 1, #s[4] do  -- the cards, ordered by when last seen (models.features.entities._use)
     if s[4][x] == card then
       if s[5][x] >= t then return end
       table.remove(s[4], x); table.remove(s[5], x)

@@ -2,12 +2,13 @@
 
 ``step(state, event, merchant)`` takes a card's bounded state and one event, updates the state
 in place and returns the event's whole feature row (``FEATURE_NAMES`` order). It does no I/O
-and reads no clock: the stream job keeps each card's state in Redis (``models.online``),
-training folds a whole history in memory (``models.offline``), and both call this function.
+and reads no clock: the stream job keeps each card's state in Redis (``models.online.store``),
+training folds a whole history in memory (``models.features.offline``), and both call this function.
 
-The state is bounded whatever the card's history (``models.features`` documents each part):
-a ring of the last hour's events (at most ``RING``), hour buckets over 24 h, day buckets over
-30 days, the latest located event, and capped maps of recent merchants, countries and devices.
+The state is bounded whatever the card's history (``models.features.definitions`` documents
+each part): a ring of the last hour's events (at most ``RING``), hour buckets over 24 h, day
+buckets over 30 days, the latest located event, and capped maps of recent merchants, countries
+and devices.
 The work per event is a fixed number of steps over those bounded parts.
 
 Event time rules: the state is trimmed by the card's own latest accepted event time, never by
@@ -30,7 +31,7 @@ from typing import Any, NamedTuple, TypeVar
 
 import msgspec
 
-from models import features as f
+from models.features import definitions as f
 
 RING = 64  # events of the last hour kept for the exact 1-minute, 10-minute and 1-hour windows
 MERCHANTS_KEPT = 32  # distinct merchants remembered (24 h); more saturate the count here

@@ -6,8 +6,8 @@ raw: ``%``, ``{``, ``}`` and ``:`` are percent-encoded (``escape``), so no id ca
 tag early or pose as another key's suffix (``merchant_label("shop", "z}:days")`` once named
 ``merchant_days("shop}:label:z")``), and one card's keys still share one slot.
 
-``fs:v3:{c:CARD}:state``      STRING, msgpack ``models.fold.CardState``: the card's bounded state
-                              and its latest features (read by analysts' tools).
+``fs:v3:{c:CARD}:state``      STRING, msgpack ``models.features.fold.CardState``: the card's
+                              bounded state and its latest features (read by analysts' tools).
 ``fs:v3:{c:CARD}:seen``       ZSET, member = 8-byte digest of a transaction id, score = the card's
                               latest time when it was counted: idempotence by id, trimmed to 30
                               days of the card's own event time.
@@ -24,8 +24,8 @@ tag early or pose as another key's suffix (``merchant_label("shop", "z}:days")``
 ``fs:v3:{t:ID}:alert``        STRING, msgpack context of an alert (card, customer, merchant, device,
                               time, decision), kept for its dispositions.
 ``fs:v3:{t:ID}:parked``       LIST of dispositions waiting for their transaction to be known.
-``fs:v3:{e:NAME.DIGEST}:state`` STRING, msgpack ``models.entities.EntityState`` of a declared
-                              entity value (DIGEST is a hash of the value, never the value).
+``fs:v3:{e:NAME.DIGEST}:state`` STRING, msgpack ``models.features.entities.EntityState`` of a
+                              declared entity value (DIGEST: a hash of the value, never it).
 ``fs:v3:{e:NAME.DIGEST}:seen``  ZSET digest of a transaction id -> job clock when counted, kept
                               for the replay horizon: a replay never counts an event twice.
 ``fs:v3:{feedback}:parked``   ZSET of transaction ids with parked dispositions, score = parked at.
@@ -142,7 +142,7 @@ class AlertContext(msgspec.Struct, array_like=True, frozen=True):
 
     @classmethod
     def of_lake(cls, row: dict[str, Any]) -> AlertContext:
-        """From ``models.lake.find_transactions``: a transaction that was never alerted."""
+        """From ``models.lake.tables.find_transactions``: a transaction that was never alerted."""
         return cls(int(row["event_time"]), row["card_id"], row["customer_id"],
                    row["merchant_id"], row["device_id"], False, row["decision"], row["score"],
                    row["model_version"])  # fmt: skip

@@ -7,7 +7,7 @@ Formats (chosen by file name and header):
   or gzipped, read through the producer's mapping in ``services.core.card_csv``;
 - the classic anonymised CSV (``Time, V1..V28, Amount, Class``): no card, merchant or place, so
   only per-row features apply (``ANONYMISED_FEATURE_NAMES``);
-- the lake (a directory, ``models.lake``): every archived transaction, labelled by analysts'
+- the lake (a directory, ``models.lake.tables``): every archived transaction, labelled by analysts'
   latest dispositions; a transaction nobody labelled counts as legitimate;
 - any CSV or JSON-lines file through a mapping file (``services.core.mapping``), with the
   attributes its signals file declares.
@@ -28,11 +28,11 @@ import msgspec
 import numpy as np
 import pandas as pd
 
-from models import features as f
-from models.dataset_files import labels_path
-from models.entities import signal_feature_names
 from models.errors import DataError
-from models.offline import attribute_column
+from models.features import definitions as f
+from models.features.entities import signal_feature_names
+from models.features.offline import attribute_column
+from models.training.dataset_files import labels_path
 from services.core.card_csv import is_card_csv_name, open_text, read_card_csv
 from services.core.contract import InvalidEvent, Transaction, parse_event_time
 from services.core.errors import UserError
@@ -195,7 +195,7 @@ _LAKE_ROWS = """
 def _load_lake(path: Path, signals: Signals) -> Dataset:
     """Label time is the disposition's; unlabelled rows count in no merchant's labels, as
     online, where only dispositions reach the merchant counters."""
-    from models import lake as lk
+    from models.lake import tables as lk
 
     lake = lk.Lake(path)
     if not any(lake.files(table) for table in lk.TABLES):

@@ -13,8 +13,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from models import lake as lk
-from models import redis_layout as layout
+from models.lake import tables as lk
+from models.online import layout
 from services.core.settings import RedisClient
 
 

@@ -31,10 +31,10 @@ from typing import Any
 import msgspec
 
 from models.errors import PromotionRefused, RegistryError
-from models.features import FEATURE_NAMES
+from models.features.definitions import FEATURE_NAMES
 
 VERSION_PATTERN = re.compile(r"^v(\d{4,})$")
-DEFAULT_REGISTRY = Path(__file__).parent / "registry"
+DEFAULT_REGISTRY = Path(__file__).parents[1] / "registry"
 DEFAULT_TOLERANCE = 0.01
 
 

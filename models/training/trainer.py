@@ -19,9 +19,10 @@ import lightgbm as lgb
 import numpy as np
 import numpy.typing as npt
 
-from models import export, offline
-from models.datasets import Dataset
-from models.metrics import Metrics, evaluate, pr_curve
+from models.features import offline
+from models.training import export
+from models.training.datasets import Dataset
+from models.training.metrics import Metrics, evaluate, pr_curve
 
 Matrix = npt.NDArray[np.float32]
 

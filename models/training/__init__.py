@@ -1,0 +1,1 @@
+"""Labelled data sets, training, ONNX export, evaluation, explanations and the model registry."""
