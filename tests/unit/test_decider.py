@@ -344,3 +344,16 @@ def test_declared_attributes_are_checked_tokenized_and_become_features(redis_url
     assert len(scorer.rows[0]) == len(DecideOptions(signals=SIGNALS).feature_names)
     last = msgspec.json.decode(outputs[4].alert or b"", type=Alert).features
     assert last["ent_email_domain_count_1h"] is None  # no domain: missing, not zero
+
+
+def test_without_redis_declared_signals_are_features_of_the_event_alone() -> None:
+    scorer = _RowsSeen()
+    decider = Decider(_gone_redis(), scorer, DecideOptions(signals=SIGNALS))
+    outputs = decider.decide([_with(1, {"email_domain": "shop.example", "risk": 3}), _with(2, {})])
+    decisions = _decisions(outputs)
+    assert [d.degraded for d in decisions] == [["redis"], ["redis"]]
+    names = DecideOptions(signals=SIGNALS).feature_names
+    first, second = (dict(zip(names, row, strict=True)) for row in scorer.rows)
+    assert first["ent_email_domain_count_30d"] == 1  # itself, nothing else known
+    assert first["attr_risk"] == 3
+    assert second["ent_email_domain_count_30d"] != second["ent_email_domain_count_30d"]  # NaN
