@@ -42,6 +42,7 @@ from services.core.signals import Attribute, Entity, Signals
 
 AMOUNT_SCALE: Final = 10_000  # amounts kept in integer 1/100 cents
 CARDS_KEPT: Final = 64
+STATE_TTL_MS: Final = f.HISTORY_MS + f.DAY_MS  # an entity unseen this long is forgotten
 VALUES_KEPT: Final = 16
 TEN_MINUTES_MS: Final = 10 * f.MINUTE_MS
 TIERS: Final = (("q", TEN_MINUTES_MS, 6), ("h", f.HOUR_MS, 24), ("d", f.DAY_MS, 30))
@@ -163,6 +164,10 @@ def entity_step(
     two link counts (``link_step``)."""
     if state.last >= 0 and time_ms <= state.last - f.HISTORY_MS:
         return entity_step(EntityState(), entity, time_ms, usd, card)  # too late: alone
+    if state.last >= 0 and time_ms - state.last >= STATE_TTL_MS:  # expired, as in Redis
+        empty = EntityState()
+        for name in state.__struct_fields__:
+            setattr(state, name, getattr(empty, name))
     previous = state.last
     add(state, time_ms, scaled(usd), card)
     row: list[float] = []

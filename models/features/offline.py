@@ -88,9 +88,11 @@ def _attributes(rows: pd.DataFrame, signals: Signals) -> Floats:
         elif declared.type == "timestamp":
             at = pd.to_numeric(column, errors="coerce").to_numpy(np.float64)
             columns.append((rows["event_time"].to_numpy(np.float64) - at) / f.SECOND_MS)
-        else:
-            values = column.astype(object).where(column.notna(), np.nan)
-            columns.append(values.astype(np.float64).to_numpy())
+        elif declared.type == "boolean":
+            flags = column.map({True: 1.0, False: 0.0})  # anything else: missing
+            columns.append(flags.astype(np.float64).to_numpy())
+        else:  # a value that is not a number (a file of another declaration): missing
+            columns.append(pd.to_numeric(column, errors="coerce").astype(np.float64).to_numpy())
     return np.column_stack(columns) if columns else np.empty((len(rows), 0))
 
 

@@ -112,6 +112,10 @@ local function drop_first(column, cut)
 end
 local function add_event(s, t, amount, card, cards_kept)
   if s[2] >= 0 and t <= s[2] - HISTORY_MS then return end  -- too late to count
+  if s[2] >= 0 and t - s[2] >= HISTORY_MS + 86400000 then  -- expired: forgotten
+    s[1], s[2], s[4], s[5] = -1, -1, {}, {}
+    s[3] = {{{}, {}, {}, {}}, {{}, {}, {}, {}}, {{}, {}, {}, {}}}
+  end
   if t > s[2] then
     for ti, tier in ipairs(TIERS) do
       local b, stale, cut = s[3][ti], math.floor(t / tier[1]) - tier[2], 0
@@ -152,8 +156,8 @@ local function add_event(s, t, amount, card, cards_kept)
   if #s[4] > cards_kept then table.remove(s[4], 1); table.remove(s[5], 1) end
 end
 function ops.commit_entity(k, a, n)  -- state, seen; TTL, job clock, seen kept since, seen cap,
-  local key, seen = KEYS[k + 1], KEYS[k + 2]  -- cards kept, msgpack events {digest, time,
-  local events, digests = cmsgpack.unpack(ARGV[a + 6]), {}  -- amount, card}: each counted once
+  local key, seen = KEYS[k + 1], KEYS[k + 2]  -- cards kept, seen TTL, msgpack events {digest,
+  local events, digests = cmsgpack.unpack(ARGV[a + 7]), {}  -- time, amount, card}: each once
   for e, event in ipairs(events) do digests[e] = event[1] end  -- however often replayed
   local counted = redis.call('ZMSCORE', seen, unpack(digests))
   local blob = redis.call('GET', key)
@@ -174,7 +178,7 @@ function ops.commit_entity(k, a, n)  -- state, seen; TTL, job clock, seen kept s
   redis.call('ZREMRANGEBYSCORE', seen, '-inf', '(' .. ARGV[a + 3])
   local extra = redis.call('ZCARD', seen) - tonumber(ARGV[a + 4])
   if extra > 0 then redis.call('ZREMRANGEBYRANK', seen, 0, extra - 1) end
-  redis.call('PEXPIRE', seen, ARGV[a + 1])
+  redis.call('PEXPIRE', seen, ARGV[a + 6])
   return 1
 end
 function ops.delete_if(k, a, n)  -- a key; the value it must still hold

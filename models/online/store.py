@@ -57,6 +57,8 @@ _decode_state = msgspec.msgpack.Decoder(CardState).decode
 _decode_row = msgspec.msgpack.Decoder(list[float]).decode
 REPLAY_ROWS: Final = 64  # per card, the most rows kept for replays (the hour ring's cap too)
 ENTITY_SEEN_CAP: Final = 4096  # per entity value, ids remembered within the replay horizon
+ENTITY_SEEN_MIN_MS: Final = 60_000  # ... and at least this long (a horizon of 0 included)
+ENTITY_CHUNK: Final = 500  # events of one entity value per script operation (Lua's stack)
 
 
 def event_of(tx: Transaction) -> CardEvent:
@@ -151,10 +153,7 @@ class OnlineFeatureStore:
             replies = rest[len(missing) :]
             states = {k: en.decode_state(r) for k, r in zip(entities, replies, strict=True)}
             changes = self._fold_signals(batch, digests, values, cards, rows, states)
-            since = now_ms - self._horizon_ms
-            commits = [Op("commit_entity", entities[key], (CARD_TTL_MS, now_ms, since,
-                          ENTITY_SEEN_CAP, en.CARDS_KEPT, _encode(events)))
-                       for key, events in changes.items()]  # fmt: skip
+            commits = self._entity_commits(entities, changes, now_ms)
         commits += _commits(batch, rows, cards, _Replays(now_ms, self._horizon_ms))
         run(self._redis, commits)
         card_blocked = dict.fromkeys((i for c in cards if c.blocked for i in c.indexes), True)
@@ -180,25 +179,44 @@ class OnlineFeatureStore:
         new = {i: card for card in cards for _, _, i in card.new}
         again = {i: card for card in cards for i in card.again}
         events: dict[tuple[str, str], list[tuple[str, int, int, int]]] = {}
+        folded: set[bytes] = set()  # one id under two cards of the batch counts once here too
         for i, tx in enumerate(batch):
             card = new.get(i) or again.get(i)
             if card is None:
                 continue  # a repeat decided with its kept row
             event, card_ident = event_of(tx), ident(tx.card_id)
-            if i in new:
+            if i in new and digests[i] not in folded:
+                folded.add(digests[i])
                 entity_states, links = states, card.state.links
                 change = (digests[i].hex(), event.time, en.scaled(event.usd), card_ident)
                 for e, value in zip(signals.entities, values[i], strict=True):
                     if value is not None:
                         events.setdefault((e.name, value), []).append(change)
-            else:
-                entity_states = {k: en.copy_state(states[k]) for k in states}
+            else:  # decided again on copies of what it reads
+                entity_states = {(e.name, v): en.copy_state(states[(e.name, v)])
+                                 for e, v in zip(signals.entities, values[i], strict=True)
+                                 if v is not None}  # fmt: skip
                 links = {k: dict(v) for k, v in card.state.links.items()}
             entity_row = en.entity_row(
                 signals, values[i], event.time, event.usd, card_ident, entity_states, links
             )
             rows[i] += en.attribute_row(signals, tx) + entity_row
         return events
+
+    def _entity_commits(
+        self,
+        keys: dict[tuple[str, str], tuple[str, str]],
+        changes: dict[tuple[str, str], list[tuple[str, int, int, int]]],
+        now_ms: int,
+    ) -> list[Op]:
+        """Each entity value's events, a chunk per operation, its ids kept for the replay
+        horizon (at least a minute) and no longer."""
+        kept_ms = max(self._horizon_ms, ENTITY_SEEN_MIN_MS)
+        return [Op("commit_entity", keys[key], (en.STATE_TTL_MS, now_ms, now_ms - kept_ms,
+                   ENTITY_SEEN_CAP, en.CARDS_KEPT, kept_ms + ENTITY_SEEN_MIN_MS,
+                   _encode(events[i : i + ENTITY_CHUNK])))
+                for key, events in changes.items()
+                for i in range(0, len(events), ENTITY_CHUNK)]  # fmt: skip
 
     def _cached_windows(
         self, batch: Sequence[Transaction]

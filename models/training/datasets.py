@@ -37,7 +37,7 @@ from services.core.card_csv import is_card_csv_name, open_text, read_card_csv
 from services.core.contract import InvalidEvent, Transaction, parse_event_time
 from services.core.errors import UserError
 from services.core.mapping import MappedFile, load_mapping
-from services.core.signals import EMPTY, Signals
+from services.core.signals import EARLIEST_TIMESTAMP_MS, EMPTY, Signals
 
 Kind = Literal["transactions", "anonymised"]
 _TX_FIELDS = tuple(n for n in Transaction.__struct_fields__ if n != "attributes")
@@ -87,10 +87,20 @@ def _with_attributes(
     for name, declared in signals.attributes.items():
         column = values[name]
         if declared.type == "timestamp":
-            column = column.map(lambda v: np.nan if v is None or v != v
-                                else float(parse_event_time(v)))  # fmt: skip
+            column = column.map(_epoch_ms)
         columns[attribute_column(name)] = column.to_numpy()
     return pd.concat([frame, pd.DataFrame(columns, index=frame.index)], axis=1)
+
+
+def _epoch_ms(value: object) -> float:
+    """A timestamp attribute as epoch ms, NaN when missing or not one (as the job judges it:
+    such a transaction is not decided, so it never reaches a file from the job)."""
+    if not isinstance(value, int | str) or isinstance(value, bool):
+        return np.nan
+    try:
+        return float(parse_event_time(value, "attribute", EARLIEST_TIMESTAMP_MS))
+    except ValueError:
+        return np.nan
 
 
 def load(path: Path, mapping: Path | None = None, signals: Signals = EMPTY) -> Dataset:

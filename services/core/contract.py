@@ -12,7 +12,7 @@ from __future__ import annotations
 import ipaddress
 import math
 import re
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Annotated, Final, Literal, TypeVar
 
 import msgspec
@@ -50,8 +50,9 @@ Id = Annotated[str, msgspec.Meta(min_length=1, max_length=128)]
 MAX_ATTRIBUTES: Final = 256
 AttributeValue = Annotated[str, msgspec.Meta(max_length=256)] | int | float | bool | None
 """A declared attribute's value (``services.core.signals`` says which type each name has)."""
+ATTRIBUTE_NAME: Final = "^[a-z][a-z0-9_]{0,47}$"  # what a signals file may declare
 Attributes = Annotated[
-    dict[Annotated[str, msgspec.Meta(min_length=1, max_length=48)], AttributeValue],
+    dict[Annotated[str, msgspec.Meta(pattern=ATTRIBUTE_NAME)], AttributeValue],
     msgspec.Meta(max_length=MAX_ATTRIBUTES),
 ]
 _T = TypeVar("_T")
@@ -74,8 +75,11 @@ def _invalid(field: str, reason: str) -> ValueError:
     return ValueError(f"{reason} - at `$.{field}`")
 
 
-def parse_event_time(value: int | str, field: str = "event_time") -> int:
-    """Epoch milliseconds from epoch milliseconds or an RFC 3339 string with a UTC offset."""
+def parse_event_time(
+    value: int | str, field: str = "event_time", earliest_ms: int = _MIN_EVENT_MS
+) -> int:
+    """Epoch milliseconds from epoch milliseconds or an RFC 3339 string with a UTC offset,
+    from ``earliest_ms`` (2000 for event times) to 2100."""
     if isinstance(value, str):
         match = _RFC3339.fullmatch(value)
         if match is None:
@@ -89,8 +93,9 @@ def parse_event_time(value: int | str, field: str = "event_time") -> int:
         millis = int(parsed.timestamp() * 1000)
     else:
         millis = value
-    if not _MIN_EVENT_MS <= millis < _MAX_EVENT_MS:
-        raise _invalid(field, f"epoch milliseconds out of range 2000..2100: {millis}")
+    if not earliest_ms <= millis < _MAX_EVENT_MS:
+        year = datetime.fromtimestamp(earliest_ms / 1000, UTC).year
+        raise _invalid(field, f"epoch milliseconds out of range {year}..2100: {millis}")
     return millis
 
 
@@ -311,5 +316,5 @@ def decode_feedback(raw: bytes) -> Feedback | InvalidEvent:
 
 
 def encode(event: msgspec.Struct) -> bytes:
-    """Compact JSON for any contract type; None fields are written as null."""
+    """Compact JSON for any contract type (a transaction leaves out its unset fields)."""
     return _encoder.encode(event)

@@ -19,8 +19,8 @@ trained or evaluated on (``--data FILE --mapping M``): no code for a new data se
       device_id: DeviceInfo
     label: isFraud                   # or {column: ..., fraud: [..]}; fraud: 1, true, yes, fraud
     attributes: {P_emaildomain: email_domain, ProductCD: product_code}
-    rest: true                       # every other column (but the id, time, amount and label
-                                     # ones) is also an attribute, its name lower-cased
+    attributes: {card1: card1, addr1: addr1}   # a mapped field's column, as an attribute too
+    rest: true                       # every column no field uses: an attribute, lower-cased
 
 Fields left out: ``customer_id`` is the card, ``merchant_id`` ``unknown``, the MCC ``5999``
 and the channel ``ecommerce``; ``currency`` and ``country`` must be given. Empty values are
@@ -31,6 +31,7 @@ missing. ``event_time`` units: ``ms`` or ``s`` (since ``origin``, default the Un
 from __future__ import annotations
 
 import csv
+import itertools
 import re
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -38,31 +39,34 @@ from pathlib import Path
 from typing import Any, Final, Literal, TextIO
 
 import msgspec
-import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError, model_validator
+from pydantic import Field, ValidationError, model_validator
 
 from services.core.card_csv import open_text
 from services.core.contract import AttributeValue, InvalidEvent, Transaction, parse_event_time
 from services.core.errors import UserError
-from services.core.signals import EMPTY, NAME, Signals, load_signals, parse_boolean
+from services.core.signals import (
+    EMPTY,
+    NAME,
+    Signals,
+    Strict,
+    load_signals,
+    parse_boolean,
+    safe_yaml,
+)
 
-MAX_FILE_BYTES: Final = 256 * 1024
 FRAUD_VALUES: Final = ("1", "true", "yes", "fraud", "t", "1.0")
 DEFAULTS: Final = {"merchant_id": "unknown", "merchant_category": "5999", "channel": "ecommerce"}
 REQUIRED: Final = ("transaction_id", "event_time", "card_id", "amount", "currency", "country")
 _FIELDS: Final = tuple(f for f in Transaction.__struct_fields__ if f != "attributes")
 _NOT_NAME: Final = re.compile(r"[^a-z0-9_]+")
+_FIELD_BYTES: Final = 64 * 1024  # a longer CSV field is a broken file, said in one line
 
 
 class MappingError(UserError, ValueError):
     """The mapping file is not valid, or does not fit the data; the message says where."""
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class Source(_Strict):
+class Source(Strict):
     """Where a field's value comes from: a column, several joined with ``-``, or a constant."""
 
     column: str | None = None
@@ -92,15 +96,15 @@ class Source(_Strict):
         return self.columns or ([self.column] if self.column else [])
 
 
-class Label(_Strict):
+class Label(Strict):
     column: str
-    fraud: list[str] = list(FRAUD_VALUES)
+    fraud: tuple[str, ...] = FRAUD_VALUES
 
 
-class Mapping(_Strict):
+class Mapping(Strict):
     fields: dict[str, str | Source]
     label: str | Label | None = None
-    attributes: dict[str, str] = {}
+    attributes: dict[str, str] = Field(default_factory=dict)
     rest: bool = False
     signals: str | None = None
 
@@ -128,9 +132,10 @@ class Mapping(_Strict):
 
 
 def attribute_name(column: str) -> str:
-    """The attribute a column becomes under ``rest: true``: lower-cased, an identifier."""
+    """The attribute a column becomes under ``rest: true``: lower-cased, an identifier of at
+    most 48 characters."""
     name = _NOT_NAME.sub("_", column.lower()).strip("_")
-    return name if name[:1].isalpha() else f"a_{name}"
+    return (name if name[:1].isalpha() else f"a_{name}")[:48]
 
 
 def _text(value: Any) -> str | None:
@@ -149,7 +154,12 @@ class MappedFile:
         self._label = mapping.label_spec
         self._fraud = {v.lower() for v in self._label.fraud} if self._label else set()
         self._time = self._sources["event_time"]
-        self._origin = parse_event_time(self._time.origin, "origin") if self._time.origin else 0
+        try:
+            self._origin = parse_event_time(self._time.origin, "origin") if self._time.origin else 0
+        except ValueError as error:
+            raise MappingError(
+                f"fields.event_time.origin: {str(error).split(' - at')[0]}"
+            ) from None
 
     def columns_for(self, header: list[str], declared: bool = True) -> dict[str, str]:
         """Column -> attribute, checked against the header (and the signals file)."""
@@ -160,11 +170,14 @@ class MappedFile:
         if missing:
             raise MappingError(f"columns not in the file: {', '.join(missing[:10])}")
         chosen = dict(self.mapping.attributes)
-        if self.mapping.rest:  # a column of the card's key, say, is a signal of its own too
-            own = {c for f in ("transaction_id", "event_time", "amount")
-                   for c in self._sources[f].used}  # fmt: skip
-            own.add(self._label.column if self._label else "")
-            chosen |= {c: attribute_name(c) for c in header if c not in own and c not in chosen}
+        if self.mapping.rest:  # the columns of mapped fields (card numbers...) only if named
+            chosen |= {c: attribute_name(c) for c in header if c not in used and c not in chosen}
+        names: dict[str, str] = {}
+        for column, name in chosen.items():
+            if name in names:
+                raise MappingError(f"columns {names[name]!r} and {column!r} both become "
+                                   f"attribute {name}: name one in attributes")  # fmt: skip
+            names[name] = column
         undeclared = sorted({a for a in chosen.values() if a not in self.signals.attributes})
         if undeclared and declared:
             raise MappingError(
@@ -191,9 +204,13 @@ class MappedFile:
             if text is not None:
                 attrs[name] = self._attribute(name, text)
         try:
-            return msgspec.convert(values | {"attributes": attrs or None}, Transaction)
+            tx = msgspec.convert(values | {"attributes": attrs or None}, Transaction)
         except msgspec.ValidationError as error:
             raise ValueError(str(error)) from None
+        problem = self.signals.check(tx)  # as the job will judge it
+        if problem is not None:
+            raise ValueError(f"{problem.reason} - at `$.{problem.field}`")
+        return tx
 
     def is_fraud(self, row: dict[str, Any]) -> bool | None:
         if self._label is None:
@@ -238,7 +255,7 @@ class MappedFile:
             for line, row in rows:
                 try:
                     event: Transaction | InvalidEvent = self.transaction(row, attributes)
-                except (ValueError, TypeError) as error:
+                except (ValueError, TypeError, OverflowError) as error:
                     event = _invalid(str(error))
                 yield MappedRow(line, event, self.is_fraud(row))
 
@@ -261,36 +278,50 @@ def _number(text: str, field: str) -> float:
         raise ValueError(f"not a number: {text[:20]!r} - at `$.{field}`") from None
 
 
+_object = msgspec.json.Decoder(dict[str, Any]).decode
+
+
+def _object_or_empty(line: str) -> dict[str, Any]:
+    """A JSON line's object, or an empty one (its row is then invalid: no fields)."""
+    try:
+        return _object(line)
+    except (msgspec.DecodeError, RecursionError):
+        return {}
+
+
 def _rows(handle: TextIO, path: Path) -> tuple[Iterator[tuple[int, dict[str, Any]]], list[str]]:
-    """(line, row) pairs and the columns of a CSV or JSON-lines file."""
-    if ".jsonl" in path.suffixes:
-        decode = msgspec.json.Decoder(dict[str, Any]).decode
-        lines = [(n, line) for n, line in enumerate(handle, start=1) if line.strip()]
-        first = decode(lines[0][1]) if lines else {}
-
-        def parsed() -> Iterator[tuple[int, dict[str, Any]]]:
-            for number, line in lines:
-                try:
-                    yield number, decode(line)
-                except msgspec.DecodeError:
-                    yield number, {}
-
-        return parsed(), list(first)
-    reader = csv.DictReader(handle)
-    header = list(reader.fieldnames or [])
+    """(line, row) pairs and the columns of a CSV file (its header), or of a JSON-lines file
+    (its first line's keys), read a row at a time."""
+    try:
+        if ".jsonl" in path.suffixes:
+            lines = ((n, line) for n, line in enumerate(handle, start=1) if line.strip())
+            first = next(lines, None)
+            if first is None or not (columns := _object_or_empty(first[1])):
+                raise MappingError(f"{path.name}: its first line is not a JSON object")
+            rest = ((n, _object_or_empty(line)) for n, line in lines)
+            return itertools.chain([(first[0], _object(first[1]))], rest), list(columns)
+        csv.field_size_limit(_FIELD_BYTES)
+        reader = csv.DictReader(handle)
+        header = list(reader.fieldnames or [])
+    except (csv.Error, UnicodeDecodeError, OSError) as error:
+        raise MappingError(f"{path.name}: not readable as CSV: {error}") from None
     if not header:
         raise MappingError(f"{path.name}: empty file, expected a header row")
-    return ((reader.line_num, row) for row in reader), header
+    return _csv_rows(reader, path), header
+
+
+def _csv_rows(reader: csv.DictReader[str], path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    try:
+        for row in reader:
+            yield reader.line_num, row
+    except (csv.Error, UnicodeDecodeError) as error:
+        raise MappingError(f"{path.name}: line {reader.line_num}: {error}") from None
 
 
 def parse_mapping(text: str, source: str = "mapping") -> Mapping:
-    if len(text.encode()) > MAX_FILE_BYTES:
-        raise MappingError(f"{source}: larger than {MAX_FILE_BYTES} bytes")
+    document = safe_yaml(text, source, MappingError)
     try:
-        document = yaml.safe_load(text)
         return Mapping.model_validate(document or {})
-    except yaml.YAMLError as error:
-        raise MappingError(f"{source}: not YAML: {str(error).splitlines()[0]}") from None
     except ValidationError as error:
         problems = [f"{'.'.join(map(str, e['loc'])) or '(top)'}: {e['msg']}"
                     for e in error.errors()]  # fmt: skip

@@ -32,6 +32,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from services.core.contract import (
+    ATTRIBUTE_NAME,
+    MAX_ATTRIBUTES,
     AttributeValue,
     InvalidEvent,
     Transaction,
@@ -39,14 +41,16 @@ from services.core.contract import (
     parse_event_time,
 )
 from services.core.errors import UserError
+from services.core.tokens import looks_like_card_number
 
-MAX_FILE_BYTES: Final = 256 * 1024
-MAX_ATTRIBUTES: Final = 256
+MAX_FILE_BYTES: Final = 256 * 1024  # a signals or mapping file
 MAX_ENTITIES: Final = 16
+MAX_NUMBER: Final = 1e30  # beyond, a float32 model input is no longer a number to compare
+EARLIEST_TIMESTAMP_MS: Final = -2_208_988_800_000  # 1900-01-01: an account opened, a birth
 ENTITY_FIELDS: Final = ("customer_id", "merchant_id", "merchant_category", "country",
                         "channel", "device_id", "ip")  # fmt: skip
 """Contract fields an entity may be keyed by (the card is the card's own state)."""
-NAME: Final = re.compile(r"[a-z][a-z0-9_]{0,47}")
+NAME: Final = re.compile(ATTRIBUTE_NAME.strip("^$"))
 Window = Literal["1h", "24h", "7d", "30d"]
 Stat = Literal["count", "sum", "mean", "max"]
 _BOOLEAN_TEXT: Final = {"true": True, "false": False, "t": True, "f": False, "1": True,
@@ -57,11 +61,13 @@ class SignalsError(UserError, ValueError):
     """The signals file is not valid; the message names each problem."""
 
 
-class _Strict(BaseModel):
+class Strict(BaseModel):
+    """A document part: unknown keys refused, immutable."""
+
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class Attribute(_Strict):
+class Attribute(Strict):
     type: Literal["number", "category", "boolean", "timestamp"]
     personal: bool = False
     min: float | None = None
@@ -79,7 +85,7 @@ class Attribute(_Strict):
         return self
 
 
-class Entity(_Strict):
+class Entity(Strict):
     by: Annotated[tuple[str, ...], Field(min_length=1, max_length=2)]
     windows: Annotated[tuple[Window, ...], Field(min_length=1)] = ("1h", "24h", "7d", "30d")
     stats: Annotated[tuple[Stat, ...], Field(min_length=1)] = ("count", "sum", "mean", "max")
@@ -88,8 +94,15 @@ class Entity(_Strict):
     def name(self) -> str:
         return "_".join(self.by)
 
+    @model_validator(mode="after")
+    def _once_each(self) -> Entity:
+        for part in (self.by, self.windows, self.stats):
+            if len(set(part)) != len(part):
+                raise ValueError(f"a value repeats in {list(part)}")
+        return self
 
-class Signals(_Strict):
+
+class Signals(Strict):
     attributes: Annotated[dict[str, Attribute], Field(max_length=MAX_ATTRIBUTES)] = {}
     entities: Annotated[list[Entity], Field(max_length=MAX_ENTITIES)] = []
 
@@ -116,15 +129,16 @@ class Signals(_Strict):
         return frozenset(n for n, a in self.attributes.items() if a.personal)
 
     def check(self, tx: Transaction) -> InvalidEvent | None:
-        """Why ``tx``'s attributes break this declaration, or None."""
+        """Why ``tx``'s attributes break this declaration, or None. The field names a declared
+        attribute only (a producer's names never become metric labels)."""
         for name, value in (tx.attributes or {}).items():
             declared = self.attributes.get(name)
-            field = f"attributes.{name[:48]}"
             if declared is None:
-                return InvalidEvent(field, "attribute not declared in the signals file")
+                return InvalidEvent("attributes", f"{name} is not declared in the signals file")
             problem = _value_problem(declared, value)
             if problem:
-                return InvalidEvent(field, problem)
+                shown = "a personal value" if declared.personal else problem
+                return InvalidEvent(f"attributes.{name}", shown)
         return None
 
 
@@ -145,12 +159,16 @@ def _value_problem(declared: Attribute, value: AttributeValue) -> str | None:
         if isinstance(value, bool) or not isinstance(value, (int, str)):
             return f"expected epoch ms or RFC 3339, got {_shown(value)}"
         try:
-            parse_event_time(value)
+            parse_event_time(value, "attribute", EARLIEST_TIMESTAMP_MS)
         except ValueError as error:
             return str(error).split(" - at `")[0]
         return None
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         return f"expected a finite number, got {_shown(value)}"
+    if abs(value) > MAX_NUMBER:
+        return f"a number beyond ±{MAX_NUMBER:.0e}"
+    if float(value).is_integer() and looks_like_card_number(str(int(value))):
+        return "looks like a card number: map it to card_id, or send it as a personal category"
     if declared.min is not None and value < declared.min:
         return f"{value} is below the declared min {declared.min}"
     if declared.max is not None and value > declared.max:
@@ -167,14 +185,21 @@ def parse_boolean(text: str) -> bool | None:
     return _BOOLEAN_TEXT.get(text.strip().lower())
 
 
+def safe_yaml(text: str, source: str, error: type[UserError]) -> object:
+    """A YAML document, or ``error`` saying in one line why not (size, syntax, depth)."""
+    if len(text.encode()) > MAX_FILE_BYTES:
+        raise error(f"{source}: larger than {MAX_FILE_BYTES} bytes")
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as problem:
+        raise error(f"{source}: not YAML: {str(problem).splitlines()[0]}") from None
+    except RecursionError:
+        raise error(f"{source}: nested too deeply") from None
+
+
 def parse_signals(text: str, source: str = "signals") -> Signals:
     """A validated document from YAML (or JSON) text; raises SignalsError, one line a problem."""
-    if len(text.encode()) > MAX_FILE_BYTES:
-        raise SignalsError(f"{source}: larger than {MAX_FILE_BYTES} bytes")
-    try:
-        document = yaml.safe_load(text)
-    except yaml.YAMLError as error:
-        raise SignalsError(f"{source}: not YAML: {str(error).splitlines()[0]}") from None
+    document = safe_yaml(text, source, SignalsError)
     try:
         return Signals.model_validate(document or {})
     except ValidationError as error:

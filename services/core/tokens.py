@@ -132,9 +132,10 @@ class Tokenizer:
             name: self.token(field, value) for name, field in fields.items()
             if (value := getattr(tx, name)) and looks_like_card_number(value)
         }  # fmt: skip
-        if personal and tx.attributes and any(
+        if tx.attributes and any(
             isinstance(v, str) and not v.startswith(TOKEN_PREFIX)
-            for n, v in tx.attributes.items() if n in personal
+            and (n in personal or looks_like_card_number(v))
+            for n, v in tx.attributes.items()
         ):  # fmt: skip
             raw["attributes"] = self._attributes(tx.attributes, personal)
         return msgspec.structs.replace(tx, **raw) if raw else tx
@@ -142,9 +143,11 @@ class Tokenizer:
     def _attributes(
         self, attributes: dict[str, AttributeValue] | None, personal: Collection[str]
     ) -> dict[str, AttributeValue] | None:
-        if not attributes or not personal:
+        """Personal ones and any card number among them become tokens."""
+        if not attributes:
             return attributes
-        return {n: self.token(f"attr:{n}", v) if n in personal and isinstance(v, str) else v
+        return {n: self.token(f"attr:{n}", v) if isinstance(v, str) and (
+                    n in personal or looks_like_card_number(v)) else v
                 for n, v in attributes.items()}  # fmt: skip
 
     def names(self, field: str, value: str) -> list[str]:

@@ -30,6 +30,7 @@ from services.core.contract import (
 from services.core.kafka import assigned_consumer, topic_epochs
 from services.core.lag import LagProbe
 from services.core.settings import Settings
+from services.core.signals import Signals, load_signals
 from services.core.throttled_log import ThrottledLog
 from services.core.tokens import Tokenizer
 from stream_jobs.feedback.metrics import FeedbackMetrics
@@ -42,12 +43,15 @@ STOP_WAIT_S = 5.0  # what a stop waits for the thread (a write to a dead disk is
 RowOf = Callable[[bytes], dict[str, Any] | None]
 
 
-def transaction_rows(tokens: Tokenizer) -> RowOf:
-    """Rows of valid transactions, any raw card number of a foreign producer tokenized."""
+def transaction_rows(tokens: Tokenizer, signals: Signals) -> RowOf:
+    """Rows of the transactions the job decides: valid, their attributes as declared; any
+    raw card number and personal attribute of a foreign producer tokenized."""
 
     def row(raw: bytes) -> dict[str, Any] | None:
         tx = decode_transaction(raw)  # an invalid one is in transactions.dlq already
-        return None if isinstance(tx, InvalidEvent) else lk.transaction_row(tokens.foreign(tx))
+        if isinstance(tx, InvalidEvent) or (tx.attributes and signals.check(tx)):
+            return None
+        return lk.transaction_row(tokens.foreign(tx, signals.personal))
 
     return row
 
@@ -71,7 +75,7 @@ class Archiver:
         self._tables: dict[str, tuple[lk.Table, RowOf]] = {
             settings.topic.transactions: (
                 "transactions",
-                transaction_rows(settings.token.tokenizer()),
+                transaction_rows(settings.token.tokenizer(), load_signals(settings.model.signals)),
             ),
             settings.topic.decisions: ("decisions", decision_row),
             settings.topic.labels: ("labels", label_row),

@@ -20,6 +20,7 @@ from models.features.entities import serving_names, signal_feature_names
 from models.online.store import OnlineFeatureStore
 from models.training.datasets import frame_from_transactions
 from services.core.contract import Transaction
+from services.core.signals import parse_signals
 from services.generator import GeneratorConfig, generate
 from services.generator.signals import generated_signals
 
@@ -213,3 +214,22 @@ def test_a_replay_after_a_crash_between_entity_and_card_writes_counts_once(
             crashed.update(batch)  # and a second replay changes nothing either
     assert _entity_states(client) == once
     assert len(once) > 100
+
+
+def test_a_batch_of_one_hot_entity_value_is_folded_in_chunks(redis_url: str) -> None:
+    """5,000 events of one e-mail domain in one batch: beyond what one Lua call unpacks."""
+    signals = parse_signals("attributes: {domain: {type: category}}\nentities: [{by: [domain]}]")
+    client = redis.Redis.from_url(redis_url)
+    client.flushdb()
+    store = OnlineFeatureStore(client, signals=signals)
+    base = 1_772_323_200_000
+    batch = [Transaction(
+        transaction_id=f"hot-{i}", event_time=base + i * 10, card_id=f"c{i % 97}",
+        customer_id="u", merchant_id="m", merchant_category="5411", amount=1.0,
+        currency="USD", country="US", channel="ecommerce", attributes={"domain": "hot.example"},
+    ) for i in range(5_000)]  # fmt: skip
+    rows = store.update(batch).rows
+    count = serving_names(signals).index("ent_domain_count_1h")
+    assert rows[-1][count] == 5_000
+    probe = msgspec.structs.replace(batch[0], transaction_id="probe", event_time=base + 60_000)
+    assert store.update([probe]).rows[0][count] == 5_001  # every one of them was stored

@@ -27,6 +27,7 @@ fields:
   country: {value: US}
   device_id: DeviceInfo
 label: isFraud
+attributes: {card1: card1, addr1: addr1}
 rest: true
 """
 ENTITIES = """entities:

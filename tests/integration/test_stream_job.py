@@ -316,7 +316,8 @@ def test_the_job_checks_tokenizes_and_scores_declared_signals(tmp_path: Path) ->
         finally:
             tail.close()
             processes.stop(job)
-    assert [(d.field, d.kind) for d in letters] == [("attributes.colour", "invalid")]
+    assert [(d.field, d.kind) for d in letters] == [("attributes", "invalid")]
+    assert "colour is not declared" in letters[0].reason
     assert [d for d in decisions if d.degraded] == []  # the model took the job's rows
     assert {d.model_version for d in decisions} == {"v0001"}
     parsed = [msgspec.json.decode(r.value, type=Alert) for r in alerts]

@@ -329,7 +329,7 @@ def test_declared_attributes_are_checked_tokenized_and_become_features(redis_url
     outputs = decider.decide(records)
     letters = [msgspec.json.decode(o.dead_letter, type=DeadLetter) for o in outputs[2:4]
                if o.dead_letter]  # fmt: skip
-    assert [(d.field, d.kind) for d in letters] == [("attributes.colour", "invalid"),
+    assert [(d.field, d.kind) for d in letters] == [("attributes", "invalid"),
                                                     ("attributes.risk", "invalid")]  # fmt: skip
     alert = msgspec.json.decode(outputs[0].alert or b"", type=Alert)
     assert alert.transaction.attributes is not None

@@ -97,4 +97,4 @@ def test_any_attributes_are_judged_and_featured_never_an_exception(attributes: o
             values = [entities.entity_value(e, result) for e in HOSTILE_SIGNALS.entities]
             assert all(v is None or isinstance(v, str) for v in values)
         else:
-            assert problem.field.startswith("attributes.")
+            assert problem.field.startswith("attributes")

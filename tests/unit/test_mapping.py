@@ -33,7 +33,7 @@ fields:
   currency: {value: USD}
   country: {value: US}
 label: isFraud
-attributes: {P_emaildomain: email_domain}
+attributes: {P_emaildomain: email_domain, card1: card1, addr1: addr1}
 rest: true
 """
 SIGNALS = """
@@ -144,3 +144,49 @@ def test_a_signals_file_is_inferred_from_the_data(files: Path) -> None:
                      "addr1": "number", "c1": "category", "m4": "category",
                      "flag": "boolean"}  # fmt: skip
     assert not inferred.personal
+
+
+def test_a_column_of_a_mapped_field_is_never_an_attribute_unless_named(files: Path) -> None:
+    """A card number column feeds card_id: ``rest`` leaves it out of the attributes."""
+    (files / "mapping.yaml").write_text(
+        MAPPING.replace("card1: card1, addr1: addr1", "").replace(
+            "{P_emaildomain: email_domain, }", "{P_emaildomain: email_domain}"
+        )
+    )
+    (files / "signals.yaml").write_text(SIGNALS)
+    (row, *_) = load_mapping(files / "mapping.yaml").read(files / "data.csv")
+    assert isinstance(row.event, Transaction)
+    assert row.event.attributes is not None
+    assert "card1" not in row.event.attributes
+    assert "addr1" not in row.event.attributes
+
+
+@pytest.mark.parametrize(
+    ("content", "name", "problem"),
+    [
+        ('{"TransactionID": 1\n', "data.jsonl", "first line is not a JSON object"),
+        ("[1, 2]\n", "data.jsonl", "first line is not a JSON object"),
+        (CSV.splitlines()[0] + "\n7," + "x" * 70_000 + "\n", "data.csv", "field larger than"),
+    ],
+)
+def test_a_broken_file_is_refused_in_one_line(
+    files: Path, content: str, name: str, problem: str
+) -> None:
+    (files / name).write_text(content)
+    with pytest.raises(MappingError, match=problem):
+        list(load_mapping(files / "mapping.yaml").read(files / name))
+
+
+def test_hostile_values_in_rows_are_invalid_rows_never_a_crash(files: Path) -> None:
+    header = CSV.splitlines()[0]
+    (files / "data.csv").write_text(f"{header}\n7,0,inf,5,W,1,2,a.com,1,M0,T\n"
+                                    f"8,0,nan,5,W,1,2,a.com,1e39,M0,T\n")  # fmt: skip
+    rows = list(load_mapping(files / "mapping.yaml").read(files / "data.csv"))
+    assert [type(r.event) for r in rows] == [InvalidEvent, InvalidEvent]
+
+
+def test_two_columns_that_make_one_name_are_refused(files: Path) -> None:
+    header = CSV.splitlines()[0]
+    (files / "data.csv").write_text(f"{header},C1 \n")
+    with pytest.raises(MappingError, match="both become attribute c1"):
+        list(load_mapping(files / "mapping.yaml").read(files / "data.csv"))

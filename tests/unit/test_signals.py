@@ -48,6 +48,8 @@ def test_a_valid_file_declares_attributes_and_entities() -> None:
         ("entities: [{by: [email_domain]}]", "neither a contract field"),
         ("entities: [{by: [a, b, c]}]", "at most 2 items"),
         ("attributes: [", "not YAML"),
+        ("[" * 2_000 + "]" * 2_000, "nested too deeply"),
+        ("entities: [{by: [device_id], windows: [1h, 1h]}]", "a value repeats"),
     ],
 )
 def test_a_bad_file_is_refused_with_the_problem_named(text: str, problem: str) -> None:
@@ -67,10 +69,13 @@ def test_every_problem_of_a_file_is_listed_at_once() -> None:
 @pytest.mark.parametrize(
     ("attributes", "field", "reason"),
     [
-        ({"colour": "red"}, "attributes.colour", "not declared"),
+        ({"colour": "red"}, "attributes", "colour is not declared"),  # no producer's label
         ({"risk": "high"}, "attributes.risk", "expected a finite number"),
         ({"risk": True}, "attributes.risk", "expected a finite number"),
+        ({"risk": 4111111111111111}, "attributes.risk", "looks like a card number"),
+        ({"email": 5}, "attributes.email", "a personal value"),  # never echoed
         ({"risk": 101}, "attributes.risk", "above the declared max 100"),
+        ({"opened": -2_300_000_000_000}, "attributes.opened", "out of range 1900..2100"),
         ({"risk": -1}, "attributes.risk", "below the declared min 0"),
         ({"card_bin": 411111}, "attributes.card_bin", "expected a string"),
         ({"card_bin": "41\x001"}, "attributes.card_bin", "control character U+0000"),
@@ -99,7 +104,8 @@ def test_declared_attributes_of_their_types_pass_and_missing_ones_are_none() -> 
 def test_without_a_signals_file_every_attribute_is_undeclared() -> None:
     problem = EMPTY.check(_tx({"card_bin": "411111"}))
     assert isinstance(problem, InvalidEvent)
-    assert problem.field == "attributes.card_bin"
+    assert problem.field == "attributes"
+    assert "card_bin" in problem.reason
 
 
 def test_attribute_counts_and_sizes_are_bounded_at_decoding() -> None:
@@ -120,6 +126,21 @@ def test_attribute_counts_and_sizes_are_bounded_at_decoding() -> None:
 
 def test_a_transaction_without_attributes_encodes_as_before() -> None:
     assert b"attributes" not in encode(_tx(None))
+
+
+def test_a_number_beyond_what_a_model_input_holds_is_refused() -> None:
+    unbounded = parse_signals("attributes: {n: {type: number}}")
+    problem = unbounded.check(_tx({"n": 1e39}))  # float32 would make it infinite
+    assert isinstance(problem, InvalidEvent)
+    assert "beyond" in problem.reason
+
+
+def test_a_card_number_among_category_attributes_becomes_a_token() -> None:
+    tokens = Tokenizer(b"k" * 32, "t1")
+    tx = _tx({"card_bin": "4111 1111 1111 1111"})  # a producer's mistake
+    for cleaned in (tokens.foreign(tx), tokens.transaction(tx)):
+        assert cleaned.attributes is not None
+        assert str(cleaned.attributes["card_bin"]).startswith(TOKEN_PREFIX)
 
 
 def test_personal_attributes_become_tokens_at_the_edge_and_in_the_job() -> None:
