@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any, Final, Literal, TextIO
 
 import msgspec
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, model_validator
 
 from services.core.card_csv import open_text
 from services.core.contract import AttributeValue, InvalidEvent, Transaction, parse_event_time
@@ -51,7 +51,7 @@ from services.core.signals import (
     Strict,
     load_signals,
     parse_boolean,
-    safe_yaml,
+    validated,
 )
 
 FRAUD_VALUES: Final = ("1", "true", "yes", "fraud", "t", "1.0")
@@ -319,13 +319,7 @@ def _csv_rows(reader: csv.DictReader[str], path: Path) -> Iterator[tuple[int, di
 
 
 def parse_mapping(text: str, source: str = "mapping") -> Mapping:
-    document = safe_yaml(text, source, MappingError)
-    try:
-        return Mapping.model_validate(document or {})
-    except ValidationError as error:
-        problems = [f"{'.'.join(map(str, e['loc'])) or '(top)'}: {e['msg']}"
-                    for e in error.errors()]  # fmt: skip
-        raise MappingError(f"{source}: " + "; ".join(problems)) from None
+    return validated(Mapping, text, source, MappingError)
 
 
 def read_mapping(path: Path) -> Mapping:

@@ -26,7 +26,7 @@ from __future__ import annotations
 import math
 import re
 from pathlib import Path
-from typing import Annotated, Final, Literal
+from typing import Annotated, Final, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -59,6 +59,9 @@ _BOOLEAN_TEXT: Final = {"true": True, "false": False, "t": True, "f": False, "1"
 
 class SignalsError(UserError, ValueError):
     """The signals file is not valid; the message names each problem."""
+
+
+_Document = TypeVar("_Document", bound=BaseModel)
 
 
 class Strict(BaseModel):
@@ -197,15 +200,21 @@ def safe_yaml(text: str, source: str, error: type[UserError]) -> object:
         raise error(f"{source}: nested too deeply") from None
 
 
-def parse_signals(text: str, source: str = "signals") -> Signals:
-    """A validated document from YAML (or JSON) text; raises SignalsError, one line a problem."""
-    document = safe_yaml(text, source, SignalsError)
+def validated(kind: type[_Document], text: str, source: str, error: type[UserError]) -> _Document:
+    """A ``kind`` document from YAML (or JSON) text, or ``error`` listing every problem in
+    one line."""
+    document = safe_yaml(text, source, error)
     try:
-        return Signals.model_validate(document or {})
-    except ValidationError as error:
+        return kind.model_validate(document or {})
+    except ValidationError as invalid:
         problems = [f"{'.'.join(map(str, e['loc'])) or '(top)'}: {e['msg']}"
-                    for e in error.errors()]  # fmt: skip
-        raise SignalsError(f"{source}: " + "; ".join(problems)) from None
+                    for e in invalid.errors()]  # fmt: skip
+        raise error(f"{source}: " + "; ".join(problems)) from None
+
+
+def parse_signals(text: str, source: str = "signals") -> Signals:
+    """A validated signals file; raises SignalsError, one line a problem."""
+    return validated(Signals, text, source, SignalsError)
 
 
 def load_signals(path: Path | None) -> Signals:

@@ -23,12 +23,11 @@ import urllib3
 
 from models.errors import PromotionRefused
 from models.features import offline
-from models.features.definitions import FEATURE_NAMES, LABEL_DELAY_MS
+from models.features.definitions import FEATURE_NAMES
 from models.features.entities import serving_names
-from models.training.datasets import Dataset, frame_from_transactions
-from models.training.explain import PathExplainer
+from models.training.datasets import frame_from_transactions
 from models.training.registry import DEFAULT_REGISTRY, Registry
-from models.training.trainer import TrainConfig, scores_for, train
+from models.training.trainer import scores_for
 from services.core.signals import to_yaml
 from services.devstack import processes
 from services.devstack.processes import wait_until
@@ -36,6 +35,7 @@ from services.generator import GeneratorConfig, generate
 from services.generator.signals import generated_signals
 from services.scoring.client import CircuitOpen, ScoringClient, ScoringUnavailable
 from services.scoring.server import model as scoring_model
+from tests.signals_model import publish, trained_signals_model
 
 pytestmark = pytest.mark.integration
 http = urllib3.PoolManager(retries=False, timeout=30)
@@ -442,21 +442,10 @@ def test_a_model_of_declared_signals_is_served_with_missing_values_where_declare
 ) -> None:
     """A model trained with a signals file: served where the same file is set, refused
     where it is not; a missing declared signal is null (NaN), a missing built-in a 422."""
-    signals = generated_signals()
-    config = GeneratorConfig(seed=9, customers=400, fraud_rate=0.05, attributes=True)
-    items = list(generate(config, 8_000))
-    frame = frame_from_transactions([i.transaction for i in items], signals)
-    frame["is_fraud"] = [i.is_fraud for i in items]
-    frame["label_time"] = frame["event_time"] + LABEL_DELAY_MS
-    trained = train(Dataset("transactions", frame, "f" * 64, "generated", signals),
-                    TrainConfig(max_rounds=60))  # fmt: skip
-    names = serving_names(signals)
-    files = {"model.onnx": trained.onnx, "model.txt": trained.booster.model_to_string().encode(),
-             "explainer.npz": PathExplainer.build(trained.booster, names).to_bytes()}  # fmt: skip
+    signals, names = generated_signals(), serving_names(generated_signals())
+    trained, frame = trained_signals_model()
     service = start_service()  # no signals file set: the shipped model serves
-    registry = Registry(service.registry, names)
-    version = registry.publish(files, trained.metadata)
-    registry.promote(version, force=True)
+    publish(trained, service.registry)
     wait_until(lambda: "fraudstream_scoring_current_refused 1.0" in service.metrics(), 10,
                "the refusal")  # fmt: skip
     signals_file = tmp_path / "signals.yaml"

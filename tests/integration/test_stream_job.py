@@ -11,12 +11,8 @@ import msgspec
 import pytest
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
 
-from models.features.definitions import LABEL_DELAY_MS
 from models.features.entities import serving_names
-from models.training.datasets import Dataset, frame_from_transactions
-from models.training.explain import PathExplainer
-from models.training.registry import Registry, working_registry
-from models.training.trainer import TrainConfig, train
+from models.training.registry import working_registry
 from services.clients.produce import generated_items
 from services.clients.producer import TransactionProducer
 from services.clients.reading import read_until_idle, transaction_id
@@ -26,7 +22,7 @@ from services.core.kafka_config import librdkafka_consumer
 from services.core.settings import Settings
 from services.core.signals import to_yaml
 from services.devstack import processes, stack
-from services.generator import GeneratorConfig, generate
+from services.generator import GeneratorConfig
 from services.generator.signals import generated_signals
 from tests.integration.streaming import (
     BROKERS,
@@ -36,6 +32,7 @@ from tests.integration.streaming import (
     produce,
     running_stack,
 )
+from tests.signals_model import publish, trained_signals_model
 
 pytestmark = pytest.mark.integration
 START = "2026-03-01T00:00:00Z"
@@ -268,33 +265,13 @@ def state_port(url: str | None) -> int:
     return int(url.rsplit(":", 1)[1])
 
 
-def _signals_registry(path: Path, signals_file: Path) -> None:
-    """A registry whose current model uses the generator's declared signals."""
-    signals = generated_signals()
-    signals_file.write_text(to_yaml(signals))
-    config = GeneratorConfig(seed=9, customers=400, fraud_rate=0.05, attributes=True)
-    items = list(generate(config, 8_000))
-    frame = frame_from_transactions([i.transaction for i in items], signals)
-    frame["is_fraud"] = [i.is_fraud for i in items]
-    frame["label_time"] = frame["event_time"] + LABEL_DELAY_MS
-    trained = train(Dataset("transactions", frame, "f" * 64, "generated", signals),
-                    TrainConfig(max_rounds=60))  # fmt: skip
-    names = serving_names(signals)
-    registry = Registry(path, names)
-    version = registry.publish(
-        {"model.onnx": trained.onnx, "model.txt": trained.booster.model_to_string().encode(),
-         "explainer.npz": PathExplainer.build(trained.booster, names).to_bytes()},
-        trained.metadata,
-    )  # fmt: skip
-    registry.promote(version)
-
-
 def test_the_job_checks_tokenizes_and_scores_declared_signals(tmp_path: Path) -> None:
     """Producers, job and scoring with one signals file: attributes checked (an undeclared
     one is a dead letter naming it), personal ones never in clear on any topic, entity
     features computed by the job and scored by a model that uses them."""
     signals_file = tmp_path / "signals.yaml"
-    _signals_registry(tmp_path / "registry", signals_file)
+    signals_file.write_text(to_yaml(generated_signals()))
+    publish(trained_signals_model()[0], tmp_path / "registry")
     with running_stack(tmp_path / "state", model_signals=str(signals_file),
                        model_registry=str(tmp_path / "registry")) as settings:  # fmt: skip
         produce(settings, 3_000, 0, 41, START, "--attributes", "--fraud-rate", "0.05")
