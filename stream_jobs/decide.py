@@ -179,7 +179,7 @@ class Decider:
                     "event_time", f"{(parsed.event_time_ms - now) // 1000} s ahead of the job's "
                     f"clock (at most {ahead // 1000} s)", "event_time_future",
                 )  # fmt: skip
-            elif not isinstance(parsed, InvalidEvent) and parsed.attributes is not None:
+            elif not isinstance(parsed, InvalidEvent) and parsed.attributes:
                 parsed = self._options.signals.check(parsed) or parsed
             if isinstance(parsed, InvalidEvent):
                 outputs[i] = self._dead_letter(record, parsed)

@@ -71,7 +71,7 @@ def frame_from_transactions(
     frame["event_time"] = frame["event_time"].astype(np.int64)
     for column in ("amount", "lat", "lon"):
         frame[column] = frame[column].astype(np.float64)
-    return _with_attributes(frame, [tx.attributes for tx in transactions], signals)
+    return _with_attributes(frame, [tx.attributes or None for tx in transactions], signals)
 
 
 def _with_attributes(

@@ -99,7 +99,7 @@ def parse_event_time(
     return millis
 
 
-class Transaction(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+class Transaction(msgspec.Struct, frozen=True, kw_only=True):
     """One card or payment transaction; Kafka key = card_id. ``event_time`` is epoch ms.
     ``attributes``: the producer's own declared signals (``services.core.signals``)."""
 
@@ -117,7 +117,7 @@ class Transaction(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True)
     ip: str | None = None
     lat: float | None = None
     lon: float | None = None
-    attributes: Attributes | None = None
+    attributes: Attributes | msgspec.UnsetType | None = msgspec.UNSET  # unset: not encoded
 
     def __post_init__(self) -> None:
         if not isinstance(self.event_time, int):
@@ -316,5 +316,6 @@ def decode_feedback(raw: bytes) -> Feedback | InvalidEvent:
 
 
 def encode(event: msgspec.Struct) -> bytes:
-    """Compact JSON for any contract type (a transaction leaves out its unset fields)."""
+    """Compact JSON for any contract type; None fields are written as null (a transaction
+    without attributes has no such field: its bytes are those of the contract before them)."""
     return _encoder.encode(event)

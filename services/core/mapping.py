@@ -204,7 +204,7 @@ class MappedFile:
             if text is not None:
                 attrs[name] = self._attribute(name, text)
         try:
-            tx = msgspec.convert(values | {"attributes": attrs or None}, Transaction)
+            tx = msgspec.convert(values | ({"attributes": attrs} if attrs else {}), Transaction)
         except msgspec.ValidationError as error:
             raise ValueError(str(error)) from None
         problem = self.signals.check(tx)  # as the job will judge it

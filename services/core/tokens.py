@@ -141,8 +141,9 @@ class Tokenizer:
         return msgspec.structs.replace(tx, **raw) if raw else tx
 
     def _attributes(
-        self, attributes: dict[str, AttributeValue] | None, personal: Collection[str]
-    ) -> dict[str, AttributeValue] | None:
+        self, attributes: dict[str, AttributeValue] | msgspec.UnsetType | None,
+        personal: Collection[str],
+    ) -> dict[str, AttributeValue] | msgspec.UnsetType | None:  # fmt: skip
         """Personal ones and any card number among them become tokens."""
         if not attributes:
             return attributes
