@@ -38,15 +38,15 @@ import msgspec
 
 from models.features import definitions as f
 from services.core.contract import AttributeValue, Transaction, parse_event_time
-from services.core.signals import Attribute, Entity, Signals
+from services.core.signals import EARLIEST_TIMESTAMP_MS, Attribute, Entity, Signals
 
 AMOUNT_SCALE: Final = 10_000  # amounts kept in integer 1/100 cents
 CARDS_KEPT: Final = 64
 STATE_TTL_MS: Final = f.HISTORY_MS + f.DAY_MS  # an entity unseen this long is forgotten
 VALUES_KEPT: Final = 16
 TEN_MINUTES_MS: Final = 10 * f.MINUTE_MS
-TIERS: Final = (("q", TEN_MINUTES_MS, 6), ("h", f.HOUR_MS, 24), ("d", f.DAY_MS, 30))
-"""Bucket tiers: (field prefix, width ms, buckets kept)."""
+TIERS: Final = ((TEN_MINUTES_MS, 6), (f.HOUR_MS, 24), (f.DAY_MS, 30))
+"""Bucket tiers: (width ms, buckets kept); ``models.online.ops`` holds the same in Lua."""
 WINDOW_TIER: Final = {"1h": (0, 6), "24h": (1, 24), "7d": (2, 7), "30d": (2, 30)}
 """Window -> (tier, buckets summed)."""
 NAN: Final = float("nan")
@@ -66,7 +66,8 @@ def attribute_feature(declared: Attribute, value: AttributeValue, event_time_ms:
     if declared.type == "category":
         return category_code(str(value))
     if declared.type == "timestamp":
-        at = parse_event_time(value) if isinstance(value, (int, str)) else event_time_ms
+        at = (parse_event_time(value, "attribute", EARLIEST_TIMESTAMP_MS)
+              if isinstance(value, (int, str)) else event_time_ms)  # fmt: skip
         return (event_time_ms - at) / f.SECOND_MS
     return float(value)
 
@@ -175,7 +176,7 @@ def entity_step(
     for window in entity.windows:
         tier, span = WINDOW_TIER[window]
         keys, counts, sums, maxima = state.buckets[tier]
-        top = time_ms // TIERS[tier][1]
+        top = time_ms // TIERS[tier][0]
         i, j = bisect_right(keys, top - span), bisect_right(keys, top)
         n, total = sum(counts[i:j]), sum(sums[i:j]) / AMOUNT_SCALE
         stats = (float(n), total, total / n if n else 0.0,
@@ -210,7 +211,7 @@ def add(state: EntityState, time_ms: int, amount: int, card: int) -> None:
     """The state change of one event (``models.online.ops``' ``commit_entity`` does the same
     to the stored state, in Lua)."""
     if time_ms > state.last:
-        for (_, width, kept), columns in zip(TIERS, state.buckets, strict=True):
+        for (width, kept), columns in zip(TIERS, state.buckets, strict=True):
             cut = bisect_right(columns[0], time_ms // width - kept)
             if cut:
                 for column in columns:
@@ -221,7 +222,7 @@ def add(state: EntityState, time_ms: int, amount: int, card: int) -> None:
             del state.card_k[:cut], state.card_t[:cut]
     if state.first < 0 or time_ms < state.first:
         state.first = time_ms
-    for (_, width, kept), (keys, counts, sums, maxima) in zip(TIERS, state.buckets, strict=True):
+    for (width, kept), (keys, counts, sums, maxima) in zip(TIERS, state.buckets, strict=True):
         key = time_ms // width
         if key <= state.last // width - kept:
             continue  # out of this tier's reach

@@ -117,3 +117,13 @@ def test_a_category_code_is_stable_and_exact_in_float32() -> None:
     assert code == en.category_code("gmail.com")
     assert float(np.float32(code)) == code
     assert code != en.category_code("yahoo.com")
+
+
+def test_a_timestamp_the_signals_file_accepts_has_its_age_online_and_offline() -> None:
+    """An account opened in 1998 is a valid timestamp (1900..2100); its age is a feature."""
+    signals = parse_signals("attributes: {opened: {type: timestamp}}")
+    tx = _tx(0, "d1", {"opened": "1998-06-01T00:00:00Z"})
+    assert signals.check(tx) is None
+    (age,) = en.attribute_row(signals, tx)
+    frame = offline.compute(frame_from_transactions([tx], signals), signals)
+    assert age == frame.iloc[0]["attr_opened_age_s"] > 27 * 365 * 86_400
