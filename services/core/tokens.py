@@ -50,13 +50,20 @@ def luhn_valid(digits: str) -> bool:
     return total % 10 == 0
 
 
+def is_card_number(digits: str) -> bool:
+    """13-19 digits of a payment card: its first digit 2 to 6 (Mastercard, American Express,
+    Diners, JCB, Visa, Discover, UnionPay, Maestro) and passing Luhn. An epoch-milliseconds
+    time (a 1 first until the year 2286) never looks like one."""
+    return 13 <= len(digits) <= MAX_CARD_DIGITS and digits[0] in "23456" and luhn_valid(digits)
+
+
 def card_digits(value: str) -> str | None:
-    """The digits of ``value`` if it is a card number (13-19 ASCII digits passing Luhn, maybe
-    grouped by single spaces or dashes: ``4111 1111 1111 1111``), else None."""
+    """The digits of ``value`` if it is a card number (``is_card_number``, maybe grouped by
+    single spaces or dashes: ``4111 1111 1111 1111``), else None."""
     if len(value) > MAX_CARD_CHARS or not _WRITTEN_PAN.fullmatch(value):
         return None
     digits = value.replace(" ", "").replace("-", "")
-    return digits if luhn_valid(digits) else None
+    return digits if is_card_number(digits) else None
 
 
 def looks_like_card_number(value: str) -> bool:
@@ -78,7 +85,7 @@ def _masked(written: bytes) -> bytes:
         for first in range(len(groups) - length + 1):
             start, end = groups[first][0], groups[first + length - 1][1]
             digits = bytes(c for c in out[start:end] if 48 <= c <= 57)
-            if 13 <= len(digits) <= MAX_CARD_DIGITS and luhn_valid(digits.decode()):
+            if is_card_number(digits.decode()):
                 keep = end - 4
                 out[start:keep] = re.sub(rb"[0-9]", b"#", bytes(out[start:keep]))
     return bytes(out)
