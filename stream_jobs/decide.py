@@ -161,6 +161,7 @@ class Decider:
         self._metrics = metrics or JobMetrics(CollectorRegistry())  # unserved when not given
         self._tokens = tokens
         self._personal = options.signals.personal
+        self._names = options.feature_names  # an alert's features, by name
         self._letters = DeadLetterLog(log)
         self._warnings = ThrottledLog(log)
         self._redis_retry_at = 0.0
@@ -239,7 +240,7 @@ class Decider:
             if decision.decision != "approve":
                 features: dict[str, float | None] = {
                     name: None if value != value else value  # NaN: a signal it lacked
-                    for name, value in zip(self._options.feature_names, row, strict=True)
+                    for name, value in zip(self._names, row, strict=True)
                 }
                 alert = Alert(**msgspec.structs.asdict(decision), transaction=v.tx,
                               features=features)  # fmt: skip

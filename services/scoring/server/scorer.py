@@ -16,6 +16,7 @@ import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 from typing import Any, Literal
 
@@ -55,6 +56,12 @@ class IncompatibleModel(UserError):
 
 
 _BUILT_IN = frozenset(FEATURE_NAMES)
+
+
+@cache
+def _built_in(names: tuple[str, ...]) -> np.ndarray[Any, Any]:
+    """Which of a model's inputs are built-in features (never missing): once per model."""
+    return np.array([n in _BUILT_IN for n in names])
 
 
 @dataclass(frozen=True)
@@ -199,8 +206,7 @@ class Scorer:
     @staticmethod
     def _check_finite(matrix: np.ndarray[Any, Any], model: LoadedModel) -> None:
         """Infinity nowhere; NaN (missing) only in a declared signal's features."""
-        built_in = np.array([n in _BUILT_IN for n in model.feature_names])
-        bad = np.isinf(matrix) | (np.isnan(matrix) & built_in)
+        bad = np.isinf(matrix) | (np.isnan(matrix) & _built_in(model.feature_names))
         if bad.any():
             row, column = (int(i) for i in np.argwhere(bad)[0])
             name = model.feature_names[column]
