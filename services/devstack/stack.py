@@ -19,6 +19,7 @@ import importlib.util
 import os
 import secrets
 import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -43,6 +44,8 @@ from services.devstack.state import StackState
 START_TIMEOUT_S = 60.0
 _PORT_ATTEMPTS = 3
 PORT_RELEASE_S = 5.0
+CLUSTER_BUS_OFFSET = 10_000  # Redis 6 takes its cluster bus port at port + 10000, not settable
+_HIGHEST_PORT = 65_535
 
 
 class StackError(UserError, RuntimeError):
@@ -119,11 +122,35 @@ def _cluster_ok(ports: list[int]) -> bool:
     return True
 
 
+def _bindable(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def cluster_node_port() -> int:
+    """A free loopback port whose cluster bus port is a port and free too: a free port above
+    55535 (a fifth of Linux's ephemeral range) has no bus port, and its node exits at start."""
+    for _ in range(100):
+        port = processes.free_loopback_port()
+        bus = port + CLUSTER_BUS_OFFSET
+        if bus <= _HIGHEST_PORT and _bindable(bus):
+            return port
+    raise StackError("no free loopback port with a free cluster bus port 10000 above it")
+
+
 def _start_redis_cluster(settings: Settings, logs: Path, started: list[ProcessRecord]) -> list[int]:
     """``CLUSTER_NODES`` masters on loopback, joined by ``redis-cli --cluster create``."""
+    first = settings.stack.redis_port
+    if first + CLUSTER_BUS_OFFSET > _HIGHEST_PORT:
+        raise StackError(f"redis port {first} leaves no cluster bus port: choose one below "
+                         f"{_HIGHEST_PORT - CLUSTER_BUS_OFFSET + 1}")  # fmt: skip
     argv = functools.partial(_cluster_node_argv, data_dir=settings.state_dir / "redis")
     ports = [
-        _start_server(name, settings.stack.redis_port if i == 0 else 0, argv, logs, started)
+        _start_server(name, first if i == 0 else 0, argv, logs, started, cluster_node_port)
         for i, name in enumerate(cluster_node_names())
     ]
     for port in ports:
@@ -165,10 +192,11 @@ def _start_server(
     argv_for: Callable[[int], list[str]],
     logs: Path,
     started: list[ProcessRecord],
+    free_port: Callable[[], int] = processes.free_loopback_port,
 ) -> int:
-    """Start a server on ``wanted_port`` (0: a free one, retried if taken meanwhile)."""
+    """Start a server on ``wanted_port`` (0: one from ``free_port``, retried if taken meanwhile)."""
     for _ in range(_PORT_ATTEMPTS if wanted_port == 0 else 1):
-        port = wanted_port or processes.free_loopback_port()
+        port = wanted_port or free_port()
         if not _port_freed(port):
             raise StackError(f"{name} port {port} is already in use")
         record = processes.spawn(name, argv_for(port), logs / f"{name}.log")
