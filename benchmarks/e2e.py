@@ -45,6 +45,7 @@ from services.devstack import processes, stack
 from services.generator import GeneratorConfig, start_ending_now
 from services.scoring.server.inprocess import InProcessScorer
 from stream_jobs.decide import DecideOptions, Decider, Record
+from stream_jobs.strategy_feed import StrategyFeed
 
 RATES = (1_000, 2_000, 5_000)
 _decision = msgspec.json.Decoder(Decision).decode
@@ -68,8 +69,11 @@ def baseline_worker(settings: Settings, from_end: bool, batch: int = 500) -> Non
     version = registry.current()
     assert version is not None
     scorer = InProcessScorer(registry.path(version))
-    decider = Decider(redis.Redis.from_url(settings.redis.require_url()), scorer,
-                      DecideOptions.of(settings))  # fmt: skip
+    options = DecideOptions.of(settings)
+    feed = StrategyFeed(settings, options.signals)
+    feed.start()
+    decider = Decider(redis.Redis.from_url(settings.redis.require_url()), scorer, options,
+                      versions=lambda: feed.versions)  # fmt: skip
     while True:
         messages = [m for m in consumer.consume(batch, timeout=0.01) if not m.error()]
         if not messages:

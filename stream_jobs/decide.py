@@ -28,7 +28,7 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, Self
 
@@ -37,6 +37,7 @@ from prometheus_client import CollectorRegistry
 
 from models.features import definitions as f
 from models.features.entities import serving_names
+from models.online.lists import BIN_ATTRIBUTE, Kind, ListCache
 from models.online.ops import is_transient
 from models.online.store import Looked, OnlineFeatureStore, without_history
 from services.core.contract import (
@@ -53,9 +54,11 @@ from services.core.signals import EMPTY, Signals, load_signals
 from services.core.throttled_log import ThrottledLog
 from services.core.tokens import Tokenizer
 from services.scoring.client import ScoringRejected, ScoringUnavailable
-from services.scoring.wire import ScoreResponse
-from stream_jobs import rules
+from services.scoring.wire import RowResult, ScoreResponse
+from stream_jobs import rules, thresholds
+from stream_jobs import strategy as st
 from stream_jobs.metrics import JobMetrics
+from stream_jobs.strategy_feed import Versions
 
 log = logging.getLogger(__name__)
 NO_MODEL = "none"  # model_version of a rules-only decision
@@ -84,6 +87,7 @@ class DecideOptions:
     replay_horizon_s: float = 300.0
     unrecorded_max: int = 50_000  # events decided without Redis, held to be recorded later
     signals: Signals = EMPTY  # the attributes transactions may carry, and the entities
+    workers: int = 1  # the job's parallelism: the alert budget is shared by this many
 
     @classmethod
     def of(cls, settings: Settings) -> Self:
@@ -93,6 +97,7 @@ class DecideOptions:
             rules.FailurePolicy(job.redis_down_review_usd, job.scoring_down_review_usd),
             job.max_event_ahead_s * 1000, job.out_of_orderness_ms, job.merchant_cache_s,
             job.replay_horizon_s, job.unrecorded_max, load_signals(settings.model.signals),
+            job.parallelism,
         )  # fmt: skip
 
     @property
@@ -139,6 +144,21 @@ def _reply_problem(response: ScoreResponse, rows: int) -> str | None:
     return None
 
 
+def _constant(versions: Versions) -> Callable[[], Versions]:
+    return lambda: versions
+
+
+def _probability(result: RowResult) -> float:
+    """The calibrated fraud probability (the score of a model without calibration)."""
+    return result.score if result.probability < 0 else result.probability
+
+
+def _list_values(tx: Transaction) -> dict[Kind, object]:
+    attributes = tx.attributes or {}
+    return {"card": tx.card_id, "device": tx.device_id, "merchant": tx.merchant_id,
+            "bin": attributes.get(BIN_ATTRIBUTE), "country": tx.country}  # fmt: skip
+
+
 def _wall_ms() -> int:
     return int(time.time() * 1000)
 
@@ -151,8 +171,11 @@ class Decider:
         options: DecideOptions = DecideOptions(),
         metrics: JobMetrics | None = None,
         tokens: Tokenizer | None = None,
+        versions: Callable[[], Versions] | None = None,
     ) -> None:
-        """``tokens``: tokenize raw card numbers a foreign producer sends (defence in depth)."""
+        """``tokens``: tokenize raw card numbers a foreign producer sends (defence in depth);
+        ``versions``: the strategy versions in force now (a ``StrategyFeed``'s), else the
+        shipped default alone."""
         self._options = options
         self._store = OnlineFeatureStore(
             redis_client, options.merchant_cache_s, options.replay_horizon_s, options.signals
@@ -167,6 +190,11 @@ class Decider:
         self._redis_retry_at = 0.0
         self._unrecorded: list[Transaction] = []  # decided without Redis, oldest first
         self._latest: dict[int, int] = {}  # per partition, the latest valid event time
+        self._versions = versions or _constant(
+            Versions([st.Compiled(st.default(), options.signals)])
+        )
+        self._lists = ListCache(redis_client)
+        self._budget = thresholds.AlertBudget(st.Thresholds(), options.workers)
 
     def decide(self, records: Sequence[Record]) -> list[Output]:
         outputs = [Output(key=r.key) for r in records]
@@ -231,9 +259,18 @@ class Decider:
                 v.degraded.append(scored)
         decided_at = _wall_ms()
         decisions: list[Decision] = []
+        errors: list[str] = []
+        versions = self._versions()
+        self._budget.use(versions.for_event(valid[-1].tx.event_time_ms).thresholds)
+        bar = self._budget.refresh()
         for j, (v, row, flags) in enumerate(zip(valid, rows, blocked, strict=True)):
-            fired = rules.evaluate(v.tx, row, *flags)
-            decision = self._decision(v, fired, response, j, decided_at, row[_AMOUNT_USD])
+            compiled = versions.for_event(v.tx.event_time_ms)
+            result = None if response is None else response.results[j]
+            decision = self._decision(v, compiled, row, flags, result, response, errors)
+            decision = msgspec.structs.replace(
+                decision, decided_at=decided_at,
+                latency_ms=float(max(decided_at - v.record.read_ms, 0)),
+            )  # fmt: skip
             out = outputs[v.index]
             out.key = v.tx.card_id.encode()
             out.decision = encode(decision)
@@ -248,35 +285,67 @@ class Decider:
             decisions.append(decision)
         for decision in decisions:  # counted once the whole batch is decided (never twice)
             self._observe(decision)
+        for rule in errors:
+            self._metrics.rule_errors.labels(rule).inc()
+        self._metrics.strategy_version.set(versions.all[0].version)
+        self._metrics.review_bar.set(bar)
 
     def _decision(
         self,
         v: _Valid,
-        fired: list[tuple[str, rules.Outcome]],
+        compiled: st.Compiled,
+        row: list[float],
+        blocked: tuple[bool, bool],
+        result: RowResult | None,
         response: ScoreResponse | None,
-        position: int,
-        decided_at: int,
-        amount_usd: float,
+        errors: list[str],
     ) -> Decision:
-        reasons = [rule for rule, _ in fired]
+        """One event's decision: the strategy's rules, the lists, the model by the strategy's
+        thresholds, and the failure policy; the most severe outcome wins."""
+        amount_usd = row[_AMOUNT_USD]
         model: rules.Outcome = "approve"
-        score, version = 0.0, NO_MODEL
-        if response is not None:
-            result = response.results[position]
+        score, probability, version, reasons = 0.0, None, NO_MODEL, list[str]()
+        if response is not None and result is not None:
             score, version = result.score, response.model_version
-            model = rules.model_outcome(
-                score, response.review_threshold, response.decline_threshold
-            )
-            reasons += [f"model:{name}" for name in result.reasons]
+            probability = _probability(result)
+            model = self._model_outcome(compiled.thresholds, response, score, probability,
+                                        amount_usd, v.tx.event_time_ms)  # fmt: skip
+            reasons = [f"model:{name}" for name in result.reasons]
+        fired = compiled.evaluate(row, v.tx, None if result is None else score, probability)
+        errors += fired.errors
+        hits = self._lists.hits(_list_values(v.tx), _wall_ms())
+        blocks: list[tuple[str, rules.Outcome]] = [(code, "decline") for code in (
+            *([rules.BLOCKLIST_CARD] if blocked[0] else []),
+            *([rules.BLOCKLIST_DEVICE] if blocked[1] else []), *hits.block)]  # fmt: skip
+        if model == "review" and hits.allow and not blocks:
+            model, reasons = "approve", [*reasons, *hits.allow]  # spared the model's review
+        acted = blocks + fired.active
         policy = rules.when_degraded(v.degraded, amount_usd, self._options.policy)
-        fired = fired + policy
-        reasons += [rule for rule, _ in policy]
         return Decision(
             transaction_id=v.tx.transaction_id, card_id=v.tx.card_id,
-            event_time=v.tx.event_time_ms, decided_at=decided_at, score=score,
-            decision=rules.combine(model, fired), reasons=reasons, model_version=version,
-            degraded=sorted(v.degraded), latency_ms=float(max(decided_at - v.record.read_ms, 0)),
+            event_time=v.tx.event_time_ms, decided_at=0, score=score,
+            decision=rules.combine(model, acted + policy),
+            reasons=[code for code, _ in acted] + reasons + [code for code, _ in policy],
+            model_version=version, degraded=sorted(v.degraded),
+            strategy_version=compiled.version, shadow=fired.shadow,
         )  # fmt: skip
+
+    def _model_outcome(
+        self,
+        t: st.Thresholds,
+        response: ScoreResponse,
+        score: float,
+        probability: float,
+        amount_usd: float,
+        event_time_ms: int,
+    ) -> rules.Outcome:
+        """By the model version's own thresholds, or by cost under the alert budget."""
+        if t.mode == "model":
+            return rules.model_outcome(score, response.review_threshold,
+                                       response.decline_threshold)  # fmt: skip
+        loss = thresholds.expected_loss(probability, amount_usd, t)
+        self._budget.observe(event_time_ms, loss)
+        return thresholds.outcome(probability, amount_usd, self._budget.bar(), t)
 
     def _features(self, txs: list[Transaction]) -> Looked | None:
         """Features and blocklist flags from Redis, or None while Redis is unavailable (the
@@ -288,6 +357,7 @@ class Decider:
         started = time.perf_counter()
         try:
             self._record_unrecorded()
+            self._lists.refresh()
             looked = self._store.update(txs)
         except Exception as error:
             if not is_transient(error):
@@ -380,6 +450,13 @@ class Decider:
 
     def _observe(self, decision: Decision) -> None:
         self._metrics.decisions.labels(decision.decision, decision.model_version).inc()
+        for reason in decision.reasons:
+            if reason.startswith(st.RULE_PREFIX):
+                self._metrics.rule_fires.labels(reason, "active").inc()
+            elif reason.startswith("list:"):
+                self._metrics.list_hits.labels(reason).inc()
+        for reason in decision.shadow:
+            self._metrics.rule_fires.labels(reason, "shadow").inc()
         self._metrics.latency.observe(decision.latency_ms / 1000)
         for dependency in decision.degraded:
             self._metrics.degraded.labels(dependency).inc()

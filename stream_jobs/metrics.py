@@ -83,6 +83,31 @@ class JobMetrics:
             f"{p}_consumer_lag", "Messages behind the partition's end", ["partition"],
             registry=registry,
         )  # fmt: skip
+        self.rule_fires = Counter(
+            f"{p}_rule_fires", "Strategy rules that fired: active (acted on) or shadow "
+            "(recorded only)", ["rule", "state"], registry=registry,
+        )  # fmt: skip
+        self.rule_errors = Counter(
+            f"{p}_rule_errors", "Strategy rules that failed on an event (they did not fire)",
+            ["rule"], registry=registry,
+        )  # fmt: skip
+        self.list_hits = Counter(
+            f"{p}_list_hits", "Transactions that met an analysts' list entry", ["entry"],
+            registry=registry,
+        )  # fmt: skip
+        self.strategy_version = Gauge(
+            f"{p}_strategy_version", "The newest strategy version this worker holds",
+            registry=registry,
+        )  # fmt: skip
+        self.review_bar = Gauge(
+            f"{p}_review_bar_usd", "Expected fraud loss (probability x amount x loss share) from "
+            "which the model's score is reviewed: the review cost, raised to hold the daily "
+            "alert budget", registry=registry,
+        )  # fmt: skip
+        self.thresholds = Gauge(
+            f"{p}_thresholds", "The model's thresholds in force (mode model: the version's "
+            "scores; cost: the strategy's costs)", ["name"], registry=registry,
+        )  # fmt: skip
 
         for dependency in DEPENDENCIES:  # every series exists from the start: rates work
             self.degraded.labels(dependency)

@@ -29,6 +29,7 @@ class DecideFunction:
         self._settings = settings
         self._decider: Any = None
         self._lag: Any = None
+        self._feed: Any = None
 
     def open(self, _context: Any) -> None:
         from services.core.exposition import component_registry, serve_metrics
@@ -37,6 +38,7 @@ class DecideFunction:
         from stream_jobs.decide import DecideOptions, Decider
         from stream_jobs.metrics import JobMetrics
         from stream_jobs.scorers import ServiceScorer
+        from stream_jobs.strategy_feed import StrategyFeed
 
         s = self._settings
         metrics = JobMetrics(component_registry())
@@ -51,8 +53,10 @@ class DecideFunction:
         states = {"closed": 0, "half_open": 1, "open": 2}
         metrics.breaker.set_function(lambda: states[scoring.breaker.state])
         options = DecideOptions.of(s)
+        feed = self._feed = StrategyFeed(s, options.signals)
+        feed.start()  # every published version before the first decision
         self._decider = Decider(client, ServiceScorer(scoring, options.feature_names), options,
-                                metrics, s.token.tokenizer())  # fmt: skip
+                                metrics, s.token.tokenizer(), lambda: feed.versions)  # fmt: skip
         self._lag = LagProbe(s, metrics.report_lag)
 
     def eval(self, key: pd.Series, value: pd.Series, partition: pd.Series, offset: pd.Series,
@@ -77,6 +81,8 @@ class DecideFunction:
             self._decider.close()
         if self._lag is not None:
             self._lag.close()
+        if self._feed is not None:
+            self._feed.close()
 
 
 def decide_udf(settings: Settings) -> Any:

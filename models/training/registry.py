@@ -5,7 +5,8 @@ Layout::
     REGISTRY/versions/v0001/model.onnx      the served model (input "features", float32)
                            model.txt       the native LightGBM model, for reason codes
                            metadata.json   version, feature names in order, data fingerprint,
-                                           parameters, metrics, thresholds
+                                           parameters, metrics, thresholds, the calibration
+                                           of the score into a probability
                            pr_curve.png
     REGISTRY/CURRENT                       the served version's name, replaced atomically
     REGISTRY/history.json                  promotions and rollbacks, newest last

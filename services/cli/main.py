@@ -31,6 +31,7 @@ from services.cli.models import models_app, train_cmd
 from services.cli.options import kafka_settings
 from services.cli.options import setting_option as _opt
 from services.cli.signals import signals_app
+from services.cli.strategy import lists_app, rules_app
 from services.cli.stream import alerts_cmd, cluster_app, demo_cmd, job_app, verify_cmd
 from services.clients import produce as producing
 from services.clients import reading
@@ -62,6 +63,8 @@ app.add_typer(models_app, name="models")
 app.add_typer(job_app, name="job")
 app.add_typer(lake_app, name="lake")
 app.add_typer(signals_app, name="signals")
+app.add_typer(rules_app, name="rules")
+app.add_typer(lists_app, name="lists")
 app.command("train")(train_cmd)
 app.command("verify")(verify_cmd)
 app.command("demo")(demo_cmd)

@@ -90,6 +90,22 @@ def _metrics_table(metrics: dict[str, Any], title: str) -> Table:
     return table
 
 
+def _print_calibration(meta: dict[str, Any]) -> None:
+    """How reliable the version's probability is on the evaluation split, or that it has no
+    calibration (versions from before it serve the raw score as the probability)."""
+    calibration = meta.get("calibration")
+    if calibration is None:
+        out.print("probability: uncalibrated (the raw score)")
+        return
+    out.print(f"probability: {calibration['method']} calibration "
+              f"({len(calibration['scores'])} points, fitted on the validation split)")  # fmt: skip
+    figures = meta["metrics"]["calibration"]
+    table = Table("", "ECE", "Brier", title="reliability, evaluation split")
+    table.add_row("calibrated", str(figures["ece"]), str(figures["brier"]))
+    table.add_row("raw score", str(figures["ece_uncalibrated"]), str(figures["brier_uncalibrated"]))
+    out.print(table)
+
+
 @contextmanager
 def _rounds(quiet: bool) -> Iterator[Any]:
     if quiet or not err.is_terminal:
@@ -133,6 +149,7 @@ def train_cmd(
                      "previous_pr_auc": current, **meta})  # fmt: skip
     else:
         out.print(_metrics_table(meta["metrics"], f"{published.version}: evaluation split"))
+        _print_calibration(meta)
         state = "current" if published.promoted else "not promoted (fraudstream models promote)"
         out.print(f"{published.version} written, {state}; PR curve: pr_curve.png in the version")
     if published.note:
@@ -167,7 +184,8 @@ def list_cmd(registry: RegistryOpt = None, as_json: JsonOpt = False) -> None:
 
 @models_app.command("show")
 def show_cmd(version: str, registry: RegistryOpt = None, as_json: JsonOpt = False) -> None:
-    """A version's metadata: features, data fingerprint, parameters, metrics, thresholds."""
+    """A version's metadata: features, data fingerprint, parameters, metrics, thresholds,
+    calibration."""
     meta = _registry(registry).metadata(version)
     if as_json:
         _print_json(meta)
@@ -179,6 +197,7 @@ def show_cmd(version: str, registry: RegistryOpt = None, as_json: JsonOpt = Fals
     )
     out.print("features: " + ", ".join(meta["feature_names"]))
     out.print(_metrics_table(meta["metrics"], "evaluation split"))
+    _print_calibration(meta)
 
 
 @models_app.command("promote")

@@ -168,6 +168,8 @@ class Decision(msgspec.Struct, frozen=True, kw_only=True):
     model_version: str
     degraded: list[str] = []
     latency_ms: float = 0.0
+    strategy_version: int = 0  # the strategy document that decided it
+    shadow: list[str] = []  # shadow rules that fired: recorded, not acted on
 
 
 class Alert(Decision, frozen=True, kw_only=True):

@@ -37,7 +37,11 @@ def topic_partitions(settings: Settings) -> dict[str, int]:
         settings.topic.feedback: 1,
         settings.topic.feedback_dlq: 1,
         settings.topic.labels: 1,
+        settings.topic.strategy: 1,
     }
+
+
+COMPACTED = {"cleanup.policy": "compact"}  # a topic that keeps the latest value of each key
 
 
 def create_topics(settings: Settings, timeout: float = 30.0) -> dict[str, int]:
@@ -46,7 +50,12 @@ def create_topics(settings: Settings, timeout: float = 30.0) -> dict[str, int]:
     wanted = topic_partitions(settings)
     futures = admin.create_topics(
         [
-            NewTopic(name, num_partitions=parts, replication_factor=1)
+            NewTopic(
+                name,
+                num_partitions=parts,
+                replication_factor=1,
+                config=COMPACTED if name == settings.topic.strategy else {},
+            )
             for name, parts in wanted.items()
         ]
     )

@@ -242,11 +242,14 @@ class TopicSettings(_Group):
     labels: str = Field(
         "labels", description="Dispositions as applied, with their transaction (the lake's labels)"
     )
+    strategy: str = Field(
+        "strategy", description="Published strategy documents, one per version (compacted)"
+    )
 
     def all(self) -> list[str]:
         """Every topic the pipeline uses, in event-path order."""
         return [self.transactions, self.dlq, self.decisions, self.alerts, self.feedback,
-                self.feedback_dlq, self.labels]  # fmt: skip
+                self.feedback_dlq, self.labels, self.strategy]  # fmt: skip
 
 
 class TokenSettings(_Group):

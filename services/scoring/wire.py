@@ -11,8 +11,13 @@ import msgspec
 
 
 class RowResult(msgspec.Struct, frozen=True):
+    """``score``: the model's raw score, what the thresholds are set on; ``probability``: the
+    calibrated P(fraud), for expected cost (the score itself for an uncalibrated model). Its
+    default, -1, means a server from before it did not send one: decoding stays compatible."""
+
     score: float
     reasons: list[str]
+    probability: float = -1.0
 
 
 class ShadowResult(msgspec.Struct, frozen=True):

@@ -25,6 +25,7 @@ from models.errors import PromotionRefused
 from models.features import offline
 from models.features.definitions import FEATURE_NAMES
 from models.features.entities import serving_names
+from models.training.calibration import calibrate
 from models.training.datasets import frame_from_transactions
 from models.training.registry import DEFAULT_REGISTRY, Registry
 from models.training.trainer import scores_for
@@ -191,6 +192,30 @@ def test_reload_under_load_drops_nothing(
     assert set(seen[:switch]) == {"v0001"}
     assert set(seen[switch:]) == {new}  # once swapped, never back
     assert "fraudstream_scoring_reloads_total 1.0" in service.metrics()
+
+
+def test_probability_comes_with_the_version_serving(
+    start_service: Start, feature_rows: list[dict[str, float]]
+) -> None:
+    """v0001 predates calibration: its probability is its score. A calibrated version
+    promoted while the service runs is served with its calibration, over msgpack too."""
+    service = start_service()
+    before = json.loads(service.post(_body(feature_rows)).data)["results"]
+    assert [r["probability"] for r in before] == [r["score"] for r in before]
+    registry = Registry(service.registry)
+    v1 = service.registry / "versions" / "v0001"
+    files = {p.name: p.read_bytes() for p in v1.iterdir() if p.name != "metadata.json"}
+    calibration = {"method": "isotonic", "scores": [0.0, 0.5, 1.0],
+                   "probabilities": [0.0, 0.1, 1.0]}  # fmt: skip
+    new = registry.publish(files, {**registry.metadata("v0001"), "calibration": calibration})
+    registry.promote(new)
+    client = ScoringClient(service.url, deadline_s=5.0, retries=0)
+    processes.wait_until(lambda: client.score(feature_rows[:1]).model_version == new, 30,
+                         "the calibrated version")  # fmt: skip
+    after = client.score(feature_rows).results
+    scores = np.array([r.score for r in after])
+    assert scores.tolist() == [r["score"] for r in before]
+    assert np.array_equal([r.probability for r in after], calibrate(scores, calibration))
 
 
 def _permuted_version(registry: Registry, seed: int = 3) -> tuple[str, list[str]]:

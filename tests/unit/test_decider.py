@@ -24,6 +24,7 @@ from services.scoring.client import ScoringRejected
 from services.scoring.server.inprocess import InProcessScorer
 from services.scoring.wire import RowResult, ScoreResponse
 from stream_jobs import decide, rules
+from stream_jobs import strategy as st
 from stream_jobs.decide import DecideOptions, Decider, Output, Record
 from stream_jobs.metrics import JobMetrics
 
@@ -84,15 +85,15 @@ def _records(n: int) -> list[Record]:
 def test_a_record_that_fails_the_decider_is_a_dead_letter_the_rest_are_decided(
     redis_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A bug that one record triggers (here planted in the rules) costs that record only."""
-    real = rules.evaluate
+    """A bug that one record triggers (here planted in the strategy) costs that record only."""
+    real = st.Compiled.evaluate
 
-    def planted(tx: Transaction, *args: object, **kwargs: object) -> object:
+    def planted(self: st.Compiled, row: list[float], tx: Transaction, *args: object) -> object:
         if tx.transaction_id == "t13":
             raise KeyError("planted")
-        return real(tx, *args, **kwargs)  # type: ignore[arg-type]
+        return real(self, row, tx, *args)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(rules, "evaluate", planted)
+    monkeypatch.setattr(st.Compiled, "evaluate", planted)
     outputs = _decider(redis_url).decide(_records(40))
     letters = {i: o.dead_letter for i, o in enumerate(outputs) if o.dead_letter}
     assert list(letters) == [13]

@@ -1,16 +1,26 @@
-"""Training: no leakage across the time split, ONNX equals LightGBM, reason codes."""
+"""Training: no leakage across the time split, ONNX equals LightGBM, reason codes, the
+calibration of the score."""
 
 from __future__ import annotations
+
+import json
 
 import numpy as np
 import pytest
 
 from models import errors
 from models.features.definitions import FEATURE_NAMES, LABEL_DELAY_MS
-from models.training import export
+from models.training import calibration, export
 from models.training.datasets import Dataset, frame_from_transactions
 from models.training.explain import top_reasons
-from models.training.trainer import TrainConfig, Trained, feature_matrix, time_split, train
+from models.training.trainer import (
+    TrainConfig,
+    Trained,
+    feature_matrix,
+    scores_for,
+    time_split,
+    train,
+)
 from services.generator import GeneratorConfig, generate
 
 FAST = TrainConfig(max_rounds=60, early_stopping_rounds=20)
@@ -25,8 +35,13 @@ def small_dataset(seed: int = 3, count: int = 60_000) -> Dataset:
 
 
 @pytest.fixture(scope="module")
-def trained() -> Trained:
-    return train(small_dataset(), FAST)
+def dataset() -> Dataset:
+    return small_dataset()
+
+
+@pytest.fixture(scope="module")
+def trained(dataset: Dataset) -> Trained:
+    return train(dataset, FAST)
 
 
 def test_no_evaluation_row_is_earlier_than_any_training_row() -> None:
@@ -47,6 +62,24 @@ def test_trained_model_records_a_leak_free_split(trained: Trained) -> None:
     assert trained.metadata["feature_names"] == list(FEATURE_NAMES)
     assert trained.metrics.pr_auc > 0.5  # a model that learned something
     assert 0 < trained.metrics.decline.fpr <= 0.001 < trained.metrics.review.fpr <= 0.01
+
+
+def test_calibration_is_fitted_on_the_validation_split_and_measured_on_evaluation(
+    dataset: Dataset, trained: Trained
+) -> None:
+    meta = json.loads(json.dumps(trained.metadata))  # what the registry stores, plain JSON
+    stored = meta["calibration"]
+    assert stored["method"] == "isotonic"
+    assert 0 < len(stored["scores"]) == len(stored["probabilities"]) <= calibration.MAX_POINTS
+    assert calibration.checked(stored) is not None  # the scoring service will load it
+    valid = time_split(dataset.frame["event_time"], FAST).valid  # later than training rows
+    labels = dataset.frame["is_fraud"].to_numpy(bool)[valid]
+    assert stored == calibration.fit(scores_for(feature_matrix(dataset)[valid], trained.onnx),
+                                     labels)  # fmt: skip
+    figures = meta["metrics"]["calibration"]
+    assert set(figures) == {"ece", "brier", "ece_uncalibrated", "brier_uncalibrated"}
+    assert figures == calibration.reliability(trained.eval_labels, trained.eval_scores, stored)
+    assert figures["ece"] < 0.01  # the latest slice's probabilities match its fraud rate
 
 
 def test_onnx_scores_equal_lightgbm_scores(trained: Trained) -> None:

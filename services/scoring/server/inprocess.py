@@ -27,7 +27,11 @@ class InProcessScorer:
         if flagged.size:
             for i, why in zip(flagged.tolist(), model.reasons(matrix[flagged]), strict=True):
                 reasons[i] = why
-        results = [RowResult(s, r) for s, r in zip(scores.tolist(), reasons, strict=True)]
+        probabilities = model.probability(scores)
+        results = [
+            RowResult(s, r, p)
+            for s, r, p in zip(scores.tolist(), reasons, probabilities.tolist(), strict=True)
+        ]
         return ScoreResponse(
             model.version, results, model.review_threshold, model.decline_threshold
         )

@@ -1,10 +1,11 @@
-"""One loaded model version: the ONNX session that scores, the native model that explains."""
+"""One loaded model version: the ONNX session that scores, the native model that explains,
+and the calibration that turns the score into a fraud probability (numpy only)."""
 
 from __future__ import annotations
 
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -12,6 +13,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from models.training.calibration import calibrate, checked
 from services.core.errors import MissingExtra
 
 Matrix = npt.NDArray[np.float32]
@@ -26,11 +28,17 @@ class LoadedModel:
     load_seconds: float
     _session: Any
     _explainer: Any
+    _calibration: Mapping[str, Any] | None  # None: a version from before calibration
 
     def score(self, rows: Matrix) -> npt.NDArray[np.float64]:
-        """P(fraud) per row, from ONNX Runtime."""
+        """The model's raw score per row, from ONNX Runtime (what thresholds are set on)."""
         _, probabilities = self._session.run(None, {"features": rows})
         return np.asarray(probabilities[:, 1], dtype=np.float64)
+
+    def probability(self, scores: npt.NDArray[np.float64]) -> npt.NDArray[np.float64]:
+        """Calibrated P(fraud) for a batch of this model's scores (the scores themselves
+        for an uncalibrated version)."""
+        return calibrate(scores, self._calibration)
 
     def reasons(self, rows: Matrix, k: int = 3) -> list[list[str]]:
         """The top features that raised each row's score (path attribution)."""
@@ -47,6 +55,7 @@ def load(version_dir: Path, threads: int = 1) -> LoadedModel:
         raise MissingExtra("serve", error.name) from None
     started = time.perf_counter()
     meta = json.loads((version_dir / "metadata.json").read_text())
+    calibration = checked(meta.get("calibration"))  # a broken one refuses the version
     options = ort.SessionOptions()
     options.log_severity_level = 3  # no per-call shape warnings in the logs
     options.intra_op_num_threads = threads
@@ -74,4 +83,5 @@ def load(version_dir: Path, threads: int = 1) -> LoadedModel:
         load_seconds=time.perf_counter() - started,
         _session=session,
         _explainer=explainer,
+        _calibration=calibration,
     )

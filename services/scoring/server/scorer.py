@@ -1,5 +1,6 @@
 """The scoring core: validate a batch, score it with the current model (and the shadow),
-explain the flagged rows, and swap models when the registry's CURRENT changes.
+calibrate the model's scores into probabilities, explain the flagged rows, and swap models
+(each with its calibration) when the registry's CURRENT changes.
 
 It knows nothing of HTTP. A request takes the current model once, at its start, so a swap in
 the middle of it cannot mix versions; the old model stays alive until its last request ends.
@@ -185,7 +186,11 @@ class Scorer:
             shadow_scores = shadow_model.score(np.ascontiguousarray(matrix[:, columns]))
             self._metrics.scores.observe_many(shadow_model.version, "shadow", shadow_scores)
             shadow = ShadowResult(shadow_model.version, shadow_scores.tolist())
-        results = [RowResult(s, r) for s, r in zip(scores.tolist(), reasons, strict=True)]
+        probabilities = model.probability(scores)  # the shadow's stay raw scores
+        results = [
+            RowResult(s, r, p)
+            for s, r, p in zip(scores.tolist(), reasons, probabilities.tolist(), strict=True)
+        ]
         return ScoreResponse(model.version, results, model.review_threshold,
                              model.decline_threshold, shadow)  # fmt: skip
 

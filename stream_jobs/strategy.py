@@ -1,0 +1,385 @@
+"""The strategy document: the rules, lookup tables and thresholds a fraud team steers the job
+with, as data. One validated, versioned document; rules are CEL expressions.
+
+.. code-block:: yaml
+
+    version: 7
+    effective_from: 2026-12-06T09:00:00Z     # event time; the publisher refuses the past
+    tables:                                  # named lookup tables: a map, or a list (a set)
+      amount_limit_usd: {"7995": 2000.0, "6011": 1000.0}
+      risky_countries: [NG, RU]
+    rules:
+      - id: amount_limit
+        when: amount_usd > (merchant_category in amount_limit_usd
+                            ? amount_limit_usd[merchant_category] : 10000.0)
+        outcome: review                      # or decline; a rule never approves
+        state: active                        # shadow: counted and recorded, not acted on
+    thresholds: {mode: cost, review_cost_usd: 5.0, daily_alert_budget: 500}
+
+A rule reads features (``amount_usd``, a declared entity's ``email_domain_count_24h``), the
+transaction's fields (``merchant_category``, ``channel``...), ``attributes`` (a map of the
+declared attributes it carries: guard with ``has(attributes.x)``), ``score`` and
+``probability`` (the model's, when it answered) and the tables by name. Numbers are doubles:
+write ``2.0 * amount_usd``, not ``2 * amount_usd``. A missing signal is ``null``.
+
+Publishing compiles every rule and evaluates it on typed sample rows, an all-zero row and a row
+without any optional signal: the binding has no type checker, so this is the type check. A rule
+that still fails at run time does not fire and is counted; it never fails a batch.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any, Final, Literal
+
+import cel
+from pydantic import Field, field_validator, model_validator
+
+from models.features.entities import serving_names, signal_feature_names
+from services.core.contract import parse_event_time
+from services.core.errors import UserError
+from services.core.signals import EMPTY, Signals, Strict, validated
+from stream_jobs.rules import Outcome
+
+MAX_RULES: Final = 500
+MAX_EXPRESSION: Final = 4_096  # characters of one rule's ``when``
+MAX_NESTING: Final = 32  # brackets deep: the CEL parser recurses
+MAX_TABLES: Final = 100
+MAX_TABLE_ENTRIES: Final = 50_000  # over all tables
+RULE_ID: Final = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+TRANSACTION_FIELDS: Final = (
+    "customer_id", "merchant_id", "merchant_category", "amount", "currency", "country",
+    "channel", "device_id", "ip", "lat", "lon",
+)  # fmt: skip
+"""Contract fields a rule may name (the card is its token: lists address it)."""
+MODEL_VARIABLES: Final = ("score", "probability")
+ATTRIBUTES: Final = "attributes"
+RULE_PREFIX: Final = "rule:"
+DEFAULT_FILE: Final = Path(__file__).with_name("default_strategy.yaml")
+
+
+class StrategyError(UserError, ValueError):
+    """The strategy document is not valid; the message has one line per problem."""
+
+
+class Rule(Strict):
+    id: str
+    description: str = ""
+    when: Annotated[str, Field(min_length=1)]
+    outcome: Literal["review", "decline"]
+    reason: str = ""  # the code analysts see (``rule:<reason>``); empty: the id
+    state: Literal["active", "shadow", "paused"] = "active"
+
+    @field_validator("id")
+    @classmethod
+    def _id(cls, value: str) -> str:
+        if not RULE_ID.match(value):
+            raise ValueError("a rule id is lower case letters, digits and _, 64 at most")
+        return value
+
+    @field_validator("when")
+    @classmethod
+    def _bounded(cls, value: str) -> str:
+        if len(value) > MAX_EXPRESSION:
+            raise ValueError(f"longer than {MAX_EXPRESSION} characters")
+        if _nesting(value) > MAX_NESTING:
+            raise ValueError(f"nested deeper than {MAX_NESTING} brackets")
+        return value
+
+    @property
+    def code(self) -> str:
+        return RULE_PREFIX + (self.reason or self.id)
+
+
+class Thresholds(Strict):
+    """How the model's probability becomes an outcome (README, "Thresholds by cost")."""
+
+    mode: Literal["cost", "model"] = "cost"  # model: the version's own FPR thresholds
+    loss_share: Annotated[float, Field(gt=0, le=1)] = 1.0  # of the amount lost to a fraud
+    review_cost_usd: Annotated[float, Field(ge=0, le=10_000)] = 5.0
+    false_decline_share: Annotated[float, Field(ge=0, le=10)] = 0.2  # of the amount
+    false_decline_cost_usd: Annotated[float, Field(ge=0, le=10_000)] = 10.0
+    decline_min_probability: Annotated[float, Field(ge=0, le=1)] = 0.5
+    daily_alert_budget: Annotated[int, Field(ge=0, le=10_000_000)] = 0  # 0: no budget
+    budget_window_s: Annotated[int, Field(ge=60, le=7 * 86_400)] = 3_600
+    budget_refresh_s: Annotated[int, Field(ge=1, le=86_400)] = 60
+
+
+Table = dict[str, float | str | bool] | list[str]
+
+
+class Strategy(Strict):
+    version: Annotated[int, Field(ge=0)] = 0
+    effective_from: int = 0  # event time, epoch ms
+    description: str = ""
+    tables: dict[str, Table] = Field(default_factory=dict)
+    rules: list[Rule] = Field(default_factory=list, max_length=MAX_RULES)
+    thresholds: Thresholds = Field(default_factory=Thresholds)
+
+    @field_validator("effective_from", mode="before")
+    @classmethod
+    def _time(cls, value: object) -> int:
+        if value == 0 and not isinstance(value, bool):
+            return 0  # since always: the shipped default
+        if isinstance(value, datetime):
+            value = value.isoformat()
+        if not isinstance(value, str | int) or isinstance(value, bool):
+            raise ValueError("an event time: epoch milliseconds or RFC 3339 with a zone")
+        return parse_event_time(value, "effective_from")
+
+    @field_validator("tables")
+    @classmethod
+    def _tables(cls, tables: dict[str, Table]) -> dict[str, Table]:
+        if len(tables) > MAX_TABLES:
+            raise ValueError(f"more than {MAX_TABLES} tables")
+        if sum(len(t) for t in tables.values()) > MAX_TABLE_ENTRIES:
+            raise ValueError(f"more than {MAX_TABLE_ENTRIES} entries over all tables")
+        for name in tables:
+            if not RULE_ID.match(name):
+                raise ValueError(f"table {name!r}: lower case letters, digits and _")
+        return tables
+
+    @model_validator(mode="after")
+    def _unique(self) -> Strategy:
+        ids = [r.id for r in self.rules]
+        if len(ids) != len(set(ids)):
+            raise ValueError(f"rule ids repeat: {sorted({i for i in ids if ids.count(i) > 1})}")
+        return self
+
+    @property
+    def effective(self) -> str:
+        return datetime.fromtimestamp(self.effective_from / 1000, UTC).isoformat()
+
+
+def _nesting(source: str) -> int:
+    depth = deepest = 0
+    for char in source:
+        if char in "([{":
+            depth += 1
+            deepest = max(deepest, depth)
+        elif char in ")]}":
+            depth -= 1
+    return deepest
+
+
+def parse(text: str, source: str = "strategy") -> Strategy:
+    """A document from YAML or JSON text; StrategyError lists every problem of its shape."""
+    return validated(Strategy, text, source, StrategyError)
+
+
+def load(path: Path) -> Strategy:
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as error:
+        raise StrategyError(f"{path.name}: cannot read: {error}") from None
+    return parse(text, path.name)
+
+
+def default() -> Strategy:
+    """The shipped document: today's rules and limits."""
+    return load(DEFAULT_FILE)
+
+
+@dataclass(frozen=True)
+class Fired:
+    """The rules that fired for one event: acted on, shadow (recorded only), and failed."""
+
+    active: list[tuple[str, Outcome]] = field(default_factory=list)
+    shadow: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)  # rule ids
+
+
+@dataclass(frozen=True)
+class _Compiled:
+    rule: Rule
+    program: Any  # cel.Program
+    needs_model: bool  # names the score: not evaluated without one
+
+
+class Compiled:
+    """A validated strategy, its rules compiled: evaluated per event on one shared context."""
+
+    def __init__(self, strategy: Strategy, signals: Signals = EMPTY) -> None:
+        problems = check(strategy, signals)
+        if problems:
+            raise StrategyError("\n".join(problems))
+        self.strategy = strategy
+        self._rules = [_compile(r) for r in strategy.rules if r.state != "paused"]
+        self._features = serving_names(signals)
+        named = {n for c in self._rules for n in c.program.variables()}
+        self._needs_model = any(c.needs_model for c in self._rules)
+        self._feature_index = [(n, i) for i, n in enumerate(self._features) if n in named]
+        self._fields = [n for n in TRANSACTION_FIELDS if n in named]
+        self._attributes = ATTRIBUTES in named
+        self._context = cel.Context({k: _cel(v) for k, v in strategy.tables.items()})
+
+    @property
+    def version(self) -> int:
+        return self.strategy.version
+
+    @property
+    def thresholds(self) -> Thresholds:
+        return self.strategy.thresholds
+
+    @property
+    def rule_ids(self) -> list[str]:
+        return [c.rule.id for c in self._rules]
+
+    def evaluate(
+        self, row: Sequence[float], tx: Any, score: float | None, probability: float | None
+    ) -> Fired:
+        """The rules that fire for ``tx`` with feature ``row`` (``score``: None without a
+        model; a rule that names it then does not fire)."""
+        if not self._rules:
+            return Fired()
+        variables: dict[str, Any] = {n: _number(row[i]) for n, i in self._feature_index}
+        for name in self._fields:
+            variables[name] = getattr(tx, name)
+        if self._attributes:
+            variables[ATTRIBUTES] = dict(tx.attributes or {})
+        if self._needs_model:
+            variables["score"], variables["probability"] = score, probability
+        self._context.update(variables)
+        fired = Fired()
+        for compiled in self._rules:
+            if score is None and compiled.needs_model:
+                continue
+            try:
+                hit = compiled.program.execute(self._context) is True
+            except Exception:  # any failure of a user rule: it does not fire
+                fired.errors.append(compiled.rule.id)
+                continue
+            if hit and compiled.rule.state == "active":
+                fired.active.append((compiled.rule.code, compiled.rule.outcome))
+            elif hit:
+                fired.shadow.append(compiled.rule.code)
+        return fired
+
+
+def _compile(rule: Rule) -> _Compiled:
+    program = cel.compile(rule.when)
+    return _Compiled(rule, program, bool(set(program.variables()) & set(MODEL_VARIABLES)))
+
+
+def _number(value: float) -> float | None:
+    return None if value != value else value  # NaN: a signal the event lacked
+
+
+def _cel(value: Table) -> Any:
+    return dict(value) if isinstance(value, dict) else list(value)
+
+
+def allowed_names(strategy: Strategy, signals: Signals) -> set[str]:
+    return {*serving_names(signals), *TRANSACTION_FIELDS, *MODEL_VARIABLES, ATTRIBUTES,
+            *strategy.tables}  # fmt: skip
+
+
+def check(strategy: Strategy, signals: Signals = EMPTY) -> list[str]:
+    """Every problem of the document's rules, one line each: empty when it may be published."""
+    problems: list[str] = []
+    allowed = allowed_names(strategy, signals)
+    clashes = set(strategy.tables) & (allowed - set(strategy.tables))
+    problems += [f"table {name}: the name of a feature or field" for name in sorted(clashes)]
+    samples = sample_rows(strategy, signals)
+    for rule in strategy.rules:
+        try:
+            program = cel.compile(rule.when)
+        except Exception as error:  # the binding raises ValueError and more
+            problems.append(f"rule {rule.id}: does not compile: {_first_line(error)}")
+            continue
+        unknown = sorted(set(program.variables()) - allowed - _bound(program))
+        if unknown:
+            problems.append(f"rule {rule.id}: unknown names {', '.join(unknown)} (a rule reads "
+                            "features, transaction fields, attributes, score, probability "
+                            "and tables)")  # fmt: skip
+            continue
+        failures = (_sample_problem(rule, program, name, row) for name, row in samples)
+        problems += [p for p in failures if p][:1]  # one line a rule: its first failing row
+    return problems
+
+
+def _bound(program: Any) -> set[str]:
+    """Names a comprehension binds (``x`` in ``list.exists(x, ...)``): not free variables."""
+    return set(re.findall(r"\.(?:all|exists|exists_one|map|filter)\(\s*([a-z_][a-z0-9_]*)\s*,",
+                          program.source))  # fmt: skip
+
+
+def _sample_problem(rule: Rule, program: Any, name: str, row: dict[str, Any]) -> str | None:
+    if {"score", "probability"} & set(program.variables()) and row["score"] is None:
+        return None  # such a rule is not evaluated without a model
+    try:
+        result = program.execute(cel.Context(row))
+    except Exception as error:
+        return f"rule {rule.id}: fails on {name}: {_first_line(error)}"
+    if not isinstance(result, bool):
+        return f"rule {rule.id}: gives {type(result).__name__} on {name}, not a boolean"
+    return None
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()
+    return f"{type(error).__name__}: {text[0] if text else ''}"[:300]
+
+
+_SAMPLE_ATTRIBUTE: Final[dict[str, Any]] = {
+    "number": 12.5, "category": "sample", "boolean": True, "timestamp": 1_700_000_000_000,
+}  # fmt: skip
+
+
+def sample_rows(strategy: Strategy, signals: Signals) -> list[tuple[str, dict[str, Any]]]:
+    """The typed rows every rule must give a boolean on: typical values, all zero, and every
+    optional signal missing."""
+    tables = {k: _cel(v) for k, v in strategy.tables.items()}
+    names = serving_names(signals)
+    fields: dict[str, Any] = {"customer_id": "customer-1", "merchant_id": "merchant-1",
+                              "merchant_category": "5411", "amount": 120.0, "currency": "USD",
+                              "country": "US", "channel": "online", "device_id": "device-1",
+                              "ip": "192.0.2.1", "lat": 40.7, "lon": -74.0}  # fmt: skip
+    attributes = {n: _SAMPLE_ATTRIBUTE[a.type] for n, a in signals.attributes.items()}
+    typical = {**{n: 3.0 for n in names}, **fields, ATTRIBUTES: attributes, "score": 0.42,
+               "probability": 0.07, **tables}  # fmt: skip
+    zero = {**{n: 0.0 for n in names}, **{k: (0.0 if isinstance(v, float) else "")
+                                          for k, v in fields.items()},
+            ATTRIBUTES: {}, "score": 0.0, "probability": 0.0, **tables}  # fmt: skip
+    missing = {**typical, **{n: None for n in signal_feature_names(signals)}, "device_id": None,
+               "ip": None, "lat": None, "lon": None, "customer_id": None, ATTRIBUTES: {},
+               "score": None, "probability": None}  # fmt: skip
+    return [("a typical row", typical), ("an all-zero row", zero),
+            ("a row without optional signals", missing)]  # fmt: skip
+
+
+def diff(old: Strategy, new: Strategy) -> list[str]:
+    """What ``new`` changes against ``old``, a line each (rules, tables, thresholds)."""
+    lines: list[str] = []
+    before, after = {r.id: r for r in old.rules}, {r.id: r for r in new.rules}
+    lines += [f"- rule {i}: {before[i].when}" for i in sorted(before.keys() - after.keys())]
+    lines += [f"+ rule {i}: {after[i].when}" for i in sorted(after.keys() - before.keys())]
+    for i in sorted(before.keys() & after.keys()):
+        a, b = before[i].model_dump(), after[i].model_dump()
+        lines += [f"~ rule {i}.{k}: {a[k]!r} -> {b[k]!r}" for k in a if a[k] != b[k]]
+    for name in sorted(old.tables.keys() | new.tables.keys()):
+        if old.tables.get(name) != new.tables.get(name):
+            lines.append(f"~ table {name}: {_size(old.tables.get(name))} -> "
+                         f"{_size(new.tables.get(name))} entries")  # fmt: skip
+    a, b = old.thresholds.model_dump(), new.thresholds.model_dump()
+    lines += [f"~ thresholds.{k}: {a[k]!r} -> {b[k]!r}" for k in a if a[k] != b[k]]
+    return lines
+
+
+def _size(table: Table | None) -> str:
+    return "no table" if table is None else str(len(table))
+
+
+def in_force(versions: Iterable[Strategy], event_time_ms: int) -> Strategy | None:
+    """The version that decides an event of ``event_time_ms``: the latest effective by then."""
+    best: Strategy | None = None
+    for s in versions:
+        if s.effective_from <= event_time_ms and (
+            best is None or (s.effective_from, s.version) > (best.effective_from, best.version)
+        ):
+            best = s
+    return best
