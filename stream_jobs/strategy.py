@@ -375,11 +375,6 @@ def _size(table: Table | None) -> str:
 
 
 def in_force(versions: Iterable[Strategy], event_time_ms: int) -> Strategy | None:
-    """The version that decides an event of ``event_time_ms``: the latest effective by then."""
-    best: Strategy | None = None
-    for s in versions:
-        if s.effective_from <= event_time_ms and (
-            best is None or (s.effective_from, s.version) > (best.effective_from, best.version)
-        ):
-            best = s
-    return best
+    """The version that decides an event of ``event_time_ms``: the newest in effect by then."""
+    effective = [s for s in versions if s.effective_from <= event_time_ms]
+    return max(effective, key=lambda s: s.version, default=None)

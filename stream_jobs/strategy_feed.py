@@ -33,11 +33,12 @@ READ_TIMEOUT_S: Final = 30.0
 
 
 class Versions:
-    """The compiled versions a worker holds, newest effective first; replaced whole (a thread
-    swaps the tuple, the decider reads it)."""
+    """The compiled versions a worker holds, newest first; replaced whole (a thread swaps the
+    tuple, the decider reads it). An event is decided by the newest version in effect at its
+    time: a later publication supersedes every earlier one from its effective time on."""
 
     def __init__(self, compiled: Sequence[st.Compiled]) -> None:
-        self._all = tuple(sorted(compiled, key=_order, reverse=True))
+        self._all = tuple(sorted(compiled, key=lambda c: c.version, reverse=True))
         if not self._all:
             raise ValueError("at least one strategy version")
 
@@ -45,7 +46,7 @@ class Versions:
         for compiled in self._all:
             if compiled.strategy.effective_from <= event_time_ms:
                 return compiled
-        return self._all[-1]  # before every version: the oldest (the shipped default)
+        return min(self._all, key=lambda c: c.strategy.effective_from)  # before them all
 
     def with_(self, compiled: st.Compiled) -> Versions:
         kept = [c for c in self._all if c.version != compiled.version]
@@ -54,10 +55,6 @@ class Versions:
     @property
     def all(self) -> tuple[st.Compiled, ...]:
         return self._all
-
-
-def _order(compiled: st.Compiled) -> tuple[int, int]:
-    return compiled.strategy.effective_from, compiled.version
 
 
 def _decode(value: bytes | None) -> st.Strategy | None:
@@ -82,11 +79,16 @@ def read_published(settings: Settings, timeout: float = READ_TIMEOUT_S) -> list[
 
 def _drain(consumer: Consumer, topic: str, timeout: float) -> list[st.Strategy]:
     """What the consumer reads until it is at the topic's end."""
-    ends = {p.partition: consumer.get_watermark_offsets(p, timeout=timeout)[1]
-            for p in consumer.assignment()}  # fmt: skip
+    marks = {p.partition: consumer.get_watermark_offsets(p, timeout=timeout)
+             for p in consumer.assignment()}  # fmt: skip
     found: list[st.Strategy] = []
     deadline = time.monotonic() + timeout
-    while any(p.offset < ends[p.partition] for p in consumer.position(consumer.assignment())):
+
+    def behind() -> bool:
+        return any(marks[p.partition][0] < marks[p.partition][1] > p.offset
+                   for p in consumer.position(consumer.assignment()))  # fmt: skip
+
+    while behind():
         if time.monotonic() > deadline:
             raise UserError(f"could not read topic {topic} to its end in {timeout:.0f} s")
         for message in consumer.consume(1_000, timeout=0.2):

@@ -167,16 +167,11 @@ def rollback_cmd(
     """Publish an earlier version's document again, as the next version (in 10 s)."""
     versions = _versions()
     if to is None:
-        current = _in_force(versions)
-        earlier = [
-            s
-            for s in versions
-            if s.effective_from < current.effective_from
-            or (s.effective_from == current.effective_from and s.version < current.version)
-        ]
+        current = _in_force(versions).version
+        earlier = [s.version for s in versions if s.version < current]
         if not earlier:
             raise UserError("the version in force is the first: nothing to roll back to")
-        to = max(earlier, key=lambda s: (s.effective_from, s.version)).version
+        to = max(earlier)
     restored = _version(versions, to).model_copy(update={"version": 0, "effective_from": 0})
     settings = load_settings()
     published = feed.publish(settings, restored, load_signals(settings.model.signals))
