@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 from services.core.settings import Settings
+from services.core.signals import EMPTY
 from stream_jobs import strategy as st
 from stream_jobs.strategy_feed import StrategyFeed
 from tests.integration.streaming import running_stack
@@ -38,15 +39,17 @@ def _wait(condition: object, timeout: float, what: str) -> None:
 
 def test_publish_follow_list_diff_and_roll_back_without_a_restart(tmp_path: Path) -> None:
     with running_stack(tmp_path) as settings:
-        feed = StrategyFeed(settings, st.EMPTY)
+        feed = StrategyFeed(settings, EMPTY)
         feed.start()  # a worker already running: it holds the shipped default only
         try:
             assert [c.version for c in feed.versions.all] == [0]
             good, bad = tmp_path / "good.yaml", tmp_path / "bad.yaml"
             good.write_text(RULE)
-            bad.write_text("rules:\n"
-                           "  - {id: over_ten, when: 'amount_usd * 2 > 10', outcome: review}\n"
-                           "  - {id: nope, when: 'unknown_thing > 1.0', outcome: review}\n")  # fmt: skip
+            bad.write_text(
+                "rules:\n"
+                "  - {id: over_ten, when: 'amount_usd * 2 > 10', outcome: review}\n"
+                "  - {id: nope, when: 'unknown_thing > 1.0', outcome: review}\n"
+            )
             refused = _cli(settings, "rules", "validate", str(bad))
             assert refused.returncode == 1
             assert "rule over_ten: fails on a typical row: TypeError" in refused.stderr
@@ -84,7 +87,7 @@ def test_publish_follow_list_diff_and_roll_back_without_a_restart(tmp_path: Path
             assert feed.versions.for_event(last).version == 2  # v1 never comes back
         finally:
             feed.close()
-        restarted = StrategyFeed(settings, st.EMPTY)  # a worker started later reads them all
+        restarted = StrategyFeed(settings, EMPTY)  # a worker started later reads them all
         restarted.start()
         restarted.close()
         assert sorted(c.version for c in restarted.versions.all) == [0, 1, 2]
@@ -102,11 +105,14 @@ def test_lists_from_the_cli_tokenize_cards_and_refuse_bad_input(tmp_path: Path) 
         assert "4111" not in shown.stdout  # the card is its token, never its number
         rows = json.loads(shown.stdout)
         assert [(r["action"], r["kind"], r["reason"], r["added_by"]) for r in rows] == [
-            ("block", "card", "stolen", "alice"), ("allow", "country", "home", "alice")]  # fmt: skip
+            ("block", "card", "stolen", "alice"),
+            ("allow", "country", "home", "alice"),
+        ]
         assert rows[1]["value"] == "GB"
         assert rows[0]["value"].startswith("tok_")
         assert rows[0]["expires_at_ms"] > time.time() * 1000
-        for bad in (["add", "block", "card", "x", "--reason", "r", "--expires", "2020-01-01T00:00:00Z"],
+        past = "2020-01-01T00:00:00Z"
+        for bad in (["add", "block", "card", "x", "--reason", "r", "--expires", past],
                     ["add", "block", "planet", "x", "--reason", "r"],
                     ["add", "block", "merchant", "m", "--reason", "\x1b[2J"],
                     ["remove", "allow", "merchant", "never-added"]):  # fmt: skip

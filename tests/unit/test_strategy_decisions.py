@@ -17,7 +17,7 @@ from services.scoring.server.inprocess import InProcessScorer
 from services.scoring.wire import RowResult, ScoreResponse
 from stream_jobs import strategy as st
 from stream_jobs import thresholds
-from stream_jobs.decide import DecideOptions, Decider, Record
+from stream_jobs.decide import Decider, Record
 from stream_jobs.metrics import JobMetrics
 from stream_jobs.strategy_feed import Versions
 
