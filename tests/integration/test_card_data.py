@@ -135,7 +135,7 @@ def _replay_scan_and_erase(
         leaks = {place: found(text, everyone) for place, text in places.items()}
         assert leaks == {place: set() for place in places}, leaks
         read = {place for place, text in places.items() if len(text) < 100}
-        assert read <= {settings.topic.feedback_dlq, settings.topic.strategy, "logs"}, read  # others read
+        assert read <= {settings.topic.feedback_dlq, settings.topic.strategy, "logs"}, read
 
         card = settings.token.tokenizer().token("card", pans[0])
         assert client.exists(layout.card_state(card), layout.card_seen(card)) == 2
