@@ -261,16 +261,17 @@ class Decider:
         decisions: list[Decision] = []
         errors: list[str] = []
         versions = self._versions()
-        self._budget.use(versions.for_event(valid[-1].tx.event_time_ms).thresholds)
+        in_force = versions.for_event(valid[-1].tx.event_time_ms).thresholds
+        self._budget.use(in_force)
         bar = self._budget.refresh()
+        if response is not None and in_force.mode == "model":
+            self._metrics.thresholds.labels("review").set(response.review_threshold)
+            self._metrics.thresholds.labels("decline").set(response.decline_threshold)
         for j, (v, row, flags) in enumerate(zip(valid, rows, blocked, strict=True)):
             compiled = versions.for_event(v.tx.event_time_ms)
             result = None if response is None else response.results[j]
-            decision = self._decision(v, compiled, row, flags, result, response, errors)
-            decision = msgspec.structs.replace(
-                decision, decided_at=decided_at,
-                latency_ms=float(max(decided_at - v.record.read_ms, 0)),
-            )  # fmt: skip
+            decision = self._decision(v, compiled, row, flags, result, response, errors,
+                                      decided_at)  # fmt: skip
             out = outputs[v.index]
             out.key = v.tx.card_id.encode()
             out.decision = encode(decision)
@@ -299,6 +300,7 @@ class Decider:
         result: RowResult | None,
         response: ScoreResponse | None,
         errors: list[str],
+        decided_at: int,
     ) -> Decision:
         """One event's decision: the strategy's rules, the lists, the model by the strategy's
         thresholds, and the failure policy; the most severe outcome wins."""
@@ -323,10 +325,11 @@ class Decider:
         policy = rules.when_degraded(v.degraded, amount_usd, self._options.policy)
         return Decision(
             transaction_id=v.tx.transaction_id, card_id=v.tx.card_id,
-            event_time=v.tx.event_time_ms, decided_at=0, score=score,
+            event_time=v.tx.event_time_ms, decided_at=decided_at, score=score,
             decision=rules.combine(model, acted + policy),
             reasons=[code for code, _ in acted] + reasons + [code for code, _ in policy],
             model_version=version, degraded=sorted(v.degraded),
+            latency_ms=float(max(decided_at - v.record.read_ms, 0)),
             strategy_version=compiled.version, shadow=fired.shadow,
         )  # fmt: skip
 

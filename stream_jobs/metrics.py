@@ -105,8 +105,8 @@ class JobMetrics:
             "alert budget", registry=registry,
         )  # fmt: skip
         self.thresholds = Gauge(
-            f"{p}_thresholds", "The model's thresholds in force (mode model: the version's "
-            "scores; cost: the strategy's costs)", ["name"], registry=registry,
+            f"{p}_score_thresholds", "The model version's score thresholds in force (a strategy "
+            "of thresholds mode model): review, decline", ["name"], registry=registry,
         )  # fmt: skip
 
         for dependency in DEPENDENCIES:  # every series exists from the start: rates work

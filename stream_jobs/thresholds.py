@@ -20,7 +20,6 @@ are re-estimated every ``budget_refresh_s``.
 from __future__ import annotations
 
 import time
-from collections import deque
 from typing import Final
 
 import numpy as np
@@ -53,7 +52,9 @@ class AlertBudget:
     def __init__(self, thresholds: Thresholds, workers: int = 1) -> None:
         self._t = thresholds
         self._workers = max(workers, 1)
-        self._seen: deque[tuple[int, float]] = deque(maxlen=MAX_SAMPLE)  # (event ms, loss)
+        self._times = np.zeros(MAX_SAMPLE, np.int64)  # a ring of the newest events seen
+        self._losses = np.zeros(MAX_SAMPLE, np.float64)
+        self._seen = 0
         self._bar = thresholds.review_cost_usd
         self._next_at = 0.0
 
@@ -70,7 +71,9 @@ class AlertBudget:
             self._t, self._next_at = thresholds, 0.0
 
     def observe(self, event_time_ms: int, loss: float) -> None:
-        self._seen.append((event_time_ms, loss))
+        slot = self._seen % MAX_SAMPLE
+        self._times[slot], self._losses[slot] = event_time_ms, loss
+        self._seen += 1
 
     def refresh(self, now: float | None = None) -> float:
         """Re-estimate the bar when its schedule says so; the bar in force."""
@@ -83,15 +86,17 @@ class AlertBudget:
     def estimate(self) -> float:
         """The expected loss above which k events a day are expected (0 without a budget or
         enough events)."""
-        if self._t.daily_alert_budget == 0 or len(self._seen) < MIN_SAMPLE:
+        filled = min(self._seen, MAX_SAMPLE)
+        if self._t.daily_alert_budget == 0 or filled < MIN_SAMPLE:
             return 0.0
-        newest = max(t for t, _ in self._seen)
-        start = newest - self._t.budget_window_s * 1000
-        losses = np.fromiter((loss for t, loss in self._seen if t >= start), float)
-        times = [t for t, _ in self._seen if t >= start]
-        span_s = max((newest - min(times)) / 1000, 1.0)
-        per_day = len(losses) / span_s * DAY_S * self._workers
+        times, losses = self._times[:filled], self._losses[:filled]
+        newest = int(times.max())
+        recent = times >= newest - self._t.budget_window_s * 1000
+        if recent.sum() < MIN_SAMPLE:
+            return 0.0
+        span_s = max((newest - int(times[recent].min())) / 1000, 1.0)
+        per_day = recent.sum() / span_s * DAY_S * self._workers
         share = self._t.daily_alert_budget / per_day
-        if share >= 1 or len(losses) < MIN_SAMPLE:
+        if share >= 1:
             return 0.0
-        return float(np.quantile(losses, 1 - share, method="higher"))
+        return float(np.quantile(losses[recent], 1 - share, method="higher"))

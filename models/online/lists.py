@@ -130,6 +130,8 @@ class ListCache:
         for kind, value in values.items():
             if value is None or value == "":
                 continue
+            if isinstance(value, float) and value.is_integer():
+                value = int(value)  # a code read as a number: 411111.0 is BIN 411111
             value = normal(kind, str(value))
             for action, codes in (("block", found.block), ("allow", found.allow)):
                 entry = self._entries.get(f"{action}:{kind}:{value}")

@@ -25,6 +25,7 @@ from rich.table import Table
 
 from models.errors import ExportError, LakeError, RegistryError
 from models.training.dataset_files import labels_path
+from services.cli.backtest import backtest_cmd
 from services.cli.feedback import features_cmd, feedback_app_cmd, feedback_cmd
 from services.cli.lake import erase_cmd, lake_app
 from services.cli.models import models_app, train_cmd
@@ -65,6 +66,7 @@ app.add_typer(lake_app, name="lake")
 app.add_typer(signals_app, name="signals")
 app.add_typer(rules_app, name="rules")
 app.add_typer(lists_app, name="lists")
+app.command("backtest")(backtest_cmd)
 app.command("train")(train_cmd)
 app.command("verify")(verify_cmd)
 app.command("demo")(demo_cmd)

@@ -97,6 +97,21 @@ DASHBOARDS: dict[str, tuple[str, list[Panel]]] = {
               f"backPressuredTimeMsPerSecond{{{SEL}}}) / 1000", "percentunit",
               "Share of time each task waits for the one after it (the Python decider, the "
               "sinks).", "{{task_name}}"),
+        Panel("Rule fires", _rate("fraudstream_job_rule_fires_total", "rule, state"), "ops",
+              "Strategy rules firing per second, by rule and state (active: acted on; shadow: "
+              "recorded only).", "{{rule}} {{state}}"),
+        Panel("Rule errors", _rate("fraudstream_job_rule_errors_total", "rule"), "ops",
+              "Strategy rules failing on an event per second (they did not fire).", "{{rule}}"),
+        Panel("List hits", _rate("fraudstream_job_list_hits_total", "entry"), "ops",
+              "Transactions meeting an analysts' allow- or block-list entry, per second.",
+              "{{entry}}"),
+        Panel("Strategy version", f"min(fraudstream_job_strategy_version{{{SEL}}}) and "
+              f"max(fraudstream_job_strategy_version{{{SEL}}})", "short",
+              "The newest strategy version the workers hold (min and max agree once every "
+              "worker has it).", "version"),
+        Panel("Review bar", f"max(fraudstream_job_review_bar_usd{{{SEL}}})", "currencyUSD",
+              "Expected fraud loss from which the model's score is reviewed (thresholds by "
+              "cost): the review cost, raised to hold the daily alert budget.", "bar"),
     ]),
     "fraudstream-scoring": ("fraudstream: scoring service", [
         Panel("Requests", _rate("fraudstream_scoring_request_seconds_count", "code",

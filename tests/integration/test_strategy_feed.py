@@ -10,11 +10,13 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 from services.core.settings import Settings
 from services.core.signals import EMPTY
 from stream_jobs import strategy as st
 from stream_jobs.strategy_feed import StrategyFeed
-from tests.integration.streaming import running_stack
+from tests.integration.streaming import BROKERS, running_stack
 
 RULE = """
 description: reviews what the shipped one approves above 10 USD
@@ -37,8 +39,11 @@ def _wait(condition: object, timeout: float, what: str) -> None:
         time.sleep(0.1)
 
 
-def test_publish_follow_list_diff_and_roll_back_without_a_restart(tmp_path: Path) -> None:
-    with running_stack(tmp_path) as settings:
+@pytest.mark.parametrize("broker", BROKERS)
+def test_publish_follow_list_diff_and_roll_back_without_a_restart(
+    tmp_path: Path, broker: str
+) -> None:
+    with running_stack(tmp_path, broker) as settings:
         feed = StrategyFeed(settings, EMPTY)
         feed.start()  # a worker already running: it holds the shipped default only
         try:

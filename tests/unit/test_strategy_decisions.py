@@ -26,10 +26,17 @@ T0 = 1_772_323_200_000
 
 def _tx(i: int, merchant: str = "m1", amount: float = 20.0) -> Transaction:
     return Transaction(
-        transaction_id=f"t{i}", event_time=T0 + i * 1_000, card_id=f"c{i % 7}",
-        customer_id="u1", merchant_id=merchant, merchant_category="5411", amount=amount,
-        currency="USD", country="US", channel="card_present",
-    )  # fmt: skip
+        transaction_id=f"t{i}",
+        event_time=T0 + i * 1_000,
+        card_id=f"c{i % 7}",
+        customer_id="u1",
+        merchant_id=merchant,
+        merchant_category="5411",
+        amount=amount,
+        currency="USD",
+        country="US",
+        channel="card_present",
+    )
 
 
 def _decide(decider: Decider, txs: list[Transaction]) -> list[Decision]:
@@ -107,8 +114,9 @@ class _Reviewing:
     """The model says review for every row (score 0.5 against a review threshold of 0.1)."""
 
     def score(self, rows: list[list[float]]) -> ScoreResponse:
-        return ScoreResponse("v-test", [RowResult(0.5, ["amount_usd"], 0.5) for _ in rows],
-                             0.1, 0.9)  # fmt: skip
+        return ScoreResponse(
+            "v-test", [RowResult(0.5, ["amount_usd"], 0.5) for _ in rows], 0.1, 0.9
+        )
 
 
 def test_an_allow_entry_spares_the_models_review_but_never_a_block(redis_url: str) -> None:
@@ -136,8 +144,9 @@ def test_a_rule_failing_at_run_time_is_counted_and_never_fails_the_batch(redis_u
     decisions = _decide(decider, [_tx(i, amount=25.0 if i % 2 else 30.0) for i in range(10)])
     assert len(decisions) == 10
     assert all("rule:ratio" not in d.reasons for i, d in enumerate(decisions) if i % 2)
-    errors = metrics.registry.get_sample_value("fraudstream_job_rule_errors_total",
-                                               {"rule": "ratio"})  # fmt: skip
+    errors = metrics.registry.get_sample_value(
+        "fraudstream_job_rule_errors_total", {"rule": "ratio"}
+    )
     assert errors == 5
 
 
@@ -166,11 +175,32 @@ def test_the_alert_budget_holds_and_without_it_reviews_are_many() -> None:
 
 
 def test_cost_outcomes_follow_the_expected_costs() -> None:
-    t = st.Thresholds(review_cost_usd=5.0, false_decline_share=0.2, false_decline_cost_usd=10.0,
-                      decline_min_probability=0.5)  # fmt: skip
+    t = st.Thresholds(
+        review_cost_usd=5.0,
+        false_decline_share=0.2,
+        false_decline_cost_usd=10.0,
+        decline_min_probability=0.5,
+    )
     assert thresholds.outcome(0.01, 100.0, 5.0, t) == "approve"  # 1 USD at risk < 5 USD review
     assert thresholds.outcome(0.06, 100.0, 5.0, t) == "review"  # 6 USD
     assert thresholds.outcome(0.4, 10_000.0, 5.0, t) == "review"  # unsure: never declined
     assert thresholds.outcome(0.9, 1_000.0, 5.0, t) == "decline"  # 900 > 0.1 * 210
     assert thresholds.outcome(0.9, 1_000.0, 1_000.0, t) == "decline"  # the budget never hides it
     assert thresholds.outcome(0.06, 100.0, 50.0, t) == "approve"  # above the budget's bar
+
+
+def test_list_values_match_as_the_job_sees_them(redis_url: str) -> None:
+    """A country in any case, a BIN read as a number, an expired entry: none trips the lists."""
+    client = _client(redis_url)
+    now = int(time.time() * 1000)
+    lists.add(client, lists.Entry("block", "country", "NG", "r", "a", now), ["NG"])
+    lists.add(client, lists.Entry("block", "bin", "411111", "r", "a", now), ["411111"])
+    lists.add(client, lists.Entry("block", "merchant", "m-old", "r", "a", now, now - 1), ["m-old"])
+    cache = lists.ListCache(client)
+    cache.refresh()
+    assert cache.hits({"country": "ng", "bin": 411111.0}, now).block == [
+        "list:block_country",
+        "list:block_bin",
+    ]
+    assert cache.hits({"merchant": "m-old"}, now).block == []  # expired
+    assert cache.hits({"country": "GB", "bin": "411112"}, now).block == []
