@@ -2,7 +2,7 @@
 strategies, with what each rule and the whole strategy would have flagged and caught.
 
 Features are the offline fold's (parity-tested with the job's), over the range with up to
-``HISTORY_DAYS`` of history before it in place; scores are ONNX Runtime's, as the service
+``HISTORY_DAYS`` (38) of history before it in place; scores are ONNX Runtime's, as the service
 computes them, made probabilities by the version's calibration. Rules, tables and thresholds
 are evaluated by the job's own code (``stream_jobs.strategy``, ``stream_jobs.thresholds``),
 in event-time order (the alert budget's bar moves with the stream, as in the job). Lists and
@@ -38,7 +38,9 @@ from services.core.signals import Signals
 from stream_jobs import rules, thresholds
 from stream_jobs import strategy as st
 
-HISTORY_DAYS: Final = 31  # the longest feature window (30 days), and a day of margin
+HISTORY_DAYS: Final = max(f.MERCHANT_DAYS) + f.MERCHANT_DELAY_DAYS + 1  # the farthest reach
+"""Of the offline fold (a merchant's 30 days end a week back): the range's first day then has
+the features the job had."""
 DAY_MS: Final = 86_400_000
 CURVE_POINTS: Final = 40
 HISTOGRAM_BINS: Final = 20
@@ -213,7 +215,7 @@ def decide(data: Scored, strategy: st.Strategy, budget: int | None = None) -> _D
         if t.mode == "model":
             by_model = rules.model_outcome(score, data.review_threshold, data.decline_threshold)
         else:
-            alert_budget.observe(when, thresholds.expected_loss(p, amount_usd, t))
+            alert_budget.observe([thresholds.expected_loss(p, amount_usd, t)], when / 1000)
             bar = alert_budget.refresh(when / 1000)
             by_model = thresholds.outcome(p, amount_usd, bar, t)
         hits = compiled.evaluate(row, tx, score, p)

@@ -141,6 +141,8 @@ def _reply_problem(response: ScoreResponse, rows: int) -> str | None:
         return f"{len(response.results)} results for {rows} rows"
     if not all(math.isfinite(r.score) and 0.0 <= r.score <= 1.0 for r in response.results):
         return "a score outside 0..1"
+    if not all(r.probability == -1.0 or 0.0 <= r.probability <= 1.0 for r in response.results):
+        return "a probability outside 0..1"  # NaN included
     return None
 
 
@@ -195,6 +197,7 @@ class Decider:
         )
         self._lists = ListCache(redis_client)
         self._budget = thresholds.AlertBudget(st.Thresholds(), options.workers)
+        self._counted: Versions | None = None  # whose rules have their series
 
     def decide(self, records: Sequence[Record]) -> list[Output]:
         outputs = [Output(key=r.key) for r in records]
@@ -260,10 +263,13 @@ class Decider:
         decided_at = _wall_ms()
         decisions: list[Decision] = []
         errors: list[str] = []
+        losses: list[float] = []
         versions = self._versions()
+        if versions is not self._counted:
+            self._count_series(versions)
         in_force = versions.for_event(valid[-1].tx.event_time_ms).thresholds
         self._budget.use(in_force)
-        bar = self._budget.refresh()
+        bar = self._budget.refresh(time.time())
         if response is not None and in_force.mode == "model":
             self._metrics.thresholds.labels("review").set(response.review_threshold)
             self._metrics.thresholds.labels("decline").set(response.decline_threshold)
@@ -271,7 +277,7 @@ class Decider:
             compiled = versions.for_event(v.tx.event_time_ms)
             result = None if response is None else response.results[j]
             decision = self._decision(v, compiled, row, flags, result, response, errors,
-                                      decided_at)  # fmt: skip
+                                      decided_at, losses)  # fmt: skip
             out = outputs[v.index]
             out.key = v.tx.card_id.encode()
             out.decision = encode(decision)
@@ -288,6 +294,7 @@ class Decider:
             self._observe(decision)
         for rule in errors:
             self._metrics.rule_errors.labels(rule).inc()
+        self._budget.observe(losses, time.time())
         self._metrics.strategy_version.set(versions.all[0].version)
         self._metrics.review_bar.set(bar)
 
@@ -301,6 +308,7 @@ class Decider:
         response: ScoreResponse | None,
         errors: list[str],
         decided_at: int,
+        losses: list[float],
     ) -> Decision:
         """One event's decision: the strategy's rules, the lists, the model by the strategy's
         thresholds, and the failure policy; the most severe outcome wins."""
@@ -311,7 +319,7 @@ class Decider:
             score, version = result.score, response.model_version
             probability = _probability(result)
             model = self._model_outcome(compiled.thresholds, response, score, probability,
-                                        amount_usd, v.tx.event_time_ms)  # fmt: skip
+                                        amount_usd, losses)  # fmt: skip
             reasons = [f"model:{name}" for name in result.reasons]
         fired = compiled.evaluate(row, v.tx, None if result is None else score, probability)
         errors += fired.errors
@@ -333,6 +341,15 @@ class Decider:
             strategy_version=compiled.version, shadow=fired.shadow,
         )  # fmt: skip
 
+    def _count_series(self, versions: Versions) -> None:
+        """Every rule's series from its first version on: an alert on its first error fires."""
+        for compiled in versions.all:
+            for code in compiled.codes:
+                self._metrics.rule_errors.labels(code)
+                for state in ("active", "shadow"):
+                    self._metrics.rule_fires.labels(code, state)
+        self._counted = versions
+
     def _model_outcome(
         self,
         t: st.Thresholds,
@@ -340,14 +357,14 @@ class Decider:
         score: float,
         probability: float,
         amount_usd: float,
-        event_time_ms: int,
+        losses: list[float],
     ) -> rules.Outcome:
-        """By the model version's own thresholds, or by cost under the alert budget."""
+        """By the model version's own thresholds, or by cost under the alert budget (the
+        expected loss joins ``losses``, for the budget once the batch is decided)."""
         if t.mode == "model":
             return rules.model_outcome(score, response.review_threshold,
                                        response.decline_threshold)  # fmt: skip
-        loss = thresholds.expected_loss(probability, amount_usd, t)
-        self._budget.observe(event_time_ms, loss)
+        losses.append(thresholds.expected_loss(probability, amount_usd, t))
         return thresholds.outcome(probability, amount_usd, self._budget.bar(), t)
 
     def _features(self, txs: list[Transaction]) -> Looked | None:

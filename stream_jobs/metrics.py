@@ -99,6 +99,15 @@ class JobMetrics:
             f"{p}_strategy_version", "The newest strategy version this worker holds",
             registry=registry,
         )  # fmt: skip
+        self.strategy_refused = Counter(
+            f"{p}_strategy_refused", "Strategy messages this worker refused (not a document, "
+            "a version again, dated before its publication, rules its signals lack)",
+            registry=registry,
+        )  # fmt: skip
+        self.strategy_polled = Gauge(
+            f"{p}_strategy_polled_timestamp_seconds", "When this worker last read the strategy "
+            "topic", registry=registry,
+        )  # fmt: skip
         self.review_bar = Gauge(
             f"{p}_review_bar_usd", "Expected fraud loss (probability x amount x loss share) from "
             "which the model's score is reviewed: the review cost, raised to hold the daily "

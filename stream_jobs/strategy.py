@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Annotated, Any, Final, Literal
 
 import cel
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from models.features.entities import serving_names, signal_feature_names
 from services.core.contract import parse_event_time
@@ -51,10 +51,26 @@ MAX_NESTING: Final = 32  # brackets deep: the CEL parser recurses
 MAX_TABLES: Final = 100
 MAX_TABLE_ENTRIES: Final = 50_000  # over all tables
 RULE_ID: Final = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+MAX_TEXT: Final = 1_000  # characters of a description
+MAX_VALUE: Final = 128  # characters of a table's key or text value
+MAX_VERSION: Final = 2**31 - 1
+COMPREHENSION: Final = re.compile(r"\.\s*(?:all|exists_one|exists|map|filter)\s*\(")
+"""A comprehension's cost grows with what it walks (nested: the product): refused, so that a
+rule's cost is bounded by its length. A table and ``in`` do what they would."""
+RESERVED: Final = ("blocklist_",)  # the codes of a disposition's blocks
 TRANSACTION_FIELDS: Final = (
-    "customer_id", "merchant_id", "merchant_category", "amount", "currency", "country",
-    "channel", "device_id", "ip", "lat", "lon",
-)  # fmt: skip
+    "customer_id",
+    "merchant_id",
+    "merchant_category",
+    "amount",
+    "currency",
+    "country",
+    "channel",
+    "device_id",
+    "ip",
+    "lat",
+    "lon",
+)
 """Contract fields a rule may name (the card is its token: lists address it)."""
 MODEL_VARIABLES: Final = ("score", "probability")
 ATTRIBUTES: Final = "attributes"
@@ -68,17 +84,21 @@ class StrategyError(UserError, ValueError):
 
 class Rule(Strict):
     id: str
-    description: str = ""
+    description: Annotated[str, Field(max_length=MAX_TEXT)] = ""
     when: Annotated[str, Field(min_length=1)]
     outcome: Literal["review", "decline"]
     reason: str = ""  # the code analysts see (``rule:<reason>``); empty: the id
     state: Literal["active", "shadow", "paused"] = "active"
 
-    @field_validator("id")
+    @field_validator("id", "reason")
     @classmethod
-    def _id(cls, value: str) -> str:
+    def _name(cls, value: str, info: ValidationInfo) -> str:
+        if info.field_name == "reason" and not value:
+            return value
         if not RULE_ID.match(value):
-            raise ValueError("a rule id is lower case letters, digits and _, 64 at most")
+            raise ValueError("lower case letters, digits and _, 64 at most, a letter first")
+        if value.startswith(RESERVED):
+            raise ValueError(f"{RESERVED[0]}... names a fraud disposition's block")
         return value
 
     @field_validator("when")
@@ -88,6 +108,11 @@ class Rule(Strict):
             raise ValueError(f"longer than {MAX_EXPRESSION} characters")
         if _nesting(value) > MAX_NESTING:
             raise ValueError(f"nested deeper than {MAX_NESTING} brackets")
+        if COMPREHENSION.search(value):
+            raise ValueError(
+                "comprehensions (all, exists, exists_one, map, filter) are not "
+                "allowed: a table and `in` do the same at a bounded cost"
+            )
         return value
 
     @property
@@ -98,14 +123,14 @@ class Rule(Strict):
 class Thresholds(Strict):
     """How the model's probability becomes an outcome (README, "Thresholds by cost")."""
 
-    mode: Literal["cost", "model"] = "cost"  # model: the version's own FPR thresholds
+    mode: Literal["cost", "model"] = "model"  # model: the version's own FPR thresholds
     loss_share: Annotated[float, Field(gt=0, le=1)] = 1.0  # of the amount lost to a fraud
     review_cost_usd: Annotated[float, Field(ge=0, le=10_000)] = 5.0
     false_decline_share: Annotated[float, Field(ge=0, le=10)] = 0.2  # of the amount
     false_decline_cost_usd: Annotated[float, Field(ge=0, le=10_000)] = 10.0
     decline_min_probability: Annotated[float, Field(ge=0, le=1)] = 0.5
-    daily_alert_budget: Annotated[int, Field(ge=0, le=10_000_000)] = 0  # 0: no budget
-    budget_window_s: Annotated[int, Field(ge=60, le=7 * 86_400)] = 3_600
+    daily_alert_budget: Annotated[int, Field(ge=0, le=10_000_000)] = 500  # 0: no budget
+    budget_window_s: Annotated[int, Field(ge=60, le=86_400)] = 3_600
     budget_refresh_s: Annotated[int, Field(ge=1, le=86_400)] = 60
 
 
@@ -113,9 +138,11 @@ Table = dict[str, float | str | bool] | list[str]
 
 
 class Strategy(Strict):
-    version: Annotated[int, Field(ge=0)] = 0
+    version: Annotated[int, Field(ge=0, le=MAX_VERSION)] = 0
     effective_from: int = 0  # event time, epoch ms
-    description: str = ""
+    description: Annotated[str, Field(max_length=MAX_TEXT)] = ""
+    restores: int | None = None  # a rollback: the version whose document this is
+    replaces: int | None = None  # a rollback: the version it was published to undo
     tables: dict[str, Table] = Field(default_factory=dict)
     rules: list[Rule] = Field(default_factory=list, max_length=MAX_RULES)
     thresholds: Thresholds = Field(default_factory=Thresholds)
@@ -138,16 +165,27 @@ class Strategy(Strict):
             raise ValueError(f"more than {MAX_TABLES} tables")
         if sum(len(t) for t in tables.values()) > MAX_TABLE_ENTRIES:
             raise ValueError(f"more than {MAX_TABLE_ENTRIES} entries over all tables")
-        for name in tables:
+        for name, table in tables.items():
             if not RULE_ID.match(name):
                 raise ValueError(f"table {name!r}: lower case letters, digits and _")
+            texts = (
+                [*table, *(v for v in table.values() if isinstance(v, str))]
+                if isinstance(table, dict)
+                else table
+            )
+            if any(len(t) > MAX_VALUE for t in texts):
+                raise ValueError(f"table {name}: a key or value longer than {MAX_VALUE}")
         return tables
 
     @model_validator(mode="after")
     def _unique(self) -> Strategy:
-        ids = [r.id for r in self.rules]
-        if len(ids) != len(set(ids)):
-            raise ValueError(f"rule ids repeat: {sorted({i for i in ids if ids.count(i) > 1})}")
+        for what, names in (
+            ("ids", [r.id for r in self.rules]),
+            ("reasons", [r.code for r in self.rules]),
+        ):
+            if len(names) != len(set(names)):
+                repeated = sorted({n for n in names if names.count(n) > 1})
+                raise ValueError(f"rule {what} repeat: {repeated}")
         return self
 
     @property
@@ -201,7 +239,11 @@ class _Compiled:
 
 
 class Compiled:
-    """A validated strategy, its rules compiled: evaluated per event on one shared context."""
+    """A validated strategy, its rules compiled, evaluated per event on one context.
+
+    The context holds the tables once (converting them is what costs, about 0.1 µs an entry)
+    and a null for every name the rules read; an event's values come through a resolver, so
+    an event costs what its rules read, whatever the size of the tables."""
 
     def __init__(self, strategy: Strategy, signals: Signals = EMPTY) -> None:
         problems = check(strategy, signals)
@@ -209,13 +251,16 @@ class Compiled:
             raise StrategyError("\n".join(problems))
         self.strategy = strategy
         self._rules = [_compile(r) for r in strategy.rules if r.state != "paused"]
-        self._features = serving_names(signals)
-        named = {n for c in self._rules for n in c.program.variables()}
+        named = {n for c in self._rules for n in c.program.variables()} - set(strategy.tables)
         self._needs_model = any(c.needs_model for c in self._rules)
-        self._feature_index = [(n, i) for i, n in enumerate(self._features) if n in named]
+        self._feature_index = [(n, i) for i, n in enumerate(serving_names(signals)) if n in named]
         self._fields = [n for n in TRANSACTION_FIELDS if n in named]
         self._attributes = ATTRIBUTES in named
-        self._context = cel.Context({k: _cel(v) for k, v in strategy.tables.items()})
+        self._event: dict[str, Any] = {}  # this event's values (a missing one: the null below)
+        self._context = cel.Context(
+            {**{k: _cel(v) for k, v in strategy.tables.items()}, **dict.fromkeys(named)}
+        )
+        self._context.set_variable_resolver(self._event.get)
 
     @property
     def version(self) -> int:
@@ -226,36 +271,40 @@ class Compiled:
         return self.strategy.thresholds
 
     @property
-    def rule_ids(self) -> list[str]:
-        return [c.rule.id for c in self._rules]
+    def codes(self) -> list[str]:
+        return [c.rule.code for c in self._rules]
 
     def evaluate(
         self, row: Sequence[float], tx: Any, score: float | None, probability: float | None
     ) -> Fired:
         """The rules that fire for ``tx`` with feature ``row`` (``score``: None without a
-        model; a rule that names it then does not fire)."""
+        model; a rule that names it then does not fire). A rule that fails, or gives anything
+        but a boolean, does not fire and is reported."""
         if not self._rules:
             return Fired()
-        variables: dict[str, Any] = {n: _number(row[i]) for n, i in self._feature_index}
+        event = self._event
+        event.clear()
+        for name, i in self._feature_index:
+            event[name] = _number(row[i])
         for name in self._fields:
-            variables[name] = getattr(tx, name)
+            event[name] = getattr(tx, name)
         if self._attributes:
-            variables[ATTRIBUTES] = dict(tx.attributes or {})
+            event[ATTRIBUTES] = dict(tx.attributes or {})
         if self._needs_model:
-            variables["score"], variables["probability"] = score, probability
-        self._context.update(variables)
+            event["score"], event["probability"] = score, probability
         fired = Fired()
         for compiled in self._rules:
             if score is None and compiled.needs_model:
                 continue
             try:
-                hit = compiled.program.execute(self._context) is True
+                result = compiled.program.execute(self._context)
             except Exception:  # any failure of a user rule: it does not fire
-                fired.errors.append(compiled.rule.id)
-                continue
-            if hit and compiled.rule.state == "active":
+                result = None
+            if not isinstance(result, bool):
+                fired.errors.append(compiled.rule.code)
+            elif result and compiled.rule.state == "active":
                 fired.active.append((compiled.rule.code, compiled.rule.outcome))
-            elif hit:
+            elif result:
                 fired.shadow.append(compiled.rule.code)
         return fired
 
@@ -270,12 +319,19 @@ def _number(value: float) -> float | None:
 
 
 def _cel(value: Table) -> Any:
-    return dict(value) if isinstance(value, dict) else list(value)
+    """A table as CEL reads it: a list becomes a map of its items, so ``x in table`` is one
+    lookup whatever its size."""
+    return dict(value) if isinstance(value, dict) else dict.fromkeys(value, True)
 
 
 def allowed_names(strategy: Strategy, signals: Signals) -> set[str]:
-    return {*serving_names(signals), *TRANSACTION_FIELDS, *MODEL_VARIABLES, ATTRIBUTES,
-            *strategy.tables}  # fmt: skip
+    return {
+        *serving_names(signals),
+        *TRANSACTION_FIELDS,
+        *MODEL_VARIABLES,
+        ATTRIBUTES,
+        *strategy.tables,
+    }
 
 
 def check(strategy: Strategy, signals: Signals = EMPTY) -> list[str]:
@@ -291,21 +347,17 @@ def check(strategy: Strategy, signals: Signals = EMPTY) -> list[str]:
         except Exception as error:  # the binding raises ValueError and more
             problems.append(f"rule {rule.id}: does not compile: {_first_line(error)}")
             continue
-        unknown = sorted(set(program.variables()) - allowed - _bound(program))
+        unknown = sorted(set(program.variables()) - allowed)
         if unknown:
-            problems.append(f"rule {rule.id}: unknown names {', '.join(unknown)} (a rule reads "
-                            "features, transaction fields, attributes, score, probability "
-                            "and tables)")  # fmt: skip
+            problems.append(
+                f"rule {rule.id}: unknown names {', '.join(unknown)} (a rule reads "
+                "features, transaction fields, attributes, score, probability "
+                "and tables)"
+            )
             continue
         failures = (_sample_problem(rule, program, name, row) for name, row in samples)
         problems += [p for p in failures if p][:1]  # one line a rule: its first failing row
     return problems
-
-
-def _bound(program: Any) -> set[str]:
-    """Names a comprehension binds (``x`` in ``list.exists(x, ...)``): not free variables."""
-    return set(re.findall(r"\.(?:all|exists|exists_one|map|filter)\(\s*([a-z_][a-z0-9_]*)\s*,",
-                          program.source))  # fmt: skip
 
 
 def _sample_problem(rule: Rule, program: Any, name: str, row: dict[str, Any]) -> str | None:
@@ -326,8 +378,11 @@ def _first_line(error: BaseException) -> str:
 
 
 _SAMPLE_ATTRIBUTE: Final[dict[str, Any]] = {
-    "number": 12.5, "category": "sample", "boolean": True, "timestamp": 1_700_000_000_000,
-}  # fmt: skip
+    "number": 12.5,
+    "category": "sample",
+    "boolean": True,
+    "timestamp": 1_700_000_000_000,
+}
 
 
 def sample_rows(strategy: Strategy, signals: Signals) -> list[tuple[str, dict[str, Any]]]:
@@ -335,21 +390,53 @@ def sample_rows(strategy: Strategy, signals: Signals) -> list[tuple[str, dict[st
     optional signal missing."""
     tables = {k: _cel(v) for k, v in strategy.tables.items()}
     names = serving_names(signals)
-    fields: dict[str, Any] = {"customer_id": "customer-1", "merchant_id": "merchant-1",
-                              "merchant_category": "5411", "amount": 120.0, "currency": "USD",
-                              "country": "US", "channel": "online", "device_id": "device-1",
-                              "ip": "192.0.2.1", "lat": 40.7, "lon": -74.0}  # fmt: skip
+    fields: dict[str, Any] = {
+        "customer_id": "customer-1",
+        "merchant_id": "merchant-1",
+        "merchant_category": "5411",
+        "amount": 120.0,
+        "currency": "USD",
+        "country": "US",
+        "channel": "online",
+        "device_id": "device-1",
+        "ip": "192.0.2.1",
+        "lat": 40.7,
+        "lon": -74.0,
+    }
     attributes = {n: _SAMPLE_ATTRIBUTE[a.type] for n, a in signals.attributes.items()}
-    typical = {**{n: 3.0 for n in names}, **fields, ATTRIBUTES: attributes, "score": 0.42,
-               "probability": 0.07, **tables}  # fmt: skip
-    zero = {**{n: 0.0 for n in names}, **{k: (0.0 if isinstance(v, float) else "")
-                                          for k, v in fields.items()},
-            ATTRIBUTES: {}, "score": 0.0, "probability": 0.0, **tables}  # fmt: skip
-    missing = {**typical, **{n: None for n in signal_feature_names(signals)}, "device_id": None,
-               "ip": None, "lat": None, "lon": None, "customer_id": None, ATTRIBUTES: {},
-               "score": None, "probability": None}  # fmt: skip
-    return [("a typical row", typical), ("an all-zero row", zero),
-            ("a row without optional signals", missing)]  # fmt: skip
+    typical = {
+        **{n: 3.0 for n in names},
+        **fields,
+        ATTRIBUTES: attributes,
+        "score": 0.42,
+        "probability": 0.07,
+        **tables,
+    }
+    zero = {
+        **{n: 0.0 for n in names},
+        **{k: (0.0 if isinstance(v, float) else "") for k, v in fields.items()},
+        ATTRIBUTES: {},
+        "score": 0.0,
+        "probability": 0.0,
+        **tables,
+    }
+    missing = {
+        **typical,
+        **{n: None for n in signal_feature_names(signals)},
+        "device_id": None,
+        "ip": None,
+        "lat": None,
+        "lon": None,
+        "customer_id": None,
+        ATTRIBUTES: {},
+        "score": None,
+        "probability": None,
+    }
+    return [
+        ("a typical row", typical),
+        ("an all-zero row", zero),
+        ("a row without optional signals", missing),
+    ]
 
 
 def diff(old: Strategy, new: Strategy) -> list[str]:
@@ -363,8 +450,10 @@ def diff(old: Strategy, new: Strategy) -> list[str]:
         lines += [f"~ rule {i}.{k}: {a[k]!r} -> {b[k]!r}" for k in a if a[k] != b[k]]
     for name in sorted(old.tables.keys() | new.tables.keys()):
         if old.tables.get(name) != new.tables.get(name):
-            lines.append(f"~ table {name}: {_size(old.tables.get(name))} -> "
-                         f"{_size(new.tables.get(name))} entries")  # fmt: skip
+            lines.append(
+                f"~ table {name}: {_size(old.tables.get(name))} -> "
+                f"{_size(new.tables.get(name))} entries"
+            )
     a, b = old.thresholds.model_dump(), new.thresholds.model_dump()
     lines += [f"~ thresholds.{k}: {a[k]!r} -> {b[k]!r}" for k in a if a[k] != b[k]]
     return lines
@@ -372,6 +461,24 @@ def diff(old: Strategy, new: Strategy) -> list[str]:
 
 def _size(table: Table | None) -> str:
     return "no table" if table is None else str(len(table))
+
+
+def rollback_target(versions: Sequence[Strategy], current: Strategy) -> int:
+    """The version a rollback from ``current`` restores: the newest before it that no
+    rollback undid and that ``current`` does not restore, so each rollback steps further back."""
+    replaced = {s.replaces for s in versions}
+    undone = {
+        current.version,
+        current.restores,
+        *replaced,
+        *(s.restores for s in versions if s.version in replaced),
+    }
+    earlier = [
+        s.version for s in versions if s.version < current.version and s.version not in undone
+    ]
+    if not earlier:
+        raise StrategyError("no earlier version to roll back to: name one")
+    return max(earlier)
 
 
 def in_force(versions: Iterable[Strategy], event_time_ms: int) -> Strategy | None:

@@ -11,25 +11,29 @@ al. 2013/2015, example-dependent costs):
 - decline when declining costs less than approving and p ≥ decline_min_probability (never on
   a probability alone the model is unsure of).
 
-The budget bar is the expected-loss quantile that lets k events a day through: the daily
-volume and the distribution come from the last ``budget_window_s`` of event time that this
-worker decided, times the job's parallelism (Kafka spreads cards evenly over partitions), and
-are re-estimated every ``budget_refresh_s``.
+The budget bar is the expected loss that lets k events a day through, from the events this
+worker decided in the last ``budget_window_s`` (times the job's parallelism: Kafka spreads
+cards evenly over partitions), re-estimated every ``budget_refresh_s``.
 """
 
 from __future__ import annotations
 
-import time
+import math
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Final
 
 import numpy as np
+import numpy.typing as npt
 
 from stream_jobs.rules import Outcome
 from stream_jobs.strategy import Thresholds
 
 DAY_S: Final = 86_400
+BUCKET_S: Final = 60  # the estimate's resolution in time
+TOP: Final = 1_000  # the largest expected losses kept per bucket: the bar is among them
 MIN_SAMPLE: Final = 200  # fewer decided events: no estimate yet, the cost bar alone
-MAX_SAMPLE: Final = 100_000  # expected losses kept for the estimate (the newest)
 
 
 def expected_loss(probability: float, amount_usd: float, t: Thresholds) -> float:
@@ -46,15 +50,28 @@ def outcome(probability: float, amount_usd: float, review_bar: float, t: Thresho
     return "review" if loss >= review_bar and loss > 0 else "approve"
 
 
+@dataclass(frozen=True)
+class _Bucket:
+    at: int  # its start, in BUCKET_S
+    events: int
+    top: npt.NDArray[np.float64]  # its largest expected losses, at most TOP
+
+
 class AlertBudget:
-    """The review bar in force: the cost of a review, raised to hold the daily budget."""
+    """The review bar in force: the cost of a review, raised to hold the daily budget.
+
+    Expected losses are kept per minute of the decider's clock (the job's wall clock; the
+    backtest's event time), as the count of events and the largest ``TOP``: the bar lets
+    k = budget * window / day / workers events of the window through, the (k+1)-th largest,
+    which is among the kept ones while k < ``TOP``. A producer's clock (an event dated ahead)
+    never moves the window."""
 
     def __init__(self, thresholds: Thresholds, workers: int = 1) -> None:
         self._t = thresholds
         self._workers = max(workers, 1)
-        self._times = np.zeros(MAX_SAMPLE, np.int64)  # a ring of the newest events seen
-        self._losses = np.zeros(MAX_SAMPLE, np.float64)
-        self._seen = 0
+        self._buckets: deque[_Bucket] = deque()
+        self._current: list[float] = []
+        self._current_at: int | None = None
         self._bar = thresholds.review_cost_usd
         self._next_at = 0.0
 
@@ -70,33 +87,44 @@ class AlertBudget:
         if thresholds != self._t:
             self._t, self._next_at = thresholds, 0.0
 
-    def observe(self, event_time_ms: int, loss: float) -> None:
-        slot = self._seen % MAX_SAMPLE
-        self._times[slot], self._losses[slot] = event_time_ms, loss
-        self._seen += 1
+    def observe(self, losses: Iterable[float], now: float) -> None:
+        """The expected losses of events decided at ``now`` (seconds; non-finite ones are
+        skipped: a broken score never moves the bar)."""
+        at = int(now // BUCKET_S)
+        if self._current_at is not None and at != self._current_at:
+            self._close()
+        self._current_at = at
+        self._current.extend(loss for loss in losses if math.isfinite(loss))
 
-    def refresh(self, now: float | None = None) -> float:
+    def _close(self) -> None:
+        assert self._current_at is not None
+        values = np.asarray(self._current, np.float64)
+        top = values if len(values) <= TOP else np.partition(values, -TOP)[-TOP:]
+        self._buckets.append(_Bucket(self._current_at, len(values), top))
+        self._current = []
+        oldest = self._current_at - self._t.budget_window_s // BUCKET_S
+        while self._buckets and self._buckets[0].at <= oldest:
+            self._buckets.popleft()
+
+    def refresh(self, now: float) -> float:
         """Re-estimate the bar when its schedule says so; the bar in force."""
-        now = time.monotonic() if now is None else now
         if now >= self._next_at:
             self._next_at = now + self._t.budget_refresh_s
-            self._bar = max(self._t.review_cost_usd, self.estimate())
+            self._bar = max(self._t.review_cost_usd, self.estimate(now))
         return self._bar
 
-    def estimate(self) -> float:
-        """The expected loss above which k events a day are expected (0 without a budget or
-        enough events)."""
-        filled = min(self._seen, MAX_SAMPLE)
-        if self._t.daily_alert_budget == 0 or filled < MIN_SAMPLE:
+    def estimate(self, now: float) -> float:
+        """The expected loss from which k events of the window are above it (0 without a
+        budget, enough events, or a binding budget)."""
+        oldest = int(now // BUCKET_S) - self._t.budget_window_s // BUCKET_S
+        buckets = [b for b in self._buckets if b.at > oldest]
+        events = sum(b.events for b in buckets) + len(self._current)
+        if self._t.daily_alert_budget == 0 or events < MIN_SAMPLE:
             return 0.0
-        times, losses = self._times[:filled], self._losses[:filled]
-        newest = int(times.max())
-        recent = times >= newest - self._t.budget_window_s * 1000
-        if recent.sum() < MIN_SAMPLE:
-            return 0.0
-        span_s = max((newest - int(times[recent].min())) / 1000, 1.0)
-        per_day = recent.sum() / span_s * DAY_S * self._workers
-        share = self._t.daily_alert_budget / per_day
-        if share >= 1:
-            return 0.0
-        return float(np.quantile(losses[recent], 1 - share, method="higher"))
+        first = buckets[0].at if buckets else int(now // BUCKET_S)
+        span_s = max(now - first * BUCKET_S, BUCKET_S)
+        allowed = int(self._t.daily_alert_budget * span_s / DAY_S / self._workers)
+        kept = np.concatenate([*(b.top for b in buckets), np.asarray(self._current, float)])
+        if allowed >= len(kept):
+            return 0.0  # more allowed than kept: the budget does not bind
+        return float(np.partition(kept, -(allowed + 1))[-(allowed + 1)])

@@ -42,6 +42,9 @@ class DecideFunction:
 
         s = self._settings
         metrics = JobMetrics(component_registry())
+        options = DecideOptions.of(s)
+        feed = self._feed = StrategyFeed(s, options.signals, metrics)
+        feed.start()  # every version before the first decision, and before a port is held
         serve_metrics(metrics.registry, s.job.metrics_host, s.job.metrics_port)
         client = s.redis.client(socket_timeout=0.5, socket_connect_timeout=0.5)
         scoring = ScoringClient(
@@ -52,9 +55,6 @@ class DecideFunction:
         )
         states = {"closed": 0, "half_open": 1, "open": 2}
         metrics.breaker.set_function(lambda: states[scoring.breaker.state])
-        options = DecideOptions.of(s)
-        feed = self._feed = StrategyFeed(s, options.signals)
-        feed.start()  # every published version before the first decision
         self._decider = Decider(client, ServiceScorer(scoring, options.feature_names), options,
                                 metrics, s.token.tokenizer(), lambda: feed.versions)  # fmt: skip
         self._lag = LagProbe(s, metrics.report_lag)

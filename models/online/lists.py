@@ -11,6 +11,7 @@ round trip a second. A card or device that a fraud disposition blocked stays in 
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -53,10 +54,29 @@ def field_name(action: Action, kind: Kind, value: str) -> str:
     return f"{action}:{kind}:{value}"
 
 
+FORMATS: Final[dict[Kind, re.Pattern[str]]] = {
+    "country": re.compile(r"^[A-Z]{2}$"),
+    "bin": re.compile(r"^[0-9]{6,8}$"),
+}
+
+
 def normal(kind: Kind, value: str) -> str:
     """A list value as the job sees it in transactions (a country in upper case)."""
     value = value.strip()
     return value.upper() if kind == "country" else value
+
+
+def checked(kind: Kind, value: str) -> str:
+    """``value`` in its normal form, or ListError if it could never match a transaction (a
+    country is ISO 3166 alpha-2, a BIN 6 to 8 digits)."""
+    value = normal(kind, value)
+    form = FORMATS.get(kind)
+    if form is not None and not form.match(value):
+        raise ListError(
+            f"a {kind} is {'two letters' if kind == 'country' else '6 to 8 digits'}"
+            f", not {value[:20]!r}"
+        )
+    return value
 
 
 def add(client: RedisClient, entry: Entry, names: Sequence[str]) -> None:
@@ -64,6 +84,9 @@ def add(client: RedisClient, entry: Entry, names: Sequence[str]) -> None:
     for text in (entry.value, entry.reason, entry.added_by):
         if not text or len(text) > MAX_TEXT or not text.isprintable():
             raise ListError(f"values, reasons and names are 1 to {MAX_TEXT} printable characters")
+    lapsed = [f for f, e in entries(client).items() if not e.live(entry.added_at_ms)]
+    if lapsed:
+        client.hdel(ENTRIES, *lapsed)  # lapsed entries make room
     if client.hlen(ENTRIES) + len(names) > MAX_ENTRIES:
         raise ListError(f"the lists hold {MAX_ENTRIES} entries at most: remove some first")
     encoded = msgspec.json.encode(entry)
@@ -118,9 +141,6 @@ class ListCache:
             self._entries = entries(self._client)
             self._version = version
         self._checked = now
-
-    def __len__(self) -> int:
-        return len(self._entries)
 
     def hits(self, values: dict[Kind, Any], now_ms: int) -> Hits:
         """The block and allow entries that ``values`` (kind -> the transaction's value) meet."""

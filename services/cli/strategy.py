@@ -84,7 +84,8 @@ def publish_cmd(
 
 
 def _versions() -> list[st.Strategy]:
-    return [st.default(), *feed.read_published(load_settings())]
+    """The shipped version and every published one not revoked."""
+    return [st.default(), *feed.read_published(load_settings()).live]
 
 
 def _in_force(versions: list[st.Strategy]) -> st.Strategy:
@@ -135,9 +136,15 @@ def _version(versions: list[st.Strategy], wanted: int | None) -> st.Strategy:
 @rules_app.command("show")
 def show_cmd(
     version: Annotated[int | None, typer.Argument(help="Default: in force now.")] = None,
+    draft: Annotated[
+        bool,
+        typer.Option("--draft", help="Without its version and time: a file to edit and publish."),
+    ] = False,
 ) -> None:
-    """A version's whole document, as JSON (a file ``rules publish`` accepts)."""
-    typer.echo(_version(_versions(), version).model_dump_json(indent=2))
+    """A version's whole document, as JSON."""
+    document = _version(_versions(), version)
+    drafted = {"version", "effective_from", "restores", "replaces"} if draft else set()
+    typer.echo(document.model_dump_json(indent=2, exclude=drafted))
 
 
 def _document(ref: str, versions: list[st.Strategy]) -> st.Strategy:
@@ -160,25 +167,37 @@ def rollback_cmd(
     to: Annotated[
         int | None,
         typer.Option(
-            help="The version to restore. Default: the one before the version in force now."
+            help="The version to restore. Default: the good one before the version in force."
         ),
     ] = None,
 ) -> None:
-    """Publish an earlier version's document again, as the next version (in 10 s)."""
+    """Publish an earlier version's document again, as the next version (in 10 s). Run
+    again, it steps further back: a version a rollback undid, and the one a rollback
+    restored, are never chosen again."""
     versions = _versions()
-    if to is None:
-        current = _in_force(versions).version
-        earlier = [s.version for s in versions if s.version < current]
-        if not earlier:
-            raise UserError("the version in force is the first: nothing to roll back to")
-        to = max(earlier)
-    restored = _version(versions, to).model_copy(update={"version": 0, "effective_from": 0})
+    current = _in_force(versions)
+    to = st.rollback_target(versions, current) if to is None else to
+    pending = [s.version for s in versions if s.effective_from > _now_ms()]
+    if pending:
+        out.print(f"note: versions {pending} are not in force yet: the rollback supersedes them")
+    restored = _version(versions, to).model_copy(
+        update={"version": 0, "effective_from": 0, "restores": to, "replaces": current.version}
+    )
     settings = load_settings()
     published = feed.publish(settings, restored, load_signals(settings.model.signals))
     out.print(
         f"version {to} published again as version {published.version}, in force from "
         f"{published.effective}"
     )
+
+
+@rules_app.command("revoke")
+def revoke_cmd(version: Annotated[int, typer.Argument(help="A published version.")]) -> None:
+    """Withdraw a published version at once, even for the events of its past window not yet
+    decided (a backlog): the emergency brake. A replay of that window then decides otherwise
+    than the first run did."""
+    feed.revoke(load_settings(), version)
+    out.print(f"version {version} revoked")
 
 
 KindArg = Annotated[lists.Kind, typer.Argument(help="card, device, merchant, bin or country.")]
@@ -188,7 +207,10 @@ ValueArg = Annotated[str, typer.Argument(help="The value (a card: its number, id
 
 def _names(kind: lists.Kind, value: str) -> list[str]:
     """Every name the job may see ``value`` by: cards and devices are tokenized."""
-    value = lists.normal(kind, value)
+    try:
+        value = lists.checked(kind, value)
+    except lists.ListError as error:
+        raise UserError(str(error)) from None
     if kind in ("card", "device"):
         return load_settings().token.tokenizer().names(kind, value)
     return [value]

@@ -105,10 +105,13 @@ DASHBOARDS: dict[str, tuple[str, list[Panel]]] = {
         Panel("List hits", _rate("fraudstream_job_list_hits_total", "entry"), "ops",
               "Transactions meeting an analysts' allow- or block-list entry, per second.",
               "{{entry}}"),
-        Panel("Strategy version", f"min(fraudstream_job_strategy_version{{{SEL}}}) and "
-              f"max(fraudstream_job_strategy_version{{{SEL}}})", "short",
-              "The newest strategy version the workers hold (min and max agree once every "
-              "worker has it).", "version"),
+        Panel("Strategy version", f"min(fraudstream_job_strategy_version{{{SEL}}})", "short",
+              "The newest strategy version every worker holds.", "version"),
+        Panel("Strategy feed age", f"time() - min(fraudstream_job_strategy_polled_timestamp_"
+              f"seconds{{{SEL}}})", "s", "Since the slowest worker last read the strategy "
+              "topic (a few seconds when all is well).", "age"),
+        Panel("Strategy refused", _rate("fraudstream_job_strategy_refused_total"), "ops",
+              "Strategy messages a worker refused (see its log).", "refused"),
         Panel("Review bar", f"max(fraudstream_job_review_bar_usd{{{SEL}}})", "currencyUSD",
               "Expected fraud loss from which the model's score is reviewed (thresholds by "
               "cost): the review cost, raised to hold the daily alert budget.", "bar"),

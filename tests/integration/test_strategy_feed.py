@@ -90,12 +90,26 @@ def test_publish_follow_list_diff_and_roll_back_without_a_restart(
             assert (v2.version, v2.rules) == (2, st.default().rules)
             last = max(v1.effective_from, v2.effective_from)
             assert feed.versions.for_event(last).version == 2  # v1 never comes back
+            assert (v2.restores, v2.replaces) == (0, 0)  # v1 was not in force yet
+
+            numbered = tmp_path / "numbered.yaml"
+            numbered.write_text("version: 9\n" + RULE)
+            skipped = _cli(settings, "rules", "publish", str(numbered))
+            assert skipped.returncode == 1
+            assert "the next version is 3" in skipped.stderr
+            revoked = _cli(settings, "rules", "revoke", "2")
+            assert revoked.returncode == 0, revoked.stderr
+            _wait(
+                lambda: [c.version for c in feed.versions.all] == [1, 0],
+                10,
+                "the running feed never dropped the revoked v2",
+            )
         finally:
             feed.close()
         restarted = StrategyFeed(settings, EMPTY)  # a worker started later reads them all
         restarted.start()
         restarted.close()
-        assert sorted(c.version for c in restarted.versions.all) == [0, 1, 2]
+        assert sorted(c.version for c in restarted.versions.all) == [0, 1]  # v2: revoked
 
 
 def test_lists_from_the_cli_tokenize_cards_and_refuse_bad_input(tmp_path: Path) -> None:
@@ -119,6 +133,8 @@ def test_lists_from_the_cli_tokenize_cards_and_refuse_bad_input(tmp_path: Path) 
         past = "2020-01-01T00:00:00Z"
         for bad in (["add", "block", "card", "x", "--reason", "r", "--expires", past],
                     ["add", "block", "planet", "x", "--reason", "r"],
+            ["add", "block", "country", "USA", "--reason", "r"],
+            ["add", "block", "bin", "41x111", "--reason", "r"],
                     ["add", "block", "merchant", "m", "--reason", "\x1b[2J"],
                     ["remove", "allow", "merchant", "never-added"]):  # fmt: skip
             refused = _cli(settings, "lists", *bad)

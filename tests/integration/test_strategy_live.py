@@ -56,8 +56,8 @@ def test_a_rule_published_while_the_job_runs_decides_from_its_effective_time(
     tmp_path: Path,
 ) -> None:
     with running_stack(tmp_path / "state") as settings:
-        base = int(time.time() * 1000) + 240_000  # ahead of the clock, within the 600 s allowed
-        at = base + 50_000
+        at = (int(time.time()) + 290) * 1000  # a whole second: ``--at`` gives seconds
+        base = at - 50_000  # the events ahead of the clock, within the 600 s allowed
         before = [_tx(i, base + i * 250) for i in range(200)]  # base .. base + 50 s
         after = [_tx(i, base + i * 250) for i in range(200, 400)]  # base + 50 s .. + 100 s
         late = [_tx(i, base + (i - 400) * 250) for i in range(400, 440)]  # dated before `at`
