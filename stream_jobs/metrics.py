@@ -10,6 +10,7 @@ from collections.abc import Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from models.online.lists import KINDS as LIST_KINDS
 from services.core.lag import Partition
 
 DEPENDENCIES = ("redis", "scoring", "scoring_rejected", "scoring_reply")  # degraded reasons
@@ -126,6 +127,9 @@ class JobMetrics:
             self.unrecorded.labels(result)
         for outcome in ("approve", "review", "decline"):
             self.decisions.labels(outcome, "none")
+        for action in ("block", "allow"):
+            for kind in LIST_KINDS:
+                self.list_hits.labels(f"list:{action}_{kind}")
 
     def report_lag(self, lag: Mapping[Partition, int]) -> None:
         for (_topic, partition), behind in lag.items():

@@ -132,7 +132,7 @@ def test_every_metric_the_rules_read_exists_and_every_rule_evaluates(
         ):
             break
         time.sleep(1.0)
-    assert len(rules) == 24
+    assert len(rules) == 26
     assert [r["name"] for r in rules if r["health"] != "ok"] == []
 
 
