@@ -236,31 +236,42 @@ class _Compiled:
     rule: Rule
     program: Any  # cel.Program
     needs_model: bool  # names the score: not evaluated without one
+    tabled: bool  # reads a table
 
 
 class Compiled:
-    """A validated strategy, its rules compiled, evaluated per event on one context.
+    """A validated strategy, its rules compiled, evaluated per event.
 
-    The context holds the tables once (converting them is what costs, about 0.1 µs an entry)
-    and a null for every name the rules read; an event's values come through a resolver, so
-    an event costs what its rules read, whatever the size of the tables."""
+    Handing values to CEL is what costs: each event's values go once into one context, and
+    its tables with them (a context given new values converts them all again). Large tables
+    stay apart: the rules that read them have a context that holds them once and reads the
+    event's values through a resolver (a call per value read), so an event's cost never grows
+    with the size of the tables."""
 
     def __init__(self, strategy: Strategy, signals: Signals = EMPTY) -> None:
         problems = check(strategy, signals)
         if problems:
             raise StrategyError("\n".join(problems))
         self.strategy = strategy
-        self._rules = [_compile(r) for r in strategy.rules if r.state != "paused"]
+        apart = _tables_apart(strategy)
+        self._rules = [
+            _compile(r, set(strategy.tables) if apart else set())
+            for r in strategy.rules
+            if r.state != "paused"
+        ]
         named = {n for c in self._rules for n in c.program.variables()} - set(strategy.tables)
+        self._plain = sorted(
+            {n for c in self._rules if not c.tabled for n in c.program.variables()} & named
+        )
         self._needs_model = any(c.needs_model for c in self._rules)
         self._feature_index = [(n, i) for i, n in enumerate(serving_names(signals)) if n in named]
         self._fields = [n for n in TRANSACTION_FIELDS if n in named]
         self._attributes = ATTRIBUTES in named
         self._event: dict[str, Any] = {}  # this event's values (a missing one: the null below)
-        self._context = cel.Context(
-            {**{k: _cel(v) for k, v in strategy.tables.items()}, **dict.fromkeys(named)}
-        )
-        self._context.set_variable_resolver(self._event.get)
+        tables = {k: _cel(v) for k, v in strategy.tables.items()}
+        self._plain_context = cel.Context({} if apart else tables)
+        self._tabled_context = cel.Context({**tables, **dict.fromkeys(named)})
+        self._tabled_context.set_variable_resolver(self._event.get)
 
     @property
     def version(self) -> int:
@@ -292,12 +303,15 @@ class Compiled:
             event[ATTRIBUTES] = dict(tx.attributes or {})
         if self._needs_model:
             event["score"], event["probability"] = score, probability
+        if self._plain:
+            self._plain_context.update({n: event.get(n) for n in self._plain})
         fired = Fired()
         for compiled in self._rules:
             if score is None and compiled.needs_model:
                 continue
+            context = self._tabled_context if compiled.tabled else self._plain_context
             try:
-                result = compiled.program.execute(self._context)
+                result = compiled.program.execute(context)
             except Exception:  # any failure of a user rule: it does not fire
                 result = None
             if not isinstance(result, bool):
@@ -309,9 +323,26 @@ class Compiled:
         return fired
 
 
-def _compile(rule: Rule) -> _Compiled:
+_TABLE_ENTRY_US: Final = 0.1  # handing one table entry to a CEL context (measured)
+_RESOLVED_US: Final = 1.0  # one value read through a resolver
+
+
+def _tables_apart(strategy: Strategy) -> bool:
+    """Whether the tables cost more handed over with every event than the values their rules
+    read through a resolver: small tables go with the event's values."""
+    entries = sum(len(t) for t in strategy.tables.values())
+    reads = sum(
+        len(re.findall(r"[a-z_][a-z0-9_]*", r.when))
+        for r in strategy.rules
+        if any(name in r.when for name in strategy.tables)
+    )
+    return entries * _TABLE_ENTRY_US > reads * _RESOLVED_US
+
+
+def _compile(rule: Rule, tables: set[str]) -> _Compiled:
     program = cel.compile(rule.when)
-    return _Compiled(rule, program, bool(set(program.variables()) & set(MODEL_VARIABLES)))
+    names = set(program.variables())
+    return _Compiled(rule, program, bool(names & set(MODEL_VARIABLES)), bool(names & tables))
 
 
 def _number(value: float) -> float | None:
