@@ -29,11 +29,12 @@ import numpy.typing as npt
 import pandas as pd
 
 from models.features import definitions as f
+from models.features import offline
 from models.features.offline import attribute_column
 from models.training import datasets
 from models.training.calibration import calibrate
 from models.training.registry import Registry
-from models.training.trainer import feature_matrix, scores_for
+from models.training.trainer import scores_for
 from services.core.signals import Signals
 from stream_jobs import rules, thresholds
 from stream_jobs import strategy as st
@@ -75,7 +76,7 @@ class Scored:
     """The range's rows, their features, scores and labels, in event-time order."""
 
     frame: pd.DataFrame
-    rows: npt.NDArray[np.float32]
+    rows: npt.NDArray[np.float64]
     scores: npt.NDArray[np.float64]
     probabilities: npt.NDArray[np.float64]
     labels: Labels
@@ -116,13 +117,11 @@ def scored(
     in_range = frame["event_time"].to_numpy() >= window.start_ms
     if not in_range.any():
         raise BacktestError(f"{dataset.source}: no transaction in the range")
-    x = feature_matrix(
-        datasets.Dataset("transactions", frame, dataset.fingerprint, dataset.source, signals)
-    )
     if list(dataset.feature_names) != meta["feature_names"]:
         raise BacktestError(f"{version} expects other features than {dataset.source} gives")
+    x = offline.compute(frame, signals).to_numpy(np.float64)  # as the job's rules read them
     onnx = (registry.path(version) / "model.onnx").read_bytes()
-    scores = scores_for(x[in_range], onnx)
+    scores = scores_for(x[in_range].astype(np.float32), onnx)  # as the model reads them
     chosen = frame[in_range].reset_index(drop=True)
     lake = data if data.is_dir() else None
     labels = _labels(chosen, lake, maturity_days, as_of_ms)
