@@ -323,7 +323,7 @@ class Decider:
             reasons = [f"model:{name}" for name in result.reasons]
         fired = compiled.evaluate(row, v.tx, None if result is None else score, probability)
         errors += fired.errors
-        hits = self._lists.hits(_list_values(v.tx), _wall_ms())
+        hits = self._lists.hits(_list_values(v.tx), decided_at)
         blocks: list[tuple[str, rules.Outcome]] = [(code, "decline") for code in (
             *([rules.BLOCKLIST_CARD] if blocked[0] else []),
             *([rules.BLOCKLIST_DEVICE] if blocked[1] else []), *hits.block)]  # fmt: skip

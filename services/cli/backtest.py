@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from services.cli.models import JsonOpt, MappingOpt, RegistryOpt, _registry
+from services.cli.strategy import named_strategy
 from services.core.contract import parse_event_time
 from services.core.errors import MissingExtra, UserError
 from services.core.settings import load_settings
@@ -24,21 +25,6 @@ StrategyRef = Annotated[
         "Default: the version in force now."
     ),
 ]
-
-
-def _strategy(ref: str | None) -> tuple[str, Any]:
-    """A strategy by file or version, with the name the report gives it."""
-    from stream_jobs import strategy as st
-
-    if ref is not None and not ref.isdigit():
-        return Path(ref).name, st.load(Path(ref))
-    if ref == "0":
-        return "version 0 (shipped)", st.default()
-    from services.cli.strategy import _in_force, _version, _versions
-
-    versions = _versions()
-    chosen = _in_force(versions) if ref is None else _version(versions, int(ref))
-    return f"version {chosen.version}", chosen
 
 
 def _day_ms(text: str, what: str) -> int:
@@ -88,7 +74,7 @@ def backtest_cmd(
     if version is None:
         raise UserError("no model version: train one, or give --model")
     source = data or load_settings().lake_path
-    named = [_strategy(strategy), *([_strategy(against)] if against is not None else [])]
+    named = [named_strategy(strategy), *([named_strategy(against)] if against is not None else [])]
     try:
         scored = bt.scored(reg, version, source, window, mapping, maturity_days)
     except bt.BacktestError as error:

@@ -151,6 +151,18 @@ def _document(ref: str, versions: list[st.Strategy]) -> st.Strategy:
     return _version(versions, int(ref)) if ref.isdigit() else st.load(Path(ref))
 
 
+def named_strategy(ref: str | None) -> tuple[str, st.Strategy]:
+    """A strategy by file or version (None: the one in force now; 0: the shipped one, without
+    Kafka), with the name a backtest report gives it."""
+    if ref is not None and not ref.isdigit():
+        return Path(ref).name, st.load(Path(ref))
+    if ref == "0":
+        return "version 0 (shipped)", st.default()
+    versions = _versions()
+    chosen = _in_force(versions) if ref is None else _version(versions, int(ref))
+    return f"version {chosen.version}", chosen
+
+
 @rules_app.command("diff")
 def diff_cmd(
     a: Annotated[str, typer.Argument(help="A version number or a file.")],

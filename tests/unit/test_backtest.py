@@ -114,31 +114,10 @@ def test_the_cli_prints_json_and_writes_the_report(
     strategy, html = tmp_path / "challenger.yaml", tmp_path / "report.html"
     strategy.write_text(CHALLENGER)
     day = bt.day
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "services.cli",
-            "backtest",
-            "--data",
-            str(csv_file),
-            "--from",
-            day(window.start_ms),
-            "--to",
-            day(window.end_ms),
-            "--strategy",
-            str(strategy),
-            "--against",
-            "0",
-            "--json",
-            "--html",
-            str(html),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    done = _backtest(
+        csv_file, "--from", day(window.start_ms), "--to", day(window.end_ms),
+        "--strategy", str(strategy), "--against", "0", "--json", "--html", str(html),
+    )  # fmt: skip
     assert done.returncode == 0, done.stderr
     result = json.loads(done.stdout)
     assert result["strategies"]["strategy"]["name"] == "challenger.yaml"
@@ -146,25 +125,15 @@ def test_the_cli_prints_json_and_writes_the_report(
     page = html.read_text()
     assert page.startswith("<!DOCTYPE html>")
     assert page.count('<img src="data:image/png;base64,') >= 3
-    refused = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "services.cli",
-            "backtest",
-            "--data",
-            str(csv_file),
-            "--from",
-            "2030-01-01",
-            "--to",
-            "2030-01-02",
-            "--strategy",
-            str(strategy),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    refused = _backtest(csv_file, "--from", "2030-01-01", "--to", "2030-01-02",
+                        "--strategy", str(strategy))  # fmt: skip
     assert refused.returncode == 1
     assert "no transaction in the range" in refused.stderr
+
+
+def _backtest(data: Path, *argv: str) -> subprocess.CompletedProcess[str]:
+    """``fraudstream backtest --data DATA ARGV`` as a user runs it."""
+    return subprocess.run(
+        [sys.executable, "-m", "services.cli", "backtest", "--data", str(data), *argv],
+        capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
