@@ -1,0 +1,19 @@
+"""Where the deployment checks find their tools: built once by ``.ci/tools`` into a cache."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+TOOLS = Path(os.environ.get("FRAUDSTREAM_TOOLS_DIR", Path.home() / ".cache/fraudstream/tools/bin"))
+
+
+def tool(name: str) -> str:
+    """The tool's path; a missing one fails the test (CI builds it: ``.ci/tools``)."""
+    found = shutil.which(name, path=f"{TOOLS}{os.pathsep}{os.environ.get('PATH', '')}")
+    if found is None:
+        pytest.fail(f"{name} is not installed: run .ci/tools (it builds into {TOOLS})")
+    return found
