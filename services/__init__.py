@@ -1,2 +1,2 @@
-"""fraudstream services: one subpackage per thing that runs or is shared (the README's
+"""fraudstream services: one subpackage per thing that runs or is shared (docs/development.md,
 "Architecture"): ``core``, ``scoring``, ``clients``, ``generator``, ``devstack``, ``cli``."""

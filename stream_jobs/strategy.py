@@ -121,7 +121,7 @@ class Rule(Strict):
 
 
 class Thresholds(Strict):
-    """How the model's probability becomes an outcome (README, "Thresholds by cost")."""
+    """How the model's probability becomes an outcome (docs/strategy.md, "Thresholds")."""
 
     mode: Literal["cost", "model"] = "model"  # model: the version's own FPR thresholds
     loss_share: Annotated[float, Field(gt=0, le=1)] = 1.0  # of the amount lost to a fraud

@@ -301,7 +301,11 @@ def produce_cmd(
     ] = 0.005,
     customers: Annotated[int, typer.Option(min=1, help="Simulated customers.")] = 20_000,
     start: Annotated[
-        str | None, typer.Option(help="Simulated start time (RFC 3339); default: now.")
+        str | None,
+        typer.Option(
+            help="Simulated start time (RFC 3339); default: so that the events end within the "
+            "day before now."
+        ),
     ] = None,
     attributes: Annotated[
         bool,

@@ -146,9 +146,7 @@ class RedisSettings(_Group):
     def require_url(self) -> str:
         """The Redis URL, or an error that says how to get one."""
         if self.url is None:
-            raise SettingsError(
-                "no Redis: run `fraudstream stack up` or set FRAUDSTREAM_REDIS_URL / --redis-url"
-            )
+            raise SettingsError("no Redis: run `fraudstream stack up` or set FRAUDSTREAM_REDIS_URL")
         return self.url
 
     def client(self, **options: Any) -> RedisClient:
@@ -288,7 +286,7 @@ class ModelSettings(_Group):
     signals: Path | None = Field(
         None,
         description="Signals file: the attributes transactions may carry and the entities whose"
-        " features the job computes (README, 'Bring your own signals'); unset: none",
+        " features the job computes (docs/contract.md, 'Bring your own signals'); unset: none",
     )
 
 

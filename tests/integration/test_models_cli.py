@@ -14,7 +14,7 @@ from tests.unit.test_datasets import write_card_csv
 
 pytestmark = pytest.mark.integration
 
-# The documented recipe of the shipped default model (README, "The default model").
+# The documented recipe of the shipped default model (docs/models.md, "The default model").
 RECIPE_PRODUCE = (
     *("produce", "--seed", "7", "--count", "300000", "--customers", "5000"),
     *("--fraud-rate", "0.01", "--rate", "0", "--start", "2026-01-01T00:00:00Z"),

@@ -20,7 +20,7 @@ from services.devstack.state import StackState
 from tests.conftest import Run
 
 pytestmark = pytest.mark.integration
-READY_WITHIN_S = 30.0  # the README's promise for a restarted feedback app
+READY_WITHIN_S = 30.0  # docs/operations.md's promise for a restarted feedback app
 
 
 def _pids(state: StackState) -> dict[str, int]:

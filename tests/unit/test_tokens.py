@@ -125,7 +125,7 @@ def test_a_short_key_or_a_bad_key_id_is_refused() -> None:
     with pytest.raises(ValueError, match="32 bytes"):
         Tokenizer(b"short", "k1")
     with pytest.raises(ValueError, match="32 bytes, got 16"):
-        Tokenizer(bytes(16), "k1")  # what the README never allowed, once accepted
+        Tokenizer(bytes(16), "k1")  # what the docs never allowed, once accepted
     with pytest.raises(ValueError, match="key id"):
         Tokenizer(KEY, "K 1")
 
