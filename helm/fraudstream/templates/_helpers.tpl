@@ -2,6 +2,26 @@
 {{- printf "%s-fraudstream" .Release.Name | trunc 63 | trimSuffix "-" -}}
 {{- end -}}
 
+{{/* A component's object name, <release>-fraudstream-<component>, the prefix cut so the whole
+     fits a DNS label (63) and, for the Flink job, Flink's cluster id (45):
+     (dict "root" $ "component" "scoring"). */}}
+{{- define "fraudstream.name" -}}
+{{- $suffix := printf "-%s" .component }}
+{{- $limit := ternary 45 63 (eq .component "job") }}
+{{- printf "%s%s" (include "fraudstream.fullname" .root | trunc (sub $limit (len $suffix) | int) | trimSuffix "-") $suffix -}}
+{{- end -}}
+
+{{/* A component's image: <registry>/fraudstream-<component>:<tag> (the Dockerfile's targets). */}}
+{{- define "fraudstream.image" -}}
+{{- $image := .root.Values.image }}
+{{- printf "%s/fraudstream-%s:%s" $image.registry .component (default .root.Chart.AppVersion $image.tag) | quote -}}
+{{- end -}}
+
+{{/* Checksums of the settings and the secrets: a change rolls the pods that read them. */}}
+{{- define "fraudstream.checksums" -}}
+checksum/config: {{ include (print .Template.BasePath "/configmap.yaml") . | sha256sum }}
+checksum/secret: {{ include (print .Template.BasePath "/secret.yaml") . | sha256sum }}
+{{- end -}}
 {{- define "fraudstream.selectorLabels" -}}
 app.kubernetes.io/name: fraudstream
 app.kubernetes.io/instance: {{ .Release.Name }}
@@ -33,7 +53,11 @@ app.kubernetes.io/component: {{ .component }}
 {{- end -}}
 
 {{- define "fraudstream.secretName" -}}
-{{ default (printf "%s-secrets" .Release.Name) .Values.existingSecret }}
+{{ default (include "fraudstream.name" (dict "root" . "component" "secrets")) .Values.existingSecret }}
+{{- end -}}
+
+{{- define "fraudstream.configName" -}}
+{{ include "fraudstream.name" (dict "root" . "component" "config") }}
 {{- end -}}
 
 {{/* The settings as FRAUDSTREAM_* variables, empty values left out (application defaults). */}}
@@ -48,12 +72,16 @@ FRAUDSTREAM_{{ upper $key }}: {{ toString $value | quote }}
 {{/* The secrets as files named by setting, empty ones left out; the scoring token is made
      once (random, kept across upgrades) unless given: the scoring API never runs open. */}}
 {{- define "fraudstream.secretFiles" -}}
-{{- $previous := lookup "v1" "Secret" .Release.Namespace (printf "%s-secrets" .Release.Name) }}
+{{- $previous := lookup "v1" "Secret" .Release.Namespace (include "fraudstream.secretName" .) }}
 {{- $kept := "" }}
 {{- if and $previous $previous.data $previous.data.scoring_token }}
 {{- $kept = $previous.data.scoring_token | b64dec }}
 {{- end }}
 {{- $token := .Values.secrets.scoring_token | default $kept | default (randAlphaNum 48) }}
+{{- $key := required "secrets.token_key is required: 32 bytes or more in hex (openssl rand -hex 32), from your secret store; it tokenizes every card number" .Values.secrets.token_key }}
+{{- if not (regexMatch "^([0-9a-fA-F]{2}){32,}$" $key) }}
+{{- fail "secrets.token_key must be hex, 32 bytes or more (openssl rand -hex 32)" }}
+{{- end }}
 {{- range $key, $value := merge (dict "scoring_token" $token) .Values.secrets }}
 {{- if ne (toString $value) "" }}
 {{ $key }}: {{ toString $value | quote }}
@@ -64,16 +92,23 @@ FRAUDSTREAM_{{ upper $key }}: {{ toString $value | quote }}
 {{/* What every container of the chart gets: settings, secrets as files (never in the
      environment, which a process hands to all it starts), a non-root context. */}}
 {{- define "fraudstream.containerCommon" -}}
-image: {{ printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) | quote }}
-imagePullPolicy: {{ .Values.image.pullPolicy }}
+image: {{ include "fraudstream.image" . }}
+imagePullPolicy: {{ .root.Values.image.pullPolicy }}
 env:
   - name: FRAUDSTREAM_STATE_DIR  # a writable volume: the root file system is read-only
-    value: {{ default "/var/lib/fraudstream" .Values.config.state_dir | quote }}
+    value: {{ default "/var/lib/fraudstream" .root.Values.config.state_dir | quote }}
 envFrom:
   - configMapRef:
-      name: {{ .Release.Name }}-config
+      name: {{ include "fraudstream.configName" .root }}
 securityContext:
-  {{- toYaml .Values.securityContext | nindent 2 }}
+  {{- toYaml .root.Values.securityContext | nindent 2 }}
+{{- end -}}
+
+{{/* The shared volumes: the model registry (scoring reads it, training writes it) and the
+     lake (the feedback app writes it, training reads it). */}}
+{{- define "fraudstream.claimName" -}}
+{{- $storage := get .root.Values.storage .volume }}
+{{- default (include "fraudstream.name" (dict "root" .root "component" .volume)) $storage.existingClaim -}}
 {{- end -}}
 
 {{/* The secrets volume and its mount at the secrets_dir setting. */}}
@@ -85,4 +120,19 @@ securityContext:
 {{- end -}}
 {{- define "fraudstream.secretsMount" -}}
 - {name: secrets, mountPath: {{ .Values.config.secrets_dir | quote }}, readOnly: true}
+{{- end -}}
+
+{{- define "fraudstream.jobServiceAccountName" -}}
+{{- if .Values.job.serviceAccount.create -}}
+{{ default (include "fraudstream.name" (dict "root" . "component" "flink")) .Values.job.serviceAccount.name }}
+{{- else -}}
+{{ default "flink" .Values.job.serviceAccount.name }}
+{{- end -}}
+{{- end -}}
+
+{{/* A pod's volume of a shared claim: (dict "root" $ "volume" "models"). */}}
+{{- define "fraudstream.claimVolume" -}}
+- name: {{ .volume }}
+  persistentVolumeClaim:
+    claimName: {{ include "fraudstream.claimName" . }}
 {{- end -}}

