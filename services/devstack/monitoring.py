@@ -18,12 +18,14 @@ from pathlib import Path
 
 from services.core.errors import UserError
 from services.core.settings import Settings
+from services.devstack import processes
 
 RULES = Path(__file__).resolve().parents[2] / "helm" / "fraudstream" / "monitoring" / "rules.yml"
 SCRAPE_INTERVAL_S = 5  # fine enough for a demo's charts and the rules' 5-minute windows
 JOBS = {"scoring": "fraudstream-scoring", "job": "fraudstream-job",
         "feedback": "fraudstream-feedback", "flink": "fraudstream-flink"}  # fmt: skip
 PUSHED = {"flink"}  # scraped from the Pushgateway: the pushed labels are kept
+_HIGHEST_PORT = 65535
 
 
 class MonitoringError(UserError):
@@ -56,10 +58,23 @@ def pushgateway_argv(settings: Settings) -> Callable[[int], list[str]]:
     ]
 
 
+def free_port_range(count: int, attempts: int = 50) -> int:
+    """The first of ``count`` consecutive ports free on loopback now: the job's workers take
+    one each from it, so a stack's Prometheus scrapes its own job, never another stack's."""
+    for _ in range(attempts):
+        first = processes.free_loopback_port()
+        if first + count - 1 <= _HIGHEST_PORT and all(
+            processes.bindable(port) for port in range(first, first + count)
+        ):
+            return first
+    raise MonitoringError(f"no {count} consecutive free ports on 127.0.0.1")
+
+
 def targets(
     settings: Settings, scoring_url: str | None, pushgateway_url: str | None, feedback: bool
 ) -> dict[str, list[str]]:
-    """Scrape targets per component: the job's workers take one port each from its first."""
+    """Scrape targets per component: the job's workers take one port each from its first
+    (``stack up`` chose it free and recorded it: ``StackEndpoints.job_metrics_port``)."""
     job = settings.job
     found = {"job": [f"127.0.0.1:{job.metrics_port + i}" for i in range(job.parallelism)]}
     if scoring_url:
