@@ -86,6 +86,16 @@ def test_a_job_run_on_a_monitored_stack_binds_the_ports_its_prometheus_scrapes(
 def test_a_range_with_a_taken_port_is_not_chosen(monkeypatch: pytest.MonkeyPatch) -> None:
     taken = processes.free_loopback_port()
     offered = iter([taken - 1, taken + 1])  # the first range's second port is taken
-    monkeypatch.setattr(processes, "free_loopback_port", lambda: next(offered))
+    monkeypatch.setattr(monitoring, "_candidate", lambda count: next(offered))
     with _listening(range(taken, taken + 1)):
         assert monitoring.free_port_range(WORKERS) == taken + 1
+
+
+def test_the_range_is_below_the_ports_the_kernel_hands_out_for_port_0() -> None:
+    """Else a server binding port 0 (Beam's, a client's) may take a worker's port first."""
+    ephemeral = monitoring.ephemeral_start()
+    assert 10_000 < ephemeral <= 65_535
+    for _ in range(200):
+        first = monitoring.free_port_range(16)
+        assert first >= 10_000
+        assert first + 16 <= ephemeral
