@@ -254,6 +254,7 @@ def _show_stack(state: StackState, as_json: bool) -> None:
                 "scoring_url": state.scoring_url,
                 "prometheus_url": state.prometheus_url,
                 "pushgateway_url": state.pushgateway_url,
+                "job_metrics_port": state.job_metrics_port,
                 "topics": state.topics,
                 "pids": {p.name: p.pid for p in state.processes},
                 "alive": running,

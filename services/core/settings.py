@@ -637,6 +637,9 @@ class StackEndpoints(msgspec.Struct, frozen=True, kw_only=True):
     scoring_url: str | None = None  # None when the serve extra is not installed
     pushgateway_url: str | None = None  # with --monitoring: where the job pushes Flink's metrics
     broker: str = "tansu"  # or "kafka": Apache Kafka in KRaft mode
+    # With --monitoring: the job's first metrics port, free when the stack started; the stack's
+    # Prometheus scrapes that range only, and a job run on the stack binds it.
+    job_metrics_port: int | None = None
 
 
 def read_stack_endpoints(state_dir: Path) -> StackEndpoints | None:
@@ -681,6 +684,8 @@ def resolve(**overrides: Any) -> Resolved:
         on_stack = "kafka_bootstrap_servers" in filled  # the stack's broker, not another
         if on_stack and stack.broker == "tansu" and not _given("job_delivery", given):
             filled["job_delivery"] = TANSU_DELIVERY
+        if on_stack and stack.job_metrics_port and not _given("job_metrics_port", given):
+            filled["job_metrics_port"] = stack.job_metrics_port
     origins = dict.fromkeys(filled, f"stack ({settings.state_dir})")
     if settings.secrets_dir is not None:
         unset = [name for name, value in settings.flat() if name in SECRET_NAMES and not value]

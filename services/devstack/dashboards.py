@@ -5,8 +5,11 @@
 ``grafana_dashboard: "1"``); a test proves the files are what this module builds, and runs
 every query against a real Prometheus scraping the embedded stack.
 
-Every dashboard has the variables ``datasource``, ``namespace`` and ``instance``; every panel
-a title, a unit and a description.
+Every dashboard has the variables ``datasource``, ``namespace``, ``job`` (the scrape job:
+fraudstream-job, -scoring, -feedback) and ``instance``; every query filters on ``namespace``
+(a recording rule keeps only that label), the others on ``job`` and ``instance`` too, except
+Flink's own metrics (a Flink scrape job, or locally the pushed job name): on ``namespace`` and
+``instance``. Every panel has a title, a unit and a description.
 """
 
 from __future__ import annotations
@@ -18,7 +21,9 @@ from pathlib import Path
 from typing import Any
 
 OUT = Path(__file__).resolve().parents[2] / "helm" / "fraudstream" / "monitoring" / "dashboards"
-SEL = 'namespace=~"$namespace", instance=~"$instance"'  # every query's scope
+SEL = 'namespace=~"$namespace", job=~"$job", instance=~"$instance"'  # the project's metrics
+FLINK = 'namespace=~"$namespace", instance=~"$instance"'  # Flink's own: its job label is Flink's
+NS = '{namespace=~"$namespace"}'  # the recording rules' series: aggregated by namespace
 RATE = "$__rate_interval"
 
 
@@ -81,20 +86,21 @@ DASHBOARDS: dict[str, tuple[str, list[Panel]]] = {
               "same).", "late"),
         Panel("Batch size p50", _quantile(0.5, "fraudstream_job_batch_rows"), "short",
               "Rows per micro-batch the decider received.", "p50"),
-        Panel("Slow decisions", "fraudstream:decision_latency_slow:ratio_rate5m", "percentunit",
+        Panel("Slow decisions", f"fraudstream:decision_latency_slow:ratio_rate5m{NS}",
+              "percentunit",
               "Share of decisions over 250 ms (the SLO's error rate), 5 minutes.", "slow"),
-        Panel("Flink restarts", f"max by (job_name) (flink_jobmanager_job_numRestarts{{{SEL}}})",
+        Panel("Flink restarts", f"max by (job_name) (flink_jobmanager_job_numRestarts{{{FLINK}}})",
               "short", "Restarts of the Flink job since it started (Flink's own count); each "
               "replays from the last checkpoint.", "{{job_name}}"),
         Panel("Checkpoint duration",
-              f"max by (job_name) (flink_jobmanager_job_lastCheckpointDuration{{{SEL}}})", "ms",
+              f"max by (job_name) (flink_jobmanager_job_lastCheckpointDuration{{{FLINK}}})", "ms",
               "How long the latest checkpoint took; checkpoints commit the source offsets.",
               "{{job_name}}"),
         Panel("Failed checkpoints",
-              f"max by (job_name) (flink_jobmanager_job_numberOfFailedCheckpoints{{{SEL}}})",
+              f"max by (job_name) (flink_jobmanager_job_numberOfFailedCheckpoints{{{FLINK}}})",
               "short", "Checkpoints that failed since the job started.", "{{job_name}}"),
         Panel("Backpressure", "max by (task_name) (flink_taskmanager_job_task_"
-              f"backPressuredTimeMsPerSecond{{{SEL}}}) / 1000", "percentunit",
+              f"backPressuredTimeMsPerSecond{{{FLINK}}}) / 1000", "percentunit",
               "Share of time each task waits for the one after it (the Python decider, the "
               "sinks).", "{{task_name}}"),
         Panel("Rule fires", _rate("fraudstream_job_rule_fires_total", "rule, state"), "ops",
@@ -176,7 +182,7 @@ DASHBOARDS: dict[str, tuple[str, list[Panel]]] = {
         Panel("Decisions by model", _rate("fraudstream_job_decisions_total", "model_version"),
               "ops", "Decisions per second by the model version that scored them (none: "
               "rules only).", "{{model_version}}"),
-        Panel("Degraded share", "fraudstream:decisions_degraded:ratio_rate10m", "percentunit",
+        Panel("Degraded share", f"fraudstream:decisions_degraded:ratio_rate10m{NS}", "percentunit",
               "Share of decisions made without Redis or scoring, 10 minutes.", "degraded"),
         Panel("Rules-only share",
               _rate("fraudstream_job_degraded_decisions_total", match='dependency=~"scoring.*"')
@@ -198,12 +204,14 @@ def _panel(panel: Panel, number: int) -> dict[str, Any]:
     }  # fmt: skip
 
 
-def _variable(name: str, label: str) -> dict[str, Any]:
+def _variable(name: str, label: str, scope: str = "") -> dict[str, Any]:
+    """A multi-value variable of the label ``name`` of the build info, within ``scope``."""
     return {
         "name": name, "label": label, "type": "query", "includeAll": True, "multi": True,
         "allValue": ".*", "refresh": 2,
         "datasource": {"type": "prometheus", "uid": "${datasource}"},
-        "query": {"query": f"label_values(fraudstream_build_info, {name})", "refId": name},
+        "query": {"query": f"label_values(fraudstream_build_info{scope}, {name})",
+                  "refId": name},
         "current": {"text": "All", "value": "$__all"},
     }  # fmt: skip
 
@@ -217,7 +225,9 @@ def build(uid: str) -> dict[str, Any]:
         "templating": {"list": [
             {"name": "datasource", "label": "Prometheus", "type": "datasource",
              "query": "prometheus"},
-            _variable("namespace", "Namespace"), _variable("instance", "Instance"),
+            _variable("namespace", "Namespace"),
+            _variable("job", "Component", NS),
+            _variable("instance", "Instance", '{namespace=~"$namespace", job=~"$job"}'),
         ]},
         "panels": [_panel(p, i) for i, p in enumerate(panels, start=1)],
     }  # fmt: skip

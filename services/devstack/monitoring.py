@@ -11,6 +11,7 @@ would listen on every interface); Prometheus scrapes it, keeping the labels Flin
 from __future__ import annotations
 
 import json
+import secrets
 import shutil
 import urllib.request
 from collections.abc import Callable
@@ -18,12 +19,14 @@ from pathlib import Path
 
 from services.core.errors import UserError
 from services.core.settings import Settings
+from services.devstack import processes
 
 RULES = Path(__file__).resolve().parents[2] / "helm" / "fraudstream" / "monitoring" / "rules.yml"
 SCRAPE_INTERVAL_S = 5  # fine enough for a demo's charts and the rules' 5-minute windows
 JOBS = {"scoring": "fraudstream-scoring", "job": "fraudstream-job",
         "feedback": "fraudstream-feedback", "flink": "fraudstream-flink"}  # fmt: skip
 PUSHED = {"flink"}  # scraped from the Pushgateway: the pushed labels are kept
+_LOWEST_PORT = 10_000  # clear of the settings' fixed ports (9249-9320)
 
 
 class MonitoringError(UserError):
@@ -56,10 +59,35 @@ def pushgateway_argv(settings: Settings) -> Callable[[int], list[str]]:
     ]
 
 
+def free_port_range(count: int, attempts: int = 50) -> int:
+    """The first of ``count`` consecutive ports free on loopback now: the job's workers take
+    one each from it, so a stack's Prometheus scrapes its own job, never another stack's.
+    Drawn at random below the kernel's ephemeral range, where nothing that binds port 0 (a
+    broker's client, Beam's gRPC servers of the job itself) takes one before the job does."""
+    for _ in range(attempts):
+        first = _candidate(count)
+        if all(processes.bindable(port) for port in range(first, first + count)):
+            return first
+    raise MonitoringError(f"no {count} consecutive free ports on 127.0.0.1")
+
+
+def _candidate(count: int) -> int:
+    return _LOWEST_PORT + secrets.randbelow(ephemeral_start() - count - _LOWEST_PORT)
+
+
+def ephemeral_start() -> int:
+    """The first port the kernel hands out for port 0 (Linux's default: 32768)."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32_768
+
+
 def targets(
     settings: Settings, scoring_url: str | None, pushgateway_url: str | None, feedback: bool
 ) -> dict[str, list[str]]:
-    """Scrape targets per component: the job's workers take one port each from its first."""
+    """Scrape targets per component: the job's workers take one port each from its first
+    (``stack up`` chose it free and recorded it: ``StackEndpoints.job_metrics_port``)."""
     job = settings.job
     found = {"job": [f"127.0.0.1:{job.metrics_port + i}" for i in range(job.parallelism)]}
     if scoring_url:

@@ -19,7 +19,6 @@ import importlib.util
 import os
 import secrets
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -122,22 +121,13 @@ def _cluster_ok(ports: list[int]) -> bool:
     return True
 
 
-def _bindable(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        try:
-            sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
 def cluster_node_port() -> int:
     """A free loopback port whose cluster bus port is a port and free too: a free port above
     55535 (a fifth of Linux's ephemeral range) has no bus port, and its node exits at start."""
     for _ in range(100):
         port = processes.free_loopback_port()
         bus = port + CLUSTER_BUS_OFFSET
-        if bus <= _HIGHEST_PORT and _bindable(bus):
+        if bus <= _HIGHEST_PORT and processes.bindable(bus):
             return port
     raise StackError("no free loopback port with a free cluster bus port 10000 above it")
 
@@ -413,6 +403,7 @@ def client_settings(settings: Settings, state: StackState) -> Settings:
         "redis_url": state.redis_url, "redis_cluster": state.redis_cluster,
         "scoring_url": state.scoring_url, "token_key": key,
         "job_flink_metrics_push_url": state.pushgateway_url, "job_delivery": delivery,
+        **({"job_metrics_port": state.job_metrics_port} if state.job_metrics_port else {}),
     })  # fmt: skip
 
 
@@ -446,12 +437,15 @@ def up(settings: Settings, feedback: bool = True) -> StackState:
         scoring_url = _start_scoring(settings, logs, started)
         if feedback and (app := _start_feedback(local, logs)):
             started.append(app)
-        prometheus_url = pushgateway_url = None
+        prometheus_url = pushgateway_url = job_metrics_port = None
         if ports.monitoring:
             feedback_app = any(p.name == "feedback-app" for p in started)
             pushgateway_url = _start_pushgateway(settings, logs, started)
             urls = (scoring_url, pushgateway_url)
-            prometheus_url = _start_prometheus(settings, urls, feedback_app, logs, started)
+            # Not the settings' fixed ports: a second stack on this machine would scrape them.
+            job_metrics_port = monitoring.free_port_range(settings.job.parallelism)
+            scraped = settings.updated({"job_metrics_port": job_metrics_port})
+            prometheus_url = _start_prometheus(scraped, urls, feedback_app, logs, started)
     except BaseException:
         for record in reversed(started):
             processes.stop(record)
@@ -476,6 +470,7 @@ def up(settings: Settings, feedback: bool = True) -> StackState:
         scoring_url=scoring_url,
         prometheus_url=prometheus_url,
         pushgateway_url=pushgateway_url,
+        job_metrics_port=job_metrics_port,
     )
     stack_state.write(settings.state_dir, state)
     return state

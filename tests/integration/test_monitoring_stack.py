@@ -51,26 +51,19 @@ def rule_metric_names() -> set[str]:
     return {m for g in groups for r in g["rules"] for m in METRIC.findall(r["expr"])}
 
 
-def _two_free_ports() -> int:
-    """A first port whose next one is free too (the job's two workers)."""
-    while True:
-        first = free_loopback_port()
-        if not processes.port_open(first + 1):
-            return first
-
-
 @pytest.fixture(scope="module")
 def monitored(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Settings, str]]:
     """A monitored stack that has decided some traffic, dead letters included."""
     state_dir = tmp_path_factory.mktemp("monitored") / "state"
     base = Settings.of(state_dir=state_dir, stack_monitoring=True, lake_flush_s=1.0,
-                       job_metrics_port=_two_free_ports(), job_from_beginning=True,
+                       job_from_beginning=True,
                        feedback_metrics_port=free_loopback_port())  # fmt: skip
     state = stack.up(base)
     settings = stack.client_settings(base, state)
     job = stack.start_job(settings, state_dir / "logs")
     tail = DecisionTail(settings)
     try:
+        assert settings.job.metrics_port == state.job_metrics_port  # what its Prometheus scrapes
         assert state.prometheus_url is not None
         produce(settings, 2_000, 0, 41, "2026-03-01T00:00:00Z")
         with TransactionProducer(settings) as producer:
@@ -166,13 +159,29 @@ def test_promtool_finds_nothing_on_any_components_scrape(monitored: tuple[Settin
         assert not problems.strip(), (url, problems)
 
 
+VARIABLES = ("$namespace", "$job", "$instance")
+SELECTOR = re.compile(r"\b((?:fraudstream|flink)[A-Za-z0-9_:]*)(\{[^}]*\})?")
+
+
 def _substituted(query: str) -> str:
     """What Grafana sends for "All" and a 1-minute rate interval."""
-    return (
-        query.replace("$namespace", ".*")
-        .replace("$instance", ".*")
-        .replace("$__rate_interval", "1m")
-    )
+    for variable in VARIABLES:
+        query = query.replace(variable, ".*")
+    assert "$" not in query.replace("$__rate_interval", ""), query  # a variable left over
+    return query.replace("$__rate_interval", "1m")
+
+
+def unscoped(query: str) -> list[str]:
+    """The series a query reads without filtering on the dashboard's variables: every one on
+    ``$namespace``, the project's own raw metrics on ``$job`` and ``$instance`` as well."""
+    wrong = []
+    for name, selector in SELECTOR.findall(query):
+        wanted = ['namespace=~"$namespace"']
+        if name.startswith("fraudstream_"):  # not a recording (name:level:ops), not Flink's
+            wanted += ['job=~"$job"', 'instance=~"$instance"']
+        if not all(w in selector for w in wanted):
+            wrong.append(name + selector)
+    return wrong
 
 
 def _query(prometheus: str, expr: str) -> tuple[str, list[object]]:
@@ -188,11 +197,25 @@ def test_the_dashboard_files_are_what_the_code_builds_and_fully_described() -> N
         assert path.read_text() == dashboards.rendered(uid), f"{path.name}: run the generator"
         board = json.loads(path.read_text())
         names = {v["name"] for v in board["templating"]["list"]}
-        assert {"datasource", "namespace", "instance"} <= names
+        assert {"datasource", "namespace", "job", "instance"} <= names
         for panel in board["panels"]:
             assert panel["title"], uid
             assert panel["description"], panel["title"]
             assert panel["fieldConfig"]["defaults"]["unit"], panel["title"]
+
+
+def test_every_dashboard_query_filters_on_the_namespace_and_the_other_variables() -> None:
+    queries = [p.query for _, panels in dashboards.DASHBOARDS.values() for p in panels]
+    assert len(queries) >= 25
+    assert [q for q in queries if unscoped(q)] == []
+    recorded = [q for q in queries if "fraudstream:" in q]
+    assert len(recorded) == 2  # the recording-rule panels are among those checked
+    # The negative control: the queries as they were, unfiltered or partly filtered.
+    assert unscoped("fraudstream:decisions_degraded:ratio_rate10m") == [
+        "fraudstream:decisions_degraded:ratio_rate10m"
+    ]
+    assert unscoped('sum(rate(fraudstream_job_decisions_total{namespace=~"$namespace"}[5m]))')
+    assert unscoped('max(flink_jobmanager_job_numRestarts{instance=~"$instance"})')
 
 
 def test_every_dashboard_query_is_answered_with_a_series(monitored: tuple[Settings, str]) -> None:
