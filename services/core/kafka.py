@@ -26,9 +26,10 @@ from services.core.kafka_config import librdkafka, librdkafka_consumer
 from services.core.settings import Settings
 
 
-def topic_partitions(settings: Settings) -> dict[str, int]:
-    """Partitions per topic: the transactions topic as configured, keyed topics alike."""
-    keyed = settings.stack.partitions
+def topic_partitions(settings: Settings, keyed: int | None = None) -> dict[str, int]:
+    """Partitions per topic: ``keyed`` (default: the stack's setting) for the transactions and
+    the topics keyed alike, one for the others."""
+    keyed = keyed or settings.stack.partitions
     return {
         settings.topic.transactions: keyed,
         settings.topic.dlq: 1,
@@ -44,16 +45,18 @@ def topic_partitions(settings: Settings) -> dict[str, int]:
 COMPACTED = {"cleanup.policy": "compact"}  # a topic that keeps the latest value of each key
 
 
-def create_topics(settings: Settings, timeout: float = 30.0) -> dict[str, int]:
+def create_topics(
+    settings: Settings, timeout: float = 30.0, partitions: int | None = None, replication: int = 1
+) -> dict[str, int]:
     """Create the pipeline's topics (existing ones are kept) and wait until all are visible."""
     admin = AdminClient(librdkafka(settings.kafka))
-    wanted = topic_partitions(settings)
+    wanted = topic_partitions(settings, partitions)
     futures = admin.create_topics(
         [
             NewTopic(
                 name,
                 num_partitions=parts,
-                replication_factor=1,
+                replication_factor=replication,
                 config=COMPACTED if name == settings.topic.strategy else {},
             )
             for name, parts in wanted.items()

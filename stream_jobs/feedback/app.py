@@ -108,6 +108,9 @@ def create_app(
 ) -> faust.App:
     brokers = aiokafka(settings.kafka)["bootstrap_servers"]
     fb = settings.feedback
+    # faust makes its data directory but not its parents: a fresh state directory (a new
+    # volume, a container's empty /tmp) would stop the app before it starts.
+    settings.state_dir.mkdir(parents=True, exist_ok=True)
     app = faust.App(
         APP_ID,
         broker=";".join(f"kafka://{server}" for server in brokers),

@@ -23,10 +23,14 @@ REQUIRED: dict[str, Any] = {
     "job": {"checkpointDir": "s3://bank-fraud-flink/fraudstream"},
 }
 ALL_ON = {
-    "monitoring": {"additionalLabels": {"release": "kube-prometheus-stack"},
-                   "serviceMonitor": {"enabled": True}, "podMonitor": {"enabled": True},
-                   "prometheusRule": {"enabled": True}, "dashboards": {"enabled": True}},
-}  # fmt: skip
+    "monitoring": {
+        "additionalLabels": {"release": "kube-prometheus-stack"},
+        "serviceMonitor": {"enabled": True},
+        "podMonitor": {"enabled": True},
+        "prometheusRule": {"enabled": True},
+        "dashboards": {"enabled": True},
+    },
+}
 TOGGLES: dict[str, dict[str, Any]] = {
     "defaults": {},
     "every monitoring object": ALL_ON,
@@ -35,16 +39,24 @@ TOGGLES: dict[str, dict[str, Any]] = {
         "scoring": {"autoscaling": {"targetInFlightPerPod": "16"}}
     },
     "no autoscaler, job, training or network policy": {
-        "scoring": {"autoscaling": {"enabled": False}}, "job": {"enabled": False},
-        "training": {"enabled": False}, "networkPolicy": {"enabled": False},
+        "scoring": {"autoscaling": {"enabled": False}},
+        "job": {"enabled": False},
+        "training": {"enabled": False},
+        "networkPolicy": {"enabled": False},
     },
     "claims of the user's, MinIO, no HA, four slots": {
         "storage": {"models": {"existingClaim": "models"}, "lake": {"existingClaim": "lake"}},
-        "job": {"highAvailability": False, "taskManager": {"slots": 4},
-                "s3": {"endpoint": "http://minio.storage:9000", "pathStyleAccess": True,
-                       "credentialsSecret": "minio"},
-                "serviceAccount": {"create": False}},
-    },  # fmt: skip
+        "job": {
+            "highAvailability": False,
+            "taskManager": {"slots": 4},
+            "s3": {
+                "endpoint": "http://minio.storage:9000",
+                "pathStyleAccess": True,
+                "credentialsSecret": "minio",
+            },
+            "serviceAccount": {"create": False},
+        },
+    },
 }
 
 
@@ -64,14 +76,28 @@ def helm(*args: str, values: dict[str, Any] | None = None) -> subprocess.Complet
     argv = [tool("helm"), *args]
     if values is not None:
         argv += ["--values", "-"]
-    return subprocess.run(argv, input=json.dumps(values or {}), capture_output=True, text=True,
-                          timeout=120, check=False)  # fmt: skip
+    return subprocess.run(
+        argv,
+        input=json.dumps(values or {}),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
 
 
 def template(values: dict[str, Any], release: str = "fs") -> str:
     """``helm template`` of the chart with the required values and ``values`` over them."""
-    done = helm("template", release, str(CHART), "--namespace", NAMESPACE, "--kube-version",
-                KUBERNETES, values=merged(REQUIRED, values))  # fmt: skip
+    done = helm(
+        "template",
+        release,
+        str(CHART),
+        "--namespace",
+        NAMESPACE,
+        "--kube-version",
+        KUBERNETES,
+        values=merged(REQUIRED, values),
+    )
     assert done.returncode == 0, done.stderr
     return done.stdout
 

@@ -37,8 +37,14 @@ cgroup_manager = "cgroupfs"
 
 def podman(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     env = os.environ | {"CONTAINERS_CONF": str(_containers_conf())}
-    return subprocess.run([tool("podman"), *args], capture_output=True, text=True, env=env,
-                          timeout=timeout, check=False)  # fmt: skip
+    return subprocess.run(
+        [tool("podman"), *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=timeout,
+        check=False,
+    )
 
 
 def base_image() -> str:
@@ -49,10 +55,20 @@ def base_image() -> str:
     if not tarball.is_file():
         partial = CACHE / "partial.tar"
         done = subprocess.run(
-            [tool("mmdebstrap"), "--mode=root", "--variant=apt", "--quiet",
-             "--include=python3,python3-venv,ca-certificates", "bookworm", str(partial)],
-            capture_output=True, text=True, timeout=900, check=False,
-        )  # fmt: skip
+            [
+                tool("mmdebstrap"),
+                "--mode=root",
+                "--variant=apt",
+                "--quiet",
+                "--include=python3,python3-venv,ca-certificates",
+                "bookworm",
+                str(partial),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=900,
+            check=False,
+        )
         assert done.returncode == 0, done.stderr[-2000:]
         partial.rename(tarball)
     done = podman("import", str(tarball), BASE, timeout=300)
@@ -63,9 +79,20 @@ def base_image() -> str:
 def build(target: str) -> str:
     """``podman build --target`` from the local base; layers and pip's cache are reused."""
     tag = f"localhost/fraudstream-{target}:test"
-    done = podman("build", "--pull=never", "--target", target, "--build-arg", f"BASE={base_image()}",
-                  "--volume", f"{CA_BUNDLE}:{CA_BUNDLE}:ro", "--tag", tag, str(ROOT),
-                  timeout=1800)  # fmt: skip
+    done = podman(
+        "build",
+        "--pull=never",
+        "--target",
+        target,
+        "--build-arg",
+        f"BASE={base_image()}",
+        "--volume",
+        f"{CA_BUNDLE}:{CA_BUNDLE}:ro",
+        "--tag",
+        tag,
+        str(ROOT),
+        timeout=1800,
+    )
     assert done.returncode == 0, (done.stdout + done.stderr)[-4000:]
     return tag
 

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.deploy.chart import CHART, NAMESPACE, REQUIRED, documents, helm, merged, template
+from tests.deploy.chart import CHART, REQUIRED, documents, helm, merged, template
 
 Doc = dict[str, Any]
 
@@ -26,9 +26,14 @@ def one(docs: list[Doc], kind: str, suffix: str = "") -> Doc:
 def pods(docs: list[Doc]) -> dict[str, tuple[dict[str, str], Doc]]:
     """Pod labels and spec by name: each Deployment's, the CronJob's, and the Flink job's
     JobManager and TaskManager (the common template merged with each one's by container)."""
-    found = {d["metadata"]["name"]: (d["spec"]["template"]["metadata"]["labels"],
-                                     d["spec"]["template"]["spec"])
-             for d in docs if d["kind"] == "Deployment"}  # fmt: skip
+    found = {
+        d["metadata"]["name"]: (
+            d["spec"]["template"]["metadata"]["labels"],
+            d["spec"]["template"]["spec"],
+        )
+        for d in docs
+        if d["kind"] == "Deployment"
+    }
     for cron in (d for d in docs if d["kind"] == "CronJob"):
         template_ = cron["spec"]["jobTemplate"]["spec"]["template"]
         found[cron["metadata"]["name"]] = (template_["metadata"]["labels"], template_["spec"])
@@ -54,7 +59,7 @@ def selects(selector: dict[str, str], labels: dict[str, str]) -> bool:
 def test_an_install_without_its_key_or_its_bucket_is_refused_in_one_line() -> None:
     """On cdc8e54 an empty token_key was accepted (and crashed the job and the feedback app),
     and checkpoints defaulted to a bucket someone else owns."""
-    cases = {
+    cases: dict[str, dict[str, Any]] = {
         "secrets.token_key is required": {"secrets": {"token_key": ""}},
         "secrets.token_key must be hex": {"secrets": {"token_key": "not-hex-" * 10}},
         "job.checkpointDir is required": {"job": {"checkpointDir": ""}},
@@ -81,11 +86,17 @@ def test_secrets_are_files_never_environment_and_the_scoring_url_is_the_releases
     assert secret["stringData"]["token_key"] == REQUIRED["secrets"]["token_key"]
     config = one(docs, "ConfigMap", "-config")
     assert config["data"]["FRAUDSTREAM_SCORING_URL"] == "http://fs-fraudstream-scoring:8080"
-    assert "fs-fraudstream-scoring" in {d["metadata"]["name"] for d in docs if d["kind"] == "Service"}
+    assert "fs-fraudstream-scoring" in {
+        d["metadata"]["name"] for d in docs if d["kind"] == "Service"
+    }
     mine = render({"existingSecret": "bank-secrets", "secrets": {"token_key": ""}})
     assert "Secret" not in {d["kind"] for d in mine}
-    refs = {v["secret"]["secretName"] for _, spec in pods(mine).values() for v in spec["volumes"]
-            if "secret" in v}  # fmt: skip
+    refs = {
+        v["secret"]["secretName"]
+        for _, spec in pods(mine).values()
+        for v in spec["volumes"]
+        if "secret" in v
+    }
     assert refs == {"bank-secrets"}
 
 
@@ -95,14 +106,21 @@ def test_the_scoring_api_admits_only_the_jobs_pods_and_prometheus() -> None:
     policy = one(docs, "NetworkPolicy", "-scoring")
     assert selects(policy["spec"]["podSelector"]["matchLabels"], labels["fs-fraudstream-scoring"])
     [rule] = policy["spec"]["ingress"]
-    same_namespace = [p["podSelector"]["matchLabels"] for p in rule["from"]
-                      if "namespaceSelector" not in p]  # fmt: skip
-    callers = {name for name, pod_labels in labels.items()
-               if any(selects(s, pod_labels) for s in same_namespace)}  # fmt: skip
+    same_namespace = [
+        p["podSelector"]["matchLabels"] for p in rule["from"] if "namespaceSelector" not in p
+    ]
+    callers = {
+        name
+        for name, pod_labels in labels.items()
+        if any(selects(s, pod_labels) for s in same_namespace)
+    }
     assert callers == {"fs-fraudstream-job/jobmanager", "fs-fraudstream-job/taskmanager"}
-    assert [p for p in rule["from"] if "namespaceSelector" in p] == [{
-        "namespaceSelector": {}, "podSelector": {"matchLabels": {"app.kubernetes.io/name":
-                                                                 "prometheus"}}}]  # fmt: skip
+    assert [p for p in rule["from"] if "namespaceSelector" in p] == [
+        {
+            "namespaceSelector": {},
+            "podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"}},
+        }
+    ]
 
 
 def test_flinks_own_ports_are_open_between_its_pods_and_to_the_operator() -> None:
@@ -112,25 +130,35 @@ def test_flinks_own_ports_are_open_between_its_pods_and_to_the_operator() -> Non
     docs = render({"job": {"taskManager": {"slots": 3}}})
     policy = one(docs, "NetworkPolicy", "-job")
     job = {k: v for k, v in pods(docs).items() if k.startswith("fs-fraudstream-job/")}
-    assert all(selects(policy["spec"]["podSelector"]["matchLabels"], labels)
-               for labels, _ in job.values())  # fmt: skip
+    assert all(
+        selects(policy["spec"]["podSelector"]["matchLabels"], labels) for labels, _ in job.values()
+    )
     among, operator, prometheus = policy["spec"]["ingress"]
     assert "ports" not in among  # every port, between the job's own pods
-    assert all(selects(among["from"][0]["podSelector"]["matchLabels"], labels)
-               for labels, _ in job.values())  # fmt: skip
+    assert all(
+        selects(among["from"][0]["podSelector"]["matchLabels"], labels)
+        for labels, _ in job.values()
+    )
     assert operator["ports"] == [{"port": 8081, "protocol": "TCP"}]
     assert operator["from"][0]["podSelector"]["matchLabels"] == {
-        "app.kubernetes.io/name": "flink-kubernetes-operator"}  # fmt: skip
-    assert prometheus["ports"] == [{"port": 9249, "protocol": "TCP"},
-                                   {"port": 9300, "endPort": 9302, "protocol": "TCP"}]  # fmt: skip
+        "app.kubernetes.io/name": "flink-kubernetes-operator"
+    }
+    assert prometheus["ports"] == [
+        {"port": 9249, "protocol": "TCP"},
+        {"port": 9300, "endPort": 9302, "protocol": "TCP"},
+    ]
 
 
 @pytest.mark.parametrize("slots", [1, 2, 4])
 def test_every_python_worker_is_scraped_and_no_target_is_down_by_design(slots: int) -> None:
     """On cdc8e54 two workers per TaskManager served 9300 and 9301 and only 9300 was scraped,
     while the JobManager's 9300 (no worker there) was always down."""
-    docs = render(merged({"monitoring": {"podMonitor": {"enabled": True}}},
-                         {"job": {"taskManager": {"slots": slots}}}))  # fmt: skip
+    docs = render(
+        merged(
+            {"monitoring": {"podMonitor": {"enabled": True}}},
+            {"job": {"taskManager": {"slots": slots}}},
+        )
+    )
     flink = one(docs, "FlinkDeployment")
     assert flink["spec"]["flinkConfiguration"]["taskmanager.numberOfTaskSlots"] == str(slots)
     pod = pods(docs)
@@ -141,14 +169,18 @@ def test_every_python_worker_is_scraped_and_no_target_is_down_by_design(slots: i
     monitors = [d for d in docs if d["kind"] == "PodMonitor"]
     for monitor in monitors:
         scraped = [e["port"] for e in monitor["spec"]["podMetricsEndpoints"]]
-        chosen = [name for name, (labels, _) in pod.items()
-                  if selects(monitor["spec"]["selector"]["matchLabels"], labels)]  # fmt: skip
+        chosen = [
+            name
+            for name, (labels, _) in pod.items()
+            if selects(monitor["spec"]["selector"]["matchLabels"], labels)
+        ]
         assert chosen, monitor["metadata"]["name"]
         for name in chosen:  # every port a monitor scrapes exists on every pod it selects
             assert set(scraped) <= set(ports(pod[name][1])), (monitor["metadata"]["name"], name)
     workers = one(docs, "PodMonitor", "-job")
     assert [e["port"] for e in workers["spec"]["podMetricsEndpoints"]] == [
-        f"worker-{i}" for i in range(slots)]  # fmt: skip
+        f"worker-{i}" for i in range(slots)
+    ]
 
 
 def test_one_value_per_knob_and_a_change_of_settings_rolls_the_pods() -> None:
@@ -161,19 +193,26 @@ def test_one_value_per_knob_and_a_change_of_settings_rolls_the_pods() -> None:
     assert one(changed, "ConfigMap", "-config")["data"]["FRAUDSTREAM_JOB_PARALLELISM"] == "5"
 
     def annotations(docs: list[Doc]) -> dict[str, dict[str, str]]:
-        out = {d["metadata"]["name"]: d["spec"]["template"]["metadata"]["annotations"]
-               for d in docs if d["kind"] == "Deployment"}  # fmt: skip
+        out = {
+            d["metadata"]["name"]: d["spec"]["template"]["metadata"]["annotations"]
+            for d in docs
+            if d["kind"] == "Deployment"
+        }
         out["job"] = one(docs, "FlinkDeployment")["spec"]["podTemplate"]["metadata"]["annotations"]
         return out
 
     before, after = annotations(base), annotations(changed)
-    assert before.keys() == after.keys() == {"fs-fraudstream-scoring", "fs-fraudstream-feedback",
-                                             "job"}  # fmt: skip
+    assert (
+        before.keys()
+        == after.keys()
+        == {"fs-fraudstream-scoring", "fs-fraudstream-feedback", "job"}
+    )
     for name in before:
         assert before[name]["checksum/config"] != after[name]["checksum/config"], name
     again = annotations(render())
     assert {n: a["checksum/config"] for n, a in again.items()} == {
-        n: a["checksum/config"] for n, a in before.items()}  # fmt: skip
+        n: a["checksum/config"] for n, a in before.items()
+    }
 
 
 def test_models_and_the_lake_are_shared_volumes_and_flink_keeps_state_in_the_users_bucket() -> None:
@@ -181,18 +220,28 @@ def test_models_and_the_lake_are_shared_volumes_and_flink_keeps_state_in_the_use
     volume of the feedback pod: a promotion needed a new image, nothing could train in-cluster."""
     docs = render()
     pod = pods(docs)
-    claims = {name: {v["name"]: v["persistentVolumeClaim"]["claimName"] for v in spec["volumes"]
-                     if "persistentVolumeClaim" in v} for name, (_, spec) in pod.items()}  # fmt: skip
+    claims = {
+        name: {
+            v["name"]: v["persistentVolumeClaim"]["claimName"]
+            for v in spec["volumes"]
+            if "persistentVolumeClaim" in v
+        }
+        for name, (_, spec) in pod.items()
+    }
     assert claims["fs-fraudstream-scoring"] == {"models": "fs-fraudstream-models"}
     assert claims["fs-fraudstream-feedback"] == {"lake": "fs-fraudstream-lake"}
-    assert claims["fs-fraudstream-training"] == {"models": "fs-fraudstream-models",
-                                                 "lake": "fs-fraudstream-lake"}  # fmt: skip
+    assert claims["fs-fraudstream-training"] == {
+        "models": "fs-fraudstream-models",
+        "lake": "fs-fraudstream-lake",
+    }
     for claim in (d for d in docs if d["kind"] == "PersistentVolumeClaim"):
         assert claim["spec"]["accessModes"] == ["ReadWriteMany"]
     training = pod["fs-fraudstream-training"][1]["containers"][0]
-    assert {m["mountPath"]: m.get("readOnly", False) for m in training["volumeMounts"]
-            if m["name"] in {"models", "lake"}} == {"/var/lib/fraudstream": False,
-                                                    "/var/lib/fraudstream-lake": True}  # fmt: skip
+    assert {
+        m["mountPath"]: m.get("readOnly", False)
+        for m in training["volumeMounts"]
+        if m["name"] in {"models", "lake"}
+    } == {"/var/lib/fraudstream": False, "/var/lib/fraudstream-lake": True}
     assert training["args"][:3] == ["train", "--data", "/var/lib/fraudstream-lake/lake"]
     own = render({"storage": {"models": {"existingClaim": "nfs-models"}}})
     assert "fs-fraudstream-models" not in {d["metadata"]["name"] for d in own}
@@ -206,14 +255,16 @@ def test_models_and_the_lake_are_shared_volumes_and_flink_keeps_state_in_the_use
 def test_every_deployment_has_a_disruption_budget_and_scoring_spreads() -> None:
     docs = render()
     budgets = [d for d in docs if d["kind"] == "PodDisruptionBudget"]
-    for name, (labels, spec) in pods(docs).items():
+    for name, (labels, _) in pods(docs).items():
         if "/" in name or name.endswith("-training"):
             continue  # the operator's pods and the CronJob's
         assert [b for b in budgets if selects(b["spec"]["selector"]["matchLabels"], labels)], name
     affinity = pods(docs)["fs-fraudstream-scoring"][1]["affinity"]["podAntiAffinity"]
     terms = affinity["preferredDuringSchedulingIgnoredDuringExecution"]
     assert {t["podAffinityTerm"]["topologyKey"] for t in terms} == {
-        "kubernetes.io/hostname", "topology.kubernetes.io/zone"}  # fmt: skip
+        "kubernetes.io/hostname",
+        "topology.kubernetes.io/zone",
+    }
 
 
 def test_every_pod_runs_as_non_root_read_only_with_probes_and_limits() -> None:
@@ -225,9 +276,11 @@ def test_every_pod_runs_as_non_root_read_only_with_probes_and_limits() -> None:
             assert context["readOnlyRootFilesystem"] is True, name
             assert context["allowPrivilegeEscalation"] is False, name
             if "/" not in name and not name.endswith("-training"):
-                assert container["readinessProbe"] and container["livenessProbe"], name
+                assert container["readinessProbe"], name
+                assert container["livenessProbe"], name
             if "/" not in name:  # the operator sizes Flink's from its resource fields
-                assert container["resources"]["requests"] and container["resources"]["limits"]
+                assert container["resources"]["requests"], name
+                assert container["resources"]["limits"], name
     monitor = one(docs, "ServiceMonitor")
     service = one(docs, "Service", "-scoring")
     assert selects(monitor["spec"]["selector"]["matchLabels"], service["metadata"]["labels"])
@@ -237,3 +290,28 @@ def test_the_rule_in_the_chart_is_the_tested_rules_file() -> None:
     docs = render({"monitoring": {"prometheusRule": {"enabled": True}}})
     rule = one(docs, "PrometheusRule")
     assert rule["spec"] == yaml.safe_load((CHART / "monitoring" / "rules.yml").read_text())
+
+
+def test_the_topics_exist_before_the_job_or_the_feedback_app_reads_them() -> None:
+    """The job's JobManager and the feedback app create the topics first (kept if they exist),
+    the strategy topic compacted: a broker's auto-creation would make it an ordinary one."""
+    docs = render({"topics": {"partitions": 12, "replicationFactor": 3}})
+    flink = one(docs, "FlinkDeployment")["spec"]
+    feedback = one(docs, "Deployment", "-feedback")["spec"]["template"]["spec"]
+    for init in (
+        flink["jobManager"]["podTemplate"]["spec"]["initContainers"],
+        feedback["initContainers"],
+    ):
+        [topics] = init
+        assert topics["args"][:6] == [
+            "topics",
+            "create",
+            "--partitions",
+            "12",
+            "--replication-factor",
+            "3",
+        ]
+        assert topics["securityContext"]["readOnlyRootFilesystem"] is True
+    assert "initContainers" not in flink["taskManager"]["podTemplate"]["spec"]
+    off = render({"topics": {"create": False}})
+    assert "initContainers" not in one(off, "Deployment", "-feedback")["spec"]["template"]["spec"]

@@ -14,13 +14,23 @@ import pytest
 import yaml
 
 from tests.deploy.chart import (
-    CHART, KUBERNETES, REQUIRED, ROOT, SCHEMAS, TOGGLES, documents, helm, template,
-)  # fmt: skip
+    CHART,
+    KUBERNETES,
+    REQUIRED,
+    ROOT,
+    SCHEMAS,
+    TOGGLES,
+    documents,
+    helm,
+    template,
+)
 from tests.deploy.tools import tool
 
 BUILT_IN_SCHEMAS = Path(kubernetes_validate.__file__).parent / "kubernetes-json-schema"
-CRDS = [*SCHEMAS.glob("flink-kubernetes-operator/*.yml"),
-        *SCHEMAS.glob("prometheus-operator/*.yaml")]  # fmt: skip
+CRDS = [
+    *SCHEMAS.glob("flink-kubernetes-operator/*.yml"),
+    *SCHEMAS.glob("prometheus-operator/*.yaml"),
+]
 # kube-score's checks this chart does not follow, and why (docs/deployment.md says the same).
 KUBE_SCORE_IGNORED = {
     # The chart's default tag is the appVersion and pullPolicy IfNotPresent: a pinned tag
@@ -33,6 +43,22 @@ KUBE_SCORE_IGNORED = {
 
 
 @pytest.fixture(scope="module")
+def built_in_schemas(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """kubernetes-validate's strict schemas, each made to find its definitions beside it: they
+    name themselves by kubernetes.io URLs ($id), which an offline kubeconform cannot load."""
+    version = f"v{KUBERNETES}-local-strict"
+    root = tmp_path_factory.mktemp("schemas")
+    (root / version).mkdir()
+    for source in (BUILT_IN_SCHEMAS / version).glob("*.json"):
+        schema = json.loads(
+            source.read_text().replace('"/api/_definitions.json#', '"_definitions.json#')
+        )
+        schema.pop("$id", None)
+        (root / version / source.name).write_text(json.dumps(schema))
+    return root
+
+
+@pytest.fixture(scope="module")
 def crd_schemas(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The vendored CRDs as kubeconform reads schemas: <group>/<kind>_<version>.json."""
     root = tmp_path_factory.mktemp("crd-schemas")
@@ -40,19 +66,36 @@ def crd_schemas(tmp_path_factory: pytest.TempPathFactory) -> Path:
         for crd in yaml.safe_load_all(path.read_text()):
             spec = crd["spec"]
             for version in spec["versions"]:
-                target = root / spec["group"] / f"{spec['names']['kind'].lower()}_{version['name']}.json"
+                target = (
+                    root / spec["group"] / f"{spec['names']['kind'].lower()}_{version['name']}.json"
+                )
                 target.parent.mkdir(parents=True, exist_ok=True)
                 target.write_text(json.dumps(version["schema"]["openAPIV3Schema"]))
     return root
 
 
-def kubeconform(text: str, crd_schemas: Path) -> subprocess.CompletedProcess[str]:
-    built_in = f"{BUILT_IN_SCHEMAS}/{{{{ .NormalizedKubernetesVersion }}}}-local{{{{ .StrictSuffix }}}}/{{{{ .ResourceKind }}}}{{{{ .KindSuffix }}}}.json"
-    crds = f"{crd_schemas}/{{{{ .Group }}}}/{{{{ .ResourceKind }}}}_{{{{ .ResourceAPIVersion }}}}.json"
-    argv = [tool("kubeconform"), "-strict", "-summary", "-output", "json", "-kubernetes-version",
-            KUBERNETES, "-schema-location", built_in, "-schema-location", crds, "-"]  # fmt: skip
-    return subprocess.run(argv, input=text, capture_output=True, text=True, timeout=120,
-                          check=False)  # fmt: skip
+def kubeconform(text: str, schemas: tuple[Path, Path]) -> subprocess.CompletedProcess[str]:
+    built_in_schemas, crd_schemas = schemas
+    version = "{{ .NormalizedKubernetesVersion }}-local{{ .StrictSuffix }}"
+    built_in = f"{built_in_schemas}/{version}/" + "{{ .ResourceKind }}{{ .KindSuffix }}.json"
+    crds = f"{crd_schemas}/" + "{{ .Group }}/{{ .ResourceKind }}_{{ .ResourceAPIVersion }}.json"
+    argv = [
+        tool("kubeconform"),
+        "-strict",
+        "-summary",
+        "-output",
+        "json",
+        "-kubernetes-version",
+        KUBERNETES,
+        "-schema-location",
+        built_in,
+        "-schema-location",
+        crds,
+        "-",
+    ]
+    return subprocess.run(
+        argv, input=text, capture_output=True, text=True, timeout=120, check=False
+    )
 
 
 def test_helm_lints_the_chart_strictly_with_every_toggle() -> None:
@@ -61,14 +104,15 @@ def test_helm_lints_the_chart_strictly_with_every_toggle() -> None:
 
         done = helm("lint", "--strict", str(CHART), values=merged(REQUIRED, values))
         assert done.returncode == 0, f"{name}: {done.stdout}{done.stderr}"
-        assert "[WARNING]" not in done.stdout and "[ERROR]" not in done.stdout, done.stdout
+        assert "[WARNING]" not in done.stdout, done.stdout
+        assert "[ERROR]" not in done.stdout, done.stdout
 
 
 @pytest.mark.parametrize("values", TOGGLES.values(), ids=TOGGLES.keys())
 def test_every_object_of_every_toggle_is_valid_for_kubeconform(
-    values: dict[str, Any], crd_schemas: Path
+    values: dict[str, Any], built_in_schemas: Path, crd_schemas: Path
 ) -> None:
-    done = kubeconform(template(values), crd_schemas)
+    done = kubeconform(template(values), (built_in_schemas, crd_schemas))
     report = json.loads(done.stdout)
     assert done.returncode == 0, report["resources"]
     summary = report["summary"]
@@ -76,7 +120,7 @@ def test_every_object_of_every_toggle_is_valid_for_kubeconform(
     assert summary["valid"] == len(documents(template(values)))
 
 
-def test_kubeconform_refuses_a_planted_mistake(crd_schemas: Path) -> None:
+def test_kubeconform_refuses_a_planted_mistake(built_in_schemas: Path, crd_schemas: Path) -> None:
     """The negative control: a field Kubernetes does not know, a wrong type for the operator."""
     docs = documents(template({}))
     deployment = next(d for d in docs if d["kind"] == "Deployment")
@@ -84,23 +128,33 @@ def test_kubeconform_refuses_a_planted_mistake(crd_schemas: Path) -> None:
     flink = next(d for d in docs if d["kind"] == "FlinkDeployment")
     flink["spec"]["job"]["parallelism"] = "two"
     for doc in (deployment, flink):
-        done = kubeconform(yaml.safe_dump(doc), crd_schemas)
+        done = kubeconform(yaml.safe_dump(doc), (built_in_schemas, crd_schemas))
         assert done.returncode == 1, doc["kind"]
         assert json.loads(done.stdout)["summary"]["invalid"] == 1
 
 
 def kube_score(text: str) -> subprocess.CompletedProcess[str]:
-    argv = [tool("kube-score"), "score", "--output-format", "ci", "--kubernetes-version", "v1.37",
-            *(f"--ignore-test={name}" for name in sorted(KUBE_SCORE_IGNORED)), "-"]  # fmt: skip
-    return subprocess.run(argv, input=text, capture_output=True, text=True, timeout=120,
-                          check=False)  # fmt: skip
+    argv = [
+        tool("kube-score"),
+        "score",
+        "--output-format",
+        "ci",
+        "--kubernetes-version",
+        "v1.37",
+        *(f"--ignore-test={name}" for name in sorted(KUBE_SCORE_IGNORED)),
+        "-",
+    ]
+    return subprocess.run(
+        argv, input=text, capture_output=True, text=True, timeout=120, check=False
+    )
 
 
 @pytest.mark.parametrize("values", TOGGLES.values(), ids=TOGGLES.keys())
 def test_kube_score_finds_nothing_but_what_is_explained(values: dict[str, Any]) -> None:
     done = kube_score(template(values))
-    findings = [line for line in done.stdout.splitlines() if line.startswith(("[CRITICAL]",
-                                                                             "[WARNING]"))]  # fmt: skip
+    findings = [
+        line for line in done.stdout.splitlines() if line.startswith(("[CRITICAL]", "[WARNING]"))
+    ]
     assert findings == [], "\n".join(findings)
     assert done.returncode == 0
 
@@ -121,11 +175,13 @@ def test_hadolint_finds_nothing_in_the_dockerfile_and_flags_a_planted_mistake(
 ) -> None:
     dockerfile = (ROOT / "Dockerfile").read_text()
     hadolint = tool("hadolint")
-    clean = subprocess.run([hadolint, "-"], input=dockerfile, capture_output=True, text=True,
-                           timeout=60, check=False)  # fmt: skip
+    clean = subprocess.run(
+        [hadolint, "-"], input=dockerfile, capture_output=True, text=True, timeout=60, check=False
+    )
     assert clean.returncode == 0, clean.stdout
     planted = dockerfile + "\nRUN apt-get install curl\n"
-    bad = subprocess.run([hadolint, "-"], input=planted, capture_output=True, text=True,
-                         timeout=60, check=False)  # fmt: skip
+    bad = subprocess.run(
+        [hadolint, "-"], input=planted, capture_output=True, text=True, timeout=60, check=False
+    )
     assert bad.returncode == 1
     assert "DL3008" in bad.stdout  # apt packages unpinned

@@ -18,8 +18,10 @@ from tests.deploy.chart import NAMESPACE, SCHEMAS, TOGGLES, documents, template
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     with api_server(tmp_path_factory.mktemp("kube")) as running:
-        crds = [*SCHEMAS.glob("flink-kubernetes-operator/*.yml"),
-                *SCHEMAS.glob("prometheus-operator/*.yaml")]  # fmt: skip
+        crds = [
+            *SCHEMAS.glob("flink-kubernetes-operator/*.yml"),
+            *SCHEMAS.glob("prometheus-operator/*.yaml"),
+        ]
         for crd in crds:
             running.ok("apply", "--server-side", "-f", str(crd))
         running.ok("wait", "--for", "condition=established", "--timeout", "60s", "crd", "--all")
@@ -45,8 +47,9 @@ def test_a_release_name_of_53_characters_makes_names_the_server_accepts(cluster:
     text = template({}, release=release)
     names = {doc["kind"] + "/" + doc["metadata"]["name"] for doc in documents(text)}
     assert all(len(n.split("/", 1)[1]) <= 63 for n in names), names
-    flink = [n for n in names if n.startswith("FlinkDeployment/")]
-    assert [len(n.split("/", 1)[1]) <= 45 for n in flink] == [True]  # Flink's cluster-id limit
+    limits = {"FlinkDeployment": 45, "CronJob": 52}  # Flink's cluster id; a CronJob's Jobs' names
+    long = {n for n in names if len(n.split("/", 1)[1]) > limits.get(n.split("/")[0], 63)}
+    assert long == set()
     done = dry_run(cluster, text)
     assert done.returncode == 0, done.stderr
     # The negative control: the server refuses a Service name one character too long.
@@ -57,9 +60,18 @@ def test_a_release_name_of_53_characters_makes_names_the_server_accepts(cluster:
     assert "must be no more than 63 characters" in refused.stderr
 
 
-def can_i(cluster: Cluster, account: str, verb: str, resource: str, namespace: str = NAMESPACE) -> str:
-    done = cluster.kubectl("auth", "can-i", verb, resource, "-n", namespace,
-                           f"--as=system:serviceaccount:{NAMESPACE}:{account}")  # fmt: skip
+def can_i(
+    cluster: Cluster, account: str, verb: str, resource: str, namespace: str = NAMESPACE
+) -> str:
+    done = cluster.kubectl(
+        "auth",
+        "can-i",
+        verb,
+        resource,
+        "-n",
+        namespace,
+        f"--as=system:serviceaccount:{NAMESPACE}:{account}",
+    )
     return done.stdout.strip()
 
 
@@ -69,15 +81,21 @@ def test_the_jobmanager_may_start_taskmanagers_and_the_other_pods_may_do_nothing
     """On cdc8e54 the Flink account had no Role: `auth can-i create pods` answered no."""
     cluster.ok("apply", "-n", NAMESPACE, "-f", "-", stdin=template({}))
     flink, apps = "fs-fraudstream-flink", "fs-fraudstream"
-    for verb, resource in (("create", "pods"), ("delete", "pods"), ("watch", "pods"),
-                           ("create", "configmaps"), ("update", "configmaps"),
-                           ("get", "deployments.apps")):  # fmt: skip
+    for verb, resource in (
+        ("create", "pods"),
+        ("delete", "pods"),
+        ("watch", "pods"),
+        ("create", "configmaps"),
+        ("update", "configmaps"),
+        ("get", "deployments.apps"),
+    ):
         assert can_i(cluster, flink, verb, resource) == "yes", (verb, resource)
     assert can_i(cluster, flink, "get", "secrets") == "no"
     assert can_i(cluster, flink, "create", "pods", namespace="default") == "no"
     for verb, resource in (("create", "pods"), ("get", "configmaps"), ("get", "secrets")):
         assert can_i(cluster, apps, verb, resource) == "no", (verb, resource)
     # What the API server stored is what was rendered: the job's pods run as the Flink account.
-    stored = yaml.safe_load(cluster.ok("get", "flinkdeployment", "fs-fraudstream-job", "-n",
-                                       NAMESPACE, "-o", "yaml"))  # fmt: skip
+    stored = yaml.safe_load(
+        cluster.ok("get", "flinkdeployment", "fs-fraudstream-job", "-n", NAMESPACE, "-o", "yaml")
+    )
     assert stored["spec"]["serviceAccount"] == flink

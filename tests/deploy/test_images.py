@@ -37,8 +37,17 @@ def container(image: str, *args: str, env: dict[str, str], secrets: Path) -> Ite
     """A detached container on the host's network, root file system read-only with a /tmp of
     its own (as the chart runs it); removed by its id."""
     flags = [f"--env={k}={v}" for k, v in env.items()]
-    done = podman("run", "--detach", "--network=host", "--read-only", "--tmpfs=/tmp",
-                  f"--volume={secrets}:/etc/fraudstream/secrets:ro", *flags, image, *args)  # fmt: skip
+    done = podman(
+        "run",
+        "--detach",
+        "--network=host",
+        "--read-only",
+        "--tmpfs=/tmp",
+        f"--volume={secrets}:/etc/fraudstream/secrets:ro",
+        *flags,
+        image,
+        *args,
+    )
     assert done.returncode == 0, done.stderr
     cid = done.stdout.strip()
     try:
@@ -47,28 +56,46 @@ def container(image: str, *args: str, env: dict[str, str], secrets: Path) -> Ite
         podman("rm", "--force", "--time=10", cid)
 
 
-def in_container(settings: Settings, **more: object) -> dict[str, str]:
-    """The stack's settings as a container's environment: state in its /tmp, the secrets where
-    the chart mounts them."""
-    env = settings.updated({"state_dir": "/tmp/state", **more}).to_environment()
-    env["FRAUDSTREAM_SECRETS_DIR"] = "/etc/fraudstream/secrets"
-    return env
+def in_container(settings: Settings, folder: Path, **more: object) -> tuple[dict[str, str], Path]:
+    """The stack's settings as a container's environment (state in its /tmp, the secrets where
+    the chart mounts them), and the folder of secrets to mount there."""
+    env = settings.updated(more).to_environment()
+    secrets = readable_secrets(Path(env["FRAUDSTREAM_SECRETS_DIR"]), folder)
+    env |= {
+        "FRAUDSTREAM_STATE_DIR": "/tmp/state",
+        "FRAUDSTREAM_SECRETS_DIR": "/etc/fraudstream/secrets",
+    }
+    return env, secrets
 
 
-def logs(cid: str) -> str:
-    done = podman("logs", cid)
-    return (done.stdout + done.stderr)[-3000:]
+def ready(cid: str, url: str, timeout: float, what: str) -> None:
+    """Wait until ``url`` answers 200; on the deadline, fail showing the container's log."""
+    try:
+        processes.wait_until(
+            lambda: urllib.request.urlopen(url, timeout=1).status == 200,
+            timeout,
+            what,
+            interval=0.2,
+        )
+    except processes.WaitTimeout as error:
+        done = podman("logs", cid)
+        raise AssertionError(f"{error}:\n{(done.stdout + done.stderr)[-3000:]}") from None
 
 
 def test_each_image_is_non_root_python_3_11_with_only_its_own_extra(images: dict[str, str]) -> None:
     for target, (present, absent) in IMPORTS.items():
-        probe = ("import importlib.util, json, os, sys; print(json.dumps({'python': "
-                 "list(sys.version_info[:2]), 'uid': os.getuid(), 'found': {m: "
-                 f"importlib.util.find_spec(m) is not None for m in {present + absent!r}}}}}))")  # fmt: skip
-        done = podman("run", "--rm", "--read-only", "--entrypoint=python3", images[target], "-c", probe)
+        probe = (
+            "import importlib.util, json, os, sys; print(json.dumps({'python': "
+            "list(sys.version_info[:2]), 'uid': os.getuid(), 'found': {m: "
+            f"importlib.util.find_spec(m) is not None for m in {present + absent!r}}}}}))"
+        )
+        done = podman(
+            "run", "--rm", "--read-only", "--entrypoint=python3", images[target], "-c", probe
+        )
         assert done.returncode == 0, done.stderr
         seen = json.loads(done.stdout)
-        assert seen["python"] == [3, 11] and seen["uid"] == 10001, target
+        assert seen["python"] == [3, 11], target
+        assert seen["uid"] == 10001, target
         assert seen["found"] == {m: m in present for m in present + absent}, target
 
 
@@ -76,13 +103,25 @@ def test_the_job_image_carries_flink_its_kafka_connector_reporter_and_s3_plugin(
     images: dict[str, str],
 ) -> None:
     """The operator's pods start /docker-entrypoint.sh with Flink's scripts from /opt/flink."""
-    listing = podman("run", "--rm", "--read-only", images["job"], "bash", "-c",
-                     "ls /opt/flink/lib /opt/flink/opt /opt/flink/plugins/*/ "
-                     "/opt/flink/bin/kubernetes-jobmanager.sh /opt/flink/bin/kubernetes-taskmanager.sh"
-                     " && java -version 2>&1")  # fmt: skip
+    listing = podman(
+        "run",
+        "--rm",
+        "--read-only",
+        images["job"],
+        "bash",
+        "-c",
+        "ls /opt/flink/lib /opt/flink/opt /opt/flink/plugins/*/ "
+        "/opt/flink/bin/kubernetes-jobmanager.sh /opt/flink/bin/kubernetes-taskmanager.sh"
+        " && java -version 2>&1",
+    )
     assert listing.returncode == 0, listing.stderr
-    for jar in ("flink-connector-kafka.jar", "kafka-clients.jar", "flink-python-2.0.2.jar",
-                "flink-metrics-prometheus-2.0.2.jar", "flink-s3-fs-hadoop-2.0.0.jar"):  # fmt: skip
+    for jar in (
+        "flink-connector-kafka.jar",
+        "kafka-clients.jar",
+        "flink-python-2.0.2.jar",
+        "flink-metrics-prometheus-2.0.2.jar",
+        "flink-s3-fs-hadoop-2.0.0.jar",
+    ):
         assert jar in listing.stdout, jar
     assert 'version "21' in listing.stdout
     # The entry point runs what it is given, and refuses nothing-to-run in one line.
@@ -97,15 +136,18 @@ def test_scoring_serves_health_and_scores_a_batch(images: dict[str, str], tmp_pa
     secrets.mkdir()
     (secrets / "scoring_token").write_text("a-token-for-this-test")
     readable_secrets(secrets, tmp_path / "mounted")
-    env = {"FRAUDSTREAM_SCORING_HOST": "127.0.0.1", "FRAUDSTREAM_SCORING_PORT": str(port),
-           "FRAUDSTREAM_SCORING_REQUIRE_TOKEN": "true", "FRAUDSTREAM_STATE_DIR": "/tmp/state",
-           "FRAUDSTREAM_SECRETS_DIR": "/etc/fraudstream/secrets"}  # fmt: skip
+    env = {
+        "FRAUDSTREAM_SCORING_HOST": "127.0.0.1",
+        "FRAUDSTREAM_SCORING_PORT": str(port),
+        "FRAUDSTREAM_SCORING_REQUIRE_TOKEN": "true",
+        "FRAUDSTREAM_STATE_DIR": "/tmp/state",
+        "FRAUDSTREAM_SECRETS_DIR": "/etc/fraudstream/secrets",
+    }
     with container(images["scoring"], "serve", env=env, secrets=tmp_path / "mounted") as cid:
         url = f"http://127.0.0.1:{port}"
-        processes.wait_until(lambda: urllib.request.urlopen(f"{url}/readyz", timeout=1).status
-                             == 200, 90, f"scoring in its container: {logs(cid)}")  # fmt: skip
-        from services.scoring.client import ScoringClient
+        ready(cid, f"{url}/readyz", 90, "scoring in its container")
         from models.features.definitions import FEATURE_NAMES
+        from services.scoring.client import ScoringClient
 
         client = ScoringClient(url, "a-token-for-this-test", deadline_s=5.0, retries=0)
         reply = client.score([dict.fromkeys(FEATURE_NAMES, 1.0)] * 8)
@@ -123,14 +165,14 @@ def test_the_feedback_app_becomes_ready_against_the_hosts_stack(
 ) -> None:
     with running_stack(tmp_path / "state") as settings:
         port = free_loopback_port()
-        env = in_container(settings, feedback_metrics_host="127.0.0.1", feedback_metrics_port=port)
-        secrets = readable_secrets(Path(settings.to_environment()["FRAUDSTREAM_SECRETS_DIR"]),
-                                   tmp_path / "mounted")  # fmt: skip
+        env, secrets = in_container(
+            settings,
+            tmp_path / "mounted",
+            feedback_metrics_host="127.0.0.1",
+            feedback_metrics_port=port,
+        )
         with container(images["feedback"], "feedback-app", env=env, secrets=secrets) as cid:
-            processes.wait_until(
-                lambda: urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1).status
-                == 200, 120, f"the feedback app in its container: {logs(cid)}",
-            )  # fmt: skip
+            ready(cid, f"http://127.0.0.1:{port}/readyz", 120, "the feedback app in its container")
 
 
 def test_the_job_image_decides_transactions_from_the_hosts_broker(
@@ -139,12 +181,29 @@ def test_the_job_image_decides_transactions_from_the_hosts_broker(
     with running_stack(tmp_path / "state") as settings:
         produce(settings, 200, 1000, 5, "2026-11-30T12:00:00Z")
         tail = DecisionTail(settings)
-        env = in_container(settings, job_metrics_host="127.0.0.1")
-        secrets = readable_secrets(Path(settings.to_environment()["FRAUDSTREAM_SECRETS_DIR"]),
-                                   tmp_path / "mounted")  # fmt: skip
+        env, secrets = in_container(settings, tmp_path / "mounted", job_metrics_host="127.0.0.1")
+        # First what the chart's init container runs: no state directory, a read-only root.
+        init = env | {"FRAUDSTREAM_STATE_DIR": "/var/lib/fraudstream"}
+        topics = podman(
+            "run",
+            "--rm",
+            "--network=host",
+            "--read-only",
+            "--tmpfs=/tmp",
+            f"--volume={secrets}:/etc/fraudstream/secrets:ro",
+            *(f"--env={k}={v}" for k, v in init.items()),
+            images["job"],
+            "fraudstream",
+            "topics",
+            "create",
+            "--json",
+        )
+        assert topics.returncode == 0, topics.stderr
+        assert json.loads(topics.stdout)[settings.topic.strategy] == 1
         with container(images["job"], "fraudstream", "job", "run", env=env, secrets=secrets) as cid:
             try:
                 decided = tail.wait_for(200, 240, "the job in its container")
             except TimeoutError as error:
-                raise AssertionError(f"{error}: {logs(cid)}") from error
+                done = podman("logs", cid)
+                raise AssertionError(f"{error}:\n{(done.stdout + done.stderr)[-3000:]}") from None
         assert {d.decision for d in decided} <= {"approve", "review", "decline"}

@@ -24,10 +24,24 @@ def _lint(directory: Path) -> tuple[subprocess.CompletedProcess[str], list[dict[
     severity (info up), failing on any warning."""
     report = directory / "pint.json"
     run = subprocess.run(
-        [tool("pint"), "--no-color", "--offline", "--config", ".pint.hcl", "lint",
-         "--min-severity=info", "--fail-on=warning", f"--json={report}", "rules.yml"],
-        cwd=directory, capture_output=True, text=True, timeout=120, check=False,
-    )  # fmt: skip
+        [
+            tool("pint"),
+            "--no-color",
+            "--offline",
+            "--config",
+            ".pint.hcl",
+            "lint",
+            "--min-severity=info",
+            "--fail-on=warning",
+            f"--json={report}",
+            "rules.yml",
+        ],
+        cwd=directory,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     problems: list[dict[str, object]] = json.loads(report.read_text() or "[]")
     return run, problems
 

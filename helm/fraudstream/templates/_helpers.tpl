@@ -3,11 +3,11 @@
 {{- end -}}
 
 {{/* A component's object name, <release>-fraudstream-<component>, the prefix cut so the whole
-     fits a DNS label (63) and, for the Flink job, Flink's cluster id (45):
-     (dict "root" $ "component" "scoring"). */}}
+     fits a DNS label (63), a CronJob's name (52: its Jobs add a suffix) and the Flink job's
+     cluster id (45): (dict "root" $ "component" "scoring"). */}}
 {{- define "fraudstream.name" -}}
 {{- $suffix := printf "-%s" .component }}
-{{- $limit := ternary 45 63 (eq .component "job") }}
+{{- $limit := get (dict "job" 45 "training" 52) .component | default 63 }}
 {{- printf "%s%s" (include "fraudstream.fullname" .root | trunc (sub $limit (len $suffix) | int) | trimSuffix "-") $suffix -}}
 {{- end -}}
 
@@ -135,4 +135,23 @@ securityContext:
 - name: {{ .volume }}
   persistentVolumeClaim:
     claimName: {{ include "fraudstream.claimName" . }}
+{{- end -}}
+
+{{/* An init container that creates the pipeline's topics (kept if they exist) before the
+     feedback app or the job reads them: (dict "root" $ "component" "feedback"). */}}
+{{- define "fraudstream.topicsInit" -}}
+{{- $topics := .root.Values.topics }}
+- name: topics
+  {{- include "fraudstream.containerCommon" . | nindent 2 }}
+  {{- if eq .component "job" }}
+  command: ["fraudstream"]
+  {{- end }}
+  args: ["topics", "create", "--partitions", {{ $topics.partitions | quote }},
+         "--replication-factor", {{ $topics.replicationFactor | quote }}, "--timeout", "120"]
+  resources:
+    requests: {cpu: 50m, memory: 128Mi, ephemeral-storage: 10Mi}
+    limits: {cpu: 500m, memory: 256Mi, ephemeral-storage: 100Mi}
+  volumeMounts:
+    - {name: tmp, mountPath: /tmp}
+    {{- include "fraudstream.secretsMount" .root | nindent 4 }}
 {{- end -}}
