@@ -52,8 +52,10 @@ def working_registry(configured: Path | None, state_dir: Path) -> Path:
         shutil.copytree(DEFAULT_REGISTRY, staging, ignore=shutil.ignore_patterns("__pycache__"))
         try:
             staging.rename(path)
-        except OSError:  # seeded by another process meanwhile
+        except OSError:  # seeded by another process meanwhile, or an error of its own
             shutil.rmtree(staging)
+            if not path.is_dir():
+                raise
     return path
 
 

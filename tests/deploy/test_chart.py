@@ -60,6 +60,7 @@ def test_an_install_without_its_key_or_its_bucket_is_refused_in_one_line() -> No
     """On cdc8e54 an empty token_key was accepted (and crashed the job and the feedback app),
     and checkpoints defaulted to a bucket someone else owns."""
     cases: dict[str, dict[str, Any]] = {
+        "image.registry is required": {"image": {"registry": ""}},
         "secrets.token_key is required": {"secrets": {"token_key": ""}},
         "secrets.token_key must be hex": {"secrets": {"token_key": "not-hex-" * 10}},
         "job.checkpointDir is required": {"job": {"checkpointDir": ""}},
@@ -315,3 +316,57 @@ def test_the_topics_exist_before_the_job_or_the_feedback_app_reads_them() -> Non
     assert "initContainers" not in flink["taskManager"]["podTemplate"]["spec"]
     off = render({"topics": {"create": False}})
     assert "initContainers" not in one(off, "Deployment", "-feedback")["spec"]["template"]["spec"]
+
+
+def test_two_long_release_names_never_share_an_object_name() -> None:
+    """Cut to their limits, names keep a hash of the whole: the blue and green releases of one
+    namespace would otherwise share the Flink job (and its HA ConfigMaps) and the CronJob."""
+    blue, green = (
+        documents(template({}, release=f"payments-fraud-detection-production-eu-west-1-{c}"))
+        for c in ("blue", "green")
+    )
+    names = [{f"{d['kind']}/{d['metadata']['name']}" for d in docs} for docs in (blue, green)]
+    assert names[0] & names[1] == set()
+    short = {f"{d['kind']}/{d['metadata']['name']}" for d in render()}
+    assert "FlinkDeployment/fs-fraudstream-job" in short  # no hash when the name fits
+
+
+def test_the_secret_checksum_changes_with_the_secrets_alone() -> None:
+    """A scoring token the chart makes is random at every render: in the checksum, every
+    `helm template` (GitOps) would roll every pod and upgrade the job."""
+
+    def checksums(values: dict[str, Any]) -> set[str]:
+        docs = render(values)
+        found = {
+            d["spec"]["template"]["metadata"]["annotations"]["checksum/secret"]
+            for d in docs
+            if d["kind"] == "Deployment"
+        }
+        found.add(
+            one(docs, "FlinkDeployment")["spec"]["podTemplate"]["metadata"]["annotations"][
+                "checksum/secret"
+            ]
+        )
+        return found
+
+    first = checksums({})
+    assert len(first) == 1
+    assert checksums({}) == first
+    assert checksums({"secrets": {"redis_password": "changed"}}) != first
+
+
+def test_flink_gets_the_jvm_options_java_needs_and_the_users_options_win() -> None:
+    """The operator replaces the image's conf/: the options Flink needs on Java 17+ come from
+    the chart, and an option of the user's overrides the chart's."""
+    config = one(render(), "FlinkDeployment")["spec"]["flinkConfiguration"]
+    assert "--add-opens=java.base/java.util=ALL-UNNAMED" in config["env.java.opts.all"]
+    assert config["execution.checkpointing.externalized-checkpoint-retention"] == (
+        "RETAIN_ON_CANCELLATION"
+    )
+    mine = render({"job": {"flinkConfiguration": {"execution.checkpointing.num-retained": "9"}}})
+    assert (
+        one(mine, "FlinkDeployment")["spec"]["flinkConfiguration"][
+            "execution.checkpointing.num-retained"
+        ]
+        == "9"
+    )

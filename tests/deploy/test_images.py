@@ -1,22 +1,34 @@
 """Each deployable's image builds here and starts: non-root, Python 3.11, only its own extra;
 scoring serves and scores, the feedback app becomes ready, and the job's image decides
-transactions from the host's broker. Containers run read-only, as the chart runs them."""
+transactions from the host's broker, in PyFlink's local mode and as a Flink cluster started by
+Flink's own scripts with the chart's configuration. Containers run read-only, as the chart runs
+them."""
 
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from services.core.settings import Settings
 from services.devstack import processes
+from services.devstack.flink_cluster import flink_home
 from services.devstack.processes import free_loopback_port
+from tests.deploy.chart import documents, template
 from tests.deploy.images import TARGETS, build, podman, readable_secrets
 from tests.integration.streaming import DecisionTail, produce, running_stack
+
+# The first test waits for the four image builds (and, on a new machine, the base).
+pytestmark = pytest.mark.timeout(2400)
+# A read-only root with one writable /tmp, as the chart gives (podman adds more by default).
+READ_ONLY = ["--read-only", "--read-only-tmpfs=false", "--tmpfs=/tmp"]
 
 # What each image must import, and what it must not carry (another deployable's extra).
 IMPORTS = {
@@ -33,21 +45,14 @@ def images() -> dict[str, str]:
 
 
 @contextmanager
-def container(image: str, *args: str, env: dict[str, str], secrets: Path) -> Iterator[str]:
+def container(
+    image: str, *args: str, env: dict[str, str], secrets: Path, volumes: tuple[str, ...] = ()
+) -> Iterator[str]:
     """A detached container on the host's network, root file system read-only with a /tmp of
     its own (as the chart runs it); removed by its id."""
     flags = [f"--env={k}={v}" for k, v in env.items()]
-    done = podman(
-        "run",
-        "--detach",
-        "--network=host",
-        "--read-only",
-        "--tmpfs=/tmp",
-        f"--volume={secrets}:/etc/fraudstream/secrets:ro",
-        *flags,
-        image,
-        *args,
-    )
+    mounts = [f"--volume={v}" for v in (f"{secrets}:/etc/fraudstream/secrets:ro", *volumes)]
+    done = podman("run", "--detach", "--network=host", *READ_ONLY, *mounts, *flags, image, *args)
     assert done.returncode == 0, done.stderr
     cid = done.stdout.strip()
     try:
@@ -90,7 +95,7 @@ def test_each_image_is_non_root_python_3_11_with_only_its_own_extra(images: dict
             f"importlib.util.find_spec(m) is not None for m in {present + absent!r}}}}}))"
         )
         done = podman(
-            "run", "--rm", "--read-only", "--entrypoint=python3", images[target], "-c", probe
+            "run", "--rm", *READ_ONLY, "--entrypoint=python3", images[target], "-c", probe
         )
         assert done.returncode == 0, done.stderr
         seen = json.loads(done.stdout)
@@ -102,11 +107,12 @@ def test_each_image_is_non_root_python_3_11_with_only_its_own_extra(images: dict
 def test_the_job_image_carries_flink_its_kafka_connector_reporter_and_s3_plugin(
     images: dict[str, str],
 ) -> None:
-    """The operator's pods start /docker-entrypoint.sh with Flink's scripts from /opt/flink."""
+    """The operator's pods start /docker-entrypoint.sh with Flink's scripts from /opt/flink;
+    lib/ holds Flink 2.0.2's own jars and Apache's Kafka connector, no older Flink classes."""
     listing = podman(
         "run",
         "--rm",
-        "--read-only",
+        *READ_ONLY,
         images["job"],
         "bash",
         "-c",
@@ -116,16 +122,18 @@ def test_the_job_image_carries_flink_its_kafka_connector_reporter_and_s3_plugin(
     )
     assert listing.returncode == 0, listing.stderr
     for jar in (
-        "flink-connector-kafka.jar",
-        "kafka-clients.jar",
+        "flink-dist-2.0.2.jar",
+        "flink-sql-connector-kafka-4.0.1-2.0.jar",
         "flink-python-2.0.2.jar",
         "flink-metrics-prometheus-2.0.2.jar",
         "flink-s3-fs-hadoop-2.0.0.jar",
     ):
         assert jar in listing.stdout, jar
+    for jar in ("flink-core.jar", "flink-runtime.jar", "kafka-clients.jar", "postgresql.jar"):
+        assert jar not in listing.stdout, jar  # the local stack's other wheel's, not Apache's
     assert 'version "21' in listing.stdout
     # The entry point runs what it is given, and refuses nothing-to-run in one line.
-    empty = podman("run", "--rm", "--read-only", images["job"])
+    empty = podman("run", "--rm", *READ_ONLY, images["job"])
     assert empty.returncode == 2
     assert "usage" in empty.stderr
 
@@ -188,8 +196,7 @@ def test_the_job_image_decides_transactions_from_the_hosts_broker(
             "run",
             "--rm",
             "--network=host",
-            "--read-only",
-            "--tmpfs=/tmp",
+            *READ_ONLY,
             f"--volume={secrets}:/etc/fraudstream/secrets:ro",
             *(f"--env={k}={v}" for k, v in init.items()),
             images["job"],
@@ -207,3 +214,89 @@ def test_the_job_image_decides_transactions_from_the_hosts_broker(
                 done = podman("logs", cid)
                 raise AssertionError(f"{error}:\n{(done.stdout + done.stderr)[-3000:]}") from None
         assert {d.decision for d in decided} <= {"approve", "review", "decline"}
+
+
+def flink_conf(folder: Path, **options: object) -> Path:
+    """A conf/ as the operator mounts it: the chart's Flink configuration (no HA: that needs
+    Kubernetes; checkpoints on a shared volume), with loopback addresses and free ports."""
+    docs = documents(
+        template(
+            {"job": {"highAvailability": False, "checkpointDir": "file:///var/lib/flink-state"}}
+        )
+    )
+    [flink] = [d for d in docs if d["kind"] == "FlinkDeployment"]
+    config = flink["spec"]["flinkConfiguration"] | {
+        "jobmanager.bind-host": "127.0.0.1",
+        "taskmanager.host": "127.0.0.1",
+        "taskmanager.bind-host": "127.0.0.1",
+        "rest.address": "127.0.0.1",
+        "rest.bind-address": "127.0.0.1",
+        "jobmanager.memory.process.size": "1024m",
+        "taskmanager.memory.process.size": "1728m",
+        **options,
+    }
+    folder.mkdir(parents=True)
+    shutil.copy(flink_home() / "conf" / "log4j-console.properties", folder)
+    (folder / "config.yaml").write_text(json.dumps(config))  # YAML 1.2 reads JSON
+    return folder
+
+
+def metrics(port: int) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as reply:
+        return str(reply.read().decode())
+
+
+def test_flink_runs_the_job_from_the_image_as_the_operator_would(
+    images: dict[str, str], tmp_path: Path
+) -> None:
+    """Without a kubelet, the operator's path as close as it goes: a JobManager and a
+    TaskManager container of the job image, each started through the image's entry point by
+    Flink's own scripts, the chart's Flink configuration mounted read-only on /opt/flink/conf,
+    the job PythonDriver -pym stream_jobs.application. It decides the transactions; Flink's
+    reporter serves its metrics; the TaskManager's Python workers serve theirs."""
+    with running_stack(tmp_path / "state") as settings:
+        produce(settings, 200, 1000, 6, "2026-11-30T12:00:00Z")
+        tail = DecisionTail(settings)
+        env, secrets = in_container(settings, tmp_path / "mounted", job_metrics_host="127.0.0.1")
+        state = tmp_path / "flink-state"
+        state.mkdir()
+        os.chown(state, 10001, 10001)
+        port = {name: free_loopback_port() for name in ("rpc", "blob", "rest", "jm", "tm")}
+        shared = {
+            "jobmanager.rpc.address": "127.0.0.1",
+            "jobmanager.rpc.port": port["rpc"],
+            "blob.server.port": port["blob"],
+            "rest.port": port["rest"],
+        }
+        conf = {
+            role: flink_conf(
+                tmp_path / f"conf-{role}",
+                **shared,
+                **{"metrics.reporter.prom.port": str(port[role])},
+            )
+            for role in ("jm", "tm")
+        }
+
+        def flink(role: str, *command: str) -> Any:
+            volumes = (f"{conf[role]}:/opt/flink/conf:ro", f"{state}:/var/lib/flink-state")
+            return container(images["job"], *command, env=env, secrets=secrets, volumes=volumes)
+
+        application = (
+            "--job-classname",
+            "org.apache.flink.client.python.PythonDriver",
+            "-pym",
+            "stream_jobs.application",
+        )
+        with (
+            flink("jm", "standalone-job.sh", "start-foreground", *application) as jm,
+            flink("tm", "taskmanager.sh", "start-foreground") as tm,
+        ):
+            try:
+                tail.wait_for(200, 300, "the job on Flink in its containers")
+            except TimeoutError as error:
+                logs = [podman("logs", cid) for cid in (jm, tm)]
+                text = "\n".join((d.stdout + d.stderr)[-2500:] for d in logs)
+                raise AssertionError(f"{error}:\n{text}") from None
+            assert "flink_jobmanager_" in metrics(port["jm"])
+            assert "flink_taskmanager_" in metrics(port["tm"])
+            assert "fraudstream_job_" in metrics(settings.job.metrics_port)

@@ -6,21 +6,28 @@
      fits a DNS label (63), a CronJob's name (52: its Jobs add a suffix) and the Flink job's
      cluster id (45): (dict "root" $ "component" "scoring"). */}}
 {{- define "fraudstream.name" -}}
+{{- $full := include "fraudstream.fullname" .root }}
 {{- $suffix := printf "-%s" .component }}
 {{- $limit := get (dict "job" 45 "training" 52) .component | default 63 }}
-{{- printf "%s%s" (include "fraudstream.fullname" .root | trunc (sub $limit (len $suffix) | int) | trimSuffix "-") $suffix -}}
+{{- if gt (add (len $full) (len $suffix)) $limit }}
+{{- /* Cut, with a hash of the whole name kept: two long release names never meet. */}}
+{{- $suffix = printf "-%s%s" ($full | sha256sum | trunc 6) $suffix }}
+{{- end }}
+{{- printf "%s%s" ($full | trunc (sub $limit (len $suffix) | int) | trimSuffix "-") $suffix -}}
 {{- end -}}
 
 {{/* A component's image: <registry>/fraudstream-<component>:<tag> (the Dockerfile's targets). */}}
 {{- define "fraudstream.image" -}}
 {{- $image := .root.Values.image }}
-{{- printf "%s/fraudstream-%s:%s" $image.registry .component (default .root.Chart.AppVersion $image.tag) | quote -}}
+{{- $registry := required "image.registry is required: the registry you pushed the images to (docs/deployment.md, step 2)" $image.registry }}
+{{- printf "%s/fraudstream-%s:%s" $registry .component (default .root.Chart.AppVersion $image.tag) | quote -}}
 {{- end -}}
 
-{{/* Checksums of the settings and the secrets: a change rolls the pods that read them. */}}
+{{/* Checksums of the settings and of the secrets given (not of a scoring token the chart
+     makes, which would differ at every render): a change rolls the pods that read them. */}}
 {{- define "fraudstream.checksums" -}}
 checksum/config: {{ include (print .Template.BasePath "/configmap.yaml") . | sha256sum }}
-checksum/secret: {{ include (print .Template.BasePath "/secret.yaml") . | sha256sum }}
+checksum/secret: {{ list .Values.existingSecret .Values.secrets | toJson | sha256sum }}
 {{- end -}}
 {{- define "fraudstream.selectorLabels" -}}
 app.kubernetes.io/name: fraudstream
@@ -94,6 +101,7 @@ FRAUDSTREAM_{{ upper $key }}: {{ toString $value | quote }}
 {{- define "fraudstream.containerCommon" -}}
 image: {{ include "fraudstream.image" . }}
 imagePullPolicy: {{ .root.Values.image.pullPolicy }}
+workingDir: /tmp  # writable (an emptyDir): DuckDB spills there, nothing lands on the root
 env:
   - name: FRAUDSTREAM_STATE_DIR  # a writable volume: the root file system is read-only
     value: {{ default "/var/lib/fraudstream" .root.Values.config.state_dir | quote }}
