@@ -1,0 +1,1 @@
+"""The analysts' workbench: alerts become cases in a relational store, worked on a web page."""

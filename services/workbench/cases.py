@@ -1,0 +1,179 @@
+"""The case store: alerts as cases, analysts, dispositions and the audit log, in SQLite by
+default or PostgreSQL for a team, through SQLAlchemy (schema changes through Alembic:
+``services/workbench/migrations``).
+
+An alert becomes a case exactly once: the alert's Kafka offset is committed in the same
+database transaction as its case, and a transaction id makes at most one case, so a replay or
+a restart never makes a second."""
+
+from __future__ import annotations
+
+import enum
+from datetime import UTC, datetime
+from typing import Any, ClassVar
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    DateTime,
+    Enum,
+    Float,
+    ForeignKey,
+    Integer,
+    String,
+    UniqueConstraint,
+    select,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
+
+from services.core.contract import Alert
+
+
+def _values(kind: type[enum.StrEnum]) -> list[str]:
+    return [member.value for member in kind]
+
+
+class Base(DeclarativeBase):
+    type_annotation_map: ClassVar[dict[Any, Any]] = {
+        dict[str, Any]: JSON,
+        list[str]: JSON,
+        datetime: DateTime(timezone=True),
+    }
+
+
+class Role(enum.StrEnum):
+    ANALYST = "analyst"
+    LEAD = "lead"  # also publishes and rolls back strategies
+
+
+class Status(enum.StrEnum):
+    OPEN = "open"
+    ASSIGNED = "assigned"
+    CLOSED = "closed"
+
+
+class User(Base):
+    __tablename__ = "users"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    password_hash: Mapped[str] = mapped_column(String(256))
+    role: Mapped[Role] = mapped_column(
+        Enum(Role, native_enum=False, length=16, values_callable=_values)
+    )
+    created_at: Mapped[datetime]
+
+
+class Case(Base):
+    """One alerted transaction; the card is its token, never its number."""
+
+    __tablename__ = "cases"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    transaction_id: Mapped[str] = mapped_column(String(128), unique=True)
+    card_token: Mapped[str] = mapped_column(String(128), index=True)
+    event_time: Mapped[int] = mapped_column(BigInteger)
+    alerted_at: Mapped[int] = mapped_column(BigInteger, index=True)
+    amount: Mapped[float] = mapped_column(Float)
+    currency: Mapped[str] = mapped_column(String(3))
+    merchant_id: Mapped[str] = mapped_column(String(128))
+    merchant_category: Mapped[str] = mapped_column(String(8))
+    score: Mapped[float] = mapped_column(Float)
+    expected_loss: Mapped[float] = mapped_column(Float, index=True)  # score x amount
+    decision: Mapped[str] = mapped_column(String(16))
+    reasons: Mapped[list[str]]
+    model_version: Mapped[str] = mapped_column(String(64))
+    strategy_version: Mapped[int] = mapped_column(Integer)
+    status: Mapped[Status] = mapped_column(
+        Enum(Status, native_enum=False, length=16, values_callable=_values),
+        default=Status.OPEN,
+        index=True,
+    )
+    assignee_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    outcome: Mapped[str | None] = mapped_column(String(16))
+    closed_at: Mapped[datetime | None]
+
+
+class Offset(Base):
+    """The next alert offset of each partition, committed with the cases it made."""
+
+    __tablename__ = "alert_offsets"
+    __table_args__ = (UniqueConstraint("topic", "partition"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    topic: Mapped[str] = mapped_column(String(255))
+    partition: Mapped[int] = mapped_column(Integer)
+    next_offset: Mapped[int] = mapped_column(BigInteger)
+
+
+class Audit(Base):
+    """Who did what: every disposition, list change and publication, by a signed-in user."""
+
+    __tablename__ = "audit_log"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    at: Mapped[datetime] = mapped_column(index=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    action: Mapped[str] = mapped_column(String(32))
+    subject: Mapped[str] = mapped_column(String(255))
+    detail: Mapped[dict[str, Any]]
+
+
+def case_of(alert: Alert) -> Case:
+    tx = alert.transaction
+    return Case(
+        transaction_id=alert.transaction_id,
+        card_token=alert.card_id,
+        event_time=alert.event_time,
+        alerted_at=alert.decided_at,
+        amount=tx.amount,
+        currency=tx.currency,
+        merchant_id=tx.merchant_id,
+        merchant_category=tx.merchant_category,
+        score=alert.score,
+        expected_loss=alert.score * tx.amount,
+        decision=alert.decision,
+        reasons=list(alert.reasons),
+        model_version=alert.model_version,
+        strategy_version=alert.strategy_version,
+        status=Status.OPEN,
+    )
+
+
+def ingest(session: Session, topic: str, partition: int, batch: list[tuple[int, Alert]]) -> int:
+    """Cases for a batch of one partition's alerts (offset, alert), and the partition's next
+    offset, in one transaction; the number of new cases. An alert whose offset is behind the
+    committed one, or whose transaction has a case already, makes none."""
+    committed = next_offset(session, topic, partition)
+    fresh = [(offset, alert) for offset, alert in batch if offset >= committed]
+    if not fresh:
+        return 0
+    ids = {alert.transaction_id for _, alert in fresh}
+    known = set(session.scalars(select(Case.transaction_id).where(Case.transaction_id.in_(ids))))
+    made = 0
+    for _, alert in fresh:
+        if alert.transaction_id not in known:
+            session.add(case_of(alert))
+            known.add(alert.transaction_id)
+            made += 1
+    row = session.scalars(
+        select(Offset).where(Offset.topic == topic, Offset.partition == partition)
+    ).one_or_none()
+    last = max(offset for offset, _ in fresh) + 1
+    if row is None:
+        session.add(Offset(topic=topic, partition=partition, next_offset=last))
+    else:
+        row.next_offset = last
+    return made
+
+
+def next_offset(session: Session, topic: str, partition: int) -> int:
+    """Where the workbench resumes reading a partition of alerts (0: from the beginning)."""
+    found = session.scalars(
+        select(Offset.next_offset).where(Offset.topic == topic, Offset.partition == partition)
+    ).one_or_none()
+    return found or 0
+
+
+def now() -> datetime:
+    return datetime.now(UTC)

@@ -1,0 +1,122 @@
+"""The case store on SQLite and on a real PostgreSQL: the schema from the Alembic migrations,
+and an alert becomes a case exactly once, whatever is replayed or cut short."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import tempfile
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import create_engine, func, inspect, select, text
+from sqlalchemy.orm import Session
+
+from services.core.contract import Alert, Transaction
+from services.devstack import processes
+from services.devstack.processes import free_loopback_port
+from services.workbench.cases import Case, ingest, next_offset
+from services.workbench.store import default_url, engine, migrate
+
+POSTGRES = Path("/usr/lib/postgresql/15/bin")
+
+
+@pytest.fixture(scope="module")
+def postgres() -> Iterator[str]:
+    """A PostgreSQL server of the OS package on a loopback port, run as its own user (it
+    refuses root, and cannot enter pytest's owner-only folders) and stopped by its PID."""
+    assert (POSTGRES / "postgres").exists(), "apt-get install postgresql (.ci/run does)"
+    folder = Path(tempfile.mkdtemp(prefix="fraudstream-postgres-"))
+    shutil.chown(folder, "postgres", "postgres")
+    as_postgres = ["setpriv", "--reuid=postgres", "--regid=postgres", "--clear-groups", "--"]
+    data = folder / "data"
+    subprocess.run([*as_postgres, str(POSTGRES / "initdb"), "-D", str(data), "-U", "fraud",
+                    "--auth=trust"], check=True, capture_output=True, timeout=120)  # fmt: skip
+    port = free_loopback_port()
+    record = processes.spawn("postgres", [*as_postgres, str(POSTGRES / "postgres"), "-D",
+                             str(data), "-p", str(port), "-k", str(folder), "-c",
+                             "listen_addresses=127.0.0.1"], folder / "postgres.log")  # fmt: skip
+    try:
+        processes.wait_until(lambda: processes.port_open(port), 60, "postgres")
+        yield f"postgresql+psycopg://fraud@127.0.0.1:{port}/postgres"
+    finally:
+        processes.stop(record)
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """A new, empty database for each test."""
+    if request.param == "sqlite":
+        return default_url(tmp_path)
+    server: str = request.getfixturevalue("postgres")
+    name = f"test_{uuid.uuid4().hex[:12]}"
+    admin = create_engine(server, isolation_level="AUTOCOMMIT")
+    with admin.connect() as connection:
+        connection.execute(text(f"CREATE DATABASE {name}"))
+    admin.dispose()
+    return server.rsplit("/", 1)[0] + f"/{name}"
+
+
+def _alert(i: int, transaction: str | None = None, amount: float = 100.0) -> Alert:
+    tx = Transaction(
+        transaction_id=transaction or f"t{i}", event_time=1_772_323_200_000 + i * 1_000,
+        card_id="tok_c1", customer_id="tok_u1", merchant_id="m1", merchant_category="5411",
+        amount=amount, currency="USD", country="US", channel="card_present",
+    )  # fmt: skip
+    return Alert(transaction_id=tx.transaction_id, card_id="tok_c1", event_time=1_772_323_200_000,
+                 decided_at=1_772_323_200_500 + i, score=0.8, decision="review",
+                 reasons=["amount_spike"], model_version="v0001", transaction=tx)  # fmt: skip
+
+
+def _cases(session: Session) -> int:
+    return int(session.scalar(select(func.count()).select_from(Case)) or 0)
+
+
+def test_the_schema_is_the_migrations_and_migrating_again_changes_nothing(url: str) -> None:
+    store = engine(url)
+    tables = set(inspect(store).get_table_names())
+    assert {"cases", "users", "alert_offsets", "audit_log", "alembic_version"} <= tables
+    migrate(url)  # at every start: idempotent
+    assert set(inspect(store).get_table_names()) == tables
+    store.dispose()
+
+
+def test_an_alert_becomes_a_case_exactly_once(url: str) -> None:
+    store = engine(url)
+    batch = [(offset, _alert(offset)) for offset in range(5)]
+    with Session(store) as session, session.begin():
+        assert ingest(session, "alerts", 0, batch) == 5
+    with Session(store) as session, session.begin():  # the same batch again: a replay
+        assert ingest(session, "alerts", 0, batch) == 0
+        # Overlapping: 3 and 4 again, 5 new, 6 a repeat of t1's alert at a later offset.
+        later = [(3, _alert(3)), (4, _alert(4)), (5, _alert(5)), (6, _alert(9, "t1"))]
+        assert ingest(session, "alerts", 0, later) == 1
+    with Session(store) as session:
+        assert _cases(session) == 6
+        assert next_offset(session, "alerts", 0) == 7
+        assert next_offset(session, "alerts", 1) == 0  # another partition: from its start
+        case = session.scalars(select(Case).where(Case.transaction_id == "t2")).one()
+        assert case.expected_loss == pytest.approx(80.0)
+        assert case.card_token == "tok_c1"
+    store.dispose()
+
+
+def test_a_transaction_cut_short_leaves_neither_cases_nor_offset(url: str) -> None:
+    """The case and the offset commit together: a crash between them never makes a case that
+    a restart would make again, nor skip an alert that never became one."""
+    store = engine(url)
+
+    def crash() -> None:
+        with Session(store) as session, session.begin():
+            ingest(session, "alerts", 0, [(0, _alert(0)), (1, _alert(1))])
+            raise RuntimeError("the process dies before its commit")
+
+    with pytest.raises(RuntimeError):
+        crash()
+    with Session(store) as session:
+        assert _cases(session) == 0
+        assert next_offset(session, "alerts", 0) == 0
+    store.dispose()
