@@ -140,18 +140,21 @@ def case_of(alert: Alert) -> Case:
     )
 
 
-def ingest(session: Session, topic: str, partition: int, batch: list[tuple[int, Alert]]) -> int:
-    """Cases for a batch of one partition's alerts (offset, alert), and the partition's next
-    offset, in one transaction; the number of new cases. An alert whose offset is behind the
-    committed one, or whose transaction has a case already, makes none."""
+def ingest(
+    session: Session, topic: str, partition: int, batch: list[tuple[int, Alert | None]]
+) -> int:
+    """Cases for a batch of one partition's alerts (offset, alert; None: a message that was no
+    alert), and the partition's next offset, in the caller's transaction; the number of new
+    cases. An offset behind the committed one, or a transaction with a case, makes none."""
     committed = next_offset(session, topic, partition)
     fresh = [(offset, alert) for offset, alert in batch if offset >= committed]
     if not fresh:
         return 0
-    ids = {alert.transaction_id for _, alert in fresh}
+    alerts = [alert for _, alert in fresh if alert is not None]
+    ids = {alert.transaction_id for alert in alerts}
     known = set(session.scalars(select(Case.transaction_id).where(Case.transaction_id.in_(ids))))
     made = 0
-    for _, alert in fresh:
+    for alert in alerts:
         if alert.transaction_id not in known:
             session.add(case_of(alert))
             known.add(alert.transaction_id)

@@ -6,19 +6,25 @@ from __future__ import annotations
 import shutil
 import subprocess
 import tempfile
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import msgspec
 import pytest
+from confluent_kafka import Producer
 from sqlalchemy import create_engine, func, inspect, select, text
 from sqlalchemy.orm import Session
 
 from services.core.contract import Alert, Transaction
+from services.core.kafka_config import librdkafka
 from services.devstack import processes
 from services.devstack.processes import free_loopback_port
 from services.workbench.cases import Case, ingest, next_offset
+from services.workbench.intake import Intake, consumer, intake_once
 from services.workbench.store import default_url, engine, migrate
+from tests.integration.streaming import running_stack
 
 POSTGRES = Path("/usr/lib/postgresql/15/bin")
 
@@ -120,3 +126,46 @@ def test_a_transaction_cut_short_leaves_neither_cases_nor_offset(url: str) -> No
         assert _cases(session) == 0
         assert next_offset(session, "alerts", 0) == 0
     store.dispose()
+
+
+def test_alerts_from_the_broker_become_cases_once_across_restarts_and_replays(
+    tmp_path: Path,
+) -> None:
+    """Read, stopped, started again, fed the same alerts again: each transaction one case; a
+    message that is no alert is counted and passed, never a crash or a stall."""
+    with running_stack(tmp_path / "state") as settings:
+        store = engine(default_url(tmp_path))
+        producer = Producer(librdkafka(settings.kafka))
+
+        def send(alerts: list[Alert], junk: bytes | None = None) -> None:
+            for alert in alerts:
+                producer.produce(settings.topic.alerts, msgspec.json.encode(alert),
+                                 key=alert.card_id)  # fmt: skip
+            if junk is not None:
+                producer.produce(settings.topic.alerts, junk, key=b"tok_c1")
+            assert producer.flush(10) == 0
+
+        def take(until_alerts: int) -> Intake:
+            total = Intake()
+            source = consumer(settings, store)
+            try:
+                deadline = time.monotonic() + 30
+                while total.alerts + total.undecodable < until_alerts:
+                    assert time.monotonic() < deadline, f"only {total} within 30 s"
+                    got = intake_once(settings, store, source, wait_s=0.2)
+                    total.cases += got.cases
+                    total.alerts += got.alerts
+                    total.undecodable += got.undecodable
+            finally:
+                source.close()
+            return total
+
+        send([_alert(i) for i in range(10)], junk=b"\xff not an alert")
+        first = take(11)
+        assert (first.cases, first.alerts, first.undecodable) == (10, 10, 1)
+        send([_alert(i) for i in range(5, 15)])  # a replay upstream: 5 seen, 5 new
+        second = take(10)  # a new consumer: resumes after the last case, reads only these
+        assert (second.cases, second.alerts, second.undecodable) == (5, 10, 0)
+        with Session(store) as session:
+            assert _cases(session) == 15
+        store.dispose()
