@@ -9,6 +9,7 @@ a restart never makes a second."""
 from __future__ import annotations
 
 import enum
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
@@ -141,7 +142,7 @@ def case_of(alert: Alert) -> Case:
 
 
 def ingest(
-    session: Session, topic: str, partition: int, batch: list[tuple[int, Alert | None]]
+    session: Session, topic: str, partition: int, batch: Sequence[tuple[int, Alert | None]]
 ) -> int:
     """Cases for a batch of one partition's alerts (offset, alert; None: a message that was no
     alert), and the partition's next offset, in the caller's transaction; the number of new

@@ -52,7 +52,9 @@ def intake_once(
         except msgspec.DecodeError:
             alert = None
             seen.undecodable += 1
-        by_partition[message.partition()].append((message.offset(), alert))
+        partition, offset = message.partition(), message.offset()
+        if partition is not None and offset is not None:  # always set on a consumed message
+            by_partition[partition].append((offset, alert))
     if by_partition:
         with Session(store) as session, session.begin():
             for partition, pairs in by_partition.items():
