@@ -462,11 +462,29 @@ class StackSettings(_Group):
     )
 
 
+class WorkbenchSettings(_Group):
+    database_url: SecretStr | None = Field(
+        None,
+        description="The case store: a SQLAlchemy URL (postgresql+psycopg://user@host/db for a "
+        "team; it may hold a password); unset: SQLite at workbench.db in the state directory",
+    )  # fmt: skip
+    host: str = Field("127.0.0.1", description="Address the workbench's web page binds")
+    port: int = Field(8090, ge=0, le=65535, description="Port of the workbench's web page")
+    session_minutes: int = Field(
+        480, ge=5, le=1440, description="A sign-in lasts this long, then the analyst signs in again"
+    )
+    session_key: SecretStr | None = Field(
+        None,
+        description="Signs the sessions' cookies (hex, 32 bytes or more; the same on every "
+        "replica); unset: a new one at each start, which signs everyone out",
+    )  # fmt: skip
+
+
 GROUPS: dict[str, type[_Group]] = {
     "kafka": KafkaSettings, "redis": RedisSettings, "scoring": ScoringSettings,
     "topic": TopicSettings, "token": TokenSettings, "dlq": DeadLetterSettings,
     "model": ModelSettings, "job": JobSettings, "feedback": FeedbackSettings,
-    "lake": LakeSettings, "stack": StackSettings,
+    "lake": LakeSettings, "stack": StackSettings, "workbench": WorkbenchSettings,
 }  # fmt: skip
 
 
@@ -489,6 +507,7 @@ class Settings(BaseSettings):
     feedback: FeedbackSettings = FeedbackSettings()
     lake: LakeSettings = LakeSettings()
     stack: StackSettings = StackSettings()
+    workbench: WorkbenchSettings = WorkbenchSettings()
     state_dir: Path = Field(Path(".fraudstream"), description="Embedded stack state and logs")
     secrets_dir: Path | None = Field(
         None,
