@@ -35,6 +35,7 @@ from services.cli.signals import signals_app
 from services.cli.strategy import lists_app, rules_app
 from services.cli.stream import alerts_cmd, cluster_app, demo_cmd, job_app, verify_cmd
 from services.cli.topics import topics_app
+from services.cli.workbench import workbench_app
 from services.clients import produce as producing
 from services.clients import reading
 from services.core.contract import InvalidEvent, parse_event_time
@@ -68,6 +69,7 @@ app.add_typer(signals_app, name="signals")
 app.add_typer(rules_app, name="rules")
 app.add_typer(lists_app, name="lists")
 app.add_typer(topics_app, name="topics")
+app.add_typer(workbench_app, name="workbench")
 app.command("backtest")(backtest_cmd)
 app.command("train")(train_cmd)
 app.command("verify")(verify_cmd)

@@ -1,0 +1,179 @@
+"""The workbench's page: sign-in, the queue of open cases, a case and its outcome in one
+click. Server-rendered; every form carries the session's CSRF token; sessions are signed
+cookies that expire; the usual security headers on every reply; cards only as tokens, masked."""
+
+from __future__ import annotations
+
+import hmac
+import secrets
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+from sqlalchemy import Engine, select
+from sqlalchemy.orm import Session
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.base import BaseHTTPMiddleware
+from starlette.middleware.sessions import SessionMiddleware
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
+from starlette.routing import Route
+
+from services.clients.feedback import FeedbackProducer
+from services.core.settings import Settings
+from services.workbench import accounts
+from services.workbench.cases import Audit, Case, Status, User, now
+
+HEADERS = {
+    "Content-Security-Policy": "default-src 'self'; style-src 'self' 'unsafe-inline'; "
+    "frame-ancestors 'none'; form-action 'self'; base-uri 'none'",
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+    "Cache-Control": "no-store",
+}
+LABELS = ("fraud", "legit")
+
+
+def _templates() -> Environment:
+    env = Environment(loader=FileSystemLoader(Path(__file__).parent / "templates"),
+                      autoescape=select_autoescape(["html"]))  # fmt: skip
+    env.filters["masked"] = lambda token: f"{str(token)[:6]}…"
+    env.filters["time"] = lambda ms: time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(ms / 1000))
+    env.filters["age"] = lambda ms: f"{max(0, int(time.time() - ms / 1000)) // 60} min"
+    return env
+
+
+class Workbench:
+    def __init__(self, settings: Settings, store: Engine, feedback: FeedbackProducer) -> None:
+        self.store, self.feedback, self.templates = store, feedback, _templates()
+
+    def page(self, request: Request, name: str, user: User | None, **context: Any) -> Response:
+        html = self.templates.get_template(name).render(user=user, csrf=_csrf(request), **context)
+        return HTMLResponse(html)
+
+    def user(self, request: Request, session: Session) -> User | None:
+        found = request.session.get("user_id")
+        return session.get(User, found) if isinstance(found, int) else None
+
+    async def login(self, request: Request) -> Response:
+        if request.method == "GET":
+            return self.page(request, "login.html", None)
+        form = await request.form()
+        if not _csrf_ok(request, form.get("csrf")):
+            return PlainTextResponse("the form expired: reload the page", 403)
+        with Session(self.store) as session:
+            user = accounts.sign_in(session, str(form.get("name", "")),
+                                    str(form.get("password", "")))  # fmt: skip
+            if user is None:
+                return self.page(request, "login.html", None, error="wrong name or password")
+            request.session.clear()  # a new session at sign-in: no fixation
+            request.session["user_id"] = user.id
+        return RedirectResponse("/", 303)
+
+    async def logout(self, request: Request) -> Response:
+        form = await request.form()
+        if _csrf_ok(request, form.get("csrf")):
+            request.session.clear()
+        return RedirectResponse("/login", 303)
+
+    async def queue(self, request: Request) -> Response:
+        order = (Case.alerted_at.asc() if request.query_params.get("order") == "age"
+                 else Case.expected_loss.desc())  # fmt: skip
+        with Session(self.store) as session:
+            user = self.user(request, session)
+            if user is None:
+                return RedirectResponse("/login", 303)
+            cases = session.scalars(
+                select(Case).where(Case.status != Status.CLOSED).order_by(order).limit(500)
+            ).all()
+            return self.page(request, "queue.html", user, cases=cases)
+
+    async def case(self, request: Request) -> Response:
+        with Session(self.store) as session:
+            user = self.user(request, session)
+            if user is None:
+                return RedirectResponse("/login", 303)
+            case = session.get(Case, request.path_params["case_id"])
+            if case is None:
+                return PlainTextResponse("no such case", 404)
+            return self.page(request, "case.html", user, case=case)
+
+    async def outcome(self, request: Request) -> Response:
+        """The analyst's outcome: sent as the pipeline's Feedback, acknowledged by the broker,
+        then the case closed and audited in one transaction. A second click changes nothing."""
+        form = await request.form()
+        if not _csrf_ok(request, form.get("csrf")):
+            return PlainTextResponse("the form expired: reload the page", 403)
+        label = str(form.get("label", ""))
+        if label not in LABELS:
+            return PlainTextResponse("label: fraud or legit", 400)
+        with Session(self.store) as session, session.begin():
+            user = self.user(request, session)
+            if user is None:
+                return RedirectResponse("/login", 303)
+            case = session.get(Case, request.path_params["case_id"], with_for_update=True)
+            if case is None:
+                return PlainTextResponse("no such case", 404)
+            if case.status is not Status.CLOSED:
+                self.feedback.send(case.transaction_id, label, user.name)  # type: ignore[arg-type]
+                if self.feedback.close(10):
+                    return PlainTextResponse("the broker did not take it: try again", 503)
+                case.status, case.outcome, case.closed_at = Status.CLOSED, label, now()
+                audit = Audit(at=now(), user_id=user.id, action="disposition",
+                              subject=case.transaction_id, detail={"label": label})  # fmt: skip
+                session.add(audit)
+        return RedirectResponse(f"/cases/{request.path_params['case_id']}", 303)
+
+
+def _csrf(request: Request) -> str:
+    token = request.session.get("csrf")
+    if not isinstance(token, str):
+        token = request.session["csrf"] = secrets.token_urlsafe(32)
+    return token
+
+
+def _csrf_ok(request: Request, given: object) -> bool:
+    expected = request.session.get("csrf")
+    return (
+        isinstance(expected, str)
+        and isinstance(given, str)
+        and hmac.compare_digest(expected, given)
+    )
+
+
+async def _headers(
+    request: Request, call_next: Callable[[Request], Awaitable[Response]]
+) -> Response:
+    response = await call_next(request)
+    response.headers.update(HEADERS)
+    return response
+
+
+def create_app(settings: Settings, store: Engine, feedback: FeedbackProducer) -> Starlette:
+    bench = Workbench(settings, store, feedback)
+    key = settings.workbench.session_key
+
+    return Starlette(
+        routes=[
+            Route("/", bench.queue),
+            Route("/login", bench.login, methods=["GET", "POST"]),
+            Route("/logout", bench.logout, methods=["POST"]),
+            Route("/cases/{case_id:int}", bench.case),
+            Route("/cases/{case_id:int}/outcome", bench.outcome, methods=["POST"]),
+            Route("/healthz", lambda _request: PlainTextResponse("ok")),
+        ],
+        middleware=[
+            Middleware(BaseHTTPMiddleware, dispatch=_headers),
+            Middleware(
+                SessionMiddleware,
+                secret_key=key.get_secret_value() if key else secrets.token_hex(32),
+                session_cookie="fraudstream_session",
+                max_age=settings.workbench.session_minutes * 60,
+                same_site="strict",
+            ),
+        ],
+    )
