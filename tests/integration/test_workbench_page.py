@@ -1,0 +1,145 @@
+"""The workbench as an analyst meets it, over real HTTP against a real broker: signed in
+(forms refused without their CSRF token), the queue ordered by expected loss with cards
+masked, one click closes a case, the disposition reaches ``alert-feedback`` once."""
+
+from __future__ import annotations
+
+import http.cookiejar
+import re
+import sqlite3
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path
+
+import msgspec
+import pytest
+from confluent_kafka import Producer
+
+from services.core.contract import Alert, Feedback, Transaction
+from services.core.kafka import assigned_consumer
+from services.core.kafka_config import librdkafka
+from services.core.settings import Settings
+from services.devstack import processes
+from services.devstack.processes import free_loopback_port
+from tests.integration.streaming import running_stack
+
+PASSWORD = "correct horse battery"
+
+
+def _alert(transaction: str, score: float, amount: float) -> Alert:
+    tx = Transaction(
+        transaction_id=transaction, event_time=1_772_323_200_000, card_id="tok_4a7f19c2e8b3d5",
+        customer_id="tok_u1", merchant_id="m-grocer", merchant_category="5411", amount=amount,
+        currency="USD", country="US", channel="card_present",
+    )  # fmt: skip
+    return Alert(transaction_id=transaction, card_id=tx.card_id, event_time=1_772_323_200_000,
+                 decided_at=1_772_323_200_500, score=score, decision="review",
+                 reasons=["amount_spike"], model_version="v0001", transaction=tx)  # fmt: skip
+
+
+class Browser:
+    """Cookies kept, redirects followed; forms posted with the page's CSRF token."""
+
+    def __init__(self, base: str) -> None:
+        self.base = base
+        self.opener = urllib.request.build_opener(
+            urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar())
+        )
+
+    def get(self, path: str) -> tuple[str, str, dict[str, str]]:
+        with self.opener.open(self.base + path, timeout=10) as reply:
+            return reply.geturl(), reply.read().decode(), dict(reply.headers)
+
+    def post(self, path: str, **form: str) -> str:
+        body = urllib.parse.urlencode(form).encode()
+        with self.opener.open(self.base + path, data=body, timeout=30) as reply:
+            return str(reply.read().decode())
+
+
+def csrf(page: str) -> str:
+    found = re.search(r'name="csrf" value="([^"]+)"', page)
+    assert found, page
+    return found.group(1)
+
+
+def test_an_analyst_signs_in_works_the_queue_and_closes_a_case_once(tmp_path: Path) -> None:
+    with running_stack(tmp_path / "state") as stack:
+        port = free_loopback_port()
+        settings = stack.updated({"workbench_port": port})
+        env = settings.child_environment()
+        cli = [sys.executable, "-m", "services.cli", "workbench"]
+        added = subprocess.run([*cli, "user", "add", "ana", "--password-stdin"],
+                               input=PASSWORD + "\n", env=env, capture_output=True, text=True,
+                               timeout=60, check=False)  # fmt: skip
+        assert added.returncode == 0, added.stderr
+        producer = Producer(librdkafka(settings.kafka))
+        for alert in (_alert("t-small", 0.9, 10.0), _alert("t-large", 0.5, 100.0)):
+            producer.produce(settings.topic.alerts, msgspec.json.encode(alert), alert.card_id)
+        assert producer.flush(10) == 0
+        record = processes.spawn("workbench", cli, tmp_path / "workbench.log", env)
+        base = f"http://127.0.0.1:{port}"
+        try:
+            processes.wait_until(lambda: processes.port_open(port), 60, "the workbench")
+            browser = Browser(base)
+            url, login, headers = browser.get("/")
+            assert url.endswith("/login")  # signed out: the queue sends to sign-in
+            assert "frame-ancestors 'none'" in headers["content-security-policy"]
+            assert headers["x-content-type-options"] == "nosniff"
+            with pytest.raises(urllib.error.HTTPError, match="403"):
+                browser.post("/login", name="ana", password=PASSWORD)  # no CSRF token
+            wrong = browser.post("/login", name="ana", password="x" * 20, csrf=csrf(login))
+            assert "wrong name or password" in wrong
+
+            def queue() -> str:
+                return browser.get("/")[1]
+
+            browser.post("/login", name="ana", password=PASSWORD, csrf=csrf(wrong))
+            processes.wait_until(lambda: "t-small" in queue() and "t-large" in queue(), 30,
+                                 "both alerts in the queue")  # fmt: skip
+            page = queue()
+            assert page.index("t-large") < page.index("t-small")  # loss 50 before loss 9
+            assert "tok_4a7f19c2e8b3d5" not in page  # masked
+            case_path = re.search(r'href="(/cases/\d+)">[^<]*</a></td>\s*<td>[^<]*</td>', page)
+            assert case_path
+            case_page = browser.get(case_path.group(1))[1]
+            with pytest.raises(urllib.error.HTTPError, match="403"):
+                browser.post(case_path.group(1) + "/outcome", label="fraud", csrf="forged")
+            closed = browser.post(case_path.group(1) + "/outcome", label="fraud",
+                                  csrf=csrf(case_page))  # fmt: skip
+            assert "closed: fraud" in closed
+            browser.post(case_path.group(1) + "/outcome", label="fraud", csrf=csrf(case_page))
+        finally:
+            processes.stop(record)
+        sent = _feedback(settings)
+        assert [(f.transaction_id, f.label, f.analyst) for f in sent] == [
+            ("t-large", "fraud", "ana")
+        ]
+        with sqlite3.connect(settings.state_dir / "workbench.db") as db:
+            assert db.execute("select action, subject from audit_log").fetchall() == [
+                ("disposition", "t-large")]  # fmt: skip
+
+
+def _feedback(settings: Settings) -> list[Feedback]:
+    """Every disposition on alert-feedback: read up to a sentinel sent after the last click,
+    so none sent before it can be missed (Tansu's end offsets read low)."""
+    producer = Producer(librdkafka(settings.kafka))
+    producer.produce(settings.topic.feedback, b"sentinel", b"sentinel")
+    assert producer.flush(10) == 0
+    consumer = assigned_consumer(settings, [settings.topic.feedback], group="test-feedback")
+    found: list[Feedback] = []
+    deadline = time.monotonic() + 30
+    try:
+        while time.monotonic() < deadline:
+            for message in consumer.consume(100, timeout=0.5):
+                if message.error():
+                    continue
+                if message.value() == b"sentinel":
+                    return found
+                found.append(msgspec.json.decode(message.value() or b"", type=Feedback))
+    finally:
+        consumer.close()
+    raise AssertionError(f"no sentinel within 30 s; read {found}")
