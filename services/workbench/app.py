@@ -4,23 +4,32 @@ cookies that expire; the usual security headers on every reply; cards only as to
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import secrets
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 from starlette.applications import Starlette
+from starlette.datastructures import MutableHeaders
 from starlette.middleware import Middleware
-from starlette.middleware.base import BaseHTTPMiddleware
 from starlette.middleware.sessions import SessionMiddleware
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, PlainTextResponse, RedirectResponse, Response
-from starlette.routing import Route
+from starlette.responses import (
+    HTMLResponse,
+    PlainTextResponse,
+    RedirectResponse,
+    Response,
+    StreamingResponse,
+)
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from services.clients.feedback import FeedbackProducer
 from services.core.settings import Settings
@@ -36,6 +45,7 @@ HEADERS = {
     "Cache-Control": "no-store",
 }
 LABELS = ("fraud", "legit")
+EVENTS_POLL_S = 1.0  # how soon a new case reaches open queues (any replica's intake)
 
 
 def _templates() -> Environment:
@@ -90,7 +100,33 @@ class Workbench:
             cases = session.scalars(
                 select(Case).where(Case.status != Status.CLOSED).order_by(order).limit(500)
             ).all()
-            return self.page(request, "queue.html", user, cases=cases)
+            last = session.scalar(select(func.max(Case.id))) or 0
+            return self.page(request, "queue.html", user, cases=cases, last=last)
+
+    async def events(self, request: Request) -> Response:
+        """New cases as they are taken in, each a rendered row (server-sent events)."""
+        with Session(self.store) as session:
+            if self.user(request, session) is None:
+                return PlainTextResponse("sign in", 401)
+        try:
+            after = int(request.query_params.get("after", "0"))
+        except ValueError:
+            return PlainTextResponse("after: a case number", 400)
+        row = self.templates.get_template("row.html")
+
+        async def stream() -> AsyncIterator[str]:
+            seen = after
+            while not await request.is_disconnected():
+                with Session(self.store) as session:
+                    new = session.scalars(
+                        select(Case).where(Case.id > seen).order_by(Case.id).limit(100)
+                    ).all()
+                    for case in new:
+                        seen = case.id
+                        yield f"event: case\ndata: {row.render(case=case).strip()}\n\n"
+                await asyncio.sleep(EVENTS_POLL_S)
+
+        return StreamingResponse(stream(), media_type="text/event-stream")
 
     async def case(self, request: Request) -> Response:
         with Session(self.store) as session:
@@ -145,12 +181,19 @@ def _csrf_ok(request: Request, given: object) -> bool:
     )
 
 
-async def _headers(
-    request: Request, call_next: Callable[[Request], Awaitable[Response]]
-) -> Response:
-    response = await call_next(request)
-    response.headers.update(HEADERS)
-    return response
+class SecurityHeaders:
+    """The usual headers on every reply (a plain ASGI middleware: streams stay streams)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        async def sending(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                MutableHeaders(scope=message).update(HEADERS)
+            await send(message)
+
+        await self.app(scope, receive, sending if scope["type"] == "http" else send)
 
 
 def create_app(settings: Settings, store: Engine, feedback: FeedbackProducer) -> Starlette:
@@ -164,10 +207,14 @@ def create_app(settings: Settings, store: Engine, feedback: FeedbackProducer) ->
             Route("/logout", bench.logout, methods=["POST"]),
             Route("/cases/{case_id:int}", bench.case),
             Route("/cases/{case_id:int}/outcome", bench.outcome, methods=["POST"]),
+            Route("/events", bench.events),
             Route("/healthz", lambda _request: PlainTextResponse("ok")),
+            Mount(
+                "/static", StaticFiles(directory=Path(__file__).parent / "static"), name="static"
+            ),
         ],
         middleware=[
-            Middleware(BaseHTTPMiddleware, dispatch=_headers),
+            Middleware(SecurityHeaders),
             Middleware(
                 SessionMiddleware,
                 secret_key=key.get_secret_value() if key else secrets.token_hex(32),
