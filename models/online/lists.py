@@ -21,6 +21,7 @@ import msgspec
 
 from models.online import layout
 from services.core.settings import RedisClient
+from services.core.tokens import Tokenizer
 
 Action = Literal["block", "allow"]
 Kind = Literal["card", "device", "merchant", "bin", "country"]
@@ -92,6 +93,23 @@ def add(client: RedisClient, entry: Entry, names: Sequence[str]) -> None:
     encoded = msgspec.json.encode(entry)
     client.hset(ENTRIES, mapping={field_name(entry.action, entry.kind, n): encoded for n in names})
     client.incr(VERSION_KEY)
+
+
+def names_of(kind: Kind, value: str, tokenizer: Tokenizer) -> list[str]:
+    """Every name the job may see ``value`` by (cards and devices are tokenized), after
+    :func:`checked`."""
+    value = checked(kind, value)
+    return tokenizer.names(kind, value) if kind in ("card", "device") else [value]
+
+
+def withdraw(client: RedisClient, action: Action, kind: Kind, names: Sequence[str]) -> int:
+    """Remove an entry, and for a blocked card or device the block a fraud disposition put
+    on it too; how many were removed."""
+    removed = remove(client, action, kind, names)
+    if action == "block" and kind in ("card", "device"):
+        blocked = layout.blocklist_card if kind == "card" else layout.blocklist_device
+        removed += int(client.delete(*(blocked(n) for n in names)))
+    return removed
 
 
 def remove(client: RedisClient, action: Action, kind: Kind, names: Sequence[str]) -> int:

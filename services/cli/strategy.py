@@ -218,14 +218,10 @@ ValueArg = Annotated[str, typer.Argument(help="The value (a card: its number, id
 
 
 def _names(kind: lists.Kind, value: str) -> list[str]:
-    """Every name the job may see ``value`` by: cards and devices are tokenized."""
     try:
-        value = lists.checked(kind, value)
+        return lists.names_of(kind, value, load_settings().token.tokenizer())
     except lists.ListError as error:
         raise UserError(str(error)) from None
-    if kind in ("card", "device"):
-        return load_settings().token.tokenizer().names(kind, value)
-    return [value]
 
 
 @lists_app.command("add")
@@ -258,14 +254,8 @@ def add_cmd(
 @lists_app.command("remove")
 def remove_cmd(action: ActionArg, kind: KindArg, value: ValueArg) -> None:
     """Remove an entry (a card a fraud disposition blocked too)."""
-    from models.online import layout
-
     names = _names(kind, value)
-    client = load_settings().redis.client()
-    removed = lists.remove(client, action, kind, names)
-    if action == "block" and kind in ("card", "device"):
-        blocked = layout.blocklist_card if kind == "card" else layout.blocklist_device
-        removed += int(client.delete(*(blocked(n) for n in names)))
+    removed = lists.withdraw(load_settings().redis.client(), action, kind, names)
     if not removed:
         raise UserError(f"no {action} entry for that {kind}")
     out.print(f"{action} {kind} {names[0]} removed")

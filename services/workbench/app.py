@@ -31,6 +31,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from models.online import lists
 from services.clients.feedback import FeedbackProducer
 from services.core.settings import Settings
 from services.workbench import accounts
@@ -60,6 +61,8 @@ def _templates() -> Environment:
 class Workbench:
     def __init__(self, settings: Settings, store: Engine, feedback: FeedbackProducer) -> None:
         self.store, self.feedback, self.templates = store, feedback, _templates()
+        self.redis = settings.redis.client(socket_timeout=2.0, socket_connect_timeout=2.0)
+        self.tokenizer = settings.token.tokenizer()
 
     def page(self, request: Request, name: str, user: User | None, **context: Any) -> Response:
         html = self.templates.get_template(name).render(user=user, csrf=_csrf(request), **context)
@@ -164,6 +167,58 @@ class Workbench:
                 session.add(audit)
         return RedirectResponse(f"/cases/{request.path_params['case_id']}", 303)
 
+    async def lists_page(self, request: Request, error: str = "") -> Response:
+        with Session(self.store) as session:
+            user = self.user(request, session)
+            if user is None:
+                return RedirectResponse("/login", 303)
+            shown = sorted(set(lists.entries(self.redis).values()),
+                           key=lambda e: e.added_at_ms, reverse=True)  # fmt: skip
+            return self.page(request, "lists.html", user, entries=shown, kinds=lists.KINDS,
+                             error=error)  # fmt: skip
+
+    async def lists_change(self, request: Request) -> Response:
+        """Add (POST /lists) or withdraw (POST /lists/remove) an entry, signed and audited."""
+        form = await request.form()
+        if not _csrf_ok(request, form.get("csrf")):
+            return PlainTextResponse("the form expired: reload the page", 403)
+        action, kind = str(form.get("action", "")), str(form.get("kind", ""))
+        value = str(form.get("value", ""))
+        if action not in ("block", "allow") or kind not in lists.KINDS:
+            return PlainTextResponse("action: block or allow; kind: " + ", ".join(lists.KINDS), 400)
+        removing = request.url.path.endswith("/remove")
+        with Session(self.store) as session, session.begin():
+            user = self.user(request, session)
+            if user is None:
+                return RedirectResponse("/login", 303)
+            try:
+                names = lists.names_of(kind, value, self.tokenizer)
+                if removing:
+                    lists.withdraw(self.redis, action, kind, names)  # type: ignore[arg-type]
+                else:
+                    lists.add(self.redis, _entry(form, names[0], user.name), names)
+            except (lists.ListError, ValueError) as error:
+                return await self.lists_page(request, str(error))
+            detail = {"action": action, "kind": kind, "names": len(names)}
+            session.add(Audit(at=now(), user_id=user.id,
+                              action="list remove" if removing else "list add",
+                              subject=f"{kind}:{names[0]}", detail=detail))  # fmt: skip
+        return RedirectResponse("/lists", 303)
+
+
+def _entry(form: Any, value: str, by: str) -> lists.Entry:
+    """The entry under its first name: a card's token, never its number."""
+    added = int(time.time() * 1000)
+    days = str(form.get("days") or "")
+    if days and not (days.isdigit() and 1 <= int(days) <= 3650):
+        raise ValueError("days: 1 to 3650, or empty for until removed")
+    return lists.Entry(
+        action=str(form["action"]), kind=str(form["kind"]),  # type: ignore[arg-type]
+        value=value,
+        reason=str(form.get("reason", "")), added_by=by, added_at_ms=added,
+        expires_at_ms=added + int(days) * 86_400_000 if days else None,
+    )  # fmt: skip
+
 
 def _csrf(request: Request) -> str:
     token = request.session.get("csrf")
@@ -208,6 +263,9 @@ def create_app(settings: Settings, store: Engine, feedback: FeedbackProducer) ->
             Route("/cases/{case_id:int}", bench.case),
             Route("/cases/{case_id:int}/outcome", bench.outcome, methods=["POST"]),
             Route("/events", bench.events),
+            Route("/lists", bench.lists_page, methods=["GET"]),
+            Route("/lists", bench.lists_change, methods=["POST"]),
+            Route("/lists/remove", bench.lists_change, methods=["POST"]),
             Route("/healthz", lambda _request: PlainTextResponse("ok")),
             Mount(
                 "/static", StaticFiles(directory=Path(__file__).parent / "static"), name="static"

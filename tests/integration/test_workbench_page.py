@@ -143,3 +143,49 @@ def _feedback(settings: Settings) -> list[Feedback]:
     finally:
         consumer.close()
     raise AssertionError(f"no sentinel within 30 s; read {found}")
+
+
+def test_an_analyst_blocks_a_card_by_its_number_and_withdraws_it_signed_and_audited(
+    tmp_path: Path,
+) -> None:
+    """The number is tokenized before it is stored or shown; a value that could never match
+    is refused on the page; both changes carry the signed-in analyst in the audit log."""
+    with running_stack(tmp_path / "state") as stack:
+        port = free_loopback_port()
+        settings = stack.updated({"workbench_port": port})
+        env = settings.child_environment()
+        cli = [sys.executable, "-m", "services.cli", "workbench"]
+        subprocess.run([*cli, "user", "add", "ana", "--password-stdin"], input=PASSWORD + "\n",
+                       env=env, capture_output=True, text=True, timeout=60, check=True)  # fmt: skip
+        record = processes.spawn("workbench", cli, tmp_path / "workbench.log", env)
+        try:
+            processes.wait_until(lambda: processes.port_open(port), 60, "the workbench")
+            browser = Browser(f"http://127.0.0.1:{port}")
+            login = browser.get("/login")[1]
+            browser.post("/login", name="ana", password=PASSWORD, csrf=csrf(login))
+            page = browser.get("/lists")[1]
+            with pytest.raises(urllib.error.HTTPError, match="403"):
+                browser.post("/lists", action="block", kind="card", value="4111111111111111",
+                              reason="stolen")  # fmt: skip
+            refused = browser.post("/lists", action="block", kind="country", value="USA",
+                                   reason="test", csrf=csrf(page))  # fmt: skip
+            assert "a country is two letters" in refused
+            added = browser.post("/lists", action="block", kind="card",
+                                 value="4111 1111 1111 1111", reason="stolen", days="30",
+                                 csrf=csrf(page))  # fmt: skip
+            assert "4111" not in added.replace("tok_", "")  # never the number, masked token
+            stored = settings.redis.client().hkeys("fs:v3:{lists}:entries")
+            assert len(stored) == 1
+            assert b"4111111111111111" not in stored[0]
+            token = re.search(r'data-value="([^"]+)"', added)
+            assert token
+            removed = browser.post("/lists/remove", action="block", kind="card",
+                                   value=token.group(1), csrf=csrf(added))  # fmt: skip
+            assert 'data-value="' not in removed
+            assert settings.redis.client().hlen("fs:v3:{lists}:entries") == 0
+        finally:
+            processes.stop(record)
+        with sqlite3.connect(settings.state_dir / "workbench.db") as db:
+            rows = db.execute("select a.action, u.name from audit_log a join users u "
+                              "on u.id = a.user_id order by a.id").fetchall()  # fmt: skip
+        assert rows == [("list add", "ana"), ("list remove", "ana")]
