@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from jinja2 import Environment, FileSystemLoader, select_autoescape
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, Select, func, select
 from sqlalchemy.orm import Session
 from starlette.applications import Starlette
 from starlette.datastructures import MutableHeaders
@@ -36,6 +36,8 @@ from services.clients.feedback import FeedbackProducer
 from services.core.settings import Settings
 from services.workbench import accounts
 from services.workbench.cases import Audit, Case, Status, User, now
+from stream_jobs import strategy
+from stream_jobs import strategy_feed as feed
 
 HEADERS = {
     "Content-Security-Policy": "default-src 'self'; style-src 'self' 'unsafe-inline'; "
@@ -61,7 +63,9 @@ def _templates() -> Environment:
 class Workbench:
     def __init__(self, settings: Settings, store: Engine, feedback: FeedbackProducer) -> None:
         self.store, self.feedback, self.templates = store, feedback, _templates()
+        self.settings = settings
         self.redis = settings.redis.client(socket_timeout=2.0, socket_connect_timeout=2.0)
+        self._budget: tuple[float, int] | None = None
         self.tokenizer = settings.token.tokenizer()
 
     def page(self, request: Request, name: str, user: User | None, **context: Any) -> Response:
@@ -94,17 +98,51 @@ class Workbench:
         return RedirectResponse("/login", 303)
 
     async def queue(self, request: Request) -> Response:
-        order = (Case.alerted_at.asc() if request.query_params.get("order") == "age"
-                 else Case.expected_loss.desc())  # fmt: skip
+        """Open cases by expected loss (or age), filtered by rule, amount, age, assignee or
+        outcome; today's alerts against the strategy's daily budget."""
         with Session(self.store) as session:
             user = self.user(request, session)
             if user is None:
                 return RedirectResponse("/login", 303)
-            cases = session.scalars(
-                select(Case).where(Case.status != Status.CLOSED).order_by(order).limit(500)
-            ).all()
+            try:
+                query = _filtered(request.query_params, user)
+            except ValueError as error:
+                return PlainTextResponse(str(error), 400)
+            rule = request.query_params.get("rule", "")
+            cases = [c for c in session.scalars(query.limit(2000)).all()
+                     if not rule or rule in c.reasons][:500]  # fmt: skip
             last = session.scalar(select(func.max(Case.id))) or 0
-            return self.page(request, "queue.html", user, cases=cases, last=last)
+            midnight = int(time.time() // 86_400 * 86_400 * 1000)
+            today = session.scalar(select(func.count()).where(Case.alerted_at >= midnight)) or 0
+            budget = self.budget()
+            return self.page(request, "queue.html", user, cases=cases, last=last, today=today,
+                             budget=budget, params=request.query_params)  # fmt: skip
+
+    def budget(self) -> int:
+        """The daily alert budget of the strategy in force (read at most every 30 s)."""
+        if self._budget is None or self._budget[0] < time.monotonic():
+            versions = feed.read_published(self.settings).live
+            active = strategy.in_force(versions, int(time.time() * 1000)) or strategy.default()
+            self._budget = (time.monotonic() + 30, active.thresholds.daily_alert_budget)
+        return self._budget[1]
+
+    async def assign(self, request: Request) -> Response:
+        """Take a case: assigned to the signed-in analyst, audited."""
+        form = await request.form()
+        if not _csrf_ok(request, form.get("csrf")):
+            return PlainTextResponse("the form expired: reload the page", 403)
+        with Session(self.store) as session, session.begin():
+            user = self.user(request, session)
+            if user is None:
+                return RedirectResponse("/login", 303)
+            case = session.get(Case, request.path_params["case_id"], with_for_update=True)
+            if case is None:
+                return PlainTextResponse("no such case", 404)
+            if case.status is Status.OPEN:
+                case.status, case.assignee_id = Status.ASSIGNED, user.id
+                session.add(Audit(at=now(), user_id=user.id, action="assign",
+                                  subject=case.transaction_id, detail={}))  # fmt: skip
+        return RedirectResponse(f"/cases/{request.path_params['case_id']}", 303)
 
     async def events(self, request: Request) -> Response:
         """New cases as they are taken in, each a rendered row (server-sent events)."""
@@ -206,6 +244,32 @@ class Workbench:
         return RedirectResponse("/lists", 303)
 
 
+def _filtered(params: Any, user: User) -> Select[Case]:
+    """The queue's query from its filters; a malformed one is a ValueError naming it."""
+    order = Case.alerted_at.asc() if params.get("order") == "age" else Case.expected_loss.desc()
+    query = select(Case).order_by(order)
+    outcome = params.get("outcome", "")
+    if outcome in LABELS:
+        query = query.where(Case.outcome == outcome)
+    elif outcome:
+        raise ValueError("outcome: fraud or legit")
+    else:
+        query = query.where(Case.status != Status.CLOSED)
+    if params.get("min_amount"):
+        query = query.where(Case.amount >= float(params["min_amount"]))
+    if params.get("max_age_min"):
+        oldest = int(time.time() * 1000) - int(params["max_age_min"]) * 60_000
+        query = query.where(Case.alerted_at >= oldest)
+    assignee = params.get("assignee", "")
+    if assignee == "me":
+        query = query.where(Case.assignee_id == user.id)
+    elif assignee == "none":
+        query = query.where(Case.assignee_id.is_(None))
+    elif assignee:
+        raise ValueError("assignee: me or none")
+    return query
+
+
 def _entry(form: Any, value: str, by: str) -> lists.Entry:
     """The entry under its first name: a card's token, never its number."""
     added = int(time.time() * 1000)
@@ -262,6 +326,7 @@ def create_app(settings: Settings, store: Engine, feedback: FeedbackProducer) ->
             Route("/logout", bench.logout, methods=["POST"]),
             Route("/cases/{case_id:int}", bench.case),
             Route("/cases/{case_id:int}/outcome", bench.outcome, methods=["POST"]),
+            Route("/cases/{case_id:int}/assign", bench.assign, methods=["POST"]),
             Route("/events", bench.events),
             Route("/lists", bench.lists_page, methods=["GET"]),
             Route("/lists", bench.lists_change, methods=["POST"]),

@@ -189,3 +189,49 @@ def test_an_analyst_blocks_a_card_by_its_number_and_withdraws_it_signed_and_audi
             rows = db.execute("select a.action, u.name from audit_log a join users u "
                               "on u.id = a.user_id order by a.id").fetchall()  # fmt: skip
         assert rows == [("list add", "ana"), ("list remove", "ana")]
+
+
+def test_the_queue_filters_take_and_budget(tmp_path: Path) -> None:
+    """Filters narrow the queue (rule, amount, assignee, outcome), a case taken is the
+    analyst's, today's alerts are counted against the strategy's budget; a bad filter is one
+    line, not a stack trace."""
+    with running_stack(tmp_path / "state") as stack:
+        port = free_loopback_port()
+        settings = stack.updated({"workbench_port": port})
+        env = settings.child_environment()
+        cli = [sys.executable, "-m", "services.cli", "workbench"]
+        subprocess.run([*cli, "user", "add", "ana", "--password-stdin"], input=PASSWORD + "\n",
+                       env=env, capture_output=True, text=True, timeout=60, check=True)  # fmt: skip
+        producer = Producer(librdkafka(settings.kafka))
+        now_ms = int(time.time() * 1000)
+        for name, amount, reasons in (
+            ("tx-velo", 20.0, ["velocity"]),
+            ("tx-spike", 900.0, ["amount_spike"]),
+        ):
+            alert = msgspec.structs.replace(_alert(name, 0.6, amount), reasons=reasons,
+                                            decided_at=now_ms)  # fmt: skip
+            producer.produce(settings.topic.alerts, msgspec.json.encode(alert), alert.card_id)
+        assert producer.flush(10) == 0
+        record = processes.spawn("workbench", cli, tmp_path / "workbench.log", env)
+        try:
+            processes.wait_until(lambda: processes.port_open(port), 60, "the workbench")
+            browser = Browser(f"http://127.0.0.1:{port}")
+            login = browser.get("/login")[1]
+            browser.post("/login", name="ana", password=PASSWORD, csrf=csrf(login))
+            processes.wait_until(lambda: "tx-spike" in browser.get("/")[1], 30, "the cases")
+            queue = browser.get("/")[1]
+            assert "Today: 2 alerts of a budget of 500" in queue  # the shipped strategy's
+            assert "tx-velo" not in browser.get("/?rule=amount_spike")[1]
+            assert "tx-velo" not in browser.get("/?min_amount=100")[1]
+            assert "tx-spike" in browser.get("/?min_amount=100")[1]
+            assert "tx-spike" not in browser.get("/?assignee=me")[1]
+            path = re.search(r'<tr data-transaction="tx-spike"><td><a href="(/cases/\d+)"', queue)
+            assert path
+            browser.post(path.group(1) + "/assign", csrf=csrf(browser.get(path.group(1))[1]))
+            mine = browser.get("/?assignee=me")[1]
+            assert "tx-spike" in mine
+            assert "tx-velo" not in mine
+            with pytest.raises(urllib.error.HTTPError, match="400"):
+                browser.get("/?outcome=maybe")
+        finally:
+            processes.stop(record)
