@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import yaml
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from sqlalchemy import Engine, Select, func, select
 from sqlalchemy.orm import Session
@@ -33,9 +34,11 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from models.online import lists
 from services.clients.feedback import FeedbackProducer
+from services.core.errors import UserError
 from services.core.settings import Settings
+from services.core.signals import load_signals
 from services.workbench import accounts
-from services.workbench.cases import Audit, Case, Status, User, now
+from services.workbench.cases import Audit, Case, Role, Status, User, now
 from stream_jobs import strategy
 from stream_jobs import strategy_feed as feed
 
@@ -244,6 +247,66 @@ class Workbench:
         return RedirectResponse("/lists", 303)
 
 
+class Steering:
+    """The strategy page: the version in force, its history, a candidate validated (and its
+    changes against the version in force), published by a lead."""
+
+    def __init__(self, bench: Workbench) -> None:
+        self.bench = bench
+
+    def versions(self) -> list[strategy.Strategy]:
+        return [strategy.default(), *feed.read_published(self.bench.settings).live]
+
+    def render(self, request: Request, user: User, **more: Any) -> Response:
+        versions = self.versions()
+        active = strategy.in_force(versions, int(time.time() * 1000)) or versions[0]
+        text = yaml.safe_dump(active.model_dump(mode="json"), sort_keys=False)
+        context = {"problems": [], "changes": [], "message": "", "candidate": ""} | more
+        return self.bench.page(request, "strategy.html", user, active=active, active_text=text,
+                               versions=versions, **context)  # fmt: skip
+
+    async def page(self, request: Request) -> Response:
+        with Session(self.bench.store) as session:
+            user = self.bench.user(request, session)
+            if user is None:
+                return RedirectResponse("/login", 303)
+            return self.render(request, user)
+
+    async def post(self, request: Request) -> Response:
+        form = await request.form()
+        if not _csrf_ok(request, form.get("csrf")):
+            return PlainTextResponse("the form expired: reload the page", 403)
+        text, publishing = str(form.get("document", "")), form.get("do") == "publish"
+        with Session(self.bench.store) as session, session.begin():
+            user = self.bench.user(request, session)
+            if user is None:
+                return RedirectResponse("/login", 303)
+            if publishing and user.role is not Role.LEAD:
+                return PlainTextResponse("publishing is for leads", 403)
+            signals = load_signals(self.bench.settings.model.signals)
+            try:
+                candidate = strategy.parse(text, "the candidate")
+            except strategy.StrategyError as error:
+                return self.render(request, user, problems=str(error).splitlines(),
+                                   candidate=text)  # fmt: skip
+            problems = strategy.check(candidate, signals)
+            versions = self.versions()
+            active = strategy.in_force(versions, int(time.time() * 1000)) or versions[0]
+            changes = strategy.diff(active, candidate)
+            if problems or not publishing:
+                message = "" if problems else "valid: it may be published"
+                return self.render(request, user, problems=problems, changes=changes,
+                                   message=message, candidate=text)  # fmt: skip
+            try:
+                published = feed.publish(self.bench.settings, candidate, signals)
+            except (strategy.StrategyError, UserError) as error:
+                return self.render(request, user, problems=[str(error)], candidate=text)
+            session.add(Audit(at=now(), user_id=user.id, action="strategy publish",
+                              subject=f"version {published.version}",
+                              detail={"changes": changes}))  # fmt: skip
+            return self.render(request, user, message=f"published version {published.version}")
+
+
 def _filtered(params: Any, user: User) -> Select[Case]:
     """The queue's query from its filters; a malformed one is a ValueError naming it."""
     order = Case.alerted_at.asc() if params.get("order") == "age" else Case.expected_loss.desc()
@@ -317,6 +380,7 @@ class SecurityHeaders:
 
 def create_app(settings: Settings, store: Engine, feedback: FeedbackProducer) -> Starlette:
     bench = Workbench(settings, store, feedback)
+    steering = Steering(bench)
     key = settings.workbench.session_key
 
     return Starlette(
@@ -331,6 +395,8 @@ def create_app(settings: Settings, store: Engine, feedback: FeedbackProducer) ->
             Route("/lists", bench.lists_page, methods=["GET"]),
             Route("/lists", bench.lists_change, methods=["POST"]),
             Route("/lists/remove", bench.lists_change, methods=["POST"]),
+            Route("/strategy", steering.page, methods=["GET"]),
+            Route("/strategy", steering.post, methods=["POST"]),
             Route("/healthz", lambda _request: PlainTextResponse("ok")),
             Mount(
                 "/static", StaticFiles(directory=Path(__file__).parent / "static"), name="static"

@@ -235,3 +235,52 @@ def test_the_queue_filters_take_and_budget(tmp_path: Path) -> None:
                 browser.get("/?outcome=maybe")
         finally:
             processes.stop(record)
+
+
+def test_a_candidate_strategy_is_validated_by_anyone_and_published_by_a_lead(
+    tmp_path: Path,
+) -> None:
+    """On the strategy page: a broken candidate lists its problems, a good one its changes;
+    an analyst may not publish, a lead may, and the publication is audited under the lead."""
+    from stream_jobs import strategy_feed
+    from stream_jobs.strategy import DEFAULT_FILE
+
+    with running_stack(tmp_path / "state") as stack:
+        port = free_loopback_port()
+        settings = stack.updated({"workbench_port": port})
+        env = settings.child_environment()
+        cli = [sys.executable, "-m", "services.cli", "workbench"]
+        for name, role in (("ana", []), ("lea", ["--lead"])):
+            subprocess.run([*cli, "user", "add", name, *role, "--password-stdin"],
+                           input=PASSWORD + "\n", env=env, capture_output=True, text=True,
+                           timeout=60, check=True)  # fmt: skip
+        record = processes.spawn("workbench", cli, tmp_path / "workbench.log", env)
+        candidate = DEFAULT_FILE.read_text().replace("description:", "description: tighter;", 1)
+        try:
+            processes.wait_until(lambda: processes.port_open(port), 60, "the workbench")
+            analyst = Browser(f"http://127.0.0.1:{port}")
+            analyst.post(
+                "/login", name="ana", password=PASSWORD, csrf=csrf(analyst.get("/login")[1])
+            )
+            page = analyst.get("/strategy")[1]
+            assert "In force: version" in page
+            broken = analyst.post("/strategy", document="rules: [{id: x}]", do="validate",
+                                  csrf=csrf(page))  # fmt: skip
+            assert 'id="problems"' in broken
+            valid = analyst.post("/strategy", document=candidate, do="validate", csrf=csrf(page))
+            assert "valid: it may be published" in valid
+            with pytest.raises(urllib.error.HTTPError, match="403"):
+                analyst.post("/strategy", document=candidate, do="publish", csrf=csrf(page))
+            lead = Browser(f"http://127.0.0.1:{port}")
+            lead.post("/login", name="lea", password=PASSWORD, csrf=csrf(lead.get("/login")[1]))
+            done = lead.post("/strategy", document=candidate, do="publish",
+                             csrf=csrf(lead.get("/strategy")[1]))  # fmt: skip
+            assert "published version 1" in done
+        finally:
+            processes.stop(record)
+        published = strategy_feed.read_published(settings).documents
+        assert list(published) == [1]
+        with sqlite3.connect(settings.state_dir / "workbench.db") as db:
+            rows = db.execute("select a.action, a.subject, u.name from audit_log a join users u "
+                              "on u.id = a.user_id").fetchall()  # fmt: skip
+        assert rows == [("strategy publish", "version 1", "lea")]
