@@ -389,3 +389,19 @@ def _commits(
         ops.append(Op("count_merchant", (layout.merchant_days(merchant),),
                       (MERCHANT_TTL_MS, oldest, _MERCHANT_FIELDS_CAP, *pairs)))  # fmt: skip
     return ops
+
+
+def card_view(client: RedisClient, names: Sequence[str]) -> dict[str, Any]:
+    """What Redis holds for a card known by ``names`` (its token first): the name it is kept
+    under, its latest features, how many transactions its history counted, who blocked it,
+    and analysts' labels of its transactions."""
+    card_id = next((n for n in names if client.exists(*layout.card_keys(n))), names[0])
+    blocked: bytes | None = client.get(layout.blocklist_card(card_id))  # type: ignore[assignment]
+    labels: dict[bytes, bytes] = client.hgetall(layout.card_labels(card_id))  # type: ignore[assignment]
+    return {
+        "card_id": card_id,
+        "features": OnlineFeatureStore(client).snapshot(card_id),
+        "counted_transactions": client.zcard(layout.card_seen(card_id)),
+        "blocklisted_by": blocked.decode() if blocked else None,
+        "labels": {k.decode(): v.decode() for k, v in labels.items()},
+    }

@@ -86,22 +86,11 @@ def features_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
 ) -> None:
     """What Redis holds for a card: latest features, blocklisting, analysts' labels."""
-    from models.online import layout
-    from models.online.store import OnlineFeatureStore
+    from models.online.store import card_view
 
     settings = load_settings()
-    client = settings.redis.client()
     names = settings.token.tokenizer().names("card", card)  # as the pipeline names the card
-    card_id = next((n for n in names if client.exists(*layout.card_keys(n))), names[0])
-    blocked: bytes | None = client.get(layout.blocklist_card(card_id))  # type: ignore[assignment]
-    labels: dict[bytes, bytes] = client.hgetall(layout.card_labels(card_id))  # type: ignore[assignment]
-    view = {
-        "card_id": card_id,
-        "features": OnlineFeatureStore(client).snapshot(card_id),
-        "counted_transactions": client.zcard(layout.card_seen(card_id)),
-        "blocklisted_by": blocked.decode() if blocked else None,
-        "labels": {k.decode(): v.decode() for k, v in labels.items()},
-    }
+    view = card_view(settings.redis.client(), names)
     if as_json:
         typer.echo(json.dumps(view))
         return

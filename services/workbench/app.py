@@ -14,6 +14,7 @@ from typing import Any
 
 import yaml
 from jinja2 import Environment, FileSystemLoader, select_autoescape
+from redis.exceptions import RedisError
 from sqlalchemy import Engine, Select, func, select
 from sqlalchemy.orm import Session
 from starlette.applications import Starlette
@@ -33,6 +34,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from models.online import lists
+from models.online.store import card_view
 from services.clients.feedback import FeedbackProducer
 from services.core.errors import UserError
 from services.core.settings import Settings
@@ -51,6 +53,7 @@ HEADERS = {
     "Cache-Control": "no-store",
 }
 LABELS = ("fraud", "legit")
+WINDOW_DAYS = 30  # what an investigator sees of a card's and a merchant's recent cases
 EVENTS_POLL_S = 1.0  # how soon a new case reaches open queues (any replica's intake)
 
 
@@ -180,7 +183,22 @@ class Workbench:
             case = session.get(Case, request.path_params["case_id"])
             if case is None:
                 return PlainTextResponse("no such case", 404)
-            return self.page(request, "case.html", user, case=case)
+            since = case.alerted_at - WINDOW_DAYS * 86_400_000
+            recent = select(Case).where(Case.alerted_at >= since, Case.id != case.id)
+            card_cases = session.scalars(
+                recent.where(Case.card_token == case.card_token).order_by(Case.event_time.desc())
+            ).all()
+            same_merchant = session.scalars(
+                recent.where(Case.merchant_id == case.merchant_id,
+                             Case.card_token != case.card_token).limit(50)
+            ).all()  # fmt: skip
+            try:
+                online = card_view(self.redis, [case.card_token])
+            except RedisError as error:
+                online = {"error": f"Redis: {error}"}
+            return self.page(request, "case.html", user, case=case, card_cases=card_cases,
+                             related=sorted({c.card_token for c in same_merchant}),
+                             online=online, days=WINDOW_DAYS)  # fmt: skip
 
     async def outcome(self, request: Request) -> Response:
         """The analyst's outcome: sent as the pipeline's Feedback, acknowledged by the broker,

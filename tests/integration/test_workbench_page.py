@@ -228,6 +228,11 @@ def test_the_queue_filters_take_and_budget(tmp_path: Path) -> None:
             path = re.search(r'<tr data-transaction="tx-spike"><td><a href="(/cases/\d+)"', queue)
             assert path
             browser.post(path.group(1) + "/assign", csrf=csrf(browser.get(path.group(1))[1]))
+            case_page = browser.get(path.group(1))[1]
+            others = case_page.split('id="card-cases"')[1].split("</table>")[0]
+            assert "20.00 USD" in others  # the card's other case, tx-velo
+            assert "900.00 USD" not in others  # not the case itself
+            assert 'id="features"' in case_page
             mine = browser.get("/?assignee=me")[1]
             assert "tx-spike" in mine
             assert "tx-velo" not in mine
