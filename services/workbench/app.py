@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import yaml
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from redis.exceptions import RedisError
@@ -36,6 +37,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from models.online import lists
 from models.online.store import card_view
 from services.clients.feedback import FeedbackProducer
+from services.core.contract import Id, parse_event_time
 from services.core.errors import UserError
 from services.core.settings import Settings
 from services.core.signals import load_signals
@@ -201,8 +203,9 @@ class Workbench:
                              online=online, days=WINDOW_DAYS)  # fmt: skip
 
     async def outcome(self, request: Request) -> Response:
-        """The analyst's outcome: sent as the pipeline's Feedback, acknowledged by the broker,
-        then the case closed and audited in one transaction. A second click changes nothing."""
+        """The analyst's outcome of this case and of any of the card's other cases ticked
+        beside it: each sent as the pipeline's Feedback, acknowledged by the broker, then the
+        cases closed and audited in one transaction. A second click changes nothing."""
         form = await request.form()
         if not _csrf_ok(request, form.get("csrf")):
             return PlainTextResponse("the form expired: reload the page", 403)
@@ -216,15 +219,47 @@ class Workbench:
             case = session.get(Case, request.path_params["case_id"], with_for_update=True)
             if case is None:
                 return PlainTextResponse("no such case", 404)
-            if case.status is not Status.CLOSED:
-                self.feedback.send(case.transaction_id, label, user.name)  # type: ignore[arg-type]
-                if self.feedback.close(10):
-                    return PlainTextResponse("the broker did not take it: try again", 503)
-                case.status, case.outcome, case.closed_at = Status.CLOSED, label, now()
+            ticked = {int(str(v)) for v in form.getlist("also") if str(v).isdigit()}
+            also = session.scalars(select(Case).where(
+                Case.id.in_(ticked), Case.card_token == case.card_token).with_for_update()
+            ).all() if ticked else []  # fmt: skip
+            open_cases = [c for c in (case, *also) if c.status is not Status.CLOSED]
+            for each in open_cases:
+                self.feedback.send(each.transaction_id, label, user.name)  # type: ignore[arg-type]
+            if open_cases and self.feedback.close(10):
+                return PlainTextResponse("the broker did not take it: try again", 503)
+            for each in open_cases:
+                each.status, each.outcome, each.closed_at = Status.CLOSED, label, now()
                 audit = Audit(at=now(), user_id=user.id, action="disposition",
-                              subject=case.transaction_id, detail={"label": label})  # fmt: skip
+                              subject=each.transaction_id, detail={"label": label})  # fmt: skip
                 session.add(audit)
         return RedirectResponse(f"/cases/{request.path_params['case_id']}", 303)
+
+    async def chargeback(self, request: Request) -> Response:
+        """A chargeback on any transaction, alerted or not (an approved payment): a fraud
+        label with the transaction's date, which narrows the pipeline's search for it."""
+        form = await request.form()
+        if not _csrf_ok(request, form.get("csrf")):
+            return PlainTextResponse("the form expired: reload the page", 403)
+        try:
+            transaction = msgspec.convert(str(form.get("transaction_id", "")).strip(), Id)
+        except msgspec.ValidationError as error:
+            return PlainTextResponse(f"transaction id: {error}", 400)
+        try:
+            when = parse_event_time(str(form.get("date", "")) + "T12:00:00Z", "date")
+        except ValueError:
+            return PlainTextResponse("date: YYYY-MM-DD, the transaction's day", 400)
+        with Session(self.store) as session, session.begin():
+            user = self.user(request, session)
+            if user is None:
+                return RedirectResponse("/login", 303)
+            self.feedback.send(transaction, "fraud", user.name, "chargeback", when)
+            if self.feedback.close(10):
+                return PlainTextResponse("the broker did not take it: try again", 503)
+            audit = Audit(at=now(), user_id=user.id, action="chargeback", subject=transaction,
+                          detail={"date": str(form.get("date"))})  # fmt: skip
+            session.add(audit)
+        return RedirectResponse("/", 303)
 
     async def lists_page(self, request: Request, error: str = "") -> Response:
         with Session(self.store) as session:
@@ -409,6 +444,7 @@ def create_app(settings: Settings, store: Engine, feedback: FeedbackProducer) ->
             Route("/cases/{case_id:int}", bench.case),
             Route("/cases/{case_id:int}/outcome", bench.outcome, methods=["POST"]),
             Route("/cases/{case_id:int}/assign", bench.assign, methods=["POST"]),
+            Route("/chargeback", bench.chargeback, methods=["POST"]),
             Route("/events", bench.events),
             Route("/lists", bench.lists_page, methods=["GET"]),
             Route("/lists", bench.lists_change, methods=["POST"]),

@@ -289,3 +289,50 @@ def test_a_candidate_strategy_is_validated_by_anyone_and_published_by_a_lead(
             rows = db.execute("select a.action, a.subject, u.name from audit_log a join users u "
                               "on u.id = a.user_id").fetchall()  # fmt: skip
         assert rows == [("strategy publish", "version 1", "lea")]
+
+
+def test_several_of_a_cards_cases_in_one_click_and_a_chargeback_on_any_transaction(
+    tmp_path: Path,
+) -> None:
+    """Ticking the card's other open case labels both; a chargeback needs no alert, carries
+    the transaction's date, and a malformed id or date is refused before anything is sent."""
+    with running_stack(tmp_path / "state") as stack:
+        port = free_loopback_port()
+        settings = stack.updated({"workbench_port": port})
+        env = settings.child_environment()
+        cli = [sys.executable, "-m", "services.cli", "workbench"]
+        subprocess.run([*cli, "user", "add", "ana", "--password-stdin"], input=PASSWORD + "\n",
+                       env=env, capture_output=True, text=True, timeout=60, check=True)  # fmt: skip
+        producer = Producer(librdkafka(settings.kafka))
+        for alert in (_alert("tx-first", 0.6, 30.0), _alert("tx-second", 0.7, 40.0)):
+            producer.produce(settings.topic.alerts, msgspec.json.encode(alert), alert.card_id)
+        assert producer.flush(10) == 0
+        record = processes.spawn("workbench", cli, tmp_path / "workbench.log", env)
+        try:
+            processes.wait_until(lambda: processes.port_open(port), 60, "the workbench")
+            browser = Browser(f"http://127.0.0.1:{port}")
+            browser.post(
+                "/login", name="ana", password=PASSWORD, csrf=csrf(browser.get("/login")[1])
+            )
+            processes.wait_until(lambda: "tx-second" in browser.get("/")[1], 30, "the cases")
+            queue = browser.get("/")[1]
+            path = re.search(r'<tr data-transaction="tx-second"><td><a href="(/cases/\d+)"', queue)
+            assert path
+            case_page = browser.get(path.group(1))[1]
+            other = re.search(r'name="also" value="(\d+)"', case_page)
+            assert other
+            browser.post(path.group(1) + "/outcome", label="fraud", also=other.group(1),
+                         csrf=csrf(case_page))  # fmt: skip
+            assert "tx-first" not in browser.get("/")[1]  # both closed
+            token = csrf(queue)
+            for bad in ({"transaction_id": "x" * 200, "date": "2026-11-02"},
+                        {"transaction_id": "tx-approved", "date": "yesterday"}):  # fmt: skip
+                with pytest.raises(urllib.error.HTTPError, match="400"):
+                    browser.post("/chargeback", csrf=token, **bad)
+            browser.post("/chargeback", transaction_id="tx-approved", date="2026-11-02", csrf=token)
+        finally:
+            processes.stop(record)
+        sent = {f.transaction_id: f for f in _feedback(settings)}
+        assert set(sent) == {"tx-first", "tx-second", "tx-approved"}
+        assert sent["tx-approved"].label == "fraud"
+        assert sent["tx-approved"].event_time == 1_793_620_800_000  # 2026-11-02T12:00:00Z
