@@ -41,7 +41,7 @@ from services.core.contract import Id, parse_event_time
 from services.core.errors import UserError
 from services.core.settings import Settings
 from services.core.signals import load_signals
-from services.workbench import accounts
+from services.workbench import accounts, overview
 from services.workbench.cases import Audit, Case, Role, Status, User, now
 from stream_jobs import strategy
 from stream_jobs import strategy_feed as feed
@@ -65,6 +65,12 @@ def _templates() -> Environment:
     env.filters["masked"] = lambda token: f"{str(token)[:6]}…"
     env.filters["time"] = lambda ms: time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(ms / 1000))
     env.filters["age"] = lambda ms: f"{max(0, int(time.time() - ms / 1000)) // 60} min"
+    env.filters["add_label"] = lambda pair: (pair[0], pair[1], str(pair[1]))
+    env.filters["precision_row"] = lambda p: (
+        p.group,
+        p.share,
+        f"{100 * p.share:.0f} % of {p.fraud + p.legit}",
+    )
     return env
 
 
@@ -133,6 +139,20 @@ class Workbench:
             active = strategy.in_force(versions, int(time.time() * 1000)) or strategy.default()
             self._budget = (time.monotonic() + 30, active.thresholds.daily_alert_budget)
         return self._budget[1]
+
+    async def overview(self, request: Request) -> Response:
+        """Today's alerts against the budget; per window, dispositions per analyst, precision
+        by rule and by score band, the median time to a disposition; drawn as SVG bars."""
+        with Session(self.store) as session:
+            user = self.user(request, session)
+            if user is None:
+                return RedirectResponse("/login", 303)
+            now_ms = int(time.time() * 1000)
+            midnight = now_ms // 86_400_000 * 86_400_000
+            today = session.scalar(select(func.count()).where(Case.alerted_at >= midnight)) or 0
+            windows = [overview.figures(session, days, now_ms) for days in (7, 30)]
+            return self.page(request, "overview.html", user, today=today, budget=self.budget(),
+                             windows=windows)  # fmt: skip
 
     async def assign(self, request: Request) -> Response:
         """Take a case: assigned to the signed-in analyst, audited."""
@@ -446,6 +466,7 @@ def create_app(settings: Settings, store: Engine, feedback: FeedbackProducer) ->
             Route("/cases/{case_id:int}/assign", bench.assign, methods=["POST"]),
             Route("/chargeback", bench.chargeback, methods=["POST"]),
             Route("/events", bench.events),
+            Route("/overview", bench.overview),
             Route("/lists", bench.lists_page, methods=["GET"]),
             Route("/lists", bench.lists_change, methods=["POST"]),
             Route("/lists/remove", bench.lists_change, methods=["POST"]),

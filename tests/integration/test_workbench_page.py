@@ -304,7 +304,9 @@ def test_several_of_a_cards_cases_in_one_click_and_a_chargeback_on_any_transacti
         subprocess.run([*cli, "user", "add", "ana", "--password-stdin"], input=PASSWORD + "\n",
                        env=env, capture_output=True, text=True, timeout=60, check=True)  # fmt: skip
         producer = Producer(librdkafka(settings.kafka))
+        now_ms = int(time.time() * 1000)
         for alert in (_alert("tx-first", 0.6, 30.0), _alert("tx-second", 0.7, 40.0)):
+            alert = msgspec.structs.replace(alert, decided_at=now_ms)  # alerted today
             producer.produce(settings.topic.alerts, msgspec.json.encode(alert), alert.card_id)
         assert producer.flush(10) == 0
         record = processes.spawn("workbench", cli, tmp_path / "workbench.log", env)
@@ -324,6 +326,10 @@ def test_several_of_a_cards_cases_in_one_click_and_a_chargeback_on_any_transacti
             browser.post(path.group(1) + "/outcome", label="fraud", also=other.group(1),
                          csrf=csrf(case_page))  # fmt: skip
             assert "tx-first" not in browser.get("/")[1]  # both closed
+            shown = browser.get("/overview")[1]
+            section = shown.split('id="window-7"')[1].split("</section>")[0]
+            assert "100 % of 2" in section  # both fraud: amount_spike's precision
+            assert re.search(r'id="analysts-7".*>ana<.*>2<', section, re.S)
             token = csrf(queue)
             for bad in ({"transaction_id": "x" * 200, "date": "2026-11-02"},
                         {"transaction_id": "tx-approved", "date": "yesterday"}):  # fmt: skip
