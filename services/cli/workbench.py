@@ -6,10 +6,10 @@ import sys
 from typing import Annotated
 
 import typer
-from sqlalchemy.orm import Session
 
 from services.cli.options import kafka_settings
 from services.cli.options import setting_option as _opt
+from services.core.errors import MissingExtra
 from services.core.settings import load_settings
 
 workbench_app = typer.Typer(
@@ -29,7 +29,10 @@ def serve_cmd(
     """Serve the page (loopback by default) and take alerts in as cases, until SIGTERM."""
     if ctx.invoked_subcommand is not None:
         return
-    from services.workbench.server import serve
+    try:
+        from services.workbench.server import serve
+    except ImportError as error:
+        raise MissingExtra("workbench", error.name) from None
 
     serve(kafka_settings(workbench_host=host, workbench_port=port))
 
@@ -45,10 +48,15 @@ def user_add_cmd(
     ] = False,
 ) -> None:
     """Add an account; the password is asked for (twice) unless given on standard input."""
-    from services.workbench import accounts
-    from services.workbench.cases import Role
-    from services.workbench.server import database_url
-    from services.workbench.store import engine
+    try:
+        from sqlalchemy.orm import Session
+
+        from services.workbench import accounts
+        from services.workbench.cases import Role
+        from services.workbench.server import database_url
+        from services.workbench.store import engine
+    except ImportError as error:
+        raise MissingExtra("workbench", error.name) from None
 
     if password_stdin:
         password = sys.stdin.readline().rstrip("\n")

@@ -17,6 +17,7 @@ import yaml
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from redis.exceptions import RedisError
 from sqlalchemy import Engine, Select, func, select
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 from starlette.applications import Starlette
 from starlette.datastructures import MutableHeaders
@@ -139,6 +140,15 @@ class Workbench:
             active = strategy.in_force(versions, int(time.time() * 1000)) or strategy.default()
             self._budget = (time.monotonic() + 30, active.thresholds.daily_alert_budget)
         return self._budget[1]
+
+    async def ready(self, _request: Request) -> Response:
+        """200 while the case store answers (the page is useless without it)."""
+        try:
+            with self.store.connect() as connection:
+                connection.execute(select(1))
+        except SQLAlchemyError as error:
+            return PlainTextResponse(f"the case store: {type(error).__name__}", 503)
+        return PlainTextResponse("ok")
 
     async def overview(self, request: Request) -> Response:
         """Today's alerts against the budget; per window, dispositions per analyst, precision
@@ -473,6 +483,7 @@ def create_app(settings: Settings, store: Engine, feedback: FeedbackProducer) ->
             Route("/strategy", steering.page, methods=["GET"]),
             Route("/strategy", steering.post, methods=["POST"]),
             Route("/healthz", lambda _request: PlainTextResponse("ok")),
+            Route("/readyz", bench.ready),
             Mount(
                 "/static", StaticFiles(directory=Path(__file__).parent / "static"), name="static"
             ),

@@ -17,11 +17,15 @@ CHART = ROOT / "helm" / "fraudstream"
 SCHEMAS = ROOT / "tests" / "schemas"
 KUBERNETES = "1.37.0"
 NAMESPACE = "fraud"
-# What a user must give: where their images are, the tokenization key (their secret store)
-# and a bucket of their own.
+# What a user must give: where their images are, the tokenization key, the workbench's
+# database and session key (their secret store), and a bucket of their own.
 REQUIRED: dict[str, Any] = {
     "image": {"registry": "registry.bank.example/fraud"},
-    "secrets": {"token_key": "5e" * 32},
+    "secrets": {
+        "token_key": "5e" * 32,
+        "workbench_database_url": "postgresql+psycopg://fraud@cases-db/cases",
+        "workbench_session_key": "7a" * 32,
+    },
     "job": {"checkpointDir": "s3://bank-fraud-flink/fraudstream"},
 }
 ALL_ON = {

@@ -14,7 +14,7 @@ from tests.deploy.tools import tool
 ROOT = Path(__file__).resolve().parents[2]
 CACHE = Path.home() / ".cache" / "fraudstream" / "images"
 BASE = "localhost/fraudstream-base:bookworm"
-TARGETS = ("scoring", "feedback", "training", "job")
+TARGETS = ("scoring", "feedback", "training", "workbench", "job")
 CA_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"  # this machine's, which pip must trust here
 
 

@@ -62,6 +62,8 @@ def test_an_install_without_its_key_or_its_bucket_is_refused_in_one_line() -> No
     cases: dict[str, dict[str, Any]] = {
         "image.registry is required": {"image": {"registry": ""}},
         "secrets.token_key is required": {"secrets": {"token_key": ""}},
+        "secrets.workbench_database_url is required": {"secrets": {"workbench_database_url": ""}},
+        "secrets.workbench_session_key must be hex": {"secrets": {"workbench_session_key": "k"}},
         "secrets.token_key must be hex": {"secrets": {"token_key": "not-hex-" * 10}},
         "job.checkpointDir is required": {"job": {"checkpointDir": ""}},
         "job.taskManager.slots must be 1 to 16": {"job": {"taskManager": {"slots": 17}}},
@@ -206,7 +208,7 @@ def test_one_value_per_knob_and_a_change_of_settings_rolls_the_pods() -> None:
     assert (
         before.keys()
         == after.keys()
-        == {"fs-fraudstream-scoring", "fs-fraudstream-feedback", "job"}
+        == {"fs-fraudstream-scoring", "fs-fraudstream-feedback", "fs-fraudstream-workbench", "job"}
     )
     for name in before:
         assert before[name]["checksum/config"] != after[name]["checksum/config"], name

