@@ -226,11 +226,15 @@ class Workbench:
             ).all()  # fmt: skip
             try:
                 online = card_view(self.redis, [case.card_token])
+                mine = {("card", case.card_token), ("merchant", case.merchant_id)}
+                entries = [
+                    e for e in lists.entries(self.redis).values() if (e.kind, e.value) in mine
+                ]
             except RedisError as error:
-                online = {"error": f"Redis: {error}"}
+                online, entries = {"error": f"Redis: {error}"}, []
             return self.page(request, "case.html", user, case=case, card_cases=card_cases,
                              related=sorted({c.card_token for c in same_merchant}),
-                             online=online, days=WINDOW_DAYS)  # fmt: skip
+                             online=online, entries=entries, days=WINDOW_DAYS)  # fmt: skip
 
     async def outcome(self, request: Request) -> Response:
         """The analyst's outcome of this case and of any of the card's other cases ticked

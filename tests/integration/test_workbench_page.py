@@ -233,6 +233,11 @@ def test_the_queue_filters_take_and_budget(tmp_path: Path) -> None:
             assert "20.00 USD" in others  # the card's other case, tx-velo
             assert "900.00 USD" not in others  # not the case itself
             assert 'id="features"' in case_page
+            assert "block merchant" not in case_page  # the negative control
+            lists_page = browser.get("/lists")[1]
+            browser.post("/lists", action="block", kind="merchant", value="m-grocer",
+                         reason="skimmer", csrf=csrf(lists_page))  # fmt: skip
+            assert "block merchant: skimmer" in browser.get(path.group(1))[1]
             mine = browser.get("/?assignee=me")[1]
             assert "tx-spike" in mine
             assert "tx-velo" not in mine
