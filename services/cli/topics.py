@@ -38,12 +38,7 @@ def create_cmd(
 
     Idempotent: the chart runs it before the job and the feedback app start.
     """
-    settings = kafka_settings()
-    try:
-        made = kafka.create_topics(settings, timeout, partitions, replication_factor)
-    except RuntimeError as error:
-        err.print(f"error: {error}", highlight=False)
-        raise typer.Exit(1) from None
+    made = kafka.create_topics(kafka_settings(), timeout, partitions, replication_factor)
     if as_json:
         print(json.dumps(made))
     else:

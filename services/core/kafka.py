@@ -22,6 +22,7 @@ from confluent_kafka import (
 from confluent_kafka import Consumer as _Consumer
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
+from services.core.errors import UserError
 from services.core.kafka_config import librdkafka, librdkafka_consumer
 from services.core.settings import Settings
 
@@ -40,6 +41,10 @@ def topic_partitions(settings: Settings, keyed: int | None = None) -> dict[str, 
         settings.topic.labels: 1,
         settings.topic.strategy: 1,
     }
+
+
+class TopicsError(UserError, RuntimeError):
+    """The pipeline's topics could not be made or seen: the message says which and why."""
 
 
 COMPACTED = {"cleanup.policy": "compact"}  # a topic that keeps the latest value of each key
@@ -67,14 +72,14 @@ def create_topics(
             future.result(timeout)
         except KafkaException as error:
             if error.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
-                raise RuntimeError(f"cannot create topic {name}: {error.args[0].str()}") from None
+                raise TopicsError(f"cannot create topic {name}: {error.args[0].str()}") from None
     deadline = time.monotonic() + timeout
     while True:
         present = admin.list_topics(timeout=timeout).topics
         if all(name in present for name in wanted):
             return {name: len(present[name].partitions) for name in wanted}
         if time.monotonic() > deadline:
-            raise RuntimeError(f"topics not visible after {timeout:.0f} s: {sorted(wanted)}")
+            raise TopicsError(f"topics not visible after {timeout:.0f} s: {sorted(wanted)}")
         time.sleep(0.1)
 
 

@@ -51,15 +51,26 @@ def container(
 ) -> Iterator[str]:
     """A detached container on the host's network, root file system read-only with a /tmp of
     its own (as the chart runs it); removed by its id."""
-    flags = [f"--env={k}={v}" for k, v in env.items()]
-    mounts = [f"--volume={v}" for v in (f"{secrets}:/etc/fraudstream/secrets:ro", *volumes)]
-    done = podman("run", "--detach", "--network=host", *READ_ONLY, *mounts, *flags, image, *args)
+    done = podman("run", "--detach", *run_flags(env, secrets, volumes), image, *args)
     assert done.returncode == 0, done.stderr
     cid = done.stdout.strip()
     try:
         yield cid
     finally:
         podman("rm", "--force", "--time=10", cid)
+
+
+def run_flags(env: dict[str, str], secrets: Path, volumes: tuple[str, ...] = ()) -> list[str]:
+    """How the chart runs a pod's container: the host's network here, a read-only root with
+    its own /tmp, the secrets as files, the settings in the environment."""
+    mounts = [f"--volume={v}" for v in (f"{secrets}:/etc/fraudstream/secrets:ro", *volumes)]
+    return ["--network=host", *READ_ONLY, *mounts, *(f"--env={k}={v}" for k, v in env.items())]
+
+
+def logs(*cids: str) -> str:
+    """The end of each container's log, for a failure's message."""
+    done = [podman("logs", cid) for cid in cids]
+    return "\n".join((d.stdout + d.stderr)[-3000:] for d in done)
 
 
 def in_container(settings: Settings, folder: Path, **more: object) -> tuple[dict[str, str], Path]:
@@ -84,8 +95,7 @@ def ready(cid: str, url: str, timeout: float, what: str) -> None:
             interval=0.2,
         )
     except processes.WaitTimeout as error:
-        done = podman("logs", cid)
-        raise AssertionError(f"{error}:\n{(done.stdout + done.stderr)[-3000:]}") from None
+        raise AssertionError(f"{error}:\n{logs(cid)}") from None
 
 
 def test_each_image_is_non_root_python_3_11_with_only_its_own_extra(images: dict[str, str]) -> None:
@@ -207,27 +217,15 @@ def test_the_job_image_decides_transactions_from_the_hosts_broker(
         env, secrets = in_container(settings, tmp_path / "mounted", job_metrics_host="127.0.0.1")
         # First what the chart's init container runs: no state directory, a read-only root.
         init = env | {"FRAUDSTREAM_STATE_DIR": "/var/lib/fraudstream"}
-        topics = podman(
-            "run",
-            "--rm",
-            "--network=host",
-            *READ_ONLY,
-            f"--volume={secrets}:/etc/fraudstream/secrets:ro",
-            *(f"--env={k}={v}" for k, v in init.items()),
-            images["job"],
-            "fraudstream",
-            "topics",
-            "create",
-            "--json",
-        )
+        topics = podman("run", "--rm", *run_flags(init, secrets), images["job"],
+                        "fraudstream", "topics", "create", "--json")  # fmt: skip
         assert topics.returncode == 0, topics.stderr
         assert json.loads(topics.stdout)[settings.topic.strategy] == 1
         with container(images["job"], "fraudstream", "job", "run", env=env, secrets=secrets) as cid:
             try:
                 decided = tail.wait_for(200, 240, "the job in its container")
             except TimeoutError as error:
-                done = podman("logs", cid)
-                raise AssertionError(f"{error}:\n{(done.stdout + done.stderr)[-3000:]}") from None
+                raise AssertionError(f"{error}:\n{logs(cid)}") from None
         assert {d.decision for d in decided} <= {"approve", "review", "decline"}
 
 
@@ -309,9 +307,7 @@ def test_flink_runs_the_job_from_the_image_as_the_operator_would(
             try:
                 tail.wait_for(200, 300, "the job on Flink in its containers")
             except TimeoutError as error:
-                logs = [podman("logs", cid) for cid in (jm, tm)]
-                text = "\n".join((d.stdout + d.stderr)[-2500:] for d in logs)
-                raise AssertionError(f"{error}:\n{text}") from None
+                raise AssertionError(f"{error}:\n{logs(jm, tm)}") from None
             assert "flink_jobmanager_" in metrics(port["jm"])
             assert "flink_taskmanager_" in metrics(port["tm"])
             assert "fraudstream_job_" in metrics(settings.job.metrics_port)
