@@ -175,7 +175,7 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         base = Settings.of(state_dir=Path(tmp))
-        state = stack.up(base, feedback=False)  # the job alone is measured
+        state = stack.up(base, feedback=False, workbench=False)  # the job alone is measured
         settings = stack.client_settings(base, state).updated(
             {"job_metrics_port": 0, "job_from_beginning": True}  # the warm-up comes first
         )

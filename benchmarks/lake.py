@@ -136,7 +136,7 @@ def main() -> None:
         appended = _lake_append(rows, root / "lake-inproc")
         settings = Settings.of(state_dir=root / "state", feedback_metrics_port=free_loopback_port(),
                             lake_flush_s=1.0)  # fmt: skip
-        state = stack.up(settings, feedback=False)
+        state = stack.up(settings, feedback=False, workbench=False)
         try:
             local = stack.client_settings(settings, state)
             archive = _archive(local, args.count, root / "logs")

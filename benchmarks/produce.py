@@ -71,7 +71,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as state_dir:
         settings = Settings.of(state_dir=Path(state_dir))
-        state = stack.up(settings, feedback=False)
+        state = stack.up(settings, feedback=False, workbench=False)
         try:
             local = stack.client_settings(settings, state)
             sample = next(generate(GeneratorConfig(seed=9), 1)).transaction

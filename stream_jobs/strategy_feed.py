@@ -260,6 +260,26 @@ def publish(
     return document
 
 
+def rollback(
+    settings: Settings, signals: Signals, to: int | None = None
+) -> tuple[int, st.Strategy]:
+    """Publish an earlier version's document again as the next version: ``to``, or the good
+    one before the version in force (``st.rollback_target``); the version restored and the
+    published document."""
+    versions = [st.default(), *read_published(settings).live]
+    current = st.in_force(versions, int(time.time() * 1000))
+    assert current is not None  # the shipped version is in force from 0
+    target = st.rollback_target(versions, current) if to is None else to
+    found = [s for s in versions if s.version == target]
+    if not found:
+        raise UserError(f"no strategy version {target}: `fraudstream rules list` shows them")
+    restored = found[0].model_copy(
+        update={"version": 0, "effective_from": 0, "restores": target,
+                "replaces": current.version}
+    )  # fmt: skip
+    return target, publish(settings, restored, signals)
+
+
 def revoke(settings: Settings, version: int) -> None:
     """Withdraw a published version: workers drop it at once, for every event not yet
     decided (a replay of its window then decides by the versions around it)."""

@@ -257,6 +257,7 @@ def _show_stack(state: StackState, as_json: bool) -> None:
                 "redis_cluster": state.redis_cluster,
                 "scoring_url": state.scoring_url,
                 "prometheus_url": state.prometheus_url,
+                "workbench_url": state.workbench_url,
                 "pushgateway_url": state.pushgateway_url,
                 "job_metrics_port": state.job_metrics_port,
                 "topics": state.topics,
@@ -272,6 +273,7 @@ def _show_stack(state: StackState, as_json: bool) -> None:
         "redis": state.redis_url + (" (cluster)" if state.redis_cluster else ""),
         "scoring": state.scoring_url or "",
         "prometheus": state.prometheus_url or "",
+        "workbench": state.workbench_url or "",
         "pushgateway": state.pushgateway_url or "",
     }
     names = stack.cluster_node_names()
@@ -290,6 +292,9 @@ def _show_stack(state: StackState, as_json: bool) -> None:
         out.print("[yellow]no Java 17/21 found: install the job extra for PyFlink[/yellow]")
     if state.scoring_url is None:
         out.print("[yellow]no scoring service: install the serve extra[/yellow]")
+    if state.workbench_url:
+        out.print(f"the analysts' workbench: {state.workbench_url} (an account: "
+                  "`fraudstream workbench user add NAME`)", highlight=False)  # fmt: skip
 
 
 @app.command("produce")

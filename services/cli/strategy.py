@@ -186,19 +186,13 @@ def rollback_cmd(
     """Publish an earlier version's document again, as the next version (in 10 s). Run
     again, it steps further back: a version a rollback undid, and the one a rollback
     restored, are never chosen again."""
-    versions = _versions()
-    current = _in_force(versions)
-    to = st.rollback_target(versions, current) if to is None else to
-    pending = [s.version for s in versions if s.effective_from > _now_ms()]
+    pending = [s.version for s in _versions() if s.effective_from > _now_ms()]
     if pending:
         out.print(f"note: versions {pending} are not in force yet: the rollback supersedes them")
-    restored = _version(versions, to).model_copy(
-        update={"version": 0, "effective_from": 0, "restores": to, "replaces": current.version}
-    )
     settings = load_settings()
-    published = feed.publish(settings, restored, load_signals(settings.model.signals))
+    restored, published = feed.rollback(settings, load_signals(settings.model.signals), to)
     out.print(
-        f"version {to} published again as version {published.version}, in force from "
+        f"version {restored} published again as version {published.version}, in force from "
         f"{published.effective}"
     )
 

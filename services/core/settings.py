@@ -455,6 +455,9 @@ class StackSettings(_Group):
     prometheus_port: int = Field(
         0, ge=0, le=65535, description="The local Prometheus port; 0: a free one"
     )
+    workbench_port: int = Field(
+        0, ge=0, le=65535, description="The local workbench's port; 0: a free one"
+    )
     pushgateway: Path | None = Field(
         None,
         description="The Prometheus Pushgateway binary (the local job pushes Flink's own metrics "

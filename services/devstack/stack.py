@@ -183,13 +183,14 @@ def _start_server(
     logs: Path,
     started: list[ProcessRecord],
     free_port: Callable[[], int] = processes.free_loopback_port,
+    env: dict[str, str] | None = None,
 ) -> int:
     """Start a server on ``wanted_port`` (0: one from ``free_port``, retried if taken meanwhile)."""
     for _ in range(_PORT_ATTEMPTS if wanted_port == 0 else 1):
         port = wanted_port or free_port()
         if not _port_freed(port):
             raise StackError(f"{name} port {port} is already in use")
-        record = processes.spawn(name, argv_for(port), logs / f"{name}.log")
+        record = processes.spawn(name, argv_for(port), logs / f"{name}.log", env=env)
         started.append(record)
 
         def listening(port: int = port, record: ProcessRecord = record) -> bool:
@@ -312,7 +313,25 @@ def _start_feedback(settings: Settings, logs: Path) -> ProcessRecord | None:
     return processes.spawn("feedback-app", argv, logs / "feedback-app.log", env=env)
 
 
-COMPONENTS = ("broker", "redis", "scoring", "feedback-app", "pushgateway", "prometheus")
+def _start_workbench(
+    settings: Settings, logs: Path, started: list[ProcessRecord], port: int = 0
+) -> str | None:
+    """The analysts' workbench (its cases in the state directory); none without its extra."""
+    if not all(_installed(m) for m in ("sqlalchemy", "starlette", "alembic")):
+        return None
+
+    def argv(port: int) -> list[str]:
+        return [sys.executable, "-m", "services.cli", "workbench", "--host", "127.0.0.1",
+                "--port", str(port)]  # fmt: skip
+
+    env = settings.child_environment()
+    bound = _start_server("workbench", port, argv, logs, started, env=env)
+    return f"http://127.0.0.1:{bound}"
+
+
+COMPONENTS = (
+    "broker", "redis", "scoring", "feedback-app", "workbench", "pushgateway", "prometheus",
+)  # fmt: skip
 CLUSTER_NODES = 3  # masters of ``stack up --redis-cluster``, no replicas
 
 
@@ -350,6 +369,8 @@ def _starter(settings: Settings, state: StackState, name: str) -> ProcessRecord 
     elif name == "feedback-app":
         record = _start_feedback(local, logs)
         started += [record] if record else []
+    elif name == "workbench" and state.workbench_url:
+        _start_workbench(local, logs, started, _port(state.workbench_url))
     elif name == "pushgateway" and state.pushgateway_url:
         _start_pushgateway(settings, logs, started, _port(state.pushgateway_url))
     elif name == "prometheus" and state.prometheus_url:
@@ -407,9 +428,10 @@ def client_settings(settings: Settings, state: StackState) -> Settings:
     })  # fmt: skip
 
 
-def up(settings: Settings, feedback: bool = True) -> StackState:
-    """Start broker, Redis, the scoring service and (with ``feedback``) the feedback app;
-    create topics, record the state; return it. Run again, it starts only what is down."""
+def up(settings: Settings, feedback: bool = True, workbench: bool = True) -> StackState:
+    """Start broker, Redis, the scoring service and (with ``feedback``) the feedback app and
+    (with ``workbench``) the analysts' workbench; create topics, record the state; return it.
+    Run again, it starts only what is down."""
     ensure_token_key(settings.state_dir)
     current = status(settings)
     if current is not None:
@@ -437,6 +459,9 @@ def up(settings: Settings, feedback: bool = True) -> StackState:
         scoring_url = _start_scoring(settings, logs, started)
         if feedback and (app := _start_feedback(local, logs)):
             started.append(app)
+        workbench_url = None
+        if workbench:
+            workbench_url = _start_workbench(local, logs, started, ports.workbench_port)
         prometheus_url = pushgateway_url = job_metrics_port = None
         if ports.monitoring:
             feedback_app = any(p.name == "feedback-app" for p in started)
@@ -471,6 +496,7 @@ def up(settings: Settings, feedback: bool = True) -> StackState:
         prometheus_url=prometheus_url,
         pushgateway_url=pushgateway_url,
         job_metrics_port=job_metrics_port,
+        workbench_url=workbench_url,
     )
     stack_state.write(settings.state_dir, state)
     return state

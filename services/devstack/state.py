@@ -24,6 +24,7 @@ class StackState(StackEndpoints, frozen=True, kw_only=True):
     java_home: str | None
     started_at: int
     prometheus_url: str | None = None  # with --monitoring
+    workbench_url: str | None = None  # None when the workbench extra is not installed
 
 
 def read(state_dir: Path) -> StackState | None:

@@ -5,6 +5,7 @@ cookies that expire; the usual security headers on every reply; cards only as to
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import secrets
 import time
@@ -18,8 +19,9 @@ from jinja2 import Environment, FileSystemLoader, select_autoescape
 from redis.exceptions import RedisError
 from sqlalchemy import Engine, Select, func, select
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, defer
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import MutableHeaders
 from starlette.middleware import Middleware
 from starlette.middleware.sessions import SessionMiddleware
@@ -35,15 +37,19 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from models.errors import LakeError
+from models.lake.tables import Lake
 from models.online import lists
 from models.online.store import card_view
+from models.training.registry import working_registry
 from services.clients.feedback import FeedbackProducer
 from services.core.contract import Id, parse_event_time
 from services.core.errors import UserError
 from services.core.settings import Settings
 from services.core.signals import load_signals
-from services.workbench import accounts, overview
-from services.workbench.cases import Audit, Case, Role, Status, User, now
+from services.workbench import accounts, backtests, overview
+from services.workbench.cases import Audit, Backtest, Case, Role, Status, User, now
+from services.workbench.timeline import card_timeline
 from stream_jobs import strategy
 from stream_jobs import strategy_feed as feed
 
@@ -55,6 +61,10 @@ HEADERS = {
     "Referrer-Policy": "no-referrer",
     "Cache-Control": "no-store",
 }
+# A backtest report is a page of its own: inline styles and charts as data: images, no script.
+REPORT_POLICY = (
+    "default-src 'none'; img-src data:; style-src 'unsafe-inline'; frame-ancestors 'self'"
+)
 LABELS = ("fraud", "legit")
 WINDOW_DAYS = 30  # what an investigator sees of a card's and a merchant's recent cases
 EVENTS_POLL_S = 1.0  # how soon a new case reaches open queues (any replica's intake)
@@ -82,6 +92,7 @@ class Workbench:
         self.redis = settings.redis.client(socket_timeout=2.0, socket_connect_timeout=2.0)
         self._budget: tuple[float, int] | None = None
         self.tokenizer = settings.token.tokenizer()
+        self.lake = Lake(settings.lake_path)
 
     def page(self, request: Request, name: str, user: User | None, **context: Any) -> Response:
         html = self.templates.get_template(name).render(user=user, csrf=_csrf(request), **context)
@@ -232,9 +243,18 @@ class Workbench:
                 ]
             except RedisError as error:
                 online, entries = {"error": f"Redis: {error}"}, []
+            until = max(case.event_time, int(time.time() * 1000))
+            try:
+                timeline = await run_in_threadpool(
+                    card_timeline, self.lake, case.card_token, since, until
+                )
+                timeline_error = ""
+            except LakeError as error:
+                timeline, timeline_error = [], str(error)
             return self.page(request, "case.html", user, case=case, card_cases=card_cases,
                              related=sorted({c.card_token for c in same_merchant}),
-                             online=online, entries=entries, days=WINDOW_DAYS)  # fmt: skip
+                             online=online, entries=entries, days=WINDOW_DAYS,
+                             timeline=timeline, timeline_error=timeline_error)  # fmt: skip
 
     async def outcome(self, request: Request) -> Response:
         """The analyst's outcome of this case and of any of the card's other cases ticked
@@ -336,62 +356,156 @@ class Workbench:
 
 class Steering:
     """The strategy page: the version in force, its history, a candidate validated (and its
-    changes against the version in force), published by a lead."""
+    changes against the version in force) and backtested; published and rolled back by a
+    lead."""
 
     def __init__(self, bench: Workbench) -> None:
         self.bench = bench
+        self.runner = backtests.Runner(bench.store)
 
     def versions(self) -> list[strategy.Strategy]:
         return [strategy.default(), *feed.read_published(self.bench.settings).live]
 
-    def render(self, request: Request, user: User, **more: Any) -> Response:
+    def render(self, request: Request, user: User, session: Session, **more: Any) -> Response:
         versions = self.versions()
         active = strategy.in_force(versions, int(time.time() * 1000)) or versions[0]
+        try:
+            target: int | None = strategy.rollback_target(versions, active)
+        except strategy.StrategyError:
+            target = None
         text = yaml.safe_dump(active.model_dump(mode="json"), sort_keys=False)
+        recent = session.scalars(select(Backtest).options(defer(Backtest.report))
+                                 .order_by(Backtest.id.desc()).limit(10)).all()  # fmt: skip
         context = {"problems": [], "changes": [], "message": "", "candidate": ""} | more
         return self.bench.page(request, "strategy.html", user, active=active, active_text=text,
-                               versions=versions, **context)  # fmt: skip
+                               versions=versions, rollback_to=target, backtests=recent,
+                               days=7, **context)  # fmt: skip
 
     async def page(self, request: Request) -> Response:
         with Session(self.bench.store) as session:
             user = self.bench.user(request, session)
             if user is None:
                 return RedirectResponse("/login", 303)
-            return self.render(request, user)
+            return self.render(request, user, session)
 
     async def post(self, request: Request) -> Response:
+        """Validate (anyone), backtest (anyone) or publish (a lead) the pasted candidate."""
         form = await request.form()
         if not _csrf_ok(request, form.get("csrf")):
             return PlainTextResponse("the form expired: reload the page", 403)
-        text, publishing = str(form.get("document", "")), form.get("do") == "publish"
+        text, action = str(form.get("document", "")), str(form.get("do", "validate"))
         with Session(self.bench.store) as session, session.begin():
             user = self.bench.user(request, session)
             if user is None:
                 return RedirectResponse("/login", 303)
-            if publishing and user.role is not Role.LEAD:
+            if action == "publish" and user.role is not Role.LEAD:
                 return PlainTextResponse("publishing is for leads", 403)
             signals = load_signals(self.bench.settings.model.signals)
             try:
                 candidate = strategy.parse(text, "the candidate")
             except strategy.StrategyError as error:
-                return self.render(request, user, problems=str(error).splitlines(),
+                return self.render(request, user, session, problems=str(error).splitlines(),
                                    candidate=text)  # fmt: skip
             problems = strategy.check(candidate, signals)
             versions = self.versions()
             active = strategy.in_force(versions, int(time.time() * 1000)) or versions[0]
             changes = strategy.diff(active, candidate)
-            if problems or not publishing:
-                message = "" if problems else "valid: it may be published"
-                return self.render(request, user, problems=problems, changes=changes,
+            if problems or action not in ("publish", "backtest"):
+                message = "" if problems else "valid: it may be backtested and published"
+                return self.render(request, user, session, problems=problems, changes=changes,
                                    message=message, candidate=text)  # fmt: skip
+            if action == "backtest":
+                try:
+                    days = _days(form.get("days"))
+                except ValueError as error:
+                    return self.render(request, user, session, problems=[str(error)],
+                                       candidate=text)  # fmt: skip
+                run = self.backtest(session, user, text, active, days)
+                return RedirectResponse(f"/backtests/{run}", 303)
             try:
                 published = feed.publish(self.bench.settings, candidate, signals)
             except (strategy.StrategyError, UserError) as error:
-                return self.render(request, user, problems=[str(error)], candidate=text)
+                return self.render(request, user, session, problems=[str(error)], candidate=text)
             session.add(Audit(at=now(), user_id=user.id, action="strategy publish",
                               subject=f"version {published.version}",
                               detail={"changes": changes}))  # fmt: skip
-            return self.render(request, user, message=f"published version {published.version}")
+            return self.render(request, user, session,
+                               message=f"published version {published.version}")  # fmt: skip
+
+    def backtest(
+        self, session: Session, user: User, text: str, active: strategy.Strategy, days: int
+    ) -> int:
+        """Start a backtest of the last ``days`` whole days (UTC); its row's id."""
+        end = int(time.time() // 86_400 * 86_400 * 1000) + 86_400_000  # today included
+        start = end - days * 86_400_000
+        row = Backtest(user_id=user.id, requested_at=now(), first_day=_day(start),
+                       end_day=_day(end), candidate=text)  # fmt: skip
+        session.add(row)
+        session.flush()
+        settings = self.bench.settings
+        self.runner.submit(row.id, backtests.Request(
+            registry=working_registry(settings.model.registry, settings.state_dir),
+            lake=settings.lake_path, candidate=text, active=active.model_dump_json(),
+            active_name=f"version {active.version} (in force)", start_ms=start, end_ms=end,
+        ))  # fmt: skip
+        session.add(Audit(at=now(), user_id=user.id, action="strategy backtest",
+                          subject=f"backtest {row.id}", detail={"days": days}))  # fmt: skip
+        return row.id
+
+    async def rollback(self, request: Request) -> Response:
+        """A lead restores the version before the one in force (as the next version)."""
+        form = await request.form()
+        if not _csrf_ok(request, form.get("csrf")):
+            return PlainTextResponse("the form expired: reload the page", 403)
+        with Session(self.bench.store) as session, session.begin():
+            user = self.bench.user(request, session)
+            if user is None:
+                return RedirectResponse("/login", 303)
+            if user.role is not Role.LEAD:
+                return PlainTextResponse("rolling back is for leads", 403)
+            settings = self.bench.settings
+            try:
+                restored, published = feed.rollback(settings, load_signals(settings.model.signals))
+            except UserError as error:
+                return self.render(request, user, session, problems=[str(error)])
+            session.add(Audit(at=now(), user_id=user.id, action="strategy rollback",
+                              subject=f"version {published.version}",
+                              detail={"restores": restored}))  # fmt: skip
+            return self.render(request, user, session, message=(
+                f"version {restored} published again as version {published.version}"))  # fmt: skip
+
+    async def result(self, request: Request) -> Response:
+        """A backtest: running (the page reloads itself), failed with its reason, or done
+        with its report framed below."""
+        with Session(self.bench.store) as session:
+            user = self.bench.user(request, session)
+            if user is None:
+                return RedirectResponse("/login", 303)
+            run = session.get(Backtest, request.path_params["backtest_id"])
+            if run is None:
+                return PlainTextResponse("no such backtest", 404)
+            return self.bench.page(request, "backtest.html", user, run=run)
+
+    async def report(self, request: Request) -> Response:
+        with Session(self.bench.store) as session:
+            if self.bench.user(request, session) is None:
+                return PlainTextResponse("sign in", 401)
+            run = session.get(Backtest, request.path_params["backtest_id"])
+            if run is None or run.report is None:
+                return PlainTextResponse("no report (yet)", 404)
+            framed = {"Content-Security-Policy": REPORT_POLICY, "X-Frame-Options": "SAMEORIGIN"}
+            return HTMLResponse(run.report, headers=framed)
+
+
+def _days(given: object) -> int:
+    text = str(given or "7")
+    if not (text.isdigit() and 1 <= int(text) <= backtests.DAYS_MAX):
+        raise ValueError(f"days: 1 to {backtests.DAYS_MAX}")
+    return int(text)
+
+
+def _day(epoch_ms: int) -> str:
+    return time.strftime("%Y-%m-%d", time.gmtime(epoch_ms / 1000))
 
 
 def _filtered(params: Any, user: User) -> Select[Case]:
@@ -459,7 +573,9 @@ class SecurityHeaders:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         async def sending(message: Message) -> None:
             if message["type"] == "http.response.start":
-                MutableHeaders(scope=message).update(HEADERS)
+                headers = MutableHeaders(scope=message)
+                for name, value in HEADERS.items():
+                    headers.setdefault(name, value)  # a reply may set its own (a report's CSP)
             await send(message)
 
         await self.app(scope, receive, sending if scope["type"] == "http" else send)
@@ -470,7 +586,13 @@ def create_app(settings: Settings, store: Engine, feedback: FeedbackProducer) ->
     steering = Steering(bench)
     key = settings.workbench.session_key
 
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: Starlette) -> AsyncIterator[None]:
+        yield
+        steering.runner.close()  # a backtest still running ends with the page
+
     return Starlette(
+        lifespan=lifespan,
         routes=[
             Route("/", bench.queue),
             Route("/login", bench.login, methods=["GET", "POST"]),
@@ -486,6 +608,9 @@ def create_app(settings: Settings, store: Engine, feedback: FeedbackProducer) ->
             Route("/lists/remove", bench.lists_change, methods=["POST"]),
             Route("/strategy", steering.page, methods=["GET"]),
             Route("/strategy", steering.post, methods=["POST"]),
+            Route("/strategy/rollback", steering.rollback, methods=["POST"]),
+            Route("/backtests/{backtest_id:int}", steering.result),
+            Route("/backtests/{backtest_id:int}/report", steering.report),
             Route("/healthz", lambda _request: PlainTextResponse("ok")),
             Route("/readyz", bench.ready),
             Mount(

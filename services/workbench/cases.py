@@ -22,6 +22,7 @@ from sqlalchemy import (
     ForeignKey,
     Integer,
     String,
+    Text,
     UniqueConstraint,
     select,
 )
@@ -118,6 +119,23 @@ class Audit(Base):
     action: Mapped[str] = mapped_column(String(32))
     subject: Mapped[str] = mapped_column(String(255))
     detail: Mapped[dict[str, Any]]
+
+
+class Backtest(Base):
+    """A candidate strategy replayed over the lake from the strategy page, against the
+    version in force: running until it has a report (a self-contained HTML page) or an error."""
+
+    __tablename__ = "backtests"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    requested_at: Mapped[datetime]
+    finished_at: Mapped[datetime | None]
+    first_day: Mapped[str] = mapped_column(String(10))
+    end_day: Mapped[str] = mapped_column(String(10))  # exclusive
+    candidate: Mapped[str] = mapped_column(Text)
+    error: Mapped[str | None] = mapped_column(Text)
+    report: Mapped[str | None] = mapped_column(Text)
 
 
 def case_of(alert: Alert) -> Case:

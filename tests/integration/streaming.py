@@ -34,7 +34,7 @@ def running_stack(
     settings pointing at them. ``more``: further settings, by flat name."""
     base = Settings.of(state_dir=state_dir, stack_broker=broker, stack_redis_cluster=redis_cluster,
                        **more)  # fmt: skip
-    state = stack.up(base, feedback=False)  # tests start their own feedback app
+    state = stack.up(base, feedback=False, workbench=False)  # tests start their own
     try:
         yield stack.client_settings(base, state).updated({
             "job_metrics_port": free_loopback_port(), "job_scoring_deadline_ms": 200,

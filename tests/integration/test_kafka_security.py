@@ -169,7 +169,8 @@ def test_producer_job_and_feedback_app_work_over_a_secured_broker(
     secured: SecuredKafka, mode: str, tmp_path: Path
 ) -> None:
     base = Settings.of(state_dir=tmp_path / "state", feedback_metrics_port=0)
-    local = stack.up(base, feedback=False)  # Redis and scoring; its own Tansu stays unused
+    # Redis and scoring; its own Tansu stays unused
+    local = stack.up(base, feedback=False, workbench=False)
     started = time.time()
     try:
         settings = _settings(secured, mode, stack.client_settings(base, local)).updated({

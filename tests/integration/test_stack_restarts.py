@@ -38,7 +38,7 @@ def _ready(port: int) -> bool:
 @pytest.mark.timeout(400)
 def test_redis_keeps_blocklists_and_histories_across_a_restart(tmp_path: Path) -> None:
     settings = Settings.of(state_dir=tmp_path / "state", feedback_metrics_port=0)
-    state = stack.up(settings, feedback=False)
+    state = stack.up(settings, feedback=False, workbench=False)
     try:
         with redis.Redis.from_url(state.redis_url) as client:
             client.set(layout.blocklist_card("c-blocked"), "fraud", px=3_600_000)
@@ -57,12 +57,12 @@ def test_redis_keeps_blocklists_and_histories_across_a_restart(tmp_path: Path) -
 @pytest.mark.timeout(400)
 def test_stack_up_starts_only_what_is_down(tmp_path: Path) -> None:
     settings = Settings.of(state_dir=tmp_path / "state", feedback_metrics_port=0)
-    state = stack.up(settings, feedback=False)
+    state = stack.up(settings, feedback=False, workbench=False)
     try:
         scoring = next(p for p in state.processes if p.name == "scoring")
         os.kill(scoring.pid, signal.SIGKILL)  # a crash
         processes.wait_until(lambda: not processes.is_running(scoring), 10, "scoring killed")
-        again = stack.up(settings, feedback=False)
+        again = stack.up(settings, feedback=False, workbench=False)
         before, after = _pids(state), _pids(again)
         assert after["scoring"] != before["scoring"]
         assert {k: v for k, v in after.items() if k != "scoring"} == {

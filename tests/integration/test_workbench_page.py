@@ -247,17 +247,20 @@ def test_the_queue_filters_take_and_budget(tmp_path: Path) -> None:
             processes.stop(record)
 
 
-def test_a_candidate_strategy_is_validated_by_anyone_and_published_by_a_lead(
+def test_a_candidate_is_validated_and_backtested_by_anyone_published_and_rolled_back_by_a_lead(
     tmp_path: Path,
 ) -> None:
     """On the strategy page: a broken candidate lists its problems, a good one its changes;
-    an analyst may not publish, a lead may, and the publication is audited under the lead."""
+    its backtest over the lake's last days runs beside the page and shows its report; an
+    analyst may neither publish nor roll back, a lead may, and both are audited under the
+    lead."""
     from stream_jobs import strategy_feed
     from stream_jobs.strategy import DEFAULT_FILE
 
     with running_stack(tmp_path / "state") as stack:
         port = free_loopback_port()
         settings = stack.updated({"workbench_port": port})
+        _archive_recent_transactions(settings, 3_000)
         env = settings.child_environment()
         cli = [sys.executable, "-m", "services.cli", "workbench"]
         for name, role in (("ana", []), ("lea", ["--lead"])):
@@ -274,26 +277,85 @@ def test_a_candidate_strategy_is_validated_by_anyone_and_published_by_a_lead(
             )
             page = analyst.get("/strategy")[1]
             assert "In force: version" in page
+            assert 'id="rollback"' not in page  # an analyst is not offered it
             broken = analyst.post("/strategy", document="rules: [{id: x}]", do="validate",
                                   csrf=csrf(page))  # fmt: skip
             assert 'id="problems"' in broken
             valid = analyst.post("/strategy", document=candidate, do="validate", csrf=csrf(page))
-            assert "valid: it may be published" in valid
+            assert "valid: it may be backtested and published" in valid
+            too_long = analyst.post("/strategy", document=candidate, do="backtest",
+                                    days="400", csrf=csrf(page))  # fmt: skip
+            assert "days: 1 to 31" in too_long
+            running = analyst.post("/strategy", document=candidate, do="backtest", days="3",
+                                   csrf=csrf(page))  # fmt: skip
+            run_id = re.search(r"<h2>Backtest (\d+):", running)
+            assert run_id, running
+            report = _wait_for_report(analyst, int(run_id.group(1)))
+            assert "Backtest: the candidate" in report
+            assert "data:image/png;base64," in report
             with pytest.raises(urllib.error.HTTPError, match="403"):
                 analyst.post("/strategy", document=candidate, do="publish", csrf=csrf(page))
+            with pytest.raises(urllib.error.HTTPError, match="403"):
+                analyst.post("/strategy/rollback", csrf=csrf(page))
             lead = Browser(f"http://127.0.0.1:{port}")
             lead.post("/login", name="lea", password=PASSWORD, csrf=csrf(lead.get("/login")[1]))
             done = lead.post("/strategy", document=candidate, do="publish",
                              csrf=csrf(lead.get("/strategy")[1]))  # fmt: skip
             assert "published version 1" in done
+            processes.wait_until(lambda: "In force: version 1" in lead.get("/strategy")[1], 30,
+                                 "version 1 in force (10 s after its publication)")  # fmt: skip
+            rolled = lead.post("/strategy/rollback", csrf=csrf(done))
+            assert "version 0 published again as version 2" in rolled
         finally:
             processes.stop(record)
         published = strategy_feed.read_published(settings).documents
-        assert list(published) == [1]
+        assert list(published) == [1, 2]
+        assert published[2] is not None
+        assert published[2].restores == 0
         with sqlite3.connect(settings.state_dir / "workbench.db") as db:
             rows = db.execute("select a.action, a.subject, u.name from audit_log a join users u "
-                              "on u.id = a.user_id").fetchall()  # fmt: skip
-        assert rows == [("strategy publish", "version 1", "lea")]
+                              "on u.id = a.user_id order by a.id").fetchall()  # fmt: skip
+        assert rows == [("strategy backtest", f"backtest {run_id.group(1)}", "ana"),
+                        ("strategy publish", "version 1", "lea"),
+                        ("strategy rollback", "version 2", "lea")]  # fmt: skip
+
+
+def _archive_recent_transactions(settings: Settings, count: int) -> None:
+    """Generated transactions of the last two days in the stack's lake, and the fraud among
+    them labelled, as the feedback app archives them (what a backtest replays)."""
+    from models.lake import tables as lk
+    from services.clients.produce import generated_items
+    from services.core.contract import LabelRecord
+    from services.generator import GeneratorConfig
+
+    start = int(time.time() * 1000) - 2 * 86_400_000
+    items = list(generated_items(GeneratorConfig(seed=3, start_ms=start, fraud_rate=0.02), count))
+    lake = lk.Lake(settings.lake_path)
+    lake.append("transactions", [lk.Sourced("transactions", 0, i, lk.transaction_row(x.transaction))
+                                 for i, x in enumerate(items)])  # fmt: skip
+    labels = [
+        LabelRecord(transaction_id=tx.transaction_id, label="fraud", analyst="ana",
+                    labelled_at=tx.event_time_ms + 60_000, event_time=tx.event_time_ms,
+                    card_id=tx.card_id, customer_id=tx.customer_id, merchant_id=tx.merchant_id)
+        for tx in (x.transaction for x in items if x.is_fraud)
+    ]  # fmt: skip
+    assert labels
+    lake.append("labels", [lk.Sourced("labels", 0, i, lk.label_row(r))
+                           for i, r in enumerate(labels)])  # fmt: skip
+
+
+def _wait_for_report(browser: Browser, run: int) -> str:
+    """The report of backtest ``run`` once done (a failure's reason fails the test)."""
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        page = browser.get(f"/backtests/{run}")[1]
+        assert 'id="backtest-error"' not in page, page
+        if 'id="report"' in page:
+            _, report, headers = browser.get(f"/backtests/{run}/report")
+            assert "img-src data:" in headers["content-security-policy"]
+            return report
+        time.sleep(0.5)
+    raise AssertionError(f"backtest {run} did not finish in 120 s")
 
 
 def test_several_of_a_cards_cases_in_one_click_and_a_chargeback_on_any_transaction(
