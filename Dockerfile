@@ -57,7 +57,8 @@ ENTRYPOINT ["fraudstream"]
 CMD ["feedback-app"]
 
 FROM base AS workbench
-RUN --mount=type=cache,target=/root/.cache/pip pip install -c images/constraints.txt '.[workbench]'
+# train: the strategy page's backtests replay the lake with the training code.
+RUN --mount=type=cache,target=/root/.cache/pip pip install -c images/constraints.txt '.[workbench,train]'
 ARG COMMIT=unknown
 ENV FRAUDSTREAM_BUILD_COMMIT=$COMMIT
 USER 10001:10001

@@ -234,7 +234,8 @@ def run(
         processes.stop(job)
         if analyst is not None:
             analyst.close()
-    return _summary(progress, ids, fraud, watcher.alerted)
+    workbench = {"workbench": state.workbench_url} if state.workbench_url else {}
+    return _summary(progress, ids, fraud, watcher.alerted) | workbench
 
 
 @contextlib.contextmanager

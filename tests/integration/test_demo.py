@@ -35,6 +35,7 @@ def test_demo_decides_everything_labels_its_alerts_and_fills_the_lake(fraudstrea
     assert summary["missing"] == 0
     assert summary["dlq"] == summary["invalid_sent"]
     assert summary["alerts"] > 0
+    assert summary["workbench"].startswith("http://127.0.0.1:")  # the stack's, left running
     assert summary["dispositions"] == summary["alerts"]  # the demo labelled every alert
     assert labelled.returncode == 0, labelled.stderr
     assert 0 < json.loads(labelled.stdout)["n"] <= summary["dispositions"]

@@ -49,6 +49,11 @@ def test_stack_up_produce_read_back_down(fraudstream: Run, tmp_path: Path) -> No
             assert client.ping() is True
         with urllib.request.urlopen(f"{state['scoring_url']}/readyz") as ready:
             assert json.loads(ready.read())["model_version"] == "v0001"  # the shipped model
+        assert state["workbench_url"].startswith("http://127.0.0.1:")
+        with urllib.request.urlopen(f"{state['workbench_url']}/readyz") as ready:
+            assert ready.read() == b"ok"  # the analysts' page, its cases in the state dir
+        shown = fraudstream("stack", "status")
+        assert f"the analysts' workbench: {state['workbench_url']}" in shown.stdout
 
         produced = fraudstream(
             "produce", "--rate", "20000", "--count", str(COUNT), "--seed", "42", "--json"
@@ -87,7 +92,7 @@ def test_stack_up_produce_read_back_down(fraudstream: Run, tmp_path: Path) -> No
         down = fraudstream("stack", "down", "--json")
     assert down.returncode == 0, down.stderr
     stopped = sorted(json.loads(down.stdout)["stopped"])
-    assert stopped == ["broker", "feedback-app", "redis", "scoring"]
+    assert stopped == ["broker", "feedback-app", "redis", "scoring", "workbench"]
     assert not any(_alive(pid) for pid in pids)
     repeat = fraudstream("stack", "down", "--json")
     assert repeat.returncode == 0

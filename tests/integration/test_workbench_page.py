@@ -222,6 +222,8 @@ def test_the_queue_filters_take_and_budget(tmp_path: Path) -> None:
             queue = browser.get("/")[1]
             assert "Today: 2 alerts of a budget of 500" in queue  # the shipped strategy's
             assert "tx-velo" not in browser.get("/?rule=amount_spike")[1]
+            assert "tx-spike" in browser.get("/?rule=spike")[1]
+            assert "tx-spike" not in browser.get("/?rule=%25")[1]  # a literal %, no wildcard
             assert "tx-velo" not in browser.get("/?min_amount=100")[1]
             assert "tx-spike" in browser.get("/?min_amount=100")[1]
             assert "tx-spike" not in browser.get("/?assignee=me")[1]

@@ -23,7 +23,7 @@ from services.core.contract import Alert, Transaction
 from services.core.kafka_config import librdkafka
 from services.devstack import processes
 from services.devstack.processes import free_loopback_port
-from services.workbench.cases import Base, Case, ingest, next_offset
+from services.workbench.cases import Base, Case, case_of, ingest, next_offset
 from services.workbench.intake import Intake, consumer, intake_once
 from services.workbench.store import default_url, engine, migrate
 from tests.integration.streaming import running_stack
@@ -77,6 +77,14 @@ def _alert(i: int, transaction: str | None = None, amount: float = 100.0) -> Ale
     return Alert(transaction_id=tx.transaction_id, card_id="tok_c1", event_time=1_772_323_200_000,
                  decided_at=1_772_323_200_500 + i, score=0.8, decision="review",
                  reasons=["amount_spike"], model_version="v0001", transaction=tx)  # fmt: skip
+
+
+def test_expected_loss_is_in_dollars_whatever_the_currency(tmp_path: Path) -> None:
+    """The queue ranks across currencies: 15,000 yen at 0.8 is 80 dollars at risk, not 12,000."""
+    alert = _alert(0)
+    yen = msgspec.structs.replace(alert.transaction, amount=15_000.0, currency="JPY")
+    case = case_of(msgspec.structs.replace(alert, transaction=yen))
+    assert case.expected_loss == pytest.approx(80.0)
 
 
 def _cases(session: Session) -> int:
