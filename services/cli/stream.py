@@ -146,6 +146,14 @@ def demo_cmd(
             help="The stack with its Prometheus (stack up --monitoring).",
         ),
     ] = None,
+    analyst: Annotated[
+        bool,
+        typer.Option(
+            "--analyst/--no-analyst",
+            help="Label every alert with the generator's truth, as an analyst team would; "
+            "--no-analyst leaves them open in the workbench for you.",
+        ),
+    ] = True,
     as_json: Annotated[bool, typer.Option("--json", help="No live view; one JSON object.")] = False,
 ) -> None:
     """Start the embedded stack and the stream job, stream the generator at --rate for
@@ -155,7 +163,8 @@ def demo_cmd(
 
     from services.devstack import demo
 
-    config = demo.DemoConfig(rate, duration, seed or random.randrange(2**31), fraud_rate)
+    config = demo.DemoConfig(rate, duration, seed or random.randrange(2**31), fraud_rate,
+                             analyst=analyst)  # fmt: skip
     settings = load_settings(stack_monitoring=monitoring)
     if as_json:
         summary = demo.run(settings, config, lambda _p: None)

@@ -45,6 +45,12 @@ class FeedbackProducer:
         """Flush; the number of dispositions the broker did not acknowledge in time."""
         return int(self._producer.flush(timeout_s))
 
+    def withdraw_queued(self) -> None:
+        """Drop the dispositions not yet handed to the broker (one in flight may still land):
+        a caller that reported a failure does not send them minutes later."""
+        self._producer.purge(in_queue=True, in_flight=False)
+        self._producer.poll(0)
+
 
 @dataclass(frozen=True)
 class Redriven:

@@ -93,7 +93,13 @@ def assigned_consumer(
     topic and partition): no group join to wait for, no committed offsets."""
     consumer = _Consumer(
         librdkafka_consumer(settings.kafka)
-        | {"group.id": group, "enable.auto.commit": False, "enable.partition.eof": False}
+        | {
+            "group.id": group,
+            "enable.auto.commit": False,
+            "enable.partition.eof": False,
+            # An offset retention deleted resumes at the oldest kept, never past what is left.
+            "auto.offset.reset": "earliest",
+        }
     )
     start_at = start if callable(start) else lambda _topic, _partition: start
     consumer.assign([

@@ -476,6 +476,11 @@ class WorkbenchSettings(_Group):
     session_minutes: int = Field(
         480, ge=5, le=1440, description="A sign-in lasts this long, then the analyst signs in again"
     )
+    secure_cookies: bool = Field(
+        False,
+        description="Send the session cookie over HTTPS only (true behind a TLS Ingress; "
+        "browsers treat http://localhost as secure too)",
+    )
     session_key: SecretStr | None = Field(
         None,
         description="Signs the sessions' cookies (hex, 32 bytes or more; the same on every "

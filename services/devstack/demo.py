@@ -3,7 +3,8 @@ chosen rate, watched live, and summed up against the generator's labels at the e
 
 With the feedback app in the stack, the demo is also the analyst: it labels each alert with
 the generator's truth, so a confirmed card's later transactions are declined by the
-blocklist while the demo runs."""
+blocklist while the demo runs (the workbench shows those cases closed by ``demo``). Without
+its analyst, the alerts wait in the workbench's queue."""
 
 from __future__ import annotations
 
@@ -45,6 +46,7 @@ class DemoConfig:
     seed: int
     fraud_rate: float = 0.01
     invalid_rate: float = 0.002  # a few malformed messages, to show the dead-letter path
+    analyst: bool = True  # label every alert; False: leave them to the workbench's analysts
 
 
 @dataclass
@@ -215,7 +217,7 @@ def run(
     progress, ids, fraud = Progress(), set[str](), set[str]()
     feedback_app = any(p.name == "feedback-app" and processes.is_running(p)
                        for p in state.processes)  # fmt: skip
-    analyst = _Analyst(local, fraud) if feedback_app else None
+    analyst = _Analyst(local, fraud) if feedback_app and config.analyst else None
     job = stack.start_job(local, settings.state_dir / "logs", "demo-job")
     try:
         watcher = _Watcher(local, progress, ids, config.seed, analyst)

@@ -7,6 +7,9 @@ import hashlib
 import hmac
 import re
 import secrets
+import threading
+import time
+from collections import defaultdict, deque
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -53,3 +56,27 @@ def sign_in(session: Session, name: str, password: str) -> User | None:
     user = session.scalars(select(User).where(User.name == name)).one_or_none()
     matched = _matches(password, user.password_hash if user else _DUMMY)
     return user if user is not None and matched else None
+
+
+class Failures:
+    """Wrong passwords per name in this process: after ``LIMIT`` within ``WINDOW_S``, the name
+    is refused until the oldest ages out (guessing slowed; scrypt's cost not multiplied)."""
+
+    LIMIT, WINDOW_S = 5, 300.0
+
+    def __init__(self) -> None:
+        self._at: dict[str, deque[float]] = defaultdict(deque)
+        self._lock = threading.Lock()
+
+    def add(self, name: str) -> None:
+        with self._lock:
+            self._at[name].append(time.monotonic())
+
+    def refused(self, name: str) -> bool:
+        with self._lock:
+            recent = self._at.get(name)
+            while recent and recent[0] < time.monotonic() - self.WINDOW_S:
+                recent.popleft()
+            if recent is not None and not recent:
+                del self._at[name]
+            return recent is not None and len(recent) >= self.LIMIT

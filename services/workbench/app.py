@@ -7,14 +7,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
+import logging
+import re
 import secrets
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
 import msgspec
 import yaml
+from confluent_kafka import KafkaException
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 from redis.exceptions import RedisError
 from sqlalchemy import Engine, Select, String, cast, func, select
@@ -22,7 +25,8 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, defer
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
-from starlette.datastructures import MutableHeaders
+from starlette.convertors import IntegerConvertor, register_url_convertor
+from starlette.datastructures import FormData, MutableHeaders
 from starlette.middleware import Middleware
 from starlette.middleware.sessions import SessionMiddleware
 from starlette.requests import Request
@@ -43,15 +47,27 @@ from models.online import lists
 from models.online.store import card_view
 from models.training.registry import working_registry
 from services.clients.feedback import FeedbackProducer
-from services.core.contract import Id, parse_event_time
+from services.core.contract import Feedback, Id, parse_event_time
 from services.core.errors import UserError
 from services.core.settings import Settings
 from services.core.signals import load_signals
 from services.workbench import accounts, backtests, overview
 from services.workbench.cases import Audit, Backtest, Case, Role, Status, User, now
+from services.workbench.intake import Health
 from services.workbench.timeline import card_timeline
 from stream_jobs import strategy
 from stream_jobs import strategy_feed as feed
+
+log = logging.getLogger(__name__)
+
+
+class _Id(IntegerConvertor):
+    """A row id in a path: at most 15 digits (a longer one is no row, not a database error)."""
+
+    regex = "[0-9]{1,15}"
+
+
+register_url_convertor("id", _Id())
 
 HEADERS = {
     "Content-Security-Policy": "default-src 'self'; style-src 'self' 'unsafe-inline'; "
@@ -66,6 +82,11 @@ REPORT_POLICY = (
     "default-src 'none'; img-src data:; style-src 'unsafe-inline'; frame-ancestors 'self'"
 )
 LABELS = ("fraud", "legit")
+BROKER_WAIT_S = 10.0  # a disposition acknowledged, or the strategy read, within this
+NOT_ACKNOWLEDGED = (
+    "the broker did not acknowledge in 10 s: nothing more will be sent; one already on its "
+    "way may still arrive. Reload the case before trying again."
+)
 QUEUE_ROWS = 500  # the top of the queue; filters narrow it
 WINDOW_DAYS = 30  # what an investigator sees of a card's and a merchant's recent cases
 EVENTS_POLL_S = 1.0  # how soon a new case reaches open queues (any replica's intake)
@@ -87,13 +108,17 @@ def _templates() -> Environment:
 
 
 class Workbench:
-    def __init__(self, settings: Settings, store: Engine, feedback: FeedbackProducer) -> None:
+    def __init__(
+        self, settings: Settings, store: Engine, feedback: FeedbackProducer, health: Health
+    ) -> None:
         self.store, self.feedback, self.templates = store, feedback, _templates()
+        self.health = health
         self.settings = settings
         self.redis = settings.redis.client(socket_timeout=2.0, socket_connect_timeout=2.0)
-        self._budget: tuple[float, int] | None = None
+        self._budget: tuple[float, int | None] | None = None
         self.tokenizer = settings.token.tokenizer()
         self.lake = Lake(settings.lake_path)
+        self.failures = accounts.Failures()
 
     def page(self, request: Request, name: str, user: User | None, **context: Any) -> Response:
         html = self.templates.get_template(name).render(user=user, csrf=_csrf(request), **context)
@@ -103,16 +128,18 @@ class Workbench:
         found = request.session.get("user_id")
         return session.get(User, found) if isinstance(found, int) else None
 
-    async def login(self, request: Request) -> Response:
-        if request.method == "GET":
-            return self.page(request, "login.html", None)
-        form = await request.form()
-        if not _csrf_ok(request, form.get("csrf")):
-            return PlainTextResponse("the form expired: reload the page", 403)
+    def login_page(self, request: Request) -> Response:
+        return self.page(request, "login.html", None)
+
+    def login(self, request: Request, form: FormData) -> Response:
+        name = str(form.get("name", ""))[:64]
+        if self.failures.refused(name):
+            return self.page(request, "login.html", None, error="too many wrong passwords for "
+                             "this name: try again in a few minutes")  # fmt: skip
         with Session(self.store) as session:
-            user = accounts.sign_in(session, str(form.get("name", "")),
-                                    str(form.get("password", "")))  # fmt: skip
+            user = accounts.sign_in(session, name, str(form.get("password", "")))
             if user is None:
+                self.failures.add(name)
                 return self.page(request, "login.html", None, error="wrong name or password")
             request.session.clear()  # a new session at sign-in: no fixation
             request.session["user_id"] = user.id
@@ -124,7 +151,7 @@ class Workbench:
             request.session.clear()
         return RedirectResponse("/login", 303)
 
-    async def queue(self, request: Request) -> Response:
+    def queue(self, request: Request) -> Response:
         """Open cases by expected loss (or age), filtered by rule, amount, age, assignee or
         outcome; today's alerts against the strategy's daily budget."""
         with Session(self.store) as session:
@@ -141,17 +168,25 @@ class Workbench:
             today = session.scalar(select(func.count()).where(Case.alerted_at >= midnight)) or 0
             budget = self.budget()
             return self.page(request, "queue.html", user, cases=cases, last=last, today=today,
-                             budget=budget, params=request.query_params)  # fmt: skip
+                             budget=budget, params=request.query_params,
+                             intake=self.health)  # fmt: skip
 
-    def budget(self) -> int:
-        """The daily alert budget of the strategy in force (read at most every 30 s)."""
+    def budget(self) -> int | None:
+        """The daily alert budget of the strategy in force, read at most every 30 s; the last
+        one known while the broker does not answer (None before the first)."""
         if self._budget is None or self._budget[0] < time.monotonic():
-            versions = feed.read_published(self.settings).live
+            try:
+                versions = feed.read_published(self.settings, timeout=BROKER_WAIT_S).live
+            except (KafkaException, UserError) as error:
+                log.warning("the strategy's budget: the broker did not answer: %s", error)
+                known = self._budget[1] if self._budget else None
+                self._budget = (time.monotonic() + 30, known)
+                return known
             active = strategy.in_force(versions, int(time.time() * 1000)) or strategy.default()
             self._budget = (time.monotonic() + 30, active.thresholds.daily_alert_budget)
         return self._budget[1]
 
-    async def ready(self, _request: Request) -> Response:
+    def ready(self, _request: Request) -> Response:
         """200 while the case store answers (the page is useless without it)."""
         try:
             with self.store.connect() as connection:
@@ -160,7 +195,7 @@ class Workbench:
             return PlainTextResponse(f"the case store: {type(error).__name__}", 503)
         return PlainTextResponse("ok")
 
-    async def overview(self, request: Request) -> Response:
+    def overview(self, request: Request) -> Response:
         """Today's alerts against the budget; per window, dispositions per analyst, precision
         by rule and by score band, the median time to a disposition; drawn as SVG bars."""
         with Session(self.store) as session:
@@ -174,11 +209,8 @@ class Workbench:
             return self.page(request, "overview.html", user, today=today, budget=self.budget(),
                              windows=windows)  # fmt: skip
 
-    async def assign(self, request: Request) -> Response:
+    def assign(self, request: Request, form: FormData) -> Response:
         """Take a case: assigned to the signed-in analyst, audited."""
-        form = await request.form()
-        if not _csrf_ok(request, form.get("csrf")):
-            return PlainTextResponse("the form expired: reload the page", 403)
         with Session(self.store) as session, session.begin():
             user = self.user(request, session)
             if user is None:
@@ -193,31 +225,42 @@ class Workbench:
         return RedirectResponse(f"/cases/{request.path_params['case_id']}", 303)
 
     async def events(self, request: Request) -> Response:
-        """New cases as they are taken in, each a rendered row (server-sent events)."""
-        with Session(self.store) as session:
-            if self.user(request, session) is None:
-                return PlainTextResponse("sign in", 401)
-        try:
-            after = int(request.query_params.get("after", "0"))
-        except ValueError:
+        """New cases as they are taken in, each a rendered row with its id (server-sent
+        events: a reconnecting browser resumes after the last it got), while signed in."""
+        resumed = request.headers.get("last-event-id") or request.query_params.get("after", "0")
+        after = _number(resumed)
+        if after is None:
             return PlainTextResponse("after: a case number", 400)
-        row = self.templates.get_template("row.html")
+        if await run_in_threadpool(self.signed_out, request):
+            return PlainTextResponse("sign in", 401)
 
         async def stream() -> AsyncIterator[str]:
             seen = after
             while not await request.is_disconnected():
-                with Session(self.store) as session:
-                    new = session.scalars(
-                        select(Case).where(Case.id > seen).order_by(Case.id).limit(100)
-                    ).all()
-                    for case in new:
-                        seen = case.id
-                        yield f"event: case\ndata: {row.render(case=case).strip()}\n\n"
+                if await run_in_threadpool(self.signed_out, request):
+                    return
+                rows, seen = await run_in_threadpool(self.rows_after, seen)
+                for case_id, html in rows:
+                    yield f"id: {case_id}\nevent: case\ndata: {html}\n\n"
                 await asyncio.sleep(EVENTS_POLL_S)
 
         return StreamingResponse(stream(), media_type="text/event-stream")
 
-    async def case(self, request: Request) -> Response:
+    def signed_out(self, request: Request) -> bool:
+        with Session(self.store) as session:
+            return self.user(request, session) is None
+
+    def rows_after(self, seen: int) -> tuple[list[tuple[int, str]], int]:
+        """The rendered rows of the cases after case ``seen`` (at most 100), and the last id."""
+        row = self.templates.get_template("row.html")
+        with Session(self.store) as session:
+            new = session.scalars(
+                select(Case).where(Case.id > seen).order_by(Case.id).limit(100)
+            ).all()
+            rendered = [(c.id, row.render(case=c).replace("\n", " ").strip()) for c in new]
+        return rendered, rendered[-1][0] if rendered else seen
+
+    def case(self, request: Request) -> Response:
         with Session(self.store) as session:
             user = self.user(request, session)
             if user is None:
@@ -228,7 +271,9 @@ class Workbench:
             since = case.event_time - WINDOW_DAYS * 86_400_000  # the days before the payment
             recent = select(Case).where(Case.event_time >= since, Case.id != case.id)
             card_cases = session.scalars(
-                recent.where(Case.card_token == case.card_token).order_by(Case.event_time.desc())
+                recent.where(Case.card_token == case.card_token)
+                .order_by(Case.event_time.desc())
+                .limit(200)
             ).all()
             same_merchant = session.scalars(
                 recent.where(Case.merchant_id == case.merchant_id,
@@ -242,11 +287,10 @@ class Workbench:
                 ]
             except RedisError as error:
                 online, entries = {"error": f"Redis: {error}"}, []
-            until = max(case.event_time, int(time.time() * 1000))
+            # The days before it, and the week after: what the card did next.
+            until = min(int(time.time() * 1000), case.event_time + 7 * 86_400_000)
             try:
-                timeline = await run_in_threadpool(
-                    card_timeline, self.lake, case.card_token, since, until
-                )
+                timeline = card_timeline(self.lake, case.card_token, since, until)
                 timeline_error = ""
             except LakeError as error:
                 timeline, timeline_error = [], str(error)
@@ -255,13 +299,10 @@ class Workbench:
                              online=online, entries=entries, days=WINDOW_DAYS,
                              timeline=timeline, timeline_error=timeline_error)  # fmt: skip
 
-    async def outcome(self, request: Request) -> Response:
+    def outcome(self, request: Request, form: FormData) -> Response:
         """The analyst's outcome of this case and of any of the card's other cases ticked
         beside it: each sent as the pipeline's Feedback, acknowledged by the broker, then the
         cases closed and audited in one transaction. A second click changes nothing."""
-        form = await request.form()
-        if not _csrf_ok(request, form.get("csrf")):
-            return PlainTextResponse("the form expired: reload the page", 403)
         label = str(form.get("label", ""))
         if label not in LABELS:
             return PlainTextResponse("label: fraud or legit", 400)
@@ -272,31 +313,32 @@ class Workbench:
             case = session.get(Case, request.path_params["case_id"], with_for_update=True)
             if case is None:
                 return PlainTextResponse("no such case", 404)
-            ticked = {int(str(v)) for v in form.getlist("also") if str(v).isdigit()}
+            ticked = {n for v in form.getlist("also") if (n := _number(v)) is not None} - {case.id}
             also = session.scalars(select(Case).where(
                 Case.id.in_(ticked), Case.card_token == case.card_token).with_for_update()
             ).all() if ticked else []  # fmt: skip
             open_cases = [c for c in (case, *also) if c.status is not Status.CLOSED]
             for each in open_cases:
                 self.feedback.send(each.transaction_id, label, user.name)  # type: ignore[arg-type]
-            if open_cases and self.feedback.close(10):
-                return PlainTextResponse("the broker did not take it: try again", 503)
+            if open_cases and not self.acknowledged():
+                return PlainTextResponse(NOT_ACKNOWLEDGED, 503)
             for each in open_cases:
                 each.status, each.outcome, each.closed_at = Status.CLOSED, label, now()
+                each.closed_by = user.name
                 audit = Audit(at=now(), user_id=user.id, action="disposition",
                               subject=each.transaction_id, detail={"label": label})  # fmt: skip
                 session.add(audit)
         return RedirectResponse(f"/cases/{request.path_params['case_id']}", 303)
 
-    async def chargeback(self, request: Request) -> Response:
+    def chargeback(self, request: Request, form: FormData) -> Response:
         """A chargeback on any transaction, alerted or not (an approved payment): a fraud
         label with the transaction's date, which narrows the pipeline's search for it."""
-        form = await request.form()
-        if not _csrf_ok(request, form.get("csrf")):
-            return PlainTextResponse("the form expired: reload the page", 403)
         try:
             transaction = msgspec.convert(str(form.get("transaction_id", "")).strip(), Id)
-        except msgspec.ValidationError as error:
+            Feedback(
+                transaction_id=transaction, label="fraud", analyst="-", time=int(time.time() * 1000)
+            )  # its checks, before anything is sent
+        except (msgspec.ValidationError, ValueError) as error:
             return PlainTextResponse(f"transaction id: {error}", 400)
         try:
             when = parse_event_time(str(form.get("date", "")) + "T12:00:00Z", "date")
@@ -307,14 +349,22 @@ class Workbench:
             if user is None:
                 return RedirectResponse("/login", 303)
             self.feedback.send(transaction, "fraud", user.name, "chargeback", when)
-            if self.feedback.close(10):
-                return PlainTextResponse("the broker did not take it: try again", 503)
+            if not self.acknowledged():
+                return PlainTextResponse(NOT_ACKNOWLEDGED, 503)
             audit = Audit(at=now(), user_id=user.id, action="chargeback", subject=transaction,
                           detail={"date": str(form.get("date"))})  # fmt: skip
             session.add(audit)
         return RedirectResponse("/", 303)
 
-    async def lists_page(self, request: Request, error: str = "") -> Response:
+    def acknowledged(self) -> bool:
+        """Whether the broker took every disposition sent; if not, those still queued are
+        withdrawn, so the page's answer stays true."""
+        if self.feedback.close(BROKER_WAIT_S) == 0:
+            return True
+        self.feedback.withdraw_queued()
+        return False
+
+    def lists_page(self, request: Request, error: str = "") -> Response:
         with Session(self.store) as session:
             user = self.user(request, session)
             if user is None:
@@ -324,11 +374,8 @@ class Workbench:
             return self.page(request, "lists.html", user, entries=shown, kinds=lists.KINDS,
                              error=error)  # fmt: skip
 
-    async def lists_change(self, request: Request) -> Response:
+    def lists_change(self, request: Request, form: FormData) -> Response:
         """Add (POST /lists) or withdraw (POST /lists/remove) an entry, signed and audited."""
-        form = await request.form()
-        if not _csrf_ok(request, form.get("csrf")):
-            return PlainTextResponse("the form expired: reload the page", 403)
         action, kind = str(form.get("action", "")), str(form.get("kind", ""))
         value = str(form.get("value", ""))
         if action not in ("block", "allow") or kind not in lists.KINDS:
@@ -345,7 +392,7 @@ class Workbench:
                 else:
                     lists.add(self.redis, _entry(form, names[0], user.name), names)
             except (lists.ListError, ValueError) as error:
-                return await self.lists_page(request, str(error))
+                return self.lists_page(request, str(error))
             detail = {"action": action, "kind": kind, "names": len(names)}
             session.add(Audit(at=now(), user_id=user.id,
                               action="list remove" if removing else "list add",
@@ -380,18 +427,15 @@ class Steering:
                                versions=versions, rollback_to=target, backtests=recent,
                                days=7, **context)  # fmt: skip
 
-    async def page(self, request: Request) -> Response:
+    def page(self, request: Request) -> Response:
         with Session(self.bench.store) as session:
             user = self.bench.user(request, session)
             if user is None:
                 return RedirectResponse("/login", 303)
             return self.render(request, user, session)
 
-    async def post(self, request: Request) -> Response:
+    def post(self, request: Request, form: FormData) -> Response:
         """Validate (anyone), backtest (anyone) or publish (a lead) the pasted candidate."""
-        form = await request.form()
-        if not _csrf_ok(request, form.get("csrf")):
-            return PlainTextResponse("the form expired: reload the page", 403)
         text, action = str(form.get("document", "")), str(form.get("do", "validate"))
         with Session(self.bench.store) as session, session.begin():
             user = self.bench.user(request, session)
@@ -419,7 +463,9 @@ class Steering:
                 except ValueError as error:
                     return self.render(request, user, session, problems=[str(error)],
                                        candidate=text)  # fmt: skip
-                run = self.backtest(session, user, text, active, days)
+                run, wanted = self.backtest(session, user, text, active, days)
+                session.commit()  # the row exists before the worker can finish with it
+                self.runner.submit(run, wanted)
                 return RedirectResponse(f"/backtests/{run}", 303)
             try:
                 published = feed.publish(self.bench.settings, candidate, signals)
@@ -433,38 +479,43 @@ class Steering:
 
     def backtest(
         self, session: Session, user: User, text: str, active: strategy.Strategy, days: int
-    ) -> int:
-        """Start a backtest of the last ``days`` whole days (UTC); its row's id."""
+    ) -> tuple[int, backtests.Request]:
+        """A backtest of the last ``days`` whole days (UTC), recorded and audited: its row's id
+        and what the worker replays."""
         end = int(time.time() // 86_400 * 86_400 * 1000) + 86_400_000  # today included
         start = end - days * 86_400_000
         row = Backtest(user_id=user.id, requested_at=now(), first_day=_day(start),
                        end_day=_day(end), candidate=text)  # fmt: skip
         session.add(row)
         session.flush()
+        session.add(Audit(at=now(), user_id=user.id, action="strategy backtest",
+                          subject=f"backtest {row.id}", detail={"days": days}))  # fmt: skip
         settings = self.bench.settings
-        self.runner.submit(row.id, backtests.Request(
+        return row.id, backtests.Request(
             registry=working_registry(settings.model.registry, settings.state_dir),
             lake=settings.lake_path, candidate=text, active=active.model_dump_json(),
             active_name=f"version {active.version} (in force)", start_ms=start, end_ms=end,
-        ))  # fmt: skip
-        session.add(Audit(at=now(), user_id=user.id, action="strategy backtest",
-                          subject=f"backtest {row.id}", detail={"days": days}))  # fmt: skip
-        return row.id
+        )  # fmt: skip
 
-    async def rollback(self, request: Request) -> Response:
-        """A lead restores the version before the one in force (as the next version)."""
-        form = await request.form()
-        if not _csrf_ok(request, form.get("csrf")):
-            return PlainTextResponse("the form expired: reload the page", 403)
+    def rollback(self, request: Request, form: FormData) -> Response:
+        """A lead restores the version the page offered, if the version in force is still the
+        one the page showed (another lead may have moved it meanwhile)."""
         with Session(self.bench.store) as session, session.begin():
             user = self.bench.user(request, session)
             if user is None:
                 return RedirectResponse("/login", 303)
             if user.role is not Role.LEAD:
                 return PlainTextResponse("rolling back is for leads", 403)
+            to, shown = _number(form.get("to")), _number(form.get("from"))
+            versions = self.versions()
+            active = strategy.in_force(versions, int(time.time() * 1000)) or versions[0]
+            if to is None or shown != active.version:
+                moved = f"version {active.version} is in force now: look again, then roll back"
+                return self.render(request, user, session, problems=[moved])
             settings = self.bench.settings
             try:
-                restored, published = feed.rollback(settings, load_signals(settings.model.signals))
+                restored, published = feed.rollback(settings, load_signals(settings.model.signals),
+                                                    to)  # fmt: skip
             except UserError as error:
                 return self.render(request, user, session, problems=[str(error)])
             session.add(Audit(at=now(), user_id=user.id, action="strategy rollback",
@@ -473,7 +524,7 @@ class Steering:
             return self.render(request, user, session, message=(
                 f"version {restored} published again as version {published.version}"))  # fmt: skip
 
-    async def result(self, request: Request) -> Response:
+    def result(self, request: Request) -> Response:
         """A backtest: running (the page reloads itself), failed with its reason, or done
         with its report framed below."""
         with Session(self.bench.store) as session:
@@ -485,7 +536,7 @@ class Steering:
                 return PlainTextResponse("no such backtest", 404)
             return self.bench.page(request, "backtest.html", user, run=run)
 
-    async def report(self, request: Request) -> Response:
+    def report(self, request: Request) -> Response:
         with Session(self.bench.store) as session:
             if self.bench.user(request, session) is None:
                 return PlainTextResponse("sign in", 401)
@@ -522,10 +573,15 @@ def _filtered(params: Any, user: User) -> Select[Case]:
         reasons = cast(Case.reasons, String)
         query = query.where(reasons.contains(str(params["rule"])[:64], autoescape=True))
     if params.get("min_amount"):
-        query = query.where(Case.amount >= float(params["min_amount"]))
+        amount = float(params["min_amount"])  # a ValueError names nothing: said by the caller
+        if not 0 <= amount < 1e12:
+            raise ValueError("min_amount: a positive amount")
+        query = query.where(Case.amount >= amount)
     if params.get("max_age_min"):
-        oldest = int(time.time() * 1000) - int(params["max_age_min"]) * 60_000
-        query = query.where(Case.alerted_at >= oldest)
+        minutes = _number(params["max_age_min"])
+        if minutes is None:
+            raise ValueError("max_age_min: whole minutes")
+        query = query.where(Case.alerted_at >= int(time.time() * 1000) - minutes * 60_000)
     assignee = params.get("assignee", "")
     if assignee == "me":
         query = query.where(Case.assignee_id == user.id)
@@ -534,6 +590,12 @@ def _filtered(params: Any, user: User) -> Select[Case]:
     elif assignee:
         raise ValueError("assignee: me or none")
     return query
+
+
+def _number(text: object) -> int | None:
+    """A non-negative whole number as a form or a query gives it ("²" and 10**40 are not)."""
+    value = str(text)
+    return int(value) if re.fullmatch(r"[0-9]{1,15}", value) else None
 
 
 def _entry(form: Any, value: str, by: str) -> lists.Entry:
@@ -548,6 +610,21 @@ def _entry(form: Any, value: str, by: str) -> lists.Entry:
         reason=str(form.get("reason", "")), added_by=by, added_at_ms=added,
         expires_at_ms=added + int(days) * 86_400_000 if days else None,
     )  # fmt: skip
+
+
+def _posted(
+    handler: Callable[[Request, FormData], Response],
+) -> Callable[[Request], Awaitable[Response]]:
+    """A form's endpoint: its CSRF token checked, then its handler run off the event loop
+    (the database, Redis, the broker and scrypt block)."""
+
+    async def endpoint(request: Request) -> Response:
+        form = await request.form()
+        if not _csrf_ok(request, form.get("csrf")):
+            return PlainTextResponse("the form expired: reload the page", 403)
+        return await run_in_threadpool(handler, request, form)
+
+    return endpoint
 
 
 def _csrf(request: Request) -> str:
@@ -583,8 +660,10 @@ class SecurityHeaders:
         await self.app(scope, receive, sending if scope["type"] == "http" else send)
 
 
-def create_app(settings: Settings, store: Engine, feedback: FeedbackProducer) -> Starlette:
-    bench = Workbench(settings, store, feedback)
+def create_app(
+    settings: Settings, store: Engine, feedback: FeedbackProducer, health: Health | None = None
+) -> Starlette:
+    bench = Workbench(settings, store, feedback, health or Health())
     steering = Steering(bench)
     key = settings.workbench.session_key
 
@@ -597,22 +676,23 @@ def create_app(settings: Settings, store: Engine, feedback: FeedbackProducer) ->
         lifespan=lifespan,
         routes=[
             Route("/", bench.queue),
-            Route("/login", bench.login, methods=["GET", "POST"]),
+            Route("/login", bench.login_page, methods=["GET"]),
+            Route("/login", _posted(bench.login), methods=["POST"]),
             Route("/logout", bench.logout, methods=["POST"]),
-            Route("/cases/{case_id:int}", bench.case),
-            Route("/cases/{case_id:int}/outcome", bench.outcome, methods=["POST"]),
-            Route("/cases/{case_id:int}/assign", bench.assign, methods=["POST"]),
-            Route("/chargeback", bench.chargeback, methods=["POST"]),
+            Route("/cases/{case_id:id}", bench.case),
+            Route("/cases/{case_id:id}/outcome", _posted(bench.outcome), methods=["POST"]),
+            Route("/cases/{case_id:id}/assign", _posted(bench.assign), methods=["POST"]),
+            Route("/chargeback", _posted(bench.chargeback), methods=["POST"]),
             Route("/events", bench.events),
             Route("/overview", bench.overview),
             Route("/lists", bench.lists_page, methods=["GET"]),
-            Route("/lists", bench.lists_change, methods=["POST"]),
-            Route("/lists/remove", bench.lists_change, methods=["POST"]),
+            Route("/lists", _posted(bench.lists_change), methods=["POST"]),
+            Route("/lists/remove", _posted(bench.lists_change), methods=["POST"]),
             Route("/strategy", steering.page, methods=["GET"]),
-            Route("/strategy", steering.post, methods=["POST"]),
-            Route("/strategy/rollback", steering.rollback, methods=["POST"]),
-            Route("/backtests/{backtest_id:int}", steering.result),
-            Route("/backtests/{backtest_id:int}/report", steering.report),
+            Route("/strategy", _posted(steering.post), methods=["POST"]),
+            Route("/strategy/rollback", _posted(steering.rollback), methods=["POST"]),
+            Route("/backtests/{backtest_id:id}", steering.result),
+            Route("/backtests/{backtest_id:id}/report", steering.report),
             Route("/healthz", lambda _request: PlainTextResponse("ok")),
             Route("/readyz", bench.ready),
             Mount(
@@ -627,6 +707,7 @@ def create_app(settings: Settings, store: Engine, feedback: FeedbackProducer) ->
                 session_cookie="fraudstream_session",
                 max_age=settings.workbench.session_minutes * 60,
                 same_site="strict",
+                https_only=settings.workbench.secure_cookies,
             ),
         ],
     )

@@ -9,6 +9,7 @@ from __future__ import annotations
 import multiprocessing
 import threading
 from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -65,17 +66,24 @@ class Runner:
             if self._pool is None:
                 spawn = multiprocessing.get_context("spawn")  # no forked copy of the server
                 self._pool = ProcessPoolExecutor(max_workers=1, mp_context=spawn)
-            future = self._pool.submit(replay, request)
-        future.add_done_callback(lambda done: self._record(backtest_id, done))
+            pool = self._pool
+            future = pool.submit(replay, request)
+        future.add_done_callback(lambda done: self._record(backtest_id, done, pool))
 
-    def _record(self, backtest_id: int, done: Future[str]) -> None:
+    def _record(self, backtest_id: int, done: Future[str], pool: ProcessPoolExecutor) -> None:
+        if isinstance(done.exception(), BrokenProcessPool):  # the worker died (out of memory?)
+            with self._lock:
+                if self._pool is pool:
+                    self._pool = None  # the next backtest starts a new one
         with Session(self.store) as session, session.begin():
             row = session.get(Backtest, backtest_id)
             if row is None:
                 return
             try:
                 row.report = done.result()
-            except Exception as error:
+            except BrokenProcessPool:
+                row.error = "the backtest's worker process died (out of memory?): try fewer days"
+            except Exception as error:  # the row must end: the reason is shown
                 row.error = str(error) or type(error).__name__
             row.finished_at = now()
 

@@ -4,14 +4,16 @@ default or PostgreSQL for a team, through SQLAlchemy (schema changes through Ale
 
 An alert becomes a case exactly once: the alert's Kafka offset is committed in the same
 database transaction as its case, and a transaction id makes at most one case, so a replay or
-a restart never makes a second."""
+a restart never makes a second. A label applied by the pipeline (``labels``: an outcome sent
+from anywhere, the ``feedback`` command, another tool) closes its open case the same way, in
+whichever order the two topics are read."""
 
 from __future__ import annotations
 
 import enum
 from collections.abc import Sequence
 from datetime import UTC, datetime
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 from sqlalchemy import (
     JSON,
@@ -28,8 +30,10 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
-from services.core.contract import Alert
+from services.core.contract import Alert, LabelRecord
 from services.core.currency import to_usd
+
+T = TypeVar("T")
 
 
 def _values(kind: type[enum.StrEnum]) -> list[str]:
@@ -79,7 +83,7 @@ class Case(Base):
     alerted_at: Mapped[int] = mapped_column(BigInteger, index=True)
     amount: Mapped[float] = mapped_column(Float)
     currency: Mapped[str] = mapped_column(String(3))
-    merchant_id: Mapped[str] = mapped_column(String(128))
+    merchant_id: Mapped[str] = mapped_column(String(128), index=True)
     merchant_category: Mapped[str] = mapped_column(String(8))
     score: Mapped[float] = mapped_column(Float)
     expected_loss: Mapped[float] = mapped_column(Float, index=True)  # score x amount in USD
@@ -95,6 +99,19 @@ class Case(Base):
     assignee_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
     outcome: Mapped[str | None] = mapped_column(String(16))
     closed_at: Mapped[datetime | None]
+    closed_by: Mapped[str | None] = mapped_column(String(128))  # an analyst's name
+
+
+class EarlyLabel(Base):
+    """A label of an alerted transaction read before its alert: it closes the case when the
+    alert comes."""
+
+    __tablename__ = "early_labels"
+
+    transaction_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    label: Mapped[str] = mapped_column(String(16))
+    analyst: Mapped[str] = mapped_column(String(128))
+    labelled_at: Mapped[int] = mapped_column(BigInteger)
 
 
 class Offset(Base):
@@ -166,19 +183,60 @@ def ingest(
     """Cases for a batch of one partition's alerts (offset, alert; None: a message that was no
     alert), and the partition's next offset, in the caller's transaction; the number of new
     cases. An offset behind the committed one, or a transaction with a case, makes none."""
-    committed = next_offset(session, topic, partition)
-    fresh = [(offset, alert) for offset, alert in batch if offset >= committed]
-    if not fresh:
-        return 0
-    alerts = [alert for _, alert in fresh if alert is not None]
+    alerts = [alert for alert in _fresh(session, topic, partition, batch) if alert is not None]
     ids = {alert.transaction_id for alert in alerts}
     known = set(session.scalars(select(Case.transaction_id).where(Case.transaction_id.in_(ids))))
+    early = {e.transaction_id: e for e in session.scalars(
+        select(EarlyLabel).where(EarlyLabel.transaction_id.in_(ids - known)))}  # fmt: skip
     made = 0
     for alert in alerts:
         if alert.transaction_id not in known:
-            session.add(case_of(alert))
+            case = case_of(alert)
+            if (label := early.pop(alert.transaction_id, None)) is not None:
+                _close(case, label.label, label.analyst, label.labelled_at)
+                session.delete(label)
+            session.add(case)
             known.add(alert.transaction_id)
             made += 1
+    return made
+
+
+def close_labelled(
+    session: Session, topic: str, partition: int, batch: Sequence[tuple[int, LabelRecord | None]]
+) -> int:
+    """Close the open cases of a batch of one partition's labels, as ``ingest`` makes cases;
+    the number closed. A closed case takes a later, different label as its outcome; a label
+    of an alerted transaction without a case yet is kept for it."""
+    labels = {r.transaction_id: r for r in _fresh(session, topic, partition, batch) if r}
+    cases = {c.transaction_id: c for c in session.scalars(
+        select(Case).where(Case.transaction_id.in_(labels)).with_for_update())}  # fmt: skip
+    closed = 0
+    for transaction, record in labels.items():
+        case = cases.get(transaction)
+        if case is not None and case.status is not Status.CLOSED:
+            _close(case, record.label, record.analyst, record.labelled_at)
+            closed += 1
+        elif case is not None and case.outcome != record.label:  # a later word: a chargeback
+            case.outcome, case.closed_by = record.label, record.analyst
+        elif case is None and record.alerted:
+            early = EarlyLabel(transaction_id=transaction, label=record.label,
+                               analyst=record.analyst, labelled_at=record.labelled_at)  # fmt: skip
+            session.merge(early)
+    return closed
+
+
+def _close(case: Case, label: str, analyst: str, at_ms: int) -> None:
+    case.status, case.outcome, case.closed_by = Status.CLOSED, label, analyst
+    case.closed_at = datetime.fromtimestamp(at_ms / 1000, UTC)
+
+
+def _fresh(session: Session, topic: str, partition: int, batch: Sequence[tuple[int, T]]) -> list[T]:
+    """The batch's messages not taken in before, and the partition's offset moved past them
+    (in the caller's transaction)."""
+    committed = next_offset(session, topic, partition)
+    fresh = [(offset, item) for offset, item in batch if offset >= committed]
+    if not fresh:
+        return []
     row = session.scalars(
         select(Offset).where(Offset.topic == topic, Offset.partition == partition)
     ).one_or_none()
@@ -187,7 +245,7 @@ def ingest(
         session.add(Offset(topic=topic, partition=partition, next_offset=last))
     else:
         row.next_offset = last
-    return made
+    return [item for _, item in fresh]
 
 
 def next_offset(session: Session, topic: str, partition: int) -> int:

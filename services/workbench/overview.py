@@ -1,5 +1,6 @@
-"""The overview's figures from the case store: dispositions per analyst, the precision of
-alerts by rule and by score band, the median time to a disposition."""
+"""The overview's figures from the case store: closed cases per analyst (in the workbench or
+by a label sent from elsewhere), the precision of alerts by rule and by score band, the
+median time to a disposition."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from datetime import UTC, datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from services.workbench.cases import Audit, Case, Status, User
+from services.workbench.cases import Case, Status
 
 BANDS = (0.5, 0.6, 0.7, 0.8, 0.9, 1.0)  # score bands' upper edges (alerts start near 0.5)
 
@@ -48,14 +49,10 @@ def figures(session: Session, days: int, now_ms: int) -> Figures:
             rules[rule][case.outcome or ""] += 1
         bands[_band(case.score)][case.outcome or ""] += 1
     waits = [
-        (case.closed_at.astimezone(UTC).timestamp() * 1000 - case.alerted_at) / 60_000
+        (_utc(case.closed_at).timestamp() * 1000 - case.alerted_at) / 60_000
         for case in closed if case.closed_at is not None
     ]  # fmt: skip
-    start = datetime.fromtimestamp(since / 1000, UTC)
-    analysts = Counter(session.scalars(
-        select(User.name).join(Audit, Audit.user_id == User.id)
-        .where(Audit.action == "disposition", Audit.at >= start)
-    ).all())  # fmt: skip
+    analysts = Counter(case.closed_by or "" for case in closed)
     return Figures(
         days=days,
         per_analyst=dict(analysts.most_common()),
@@ -66,6 +63,11 @@ def figures(session: Session, days: int, now_ms: int) -> Figures:
         by_band=[Precision(b, bands[b]["fraud"], bands[b]["legit"]) for b in sorted(bands)],
         median_minutes=statistics.median(waits) if waits else None,
     )
+
+
+def _utc(at: datetime) -> datetime:
+    """SQLite gives back stored UTC times without their zone: they are UTC, not local."""
+    return at if at.tzinfo else at.replace(tzinfo=UTC)
 
 
 def _band(score: float) -> str:

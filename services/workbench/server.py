@@ -22,15 +22,17 @@ def database_url(settings: Settings) -> str:
 def serve(settings: Settings) -> None:
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     store = engine(database_url(settings))
-    stop = threading.Event()
-    taking = threading.Thread(target=intake.run, args=(settings, store, stop), daemon=True,
-                              name="alert-intake")  # fmt: skip
+    stop, health = threading.Event(), intake.Health()
+    taking = threading.Thread(target=intake.run, args=(settings, store, stop, health),
+                              daemon=True, name="alert-intake")  # fmt: skip
     taking.start()
     feedback = FeedbackProducer(settings)
     try:
-        app = create_app(settings, store, feedback)
+        app = create_app(settings, store, feedback, health)
+        # Open queues hold event streams: shutdown does not wait for them to end.
         uvicorn.run(app, host=settings.workbench.host, port=settings.workbench.port,
-                    log_level="warning", server_header=False)  # fmt: skip
+                    log_level="warning", server_header=False,
+                    timeout_graceful_shutdown=5)  # fmt: skip
     finally:
         stop.set()
         taking.join(10)

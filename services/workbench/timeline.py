@@ -18,24 +18,37 @@ DAY_MS: Final = 86_400_000
 LOOKBACK_DAYS: Final = 60  # before the shown range, what "new" is judged against
 LIMIT: Final = 500  # newest first; a card with more in 30 days is itself a finding
 
+# The card's rows are filtered before anything is de-duplicated (the lake's one-row-per-
+# transaction views window the whole table first): a case page reads its card, not the lake.
 _QUERY: Final = """
-    WITH seen AS (
+    WITH card AS (
+        SELECT * FROM transactions_all
+        WHERE card_id = ? AND date >= ? AND date <= ? AND event_time <= ?
+        QUALIFY row_number() OVER (PARTITION BY transaction_id ORDER BY event_time) = 1
+    ), seen AS (
         SELECT transaction_id, event_time, amount, currency, merchant_id, merchant_category,
                country, device_id,
                row_number() OVER (PARTITION BY device_id ORDER BY event_time) = 1
                    AND device_id IS NOT NULL AND event_time > min(event_time) OVER () AS new_device,
                row_number() OVER (PARTITION BY country ORDER BY event_time) = 1
                    AND event_time > min(event_time) OVER () AS new_country
-        FROM transactions
-        WHERE card_id = ? AND date >= ? AND date <= ? AND event_time <= ?
+        FROM card
+    ), shown AS (
+        SELECT * FROM seen WHERE event_time >= ? ORDER BY event_time DESC LIMIT ?
+    ), decided AS (
+        SELECT transaction_id, decision, score, reasons FROM decisions_all
+        WHERE date >= ? AND transaction_id IN (SELECT transaction_id FROM shown)
+        QUALIFY row_number() OVER (PARTITION BY transaction_id ORDER BY decided_at) = 1
+    ), labelled AS (
+        SELECT transaction_id, label, analyst FROM labels_all
+        WHERE transaction_id IN (SELECT transaction_id FROM shown)
+        QUALIFY row_number() OVER (PARTITION BY transaction_id ORDER BY labelled_at DESC) = 1
     )
     SELECT s.*, d.decision, d.score, d.reasons, l.label, l.analyst
-    FROM seen s
-    LEFT JOIN decisions d USING (transaction_id)
-    LEFT JOIN labels l USING (transaction_id)
-    WHERE s.event_time >= ?
+    FROM shown s
+    LEFT JOIN decided d USING (transaction_id)
+    LEFT JOIN labelled l USING (transaction_id)
     ORDER BY s.event_time DESC
-    LIMIT ?
 """
 
 
@@ -65,8 +78,9 @@ def card_timeline(lake: Lake, card: str, since_ms: int, until_ms: int) -> list[E
     first = since_ms - LOOKBACK_DAYS * DAY_MS
     try:
         cursor = connect(lake).execute(
-            _QUERY, [card, _date(first), _date(until_ms), until_ms, since_ms, LIMIT]
-        )
+            _QUERY, [card, _date(first), _date(until_ms), until_ms, since_ms, LIMIT,
+                     _date(since_ms)]
+        )  # fmt: skip
         names = [column[0] for column in cursor.description]
         rows = cursor.fetchall()
     except (duckdb.Error, OSError) as error:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import sqlite3
+from pathlib import Path
 
 import pytest
 
@@ -13,7 +15,9 @@ pytestmark = pytest.mark.integration
 
 
 @pytest.mark.timeout(600)  # the demo's own 400 s, the lake's 120 s and stack down
-def test_demo_decides_everything_labels_its_alerts_and_fills_the_lake(fraudstream: Run) -> None:
+def test_demo_decides_everything_labels_its_alerts_and_fills_the_lake(
+    fraudstream: Run, tmp_path: Path
+) -> None:
     try:
         demo = fraudstream("demo", "--rate", "500", "--duration", "15", "--seed", "3", "--json",
                            timeout=400)  # fmt: skip
@@ -26,6 +30,15 @@ def test_demo_decides_everything_labels_its_alerts_and_fills_the_lake(fraudstrea
                         and status["labels"]["rows"] > 0)  # fmt: skip
 
         processes.wait_until(filled, 120, "the decisions archived and labels written", 1.0)
+
+        def worked() -> bool:  # the stack's workbench: a case per alert, closed by its label
+            with sqlite3.connect(tmp_path / "state" / "workbench.db") as db:
+                made, closed, by_demo = db.execute(
+                    "SELECT count(*), count(closed_by), count(*) FILTER (WHERE closed_by = "
+                    "'demo') FROM cases").fetchone()  # fmt: skip
+            return bool(made == summary["alerts"] and closed == by_demo > 0)
+
+        processes.wait_until(worked, 60, "every alert a case, the labelled closed", 1.0)
         labelled = fraudstream("lake", "query", "SELECT count(*) AS n FROM labels", "--json")
     finally:
         down = fraudstream("stack", "down", "--json")

@@ -93,6 +93,11 @@ def test_an_analyst_signs_in_works_the_queue_and_closes_a_case_once(tmp_path: Pa
                 browser.post("/login", name="ana", password=PASSWORD)  # no CSRF token
             wrong = browser.post("/login", name="ana", password="x" * 20, csrf=csrf(login))
             assert "wrong name or password" in wrong
+            guesser = Browser(base)
+            for _ in range(6):  # five wrong, then refused whatever the password
+                page = guesser.post("/login", name="bob", password="y" * 20,
+                                    csrf=csrf(guesser.get("/login")[1]))  # fmt: skip
+            assert "too many wrong passwords" in page  # bob's name is resting; ana's is not
 
             def queue() -> str:
                 return browser.get("/")[1]
@@ -227,6 +232,14 @@ def test_the_queue_filters_take_and_budget(tmp_path: Path) -> None:
             assert "tx-velo" not in browser.get("/?min_amount=100")[1]
             assert "tx-spike" in browser.get("/?min_amount=100")[1]
             assert "tx-spike" not in browser.get("/?assignee=me")[1]
+            for hostile, status in (
+                ("/?max_age_min=%C2%B2", "400"),
+                ("/?min_amount=nan", "400"),
+                ("/cases/" + "9" * 30, "404"),
+                ("/events?after=1e99", "400"),
+            ):
+                with pytest.raises(urllib.error.HTTPError, match=status):  # never a 500
+                    browser.get(hostile)
             path = re.search(r'<tr data-transaction="tx-spike"><td><a href="(/cases/\d+)"', queue)
             assert path
             browser.post(path.group(1) + "/assign", csrf=csrf(browser.get(path.group(1))[1]))
@@ -306,7 +319,12 @@ def test_a_candidate_is_validated_and_backtested_by_anyone_published_and_rolled_
             assert "published version 1" in done
             processes.wait_until(lambda: "In force: version 1" in lead.get("/strategy")[1], 30,
                                  "version 1 in force (10 s after its publication)")  # fmt: skip
-            rolled = lead.post("/strategy/rollback", csrf=csrf(done))
+            page = lead.get("/strategy")[1]
+            assert 'name="to" value="0"' in page
+            assert 'name="from" value="1"' in page
+            stale = lead.post("/strategy/rollback", to="0", csrf=csrf(page), **{"from": "0"})
+            assert "version 1 is in force now: look again" in stale  # the page was out of date
+            rolled = lead.post("/strategy/rollback", to="0", csrf=csrf(page), **{"from": "1"})
             assert "version 0 published again as version 2" in rolled
         finally:
             processes.stop(record)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -19,11 +20,20 @@ from confluent_kafka import Producer
 from sqlalchemy import create_engine, func, inspect, select, text
 from sqlalchemy.orm import Session
 
-from services.core.contract import Alert, Transaction
+from services.core.contract import Alert, LabelRecord, Transaction
 from services.core.kafka_config import librdkafka
 from services.devstack import processes
 from services.devstack.processes import free_loopback_port
-from services.workbench.cases import Base, Case, case_of, ingest, next_offset
+from services.workbench.cases import (
+    Base,
+    Case,
+    EarlyLabel,
+    Status,
+    case_of,
+    close_labelled,
+    ingest,
+    next_offset,
+)
 from services.workbench.intake import Intake, consumer, intake_once
 from services.workbench.store import default_url, engine, migrate
 from tests.integration.streaming import running_stack
@@ -85,6 +95,40 @@ def test_expected_loss_is_in_dollars_whatever_the_currency(tmp_path: Path) -> No
     yen = msgspec.structs.replace(alert.transaction, amount=15_000.0, currency="JPY")
     case = case_of(msgspec.structs.replace(alert, transaction=yen))
     assert case.expected_loss == pytest.approx(80.0)
+
+
+def _label(transaction: str, label: str, offset_alerted: bool = True) -> LabelRecord:
+    return LabelRecord(transaction_id=transaction, label=label, analyst="carl",  # type: ignore[arg-type]
+                       labelled_at=1_772_323_260_000, event_time=1_772_323_200_000,
+                       card_id="tok_c1", customer_id="tok_u1", merchant_id="m1",
+                       alerted=offset_alerted)  # fmt: skip
+
+
+def test_a_label_from_elsewhere_closes_its_case_in_either_order_once(url: str) -> None:
+    """The ``feedback`` command (or any tool) labels an alerted transaction: its case closes
+    under that analyst, whether the label is read after its alert or before; a replayed label
+    changes nothing, a later different one (a chargeback) becomes the outcome, and a label of
+    a transaction that was never alerted keeps nothing."""
+    store = engine(url)
+    with Session(store) as session, session.begin():
+        ingest(session, "alerts", 0, [(0, _alert(0)), (1, _alert(1))])
+        labels = [(0, _label("t0", "legit")), (1, _label("t9", "fraud")),
+                  (2, _label("tx-never-alerted", "fraud", offset_alerted=False))]  # fmt: skip
+        assert close_labelled(session, "labels", 0, labels) == 1
+    with Session(store) as session, session.begin():
+        assert close_labelled(session, "labels", 0, labels) == 0  # a replay
+        assert ingest(session, "alerts", 0, [(2, _alert(9))]) == 1  # t9's alert, after its label
+        assert close_labelled(session, "labels", 0, [(3, _label("t0", "fraud"))]) == 0
+    with Session(store) as session:
+        rows = session.execute(select(Case.transaction_id, Case.status, Case.outcome,
+                                      Case.closed_by).order_by(Case.id)).all()  # fmt: skip
+        assert [tuple(r) for r in rows] == [
+            ("t0", Status.CLOSED, "fraud", "carl"), ("t1", Status.OPEN, None, None),
+            ("t9", Status.CLOSED, "fraud", "carl"),
+        ]  # fmt: skip
+        assert session.scalars(select(EarlyLabel)).all() == []  # t9's was used, none kept
+        assert next_offset(session, "labels", 0) == 4
+    store.dispose()
 
 
 def _cases(session: Session) -> int:
@@ -183,4 +227,40 @@ def test_alerts_from_the_broker_become_cases_once_across_restarts_and_replays(
         assert (second.cases, second.alerts, second.undecodable) == (5, 10, 0)
         with Session(store) as session:
             assert _cases(session) == 15
+        store.dispose()
+
+
+def test_the_intake_outlives_missing_topics_and_takes_alerts_once_they_exist(
+    tmp_path: Path,
+) -> None:
+    """A workbench started before its topics exist (a fresh install) says why no alert comes
+    in and keeps trying; once the topics are there, alerts become cases without a restart."""
+    from services.core.kafka import create_topics
+    from services.workbench.intake import Health, run
+
+    with running_stack(tmp_path / "state") as stack:
+        settings = stack.updated({"topic_alerts": "late-alerts", "topic_labels": "late-labels"})
+        store = engine(default_url(tmp_path))
+        stop, health = threading.Event(), Health()
+        taking = threading.Thread(target=run, args=(settings, store, stop, health), daemon=True)
+        taking.start()
+        try:
+            processes.wait_until(lambda: "late-alerts" in health.error, 30, "the intake's error")
+            assert health.failing_since > 0
+            assert taking.is_alive()
+            create_topics(settings)
+            producer = Producer(librdkafka(settings.kafka))
+            producer.produce("late-alerts", msgspec.json.encode(_alert(0)), key=b"tok_c1")
+            assert producer.flush(10) == 0
+
+            def taken() -> bool:
+                with Session(store) as session:
+                    return _cases(session) == 1
+
+            processes.wait_until(taken, 60, "the alert taken in after the topics came")
+            assert health.error == ""
+        finally:
+            stop.set()
+            taking.join(30)
+        assert not taking.is_alive()
         store.dispose()

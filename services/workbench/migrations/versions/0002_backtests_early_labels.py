@@ -1,4 +1,4 @@
-"""backtests run from the strategy page
+"""backtests run from the strategy page; cases closed by labels from elsewhere
 
 Revision ID: 0002
 Revises: 0001
@@ -16,6 +16,17 @@ depends_on = None
 
 
 def upgrade() -> None:
+    with op.batch_alter_table("cases") as cases:  # batch: SQLite rebuilds the table
+        cases.add_column(sa.Column("closed_by", sa.String(length=128), nullable=True))
+        cases.create_index("ix_cases_merchant_id", ["merchant_id"])  # a case's merchant
+    op.create_table(
+        "early_labels",
+        sa.Column("transaction_id", sa.String(length=128), nullable=False),
+        sa.Column("label", sa.String(length=16), nullable=False),
+        sa.Column("analyst", sa.String(length=128), nullable=False),
+        sa.Column("labelled_at", sa.BigInteger(), nullable=False),
+        sa.PrimaryKeyConstraint("transaction_id"),
+    )
     op.create_table(
         "backtests",
         sa.Column("id", sa.Integer(), nullable=False),
@@ -34,3 +45,7 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     op.drop_table("backtests")
+    op.drop_table("early_labels")
+    with op.batch_alter_table("cases") as cases:
+        cases.drop_index("ix_cases_merchant_id")
+        cases.drop_column("closed_by")
