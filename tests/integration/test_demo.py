@@ -36,7 +36,8 @@ def test_demo_decides_everything_labels_its_alerts_and_fills_the_lake(
                 made, closed, by_demo = db.execute(
                     "SELECT count(*), count(closed_by), count(*) FILTER (WHERE closed_by = "
                     "'demo') FROM cases").fetchone()  # fmt: skip
-            return bool(made == summary["alerts"] and closed == by_demo > 0)
+            # The watcher may stop before the job's very last alert: at least its count.
+            return bool(made >= summary["alerts"] and closed == by_demo > 0)
 
         processes.wait_until(worked, 60, "every alert a case, the labelled closed", 1.0)
         labelled = fraudstream("lake", "query", "SELECT count(*) AS n FROM labels", "--json")

@@ -139,6 +139,8 @@ def test_two_analysts_work_the_job_s_alerts_and_a_click_changes_the_next_decisio
                     lambda: client.exists(layout.blocklist_card(alert.card_id)) == 1, 30,
                     "the card blocklisted by the feedback app",
                 )  # fmt: skip
+                ana.reload()  # the case page shows the card blocked, by the label just sent
+                assert "Blocked: no" not in ana.locator("text=Blocked:").inner_text()
                 nxt = Transaction(**msgspec.structs.asdict(alert.transaction) | {
                     "transaction_id": f"{transaction}-next", "amount": 12.5,
                     "event_time": alert.transaction.event_time_ms + 60_000,
