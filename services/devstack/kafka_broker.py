@@ -113,6 +113,15 @@ def _escaped(value: str) -> str:
     return value.replace("\\", "\\\\").replace("\n", "\\n")
 
 
+def new_cluster_id() -> str:
+    """A random cluster id as Kafka makes them: never starting with "-", which the storage
+    tool would read as an option (one id in 64 did, and failed the broker's start)."""
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
+
+
 def prepare(lib: Path, java_home: Path, data: Path, server_properties: str) -> list[str]:
     """The broker's command line; its storage formatted on first use (a new cluster id)."""
     data.mkdir(parents=True, exist_ok=True)
@@ -123,9 +132,8 @@ def prepare(lib: Path, java_home: Path, data: Path, server_properties: str) -> l
     java = [str(java_home / "bin" / "java"), "-cp", f"{lib}/*",
             f"-Dlog4j2.configurationFile={data / 'log4j2.yaml'}"]  # fmt: skip
     if not (data / "log" / "meta.properties").is_file():
-        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
         subprocess.run(
-            [*java, "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(config)],
-            capture_output=True, text=True, timeout=120, check=True,
+            [*java, "kafka.tools.StorageTool", "format", "-t", new_cluster_id(), "-c",
+             str(config)], capture_output=True, text=True, timeout=120, check=True,
         )  # fmt: skip
     return [*java, "-Xmx768m", "kafka.Kafka", str(config)]

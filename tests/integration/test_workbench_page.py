@@ -4,6 +4,7 @@ masked, one click closes a case, the disposition reaches ``alert-feedback`` once
 
 from __future__ import annotations
 
+import contextlib
 import http.cookiejar
 import re
 import sqlite3
@@ -13,6 +14,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import msgspec
@@ -66,24 +68,36 @@ def csrf(page: str) -> str:
     return found.group(1)
 
 
+@contextlib.contextmanager
+def serving(
+    stack: Settings, folder: Path, users: dict[str, bool]
+) -> Iterator[tuple[Settings, str]]:
+    """``fraudstream workbench`` as its own process on the stack, with these accounts (name:
+    a lead?), until the block ends: its settings and its URL."""
+    port = free_loopback_port()
+    settings = stack.updated({"workbench_port": port})
+    env = settings.child_environment()
+    cli = [sys.executable, "-m", "services.cli", "workbench"]
+    for name, lead in users.items():
+        added = subprocess.run([*cli, "user", "add", name, *(["--lead"] if lead else []),
+                                "--password-stdin"], input=PASSWORD + "\n", env=env,
+                               capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
+        assert added.returncode == 0, added.stderr
+    record = processes.spawn("workbench", cli, folder / "workbench.log", env)
+    try:
+        processes.wait_until(lambda: processes.port_open(port), 60, "the workbench")
+        yield settings, f"http://127.0.0.1:{port}"
+    finally:
+        processes.stop(record)
+
+
 def test_an_analyst_signs_in_works_the_queue_and_closes_a_case_once(tmp_path: Path) -> None:
     with running_stack(tmp_path / "state") as stack:
-        port = free_loopback_port()
-        settings = stack.updated({"workbench_port": port})
-        env = settings.child_environment()
-        cli = [sys.executable, "-m", "services.cli", "workbench"]
-        added = subprocess.run([*cli, "user", "add", "ana", "--password-stdin"],
-                               input=PASSWORD + "\n", env=env, capture_output=True, text=True,
-                               timeout=60, check=False)  # fmt: skip
-        assert added.returncode == 0, added.stderr
-        producer = Producer(librdkafka(settings.kafka))
-        for alert in (_alert("t-small", 0.9, 10.0), _alert("t-large", 0.5, 100.0)):
-            producer.produce(settings.topic.alerts, msgspec.json.encode(alert), alert.card_id)
-        assert producer.flush(10) == 0
-        record = processes.spawn("workbench", cli, tmp_path / "workbench.log", env)
-        base = f"http://127.0.0.1:{port}"
-        try:
-            processes.wait_until(lambda: processes.port_open(port), 60, "the workbench")
+        with serving(stack, tmp_path, {"ana": False}) as (settings, base):
+            producer = Producer(librdkafka(settings.kafka))
+            for alert in (_alert("t-small", 0.9, 10.0), _alert("t-large", 0.5, 100.0)):
+                producer.produce(settings.topic.alerts, msgspec.json.encode(alert), alert.card_id)
+            assert producer.flush(10) == 0
             browser = Browser(base)
             url, login, headers = browser.get("/")
             assert url.endswith("/login")  # signed out: the queue sends to sign-in
@@ -117,8 +131,6 @@ def test_an_analyst_signs_in_works_the_queue_and_closes_a_case_once(tmp_path: Pa
                                   csrf=csrf(case_page))  # fmt: skip
             assert "closed: fraud" in closed
             browser.post(case_path.group(1) + "/outcome", label="fraud", csrf=csrf(case_page))
-        finally:
-            processes.stop(record)
         sent = _feedback(settings)
         assert [(f.transaction_id, f.label, f.analyst) for f in sent] == [
             ("t-large", "fraud", "ana")
@@ -156,16 +168,8 @@ def test_an_analyst_blocks_a_card_by_its_number_and_withdraws_it_signed_and_audi
     """The number is tokenized before it is stored or shown; a value that could never match
     is refused on the page; both changes carry the signed-in analyst in the audit log."""
     with running_stack(tmp_path / "state") as stack:
-        port = free_loopback_port()
-        settings = stack.updated({"workbench_port": port})
-        env = settings.child_environment()
-        cli = [sys.executable, "-m", "services.cli", "workbench"]
-        subprocess.run([*cli, "user", "add", "ana", "--password-stdin"], input=PASSWORD + "\n",
-                       env=env, capture_output=True, text=True, timeout=60, check=True)  # fmt: skip
-        record = processes.spawn("workbench", cli, tmp_path / "workbench.log", env)
-        try:
-            processes.wait_until(lambda: processes.port_open(port), 60, "the workbench")
-            browser = Browser(f"http://127.0.0.1:{port}")
+        with serving(stack, tmp_path, {"ana": False}) as (settings, base):
+            browser = Browser(base)
             login = browser.get("/login")[1]
             browser.post("/login", name="ana", password=PASSWORD, csrf=csrf(login))
             page = browser.get("/lists")[1]
@@ -188,8 +192,6 @@ def test_an_analyst_blocks_a_card_by_its_number_and_withdraws_it_signed_and_audi
                                    value=token.group(1), csrf=csrf(added))  # fmt: skip
             assert 'data-value="' not in removed
             assert settings.redis.client().hlen("fs:v3:{lists}:entries") == 0
-        finally:
-            processes.stop(record)
         with sqlite3.connect(settings.state_dir / "workbench.db") as db:
             rows = db.execute("select a.action, u.name from audit_log a join users u "
                               "on u.id = a.user_id order by a.id").fetchall()  # fmt: skip
@@ -200,13 +202,10 @@ def test_the_queue_filters_take_and_budget(tmp_path: Path) -> None:
     """Filters narrow the queue (rule, amount, assignee, outcome), a case taken is the
     analyst's, today's alerts are counted against the strategy's budget; a bad filter is one
     line, not a stack trace."""
-    with running_stack(tmp_path / "state") as stack:
-        port = free_loopback_port()
-        settings = stack.updated({"workbench_port": port})
-        env = settings.child_environment()
-        cli = [sys.executable, "-m", "services.cli", "workbench"]
-        subprocess.run([*cli, "user", "add", "ana", "--password-stdin"], input=PASSWORD + "\n",
-                       env=env, capture_output=True, text=True, timeout=60, check=True)  # fmt: skip
+    with (
+        running_stack(tmp_path / "state") as stack,
+        serving(stack, tmp_path, {"ana": False}) as (settings, base),
+    ):
         producer = Producer(librdkafka(settings.kafka))
         now_ms = int(time.time() * 1000)
         for name, amount, reasons in (
@@ -217,49 +216,44 @@ def test_the_queue_filters_take_and_budget(tmp_path: Path) -> None:
                                             decided_at=now_ms)  # fmt: skip
             producer.produce(settings.topic.alerts, msgspec.json.encode(alert), alert.card_id)
         assert producer.flush(10) == 0
-        record = processes.spawn("workbench", cli, tmp_path / "workbench.log", env)
-        try:
-            processes.wait_until(lambda: processes.port_open(port), 60, "the workbench")
-            browser = Browser(f"http://127.0.0.1:{port}")
-            login = browser.get("/login")[1]
-            browser.post("/login", name="ana", password=PASSWORD, csrf=csrf(login))
-            processes.wait_until(lambda: "tx-spike" in browser.get("/")[1], 30, "the cases")
-            queue = browser.get("/")[1]
-            assert "Today: 2 alerts of a budget of 500" in queue  # the shipped strategy's
-            assert "tx-velo" not in browser.get("/?rule=amount_spike")[1]
-            assert "tx-spike" in browser.get("/?rule=spike")[1]
-            assert "tx-spike" not in browser.get("/?rule=%25")[1]  # a literal %, no wildcard
-            assert "tx-velo" not in browser.get("/?min_amount=100")[1]
-            assert "tx-spike" in browser.get("/?min_amount=100")[1]
-            assert "tx-spike" not in browser.get("/?assignee=me")[1]
-            for hostile, status in (
-                ("/?max_age_min=%C2%B2", "400"),
-                ("/?min_amount=nan", "400"),
-                ("/cases/" + "9" * 30, "404"),
-                ("/events?after=1e99", "400"),
-            ):
-                with pytest.raises(urllib.error.HTTPError, match=status):  # never a 500
-                    browser.get(hostile)
-            path = re.search(r'<tr data-transaction="tx-spike"><td><a href="(/cases/\d+)"', queue)
-            assert path
-            browser.post(path.group(1) + "/assign", csrf=csrf(browser.get(path.group(1))[1]))
-            case_page = browser.get(path.group(1))[1]
-            others = case_page.split('id="card-cases"')[1].split("</table>")[0]
-            assert "20.00 USD" in others  # the card's other case, tx-velo
-            assert "900.00 USD" not in others  # not the case itself
-            assert 'id="features"' in case_page
-            assert "block merchant" not in case_page  # the negative control
-            lists_page = browser.get("/lists")[1]
-            browser.post("/lists", action="block", kind="merchant", value="m-grocer",
-                         reason="skimmer", csrf=csrf(lists_page))  # fmt: skip
-            assert "block merchant: skimmer" in browser.get(path.group(1))[1]
-            mine = browser.get("/?assignee=me")[1]
-            assert "tx-spike" in mine
-            assert "tx-velo" not in mine
-            with pytest.raises(urllib.error.HTTPError, match="400"):
-                browser.get("/?outcome=maybe")
-        finally:
-            processes.stop(record)
+        browser = Browser(base)
+        login = browser.get("/login")[1]
+        browser.post("/login", name="ana", password=PASSWORD, csrf=csrf(login))
+        processes.wait_until(lambda: "tx-spike" in browser.get("/")[1], 30, "the cases")
+        queue = browser.get("/")[1]
+        assert "Today: 2 alerts of a budget of 500" in queue  # the shipped strategy's
+        assert "tx-velo" not in browser.get("/?rule=amount_spike")[1]
+        assert "tx-spike" in browser.get("/?rule=spike")[1]
+        assert "tx-spike" not in browser.get("/?rule=%25")[1]  # a literal %, no wildcard
+        assert "tx-velo" not in browser.get("/?min_amount=100")[1]
+        assert "tx-spike" in browser.get("/?min_amount=100")[1]
+        assert "tx-spike" not in browser.get("/?assignee=me")[1]
+        for hostile, status in (
+            ("/?max_age_min=%C2%B2", "400"),
+            ("/?min_amount=nan", "400"),
+            ("/cases/" + "9" * 30, "404"),
+            ("/events?after=1e99", "400"),
+        ):
+            with pytest.raises(urllib.error.HTTPError, match=status):  # never a 500
+                browser.get(hostile)
+        path = re.search(r'<tr data-transaction="tx-spike"><td><a href="(/cases/\d+)"', queue)
+        assert path
+        browser.post(path.group(1) + "/assign", csrf=csrf(browser.get(path.group(1))[1]))
+        case_page = browser.get(path.group(1))[1]
+        others = case_page.split('id="card-cases"')[1].split("</table>")[0]
+        assert "20.00 USD" in others  # the card's other case, tx-velo
+        assert "900.00 USD" not in others  # not the case itself
+        assert 'id="features"' in case_page
+        assert "block merchant" not in case_page  # the negative control
+        lists_page = browser.get("/lists")[1]
+        browser.post("/lists", action="block", kind="merchant", value="m-grocer",
+                     reason="skimmer", csrf=csrf(lists_page))  # fmt: skip
+        assert "block merchant: skimmer" in browser.get(path.group(1))[1]
+        mine = browser.get("/?assignee=me")[1]
+        assert "tx-spike" in mine
+        assert "tx-velo" not in mine
+        with pytest.raises(urllib.error.HTTPError, match="400"):
+            browser.get("/?outcome=maybe")
 
 
 def test_a_candidate_is_validated_and_backtested_by_anyone_published_and_rolled_back_by_a_lead(
@@ -273,20 +267,10 @@ def test_a_candidate_is_validated_and_backtested_by_anyone_published_and_rolled_
     from stream_jobs.strategy import DEFAULT_FILE
 
     with running_stack(tmp_path / "state") as stack:
-        port = free_loopback_port()
-        settings = stack.updated({"workbench_port": port})
-        _archive_recent_transactions(settings, 3_000)
-        env = settings.child_environment()
-        cli = [sys.executable, "-m", "services.cli", "workbench"]
-        for name, role in (("ana", []), ("lea", ["--lead"])):
-            subprocess.run([*cli, "user", "add", name, *role, "--password-stdin"],
-                           input=PASSWORD + "\n", env=env, capture_output=True, text=True,
-                           timeout=60, check=True)  # fmt: skip
-        record = processes.spawn("workbench", cli, tmp_path / "workbench.log", env)
-        candidate = DEFAULT_FILE.read_text().replace("description:", "description: tighter;", 1)
-        try:
-            processes.wait_until(lambda: processes.port_open(port), 60, "the workbench")
-            analyst = Browser(f"http://127.0.0.1:{port}")
+        with serving(stack, tmp_path, {"ana": False, "lea": True}) as (settings, base):
+            _archive_recent_transactions(settings, 3_000)
+            candidate = DEFAULT_FILE.read_text().replace("description:", "description: tighter;", 1)
+            analyst = Browser(base)
             analyst.post(
                 "/login", name="ana", password=PASSWORD, csrf=csrf(analyst.get("/login")[1])
             )
@@ -312,7 +296,7 @@ def test_a_candidate_is_validated_and_backtested_by_anyone_published_and_rolled_
                 analyst.post("/strategy", document=candidate, do="publish", csrf=csrf(page))
             with pytest.raises(urllib.error.HTTPError, match="403"):
                 analyst.post("/strategy/rollback", csrf=csrf(page))
-            lead = Browser(f"http://127.0.0.1:{port}")
+            lead = Browser(base)
             lead.post("/login", name="lea", password=PASSWORD, csrf=csrf(lead.get("/login")[1]))
             done = lead.post("/strategy", document=candidate, do="publish",
                              csrf=csrf(lead.get("/strategy")[1]))  # fmt: skip
@@ -326,8 +310,6 @@ def test_a_candidate_is_validated_and_backtested_by_anyone_published_and_rolled_
             assert "version 1 is in force now: look again" in stale  # the page was out of date
             rolled = lead.post("/strategy/rollback", to="0", csrf=csrf(page), **{"from": "1"})
             assert "version 0 published again as version 2" in rolled
-        finally:
-            processes.stop(record)
         published = strategy_feed.read_published(settings).documents
         assert list(published) == [1, 2]
         assert published[2] is not None
@@ -384,22 +366,14 @@ def test_several_of_a_cards_cases_in_one_click_and_a_chargeback_on_any_transacti
     """Ticking the card's other open case labels both; a chargeback needs no alert, carries
     the transaction's date, and a malformed id or date is refused before anything is sent."""
     with running_stack(tmp_path / "state") as stack:
-        port = free_loopback_port()
-        settings = stack.updated({"workbench_port": port})
-        env = settings.child_environment()
-        cli = [sys.executable, "-m", "services.cli", "workbench"]
-        subprocess.run([*cli, "user", "add", "ana", "--password-stdin"], input=PASSWORD + "\n",
-                       env=env, capture_output=True, text=True, timeout=60, check=True)  # fmt: skip
-        producer = Producer(librdkafka(settings.kafka))
-        now_ms = int(time.time() * 1000)
-        for alert in (_alert("tx-first", 0.6, 30.0), _alert("tx-second", 0.7, 40.0)):
-            alert = msgspec.structs.replace(alert, decided_at=now_ms)  # alerted today
-            producer.produce(settings.topic.alerts, msgspec.json.encode(alert), alert.card_id)
-        assert producer.flush(10) == 0
-        record = processes.spawn("workbench", cli, tmp_path / "workbench.log", env)
-        try:
-            processes.wait_until(lambda: processes.port_open(port), 60, "the workbench")
-            browser = Browser(f"http://127.0.0.1:{port}")
+        with serving(stack, tmp_path, {"ana": False}) as (settings, base):
+            producer = Producer(librdkafka(settings.kafka))
+            now_ms = int(time.time() * 1000)
+            for alert in (_alert("tx-first", 0.6, 30.0), _alert("tx-second", 0.7, 40.0)):
+                alert = msgspec.structs.replace(alert, decided_at=now_ms)  # alerted today
+                producer.produce(settings.topic.alerts, msgspec.json.encode(alert), alert.card_id)
+            assert producer.flush(10) == 0
+            browser = Browser(base)
             browser.post(
                 "/login", name="ana", password=PASSWORD, csrf=csrf(browser.get("/login")[1])
             )
@@ -423,8 +397,6 @@ def test_several_of_a_cards_cases_in_one_click_and_a_chargeback_on_any_transacti
                 with pytest.raises(urllib.error.HTTPError, match="400"):
                     browser.post("/chargeback", csrf=token, **bad)
             browser.post("/chargeback", transaction_id="tx-approved", date="2026-11-02", csrf=token)
-        finally:
-            processes.stop(record)
         sent = {f.transaction_id: f for f in _feedback(settings)}
         assert set(sent) == {"tx-first", "tx-second", "tx-approved"}
         assert sent["tx-approved"].label == "fraud"
