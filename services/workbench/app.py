@@ -54,7 +54,7 @@ from services.core.signals import load_signals
 from services.workbench import accounts, backtests, overview
 from services.workbench.cases import Audit, Backtest, Case, Role, Status, User, now
 from services.workbench.intake import Health
-from services.workbench.timeline import card_timeline
+from services.workbench.timeline import card_timeline, cards_sharing_a_device
 from stream_jobs import strategy
 from stream_jobs import strategy_feed as feed
 
@@ -291,11 +291,13 @@ class Workbench:
             until = min(int(time.time() * 1000), case.event_time + 7 * 86_400_000)
             try:
                 timeline = card_timeline(self.lake, case.card_token, since, until)
+                on_devices = cards_sharing_a_device(self.lake, case.card_token, since, until)
                 timeline_error = ""
             except LakeError as error:
-                timeline, timeline_error = [], str(error)
+                timeline, on_devices, timeline_error = [], [], str(error)
             return self.page(request, "case.html", user, case=case, card_cases=card_cases,
                              related=sorted({c.card_token for c in same_merchant}),
+                             on_devices=on_devices,
                              online=online, entries=entries, days=WINDOW_DAYS,
                              timeline=timeline, timeline_error=timeline_error)  # fmt: skip
 

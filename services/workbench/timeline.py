@@ -88,5 +88,31 @@ def card_timeline(lake: Lake, card: str, since_ms: int, until_ms: int) -> list[E
     return [Entry(**dict(zip(names, row, strict=True))) for row in rows]
 
 
+_SHARED_DEVICES: Final = """
+    WITH mine AS (
+        SELECT DISTINCT device_id FROM transactions_all
+        WHERE card_id = ? AND device_id IS NOT NULL AND date >= ? AND date <= ?
+            AND event_time BETWEEN ? AND ?
+    )
+    SELECT card_id, count(DISTINCT device_id) AS devices FROM transactions_all
+    WHERE device_id IN (SELECT device_id FROM mine) AND card_id <> ?
+        AND date >= ? AND date <= ? AND event_time BETWEEN ? AND ?
+    GROUP BY card_id ORDER BY devices DESC, card_id LIMIT 50
+"""
+
+
+def cards_sharing_a_device(lake: Lake, card: str, since_ms: int, until_ms: int) -> list[str]:
+    """The other cards used on any of this card's devices in the range (a shared phone or
+    browser: a fraud ring's sign), those sharing the most devices first."""
+    if not lake.files("transactions"):
+        return []
+    window = [_date(since_ms), _date(until_ms), since_ms, until_ms]
+    try:
+        rows = connect(lake).execute(_SHARED_DEVICES, [card, *window, card, *window]).fetchall()
+    except (duckdb.Error, OSError) as error:
+        raise LakeError(f"the lake: {error}") from None
+    return [str(row[0]) for row in rows]
+
+
 def _date(epoch_ms: int) -> str:
     return datetime.fromtimestamp(epoch_ms / 1000, UTC).strftime("%Y-%m-%d")

@@ -11,7 +11,7 @@ import pytest
 from models.errors import LakeError
 from models.lake import tables as lk
 from services.core.contract import Decision, LabelRecord, Transaction
-from services.workbench.timeline import card_timeline
+from services.workbench.timeline import card_timeline, cards_sharing_a_device
 
 DAY_MS = 86_400_000
 START = 1_780_000_000_000  # 2026-05-28
@@ -98,3 +98,17 @@ def test_the_card_is_matched_exactly_not_as_a_pattern(tmp_path: Path) -> None:
     assert found == []
     assert [e.transaction_id for e in card_timeline(lake, "tok-a", START - DAY_MS,
                                                     START + DAY_MS)] == ["t0"]  # fmt: skip
+
+
+def test_cards_sharing_a_device_in_the_range_most_shared_first(tmp_path: Path) -> None:
+    lake = _lake(tmp_path, [
+        _tx(0, 10, card="tok-a", device="dev-1"), _tx(1, 11, card="tok-a", device="dev-2"),
+        _tx(2, 12, card="tok-b", device="dev-1"), _tx(3, 13, card="tok-b", device="dev-2"),
+        _tx(4, 12, card="tok-c", device="dev-2"),
+        _tx(5, 12, card="tok-d", device="dev-9"),  # another device: not related
+        _tx(6, 40, card="tok-e", device="dev-1"),  # the same device, outside the range
+        _tx(7, 12, card="tok-f", device=None),  # no device
+    ])  # fmt: skip
+    found = cards_sharing_a_device(lake, "tok-a", START, START + 20 * DAY_MS)
+    assert found == ["tok-b", "tok-c"]
+    assert cards_sharing_a_device(lake, "tok-f", START, START + 20 * DAY_MS) == []
