@@ -422,8 +422,10 @@ class Steering:
         except strategy.StrategyError:
             target = None
         text = yaml.safe_dump(active.model_dump(mode="json"), sort_keys=False)
-        recent = session.scalars(select(Backtest).options(defer(Backtest.report))
-                                 .order_by(Backtest.id.desc()).limit(10)).all()  # fmt: skip
+        recent = session.execute(
+            select(Backtest, User.name).join(User, User.id == Backtest.user_id)
+            .options(defer(Backtest.report)).order_by(Backtest.id.desc()).limit(10)
+        ).all()  # fmt: skip
         context = {"problems": [], "changes": [], "message": "", "candidate": ""} | more
         return self.bench.page(request, "strategy.html", user, active=active, active_text=text,
                                versions=versions, rollback_to=target, backtests=recent,

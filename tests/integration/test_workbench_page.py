@@ -290,6 +290,8 @@ def test_a_candidate_is_validated_and_backtested_by_anyone_published_and_rolled_
             run_id = re.search(r"<h2>Backtest (\d+):", running)
             assert run_id, running
             report = _wait_for_report(analyst, int(run_id.group(1)))
+            listed = analyst.get("/strategy")[1].split('id="backtests"')[1]
+            assert re.search(r"<td>ana</td>\s*<td>done</td>", listed), listed
             assert "Backtest: the candidate" in report
             assert "data:image/png;base64," in report
             with pytest.raises(urllib.error.HTTPError, match="403"):
