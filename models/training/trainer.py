@@ -22,7 +22,7 @@ import numpy as np
 import numpy.typing as npt
 
 from models.features import offline
-from models.training import calibration, export
+from models.training import calibration, drift, export
 from models.training.datasets import Dataset
 from models.training.metrics import Metrics, evaluate, pr_curve
 
@@ -166,6 +166,9 @@ def train(
         "thresholds": {"review": metrics.review.score, "decline": metrics.decline.score},
         "calibration": calibrated,
         "onnx": {"input": export.INPUT_NAME, "output": export.PROBABILITY_OUTPUT},
+        # What drift is measured against: the features as the model learned them, the score
+        # as it served rows it had not seen (training rows' scores are too sure of themselves).
+        "drift": drift.reference(names, x[split.train], scores),
     }
     return Trained(booster, onnx, metrics, eval_y, scores, metadata)
 

@@ -155,3 +155,15 @@ def test_float32_thresholds_change_nothing_for_lightgbm() -> None:
     assert np.array_equal(servable.predict(x), booster.predict(x))
     onnx = export.fraud_probability(export.session(export.to_onnx(servable, x)), x)
     assert np.abs(onnx - servable.predict(x)).max() <= export.MAX_DIFFERENCE
+
+
+def test_a_version_carries_its_drift_reference(trained: Trained) -> None:
+    """Every feature and the score have reference bins in the metadata (plain JSON), and the
+    scores the reference was taken from show no drift against it."""
+    from models.training import drift
+
+    ref = json.loads(json.dumps(trained.metadata["drift"]))
+    assert set(ref["features"]) == {*trained.metadata["feature_names"], "score"}
+    score = ref["features"]["score"]
+    assert sum(score["shares"]) == pytest.approx(1.0)
+    assert drift.psi(score["shares"], drift.counts(score["edges"], trained.eval_scores)) < 1e-9
