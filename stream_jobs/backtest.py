@@ -104,11 +104,13 @@ def scored(
     mapping: Path | None = None,
     maturity_days: float = 90.0,
     as_of_ms: int | None = None,
+    labelled: bool = True,
 ) -> Scored:
-    """Load ``data`` (a file or a lake), compute features with history, score the range."""
+    """Load ``data`` (a file or a lake), compute features with history, score the range
+    (``labelled``: the data must hold both classes)."""
     meta = registry.metadata(version)
     signals = Signals.model_validate(meta.get("signals", {}))
-    dataset = datasets.load(data, mapping, signals)
+    dataset = datasets.load(data, mapping, signals, labelled)
     if dataset.kind != "transactions":
         raise BacktestError(f"{dataset.source}: a backtest needs transactions with their cards")
     times = dataset.frame["event_time"].to_numpy()

@@ -103,9 +103,12 @@ def _epoch_ms(value: object) -> float:
         return np.nan
 
 
-def load(path: Path, mapping: Path | None = None, signals: Signals = EMPTY) -> Dataset:
-    """Any supported file, with labels; raises DataError naming the problem. The attributes
-    are those of the mapping's signals file, else of ``signals``."""
+def load(
+    path: Path, mapping: Path | None = None, signals: Signals = EMPTY, labelled: bool = True
+) -> Dataset:
+    """Any supported file, with labels (``labelled``: both classes present, as training
+    needs; drift needs none); raises DataError naming the problem. The attributes are those
+    of the mapping's signals file, else of ``signals``."""
     if mapping is not None:
         dataset = _load_mapped(path, mapping, signals)
     elif path.is_dir():
@@ -127,7 +130,7 @@ def load(path: Path, mapping: Path | None = None, signals: Signals = EMPTY) -> D
             )
     else:
         raise DataError(f"{path.name}: expected a .jsonl (generator output), .csv or .csv.gz file")
-    _check(dataset)
+    _check(dataset, labelled)
     return dataset
 
 
@@ -148,10 +151,12 @@ def after_history(history: Dataset, later: Dataset) -> Dataset:
                    source=f"{later.source} after {history.source}")  # fmt: skip
 
 
-def _check(dataset: Dataset) -> None:
+def _check(dataset: Dataset, labelled: bool = True) -> None:
     frame = dataset.frame
     if frame.empty:
         raise DataError(f"{dataset.source}: no rows")
+    if not labelled:
+        return
     positives = int(frame["is_fraud"].sum())
     if positives == 0:
         raise DataError(f"{dataset.source}: no positive (fraud) labels: nothing to learn from")
