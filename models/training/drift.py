@@ -38,9 +38,10 @@ def edges(values: Floats, bins: int = BINS) -> list[float]:
     return [float(c) for c in np.unique(cuts) if c < present.max()]  # observed values only
 
 
-def counts(cut: Sequence[float], values: Floats) -> npt.NDArray[np.int64]:
+def counts(cut: Sequence[float] | Floats, values: npt.ArrayLike) -> npt.NDArray[np.int64]:
     """Rows per bin: ``len(cut) + 1`` bins of values (``(-inf, c0], (c0, c1], …``), then the
     missing ones; one ``searchsorted`` and one ``bincount`` for a whole batch."""
+    values = np.asarray(values, np.float64)
     missing = np.isnan(values)
     index = np.searchsorted(np.asarray(cut, np.float64), values, side="left")
     index[missing] = len(cut) + 1

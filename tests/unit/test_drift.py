@@ -69,3 +69,35 @@ def test_every_value_lands_in_exactly_one_bin(values: list[float]) -> None:
     seen = drift.counts(cut, data)
     assert seen.sum() == len(values)
     assert seen.size == len(cut) + 2
+
+
+def test_the_scoring_service_counts_rows_into_the_versions_bins() -> None:
+    """The counters Prometheus computes PSI from: rows per bin of each feature and of the
+    score, summed over batches, with the reference shares beside them; a version without a
+    reference counts nothing."""
+    from prometheus_client import CollectorRegistry
+
+    from services.scoring.server.metrics import ScoringMetrics
+
+    registry = CollectorRegistry()
+    metrics = ScoringMetrics(registry)
+    train = _sample(8, 10_000)
+    ref = drift.reference(["amount_usd"], train[:, None], np.linspace(0, 1, 10_000))
+    rows = np.array([[1.0], [np.nan], [1e9]], np.float32)
+    for _ in range(2):
+        metrics.drift.observe("v0002", ref, ["amount_usd"], rows, np.array([0.0, 0.5, 1.0]))
+    metrics.drift.observe("v0001", None, ["amount_usd"], rows, np.array([0.0, 0.5, 1.0]))
+
+    def value(name: str, **labels: str) -> float | None:
+        return registry.get_sample_value(name, {"model_version": "v0002", **labels})
+
+    rows_total = "fraudstream_scoring_drift_rows_total"
+    assert value(rows_total, feature="amount_usd", bin="0") == 2  # 1.0: the lowest decile
+    assert value(rows_total, feature="amount_usd", bin="9") == 2  # 1e9: the highest
+    assert value(rows_total, feature="amount_usd", bin="missing") == 2
+    assert value(rows_total, feature="score", bin="0") == 2
+    share = value("fraudstream_scoring_drift_reference_share", feature="amount_usd", bin="3")
+    assert share == pytest.approx(0.1, abs=1e-3)
+    assert registry.get_sample_value(
+        rows_total, {"model_version": "v0001", "feature": "amount_usd", "bin": "0"}
+    ) is None  # fmt: skip

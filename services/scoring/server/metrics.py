@@ -7,13 +7,21 @@ one), so nothing is registered globally at import time.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client.core import HistogramMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
+
+from models.training import drift
 
 ERROR_TYPES = ("unauthorized", "overloaded", "disconnected", "too_large", "invalid",
                "malformed", "not_ready")  # fmt: skip
@@ -53,6 +61,68 @@ class ScoreDistribution(Collector):
             buckets.append(("+Inf", int(cumulative[-1])))
             family.add_metric([version, role], buckets, summed)
         yield family
+
+
+class DriftBins(Collector):
+    """Rows per reference bin of each feature and of the score, counted a whole batch at a
+    time (a ``searchsorted`` and a ``bincount`` per column), with the version's reference
+    shares beside them: Prometheus computes PSI from the two (``monitoring/rules.yml``).
+    Versions trained before references were kept are not counted."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._counts: dict[tuple[str, str], npt.NDArray[np.int64]] = {}
+        self._reference: dict[str, dict[str, tuple[npt.NDArray[np.float64], list[float]]]] = {}
+
+    def observe(
+        self, version: str, reference: Mapping[str, Any] | None, names: Sequence[str],
+        rows: npt.NDArray[np.float32], scores: npt.NDArray[np.float64],
+    ) -> None:  # fmt: skip
+        if reference is None:
+            return
+        bins = self._bins(version, reference)
+        columns = [(n, rows[:, i]) for i, n in enumerate(names)] + [("score", scores)]
+        seen = [(n, drift.counts(bins[n][0], values)) for n, values in columns if n in bins]
+        with self._lock:
+            for name, found in seen:
+                key = (version, name)
+                self._counts[key] = self._counts.get(key, 0) + found
+
+    def _bins(
+        self, version: str, reference: Mapping[str, Any]
+    ) -> dict[str, tuple[npt.NDArray[np.float64], list[float]]]:
+        found = self._reference.get(version)
+        if found is None:
+            found = {name: (np.asarray(b["edges"], np.float64), list(b["shares"]))
+                     for name, b in reference["features"].items()}  # fmt: skip
+            with self._lock:
+                self._reference[version] = found
+        return found
+
+    def collect(self) -> Iterator[Metric]:
+        rows = CounterMetricFamily("fraudstream_scoring_drift_rows", "Rows scored per "
+                                   "reference bin of a feature or of the score",
+                                   labels=["model_version", "feature", "bin"])  # fmt: skip
+        shares = GaugeMetricFamily("fraudstream_scoring_drift_reference_share", "The share of "
+                                   "the version's training rows in each bin",
+                                   labels=["model_version", "feature", "bin"])  # fmt: skip
+        with self._lock:
+            counted = dict(self._counts)
+            reference = dict(self._reference)
+        for (version, name), counts in counted.items():
+            for index, count in enumerate(counts.tolist()):
+                rows.add_metric([version, name, _bin(index, counts.size)], count)
+        for version, bins in reference.items():
+            for name, (_, share) in bins.items():
+                for index, value in enumerate(share):
+                    shares.add_metric([version, name, _bin(index, len(share))], value)
+        yield rows
+        yield shares
+
+
+def _bin(index: int, size: int) -> str:
+    """A bin's label: its number, the last one "missing"."""
+    return "missing" if index == size - 1 else str(index)
 
 
 class ScoringMetrics:
@@ -104,3 +174,5 @@ class ScoringMetrics:
             "fraudstream_scoring_score", "Distribution of returned scores", SCORE_BUCKETS
         )
         registry.register(self.scores)
+        self.drift = DriftBins()
+        registry.register(self.drift)

@@ -29,6 +29,7 @@ class LoadedModel:
     _session: Any
     _explainer: Any
     _calibration: Mapping[str, Any] | None  # None: a version from before calibration
+    drift_reference: Mapping[str, Any] | None = None  # None: trained before versions kept one
 
     def score(self, rows: Matrix) -> npt.NDArray[np.float64]:
         """The model's raw score per row, from ONNX Runtime (what thresholds are set on)."""
@@ -84,4 +85,5 @@ def load(version_dir: Path, threads: int = 1) -> LoadedModel:
         _session=session,
         _explainer=explainer,
         _calibration=calibration,
+        drift_reference=meta.get("drift"),
     )

@@ -180,6 +180,8 @@ class Scorer:
         reasons = self._reasons(model, matrix, scores, self._explain)
         self._metrics.batch_rows.observe(len(rows))
         self._metrics.scores.observe_many(model.version, "primary", scores)
+        self._metrics.drift.observe(model.version, model.drift_reference, model.feature_names,
+                                    matrix, scores)  # fmt: skip
         shadow = None
         if self._shadow is not None:  # its own columns, by name
             shadow_model, columns = self._shadow
