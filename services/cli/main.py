@@ -26,6 +26,7 @@ from rich.table import Table
 from models.errors import ExportError, LakeError, RegistryError
 from models.training.dataset_files import labels_path
 from services.cli.backtest import backtest_cmd
+from services.cli.chargebacks import chargebacks_app
 from services.cli.drift import drift_cmd
 from services.cli.feedback import features_cmd, feedback_app_cmd, feedback_cmd
 from services.cli.lake import erase_cmd, lake_app
@@ -70,6 +71,7 @@ app.add_typer(signals_app, name="signals")
 app.add_typer(rules_app, name="rules")
 app.add_typer(lists_app, name="lists")
 app.add_typer(topics_app, name="topics")
+app.add_typer(chargebacks_app, name="chargebacks")
 app.add_typer(workbench_app, name="workbench")
 app.command("backtest")(backtest_cmd)
 models_app.command("drift")(drift_cmd)

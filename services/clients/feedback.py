@@ -27,12 +27,13 @@ class FeedbackProducer:
 
     def send(
         self, transaction_id: str, label: Label, analyst: str, note: str = "",
-        event_time: int | None = None,
+        event_time: int | None = None, at: int | None = None,
     ) -> Feedback:  # fmt: skip
-        """``event_time``: when the transaction happened, if known (a chargeback's date)."""
+        """``event_time``: when the transaction happened, if known (a chargeback's date);
+        ``at``: when the label was given (default: now; a chargeback's arrival)."""
         feedback = Feedback(
             transaction_id=transaction_id, label=label, analyst=analyst,
-            time=int(time.time() * 1000), note=note, event_time=event_time,
+            time=int(time.time() * 1000) if at is None else at, note=note, event_time=event_time,
         )  # fmt: skip
         self.send_raw(transaction_id.encode(), encode(feedback))
         return feedback

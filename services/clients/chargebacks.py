@@ -1,0 +1,119 @@
+"""Chargebacks as an issuer receives them: a CSV with a transaction id, the transaction's date
+and a reason code per row (and, optionally, the day the chargeback arrived). Each becomes a
+fraud label for that transaction, alerted or approved, sent as the pipeline's ``Feedback``
+with the transaction's date and the arrival date as its time.
+
+A file is checked whole before anything is sent: one bad row refuses the file, and the error
+names every bad line, so nothing is ever half-imported."""
+
+from __future__ import annotations
+
+import csv
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+import msgspec
+
+from services.clients.feedback import FeedbackProducer
+from services.core.contract import Feedback, Id, parse_event_time
+from services.core.errors import UserError
+from services.core.settings import Settings
+
+REQUIRED: Final = ("transaction_id", "transaction_date", "reason_code")
+RECEIVED: Final = "received_date"  # optional; default: today
+MAX_ROWS: Final = 1_000_000
+SHOWN_ERRORS: Final = 20
+_REASON = re.compile(r"[A-Za-z0-9._-]{1,16}")  # 10.4, 4837, fraud-cnp: the networks' codes
+_DAY_MS: Final = 86_400_000
+
+
+@dataclass(frozen=True)
+class Chargeback:
+    transaction_id: str
+    event_time: int  # the transaction's day (noon UTC) or its exact time
+    reason: str
+    received: int  # when the chargeback arrived: the label's time
+
+
+class ChargebackFileError(UserError):
+    """The file was refused: the message names the lines."""
+
+
+def _when(text: str, field: str) -> int:
+    """A day (2026-11-02: its noon, UTC) or an RFC 3339 time, as epoch ms."""
+    value = text.strip()
+    return parse_event_time(f"{value}T12:00:00Z" if len(value) == 10 else value, field)
+
+
+def _row(row: dict[str, str | None], today_ms: int) -> Chargeback:
+    """One row, or a ValueError naming the field."""
+    try:
+        transaction = msgspec.convert((row["transaction_id"] or "").strip(), Id)
+    except msgspec.ValidationError as error:
+        raise ValueError(f"transaction_id: {error}") from None
+    happened = _when(row["transaction_date"] or "", "transaction_date")
+    reason = (row["reason_code"] or "").strip()
+    if not _REASON.fullmatch(reason):
+        raise ValueError("reason_code: 1 to 16 letters, digits, '.', '_' or '-'")
+    received = _when(row.get(RECEIVED) or "", RECEIVED) if row.get(RECEIVED) else today_ms
+    if received > today_ms + _DAY_MS:
+        raise ValueError(f"{RECEIVED}: in the future")
+    if received < happened - _DAY_MS:
+        raise ValueError(f"{RECEIVED}: before the transaction")
+    Feedback(
+        transaction_id=transaction, label="fraud", analyst="-", time=received, event_time=happened
+    )  # its own checks (printable id), before anything is sent
+    return Chargeback(transaction, happened, reason, received)
+
+
+def read(path: Path) -> list[Chargeback]:
+    """Every row of the file, checked; a ChargebackFileError names the bad lines."""
+    today = int(time.time() * 1000)
+    found: list[Chargeback] = []
+    errors: list[str] = []
+    seen: dict[str, int] = {}
+    try:
+        with path.open(newline="", encoding="utf-8") as handle:
+            reader = csv.DictReader(handle)
+            missing = [c for c in REQUIRED if c not in (reader.fieldnames or [])]
+            if missing:
+                raise ChargebackFileError(f"{path.name}: no column {', '.join(missing)} (the "
+                                          f"header needs {', '.join(REQUIRED)})")  # fmt: skip
+            for row in reader:
+                line = reader.line_num
+                if len(found) + len(errors) >= MAX_ROWS:
+                    raise ChargebackFileError(f"{path.name}: more than {MAX_ROWS:,} rows")
+                try:
+                    chargeback = _row(row, today)
+                except ValueError as error:
+                    errors.append(f"line {line}: {error}")
+                    continue
+                if chargeback.transaction_id in seen:
+                    errors.append(f"line {line}: transaction_id: again (first on line "
+                                  f"{seen[chargeback.transaction_id]})")  # fmt: skip
+                    continue
+                seen[chargeback.transaction_id] = line
+                found.append(chargeback)
+    except (OSError, UnicodeDecodeError, csv.Error) as error:
+        raise ChargebackFileError(f"{path.name}: cannot read it as CSV: {error}") from None
+    if errors:
+        shown = "\n".join(errors[:SHOWN_ERRORS])
+        more = f"\n… and {len(errors) - SHOWN_ERRORS} more" if len(errors) > SHOWN_ERRORS else ""
+        raise ChargebackFileError(f"{path.name}: {len(errors)} bad rows, nothing imported:\n"
+                                  f"{shown}{more}")  # fmt: skip
+    if not found:
+        raise ChargebackFileError(f"{path.name}: no chargeback in it")
+    return found
+
+
+def send(settings: Settings, chargebacks: list[Chargeback], by: str) -> int:
+    """Each as a fraud label on ``alert-feedback``; the number the broker did not
+    acknowledge (a repeat of the file labels the same transactions the same way)."""
+    producer = FeedbackProducer(settings)
+    for c in chargebacks:
+        producer.send(c.transaction_id, "fraud", by, f"chargeback {c.reason}", c.event_time,
+                      at=c.received)  # fmt: skip
+    return producer.close(30)
