@@ -101,3 +101,25 @@ def test_the_scoring_service_counts_rows_into_the_versions_bins() -> None:
     assert registry.get_sample_value(
         rows_total, {"model_version": "v0001", "feature": "amount_usd", "bin": "0"}
     ) is None  # fmt: skip
+
+
+@given(hs.lists(hs.tuples(hs.floats(-50, 150) | hs.just(float("nan")),
+                          hs.floats(0, 1)), min_size=1, max_size=200))  # fmt: skip
+def test_the_services_one_pass_count_equals_the_offline_count(
+    rows: list[tuple[float, float]],
+) -> None:
+    """The scoring service counts a batch in one comparison pass; the lake and the model card
+    with ``drift.counts`` column by column: the same bins, whatever the values."""
+    from services.scoring.server.metrics import _Layout
+
+    train = np.column_stack([np.arange(100.0), np.repeat([0.0, 1.0], 50)])
+    ref = drift.reference(["a", "flag"], train, np.linspace(0, 1, 100))
+    layout = _Layout.of(ref, ["a", "flag"])
+    batch = np.array([[v, v > 50, s] for v, s in rows], np.float64)
+    batch[np.isnan(batch[:, 0]), 1] = np.nan
+    counted = layout.count(batch)
+    for column, name in enumerate(layout.names):
+        bins = ref["features"][name]
+        expected = drift.counts(bins["edges"], batch[:, column])
+        assert counted[column, : expected.size].tolist() == expected.tolist()
+        assert counted[column, expected.size :].sum() == 0
