@@ -5,6 +5,7 @@ amount quadrupled (a planted shift that pages), with the history before it in pl
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 from datetime import UTC, datetime
 from pathlib import Path
@@ -63,7 +64,12 @@ def test_psi_is_low_on_the_same_law_and_pages_on_a_planted_shift(
     assert float(moved["amount_usd"]["psi"]) > 10 * float(same["amount_usd"]["psi"])
     assert sum(moved["amount_usd"]["observed"]) == pytest.approx(1.0)
 
+    older = tmp_path / "older"  # the shipped registry as it was before versions kept one
+    shutil.copytree(DEFAULT_REGISTRY, older)
+    meta = older / "versions" / "v0001" / "metadata.json"
+    meta.write_text(json.dumps({k: v for k, v in json.loads(meta.read_text()).items()
+                                if k != "drift"}))  # fmt: skip
     old = fraudstream("models", "drift", "v0001", "--from", last_day, "--to", "2099-01-01",
-                      "--data", str(data), "--registry", str(DEFAULT_REGISTRY))  # fmt: skip
+                      "--data", str(data), "--registry", str(older))  # fmt: skip
     assert old.returncode == 1
     assert "no drift reference" in old.stderr
