@@ -34,6 +34,23 @@ def _day_ms(text: str, what: str) -> int:
         raise UserError(f"--{what}: {error} (a date, 2026-11-01, or an RFC 3339 time)") from None
 
 
+def range_and_version(
+    start: str, end: str, registry: Path | None, version: str | None, how: str
+) -> tuple[Any, Any, str]:
+    """The ``--from``/``--to`` range, the registry and the version a command runs on (the
+    current one unless named; ``how``: how to name one)."""
+    from stream_jobs import backtest as bt
+
+    window = bt.Range(_day_ms(start, "from"), _day_ms(end, "to"))
+    if window.end_ms <= window.start_ms:
+        raise UserError("--to must be after --from")
+    reg = _registry(registry)
+    chosen = version or reg.current()
+    if chosen is None:
+        raise UserError(f"no model version: train one, or {how}")
+    return window, reg, chosen
+
+
 def backtest_cmd(
     start: Annotated[str, typer.Option("--from", help="First day (UTC), inclusive.")],
     end: Annotated[str, typer.Option("--to", help="Last day (UTC), exclusive.")],
@@ -66,13 +83,7 @@ def backtest_cmd(
         from stream_jobs.backtest_report import render
     except ImportError as error:
         raise MissingExtra("train", error.name) from None
-    window = bt.Range(_day_ms(start, "from"), _day_ms(end, "to"))
-    if window.end_ms <= window.start_ms:
-        raise UserError("--to must be after --from")
-    reg = _registry(registry)
-    version = model or reg.current()
-    if version is None:
-        raise UserError("no model version: train one, or give --model")
+    window, reg, version = range_and_version(start, end, registry, model, "give --model")
     source = data or load_settings().lake_path
     named = [named_strategy(strategy), *([named_strategy(against)] if against is not None else [])]
     try:

@@ -11,8 +11,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from services.cli.backtest import _day_ms
-from services.cli.models import JsonOpt, MappingOpt, RegistryOpt, _registry
+from services.cli.backtest import range_and_version
+from services.cli.models import JsonOpt, MappingOpt, RegistryOpt
 from services.core.errors import MissingExtra, UserError
 from services.core.settings import load_settings
 
@@ -40,13 +40,7 @@ def drift_cmd(
         from stream_jobs import drift
     except ImportError as error:
         raise MissingExtra("train", error.name) from None
-    window = bt.Range(_day_ms(start, "from"), _day_ms(end, "to"))
-    if window.end_ms <= window.start_ms:
-        raise UserError("--to must be after --from")
-    reg = _registry(registry)
-    chosen = version or reg.current()
-    if chosen is None:
-        raise UserError("no model version: train one, or name it")
+    window, reg, chosen = range_and_version(start, end, registry, version, "name it")
     try:
         result = drift.measure(reg, chosen, data or load_settings().lake_path, window, mapping)
     except bt.BacktestError as error:
