@@ -102,7 +102,7 @@ def scored(
     data: Path,
     window: Range,
     mapping: Path | None = None,
-    maturity_days: float = 90.0,
+    maturity_days: float = 60.0,
     as_of_ms: int | None = None,
     labelled: bool = True,
 ) -> Scored:
@@ -140,51 +140,67 @@ def scored(
     )
 
 
+@dataclass(frozen=True)
+class LabelStates:
+    """Per row, by the lake's rule: labelled, assumed legit (unlabelled past the maturity
+    window), unknown because immature, or unknown because declined (a decline hides whether
+    it was fraud)."""
+
+    labelled: npt.NDArray[np.bool_]
+    assumed: npt.NDArray[np.bool_]
+    immature: npt.NDArray[np.bool_]
+    declined: npt.NDArray[np.bool_]
+
+    @property
+    def known(self) -> npt.NDArray[np.bool_]:
+        return self.labelled | self.assumed
+
+    def counts(self, fraud: npt.NDArray[np.bool_]) -> dict[str, Any]:
+        return {
+            "fraud": int((fraud & self.labelled).sum()),
+            "legit": int((~fraud & self.labelled).sum()),
+            "assumed_legit": int(self.assumed.sum()),
+            "unknown_immature": int(self.immature.sum()),
+            "unknown_declined": int(self.declined.sum()),
+            "unknown_share": float((~self.known).mean()),
+        }
+
+
+def label_states(
+    labelled: npt.NDArray[np.bool_],
+    declined: npt.NDArray[np.bool_],
+    event_time: npt.NDArray[np.int64],
+    maturity_days: float,
+    as_of_ms: int | None = None,
+) -> LabelStates:
+    as_of = as_of_ms if as_of_ms is not None else int(datetime.now(UTC).timestamp() * 1000)
+    mature = event_time < as_of - maturity_days * DAY_MS
+    declined = declined & ~labelled
+    return LabelStates(labelled, ~labelled & ~declined & mature,
+                       ~labelled & ~declined & ~mature, declined)  # fmt: skip
+
+
 def _labels(
     frame: pd.DataFrame, lake: Path | None, maturity_days: float, as_of_ms: int | None
 ) -> Labels:
     fraud = frame["is_fraud"].to_numpy(bool)
-    n = len(frame)
     if lake is None:  # a file's labels are final
-        known = np.ones(n, bool)
-        return Labels(
-            fraud,
-            known,
-            {
-                "fraud": int(fraud.sum()),
-                "legit": int((~fraud).sum()),
-                "assumed_legit": 0,
-                "unknown_immature": 0,
-                "unknown_declined": 0,
-                "unknown_share": 0.0,
-            },
-        )
+        every = np.ones(len(frame), bool)
+        final = LabelStates(every, ~every, ~every, ~every)
+        return Labels(fraud, every, final.counts(fraud))
     from models.lake import tables as lk
 
-    labelled = frame["label_time"].notna().to_numpy()
     declined_ids = set(
         lk.connect(lk.Lake(lake))
         .execute("SELECT transaction_id FROM decisions WHERE decision = 'decline'")
         .df()["transaction_id"]
     )
-    declined = frame["transaction_id"].isin(declined_ids).to_numpy() & ~labelled
-    as_of = as_of_ms if as_of_ms is not None else int(datetime.now(UTC).timestamp() * 1000)
-    mature = frame["event_time"].to_numpy() < as_of - maturity_days * DAY_MS
-    assumed = ~labelled & ~declined & mature
-    immature = ~labelled & ~declined & ~mature
-    known = labelled | assumed
-    return Labels(
-        fraud,
-        known,
-        {
-            "fraud": int((fraud & labelled).sum()),
-            "legit": int((~fraud & labelled).sum()),
-            "assumed_legit": int(assumed.sum()),
-            "unknown_immature": int(immature.sum()),
-            "unknown_declined": int(declined.sum()),
-            "unknown_share": float((~known).mean()),
-        },
-    )
+    states = label_states(
+        frame["label_time"].notna().to_numpy(),
+        frame["transaction_id"].isin(declined_ids).to_numpy(),
+        frame["event_time"].to_numpy(np.int64), maturity_days, as_of_ms,
+    )  # fmt: skip
+    return Labels(fraud, states.known, states.counts(fraud))
 
 
 @dataclass

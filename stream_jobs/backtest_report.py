@@ -6,9 +6,8 @@ matplotlib's Agg backend), in reading order: the run and what its labels are, a 
 what changes against the other strategy (champion/challenger runs), the charts, the alert
 queue's load by hour, then one table per strategy with each rule.
 
-Every string of the result is escaped at one place, ``_e``: rule ids, descriptions, strategy
-and data source names are user input. Markup this module builds itself is an ``Html`` and
-passes through unchanged.
+Every string of the result is escaped at one place, ``report_html.e``: rule ids, descriptions,
+strategy and data source names are user input.
 
 The keys read are those of ``stream_jobs.backtest``'s result: ``strategies.strategy`` is
 required, ``strategies.against``, ``comparison``, ``threshold_curve`` and ``score_histogram``
@@ -17,18 +16,24 @@ are optional; a missing or null number renders as a dash.
 
 from __future__ import annotations
 
-import base64
-import html
-import io
 import math
 import numbers
-from collections.abc import Callable, Collection, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
 from datetime import date
-from typing import TYPE_CHECKING, Any, Final
+from typing import Any, Final
 
-if TYPE_CHECKING:
-    from matplotlib.figure import Figure
+from stream_jobs.report_html import (
+    Chart,
+    Html,
+    e,
+    figure_html,
+    new_figure,
+    page,
+    plain,
+    png,
+    table,
+    use_agg,
+)
 
 DASH: Final = "\u2013"  # an undefined number (precision with no labelled alert)
 ROLES: Final = ("strategy", "against")
@@ -37,17 +42,6 @@ ROLES: Final = ("strategy", "against")
 LINE: Final = {"strategy": "#0072B2", "against": "#E69F00"}
 CAUGHT, FALSE_POSITIVE, BUDGET = "#009E73", "#D55E00", "#CC3311"
 FRAUD, LEGIT = "#D55E00", "#0072B2"
-
-
-class Html(str):
-    """Markup this module built: ``_e`` passes it through instead of escaping it again."""
-
-    __slots__ = ()
-
-
-def _e(value: object) -> Html:
-    """Escape text for HTML (quotes too: the text may land in an attribute)."""
-    return value if isinstance(value, Html) else Html(html.escape(str(value), quote=True))
 
 
 # ---- numbers -------------------------------------------------------------------------------
@@ -117,50 +111,10 @@ FORMATS: Final[Mapping[str, Callable[[object], str]]] = {
 # ---- HTML pieces ---------------------------------------------------------------------------
 
 
-def _table(
-    headers: Sequence[object], rows: Sequence[Sequence[object]], text: Collection[int] = (0,)
-) -> Html:
-    """A table whose columns are numbers (right-aligned) except those in ``text``."""
-
-    def cell(tag: str, i: int, value: object) -> str:
-        kind = "" if i in text else ' class="num"'
-        scope = ' scope="col"' if tag == "th" else ""
-        return f"<{tag}{kind}{scope}>{_e(value)}</{tag}>"
-
-    head = "".join(cell("th", i, h) for i, h in enumerate(headers))
-    body = "".join(
-        "<tr>" + "".join(cell("td", i, c) for i, c in enumerate(row)) + "</tr>" for row in rows
-    )
-    return Html(f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>")
-
-
 def _bar(share: float | None) -> Html:
     """An inline bar for a share in 0..1, so the hourly table reads like a chart without one."""
     width = 0.0 if share is None else max(0.0, min(1.0, share)) * 100
     return Html(f'<span class="bar" style="width:{width:.1f}%"></span>')
-
-
-@dataclass(frozen=True)
-class Chart:
-    """One chart: its PNG, or why there is none (then the page says so instead)."""
-
-    title: str
-    alt: str
-    caption: str
-    png: bytes | None = None
-    missing: str = ""
-
-
-def _figure_html(chart: Chart) -> Html:
-    """The chart under its heading, or the sentence saying why it is left out."""
-    if chart.png is None:
-        return Html(f'<h3>{_e(chart.title)}</h3><p class="missing">{_e(chart.missing)}</p>')
-    data = base64.b64encode(chart.png).decode("ascii")
-    return Html(
-        f"<h3>{_e(chart.title)}</h3><figure>"
-        f'<img src="data:image/png;base64,{data}" alt="{_e(chart.alt)}">'
-        f"<figcaption>{_e(chart.caption)}</figcaption></figure>"
-    )
 
 
 # ---- the result's parts --------------------------------------------------------------------
@@ -221,8 +175,8 @@ def _header(result: Mapping[str, Any], strategies: Mapping[str, Mapping[str, Any
         f"daily alert budget {_count(budget)}" if budget > 0 else "no daily alert budget",
     ]
     return Html(
-        f"<h1>Backtest of {_e(title)}</h1>"
-        f'<p class="run">{" &middot; ".join(_e(f) for f in facts)}</p>'
+        f"<h1>Backtest of {e(title)}</h1>"
+        f'<p class="run">{" &middot; ".join(e(f) for f in facts)}</p>'
     )
 
 
@@ -242,7 +196,7 @@ def _labels_note(result: Mapping[str, Any]) -> Html:
             else "."
         )
     )
-    return Html(f'<p class="note"><strong>Labels.</strong> {_e(text)}</p>')
+    return Html(f'<p class="note"><strong>Labels.</strong> {e(text)}</p>')
 
 
 SUMMARY_ROWS: Final = (
@@ -283,7 +237,7 @@ def _summary_table(
             row.append(_diff(kind, summaries[0].get(key), summaries[1].get(key)))
         rows.append(row)
     headers = ["", *labels.values(), *(["Change"] if both else [])]
-    return Html(f"<h2>Summary</h2>{_table(headers, rows)}")
+    return Html(f"<h2>Summary</h2>{table(headers, rows)}")
 
 
 def _comparison(result: Mapping[str, Any], labels: Mapping[str, str]) -> Html:
@@ -307,8 +261,8 @@ def _comparison(result: Mapping[str, Any], labels: Mapping[str, str]) -> Html:
         f"Newly flagged: alerted by {labels['strategy']}, not by {labels['against']}; "
         "no longer flagged: the reverse. Unknown: neither fraud nor legit (immature or declined)."
     )
-    table = _table(["", "Transactions", "USD", "Fraud", "Legit", "Unknown"], rows)
-    return Html(f'<h2>What changes</h2>{table}<p class="caption">{_e(caption)}</p>')
+    grid = table(["", "Transactions", "USD", "Fraud", "Legit", "Unknown"], rows)
+    return Html(f'<h2>What changes</h2>{grid}<p class="caption">{e(caption)}</p>')
 
 
 def _hourly(strategies: Mapping[str, Mapping[str, Any]], labels: Mapping[str, str]) -> Html:
@@ -330,9 +284,9 @@ def _hourly(strategies: Mapping[str, Mapping[str, Any]], labels: Mapping[str, st
             share = None if value is None or total <= 0 else value / total
             row += [_count(None if value is None else round(value, 1)), _pct(share), _bar(share)]
         rows.append(row)
-    table = _table(headers, rows, text=range(0, len(headers), 3))  # hours and bars: not numbers
+    grid = table(headers, rows, text=range(0, len(headers), 3))  # hours and bars: not numbers
     caption = "Mean alerts raised in each hour of the day over the range, by UTC hour."
-    return Html(f'<h2>Alert queue load by hour</h2>{table}<p class="caption">{_e(caption)}</p>')
+    return Html(f'<h2>Alert queue load by hour</h2>{grid}<p class="caption">{e(caption)}</p>')
 
 
 RULE_HEADERS: Final = (
@@ -343,7 +297,7 @@ RULE_HEADERS: Final = (
 
 def _rule_row(rule: Mapping[str, Any]) -> list[object]:
     code = rule.get("code")
-    name = Html(_e(rule.get("id", DASH)) + (f"<br><code>{_e(code)}</code>" if code else ""))
+    name = Html(e(rule.get("id", DASH)) + (f"<br><code>{e(code)}</code>" if code else ""))
     return [
         name, rule.get("state", DASH), rule.get("outcome", DASH), _count(rule.get("fires")),
         _rate(rule.get("fire_rate")), _count(rule.get("distinct_cards")),
@@ -360,43 +314,21 @@ def _rules_section(strategies: Mapping[str, Mapping[str, Any]], labels: Mapping[
         thresholds: Mapping[str, Any] = strategy.get("thresholds") or {}
         settings = ", ".join(f"{k} {v}" for k, v in thresholds.items()) or DASH
         rows = [_rule_row(r) for r in _rules(strategy)]
-        table = _table(RULE_HEADERS, rows, text=(0, 1, 2, len(RULE_HEADERS) - 1))
+        grid = table(RULE_HEADERS, rows, text=(0, 1, 2, len(RULE_HEADERS) - 1))
         parts.append(
-            f"<h3>{_e(labels[role])}</h3><p>Thresholds: {_e(settings)}</p>"
-            f'<div class="wide">{table}</div>'
+            f"<h3>{e(labels[role])}</h3><p>Thresholds: {e(settings)}</p>"
+            f'<div class="wide">{grid}</div>'
         )
     note = (
         "State: active rules act; shadow rules are recorded, not acted on (their fires show what "
         "they would do); paused rules are not evaluated. Precision counts fires with a label "
         "only; a dash means no such fire."
     )
-    parts.append(f'<p class="caption">{_e(note)}</p>')
+    parts.append(f'<p class="caption">{e(note)}</p>')
     return Html("".join(parts))
 
 
 # ---- charts --------------------------------------------------------------------------------
-
-
-def _plain(text: str) -> str:
-    """Text matplotlib draws as written: a ``$`` would start mathtext (and can fail to parse),
-    and a leading underscore hides a legend entry."""
-    text = text.replace("$", r"\$")
-    return f" {text}" if text.startswith("_") else text
-
-
-def _png(figure: Figure) -> bytes:
-    """The figure as PNG bytes, without the Software tag (the page names no URL)."""
-    buffer = io.BytesIO()
-    figure.tight_layout()
-    figure.savefig(buffer, format="png", metadata={"Software": None})
-    return buffer.getvalue()
-
-
-def _new_figure(width: float, height: float) -> Figure:
-    """A figure not registered with pyplot: no global state, nothing to close."""
-    from matplotlib.figure import Figure
-
-    return Figure(figsize=(width, height), dpi=100)
 
 
 def _alerts_by_day(strategy: Mapping[str, Any]) -> dict[date, float | None]:
@@ -417,12 +349,12 @@ def _alerts_chart(
     days = sorted(set().union(*series.values()))
     if not days:
         return Chart(title, "", "", missing="No alerts per day: the range held no days.")
-    figure = _new_figure(9, 3.8)
+    figure = new_figure(9, 3.8)
     axes = figure.subplots()
     x = range(len(days))  # one slot per day: a date axis would tick hours on a short range
     for role, alerts in series.items():
         y = [math.nan if (a := alerts.get(d)) is None else a for d in days]
-        axes.plot(x, y, marker="o", ms=3, lw=1.6, color=LINE[role], label=_plain(labels[role]))
+        axes.plot(x, y, marker="o", ms=3, lw=1.6, color=LINE[role], label=plain(labels[role]))
         if budget > 0:
             over = [(i, v) for i, v in zip(x, y, strict=True) if v > budget]
             axes.plot([i for i, _ in over], [v for _, v in over], "o", ms=7, mfc="none",
@@ -444,7 +376,7 @@ def _alerts_chart(
     caption = "Alerts (reviews and declines) raised each day" + (
         "; circled days are over the budget." if budget > 0 else "."
     )
-    return Chart(title, alt, caption, png=_png(figure))
+    return Chart(title, alt, caption, png=png(figure))
 
 
 def _rule_order(strategies: Mapping[str, Mapping[str, Any]]) -> list[str]:
@@ -479,7 +411,7 @@ def _rules_chart(strategies: Mapping[str, Mapping[str, Any]], labels: Mapping[st
         return Chart(title, "", "", missing="No rules and no model in the strategy.")
     roles = list(strategies)
     height = 0.8 / len(roles)
-    figure = _new_figure(9, 1.4 + 0.32 * len(order) * len(roles))
+    figure = new_figure(9, 1.4 + 0.32 * len(order) * len(roles))
     axes = figure.subplots()
     for k, role in enumerate(roles):
         by_id = {str(r.get("id")): r for r in _rules(strategies[role])}
@@ -487,7 +419,7 @@ def _rules_chart(strategies: Mapping[str, Mapping[str, Any]], labels: Mapping[st
         caught = [_finite(by_id.get(r, {}).get("fraud_caught")) for r in order]
         wrong = [_finite(by_id.get(r, {}).get("false_positives")) for r in order]
         alpha, hatch = (1.0, None) if k == 0 else (0.55, "//")  # the other strategy: lighter
-        name = _plain(labels[role])
+        name = plain(labels[role])
         for values, sign, colour, what in (
             (caught, 1, CAUGHT, "fraud caught"),
             (wrong, -1, FALSE_POSITIVE, "false positives"),
@@ -509,7 +441,7 @@ def _rules_chart(strategies: Mapping[str, Mapping[str, Any]], labels: Mapping[st
                 fontsize=7,
             )
     axes.axvline(0, color="black", lw=0.8)
-    axes.set_yticks(range(len(order)), [_plain(_tick(r, strategies)) for r in order], fontsize=8)
+    axes.set_yticks(range(len(order)), [plain(_tick(r, strategies)) for r in order], fontsize=8)
     axes.invert_yaxis()
     axes.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{abs(v):,.0f}"))
     axes.margins(x=0.15)
@@ -526,7 +458,7 @@ def _rules_chart(strategies: Mapping[str, Mapping[str, Any]], labels: Mapping[st
         "Each rule's fires that were fraud (right) and labelled legit (left); fires with unknown "
         "labels are in neither. A transaction several rules flag counts for each of them."
     )
-    return Chart(title, alt, caption, png=_png(figure))
+    return Chart(title, alt, caption, png=png(figure))
 
 
 def _threshold_chart(result: Mapping[str, Any]) -> Chart:
@@ -548,7 +480,7 @@ def _threshold_chart(result: Mapping[str, Any]) -> Chart:
         return [math.nan if (v := _finite(p.get(key))) is None else v for p in points]
 
     threshold = column("threshold")
-    figure = _new_figure(9, 4)
+    figure = new_figure(9, 4)
     axes = figure.subplots()
     axes.plot(threshold, column("precision"), color=LINE["strategy"], lw=1.8, label="precision")
     axes.plot(threshold, column("recall"), color=CAUGHT, lw=1.8, label="recall")
@@ -578,7 +510,7 @@ def _threshold_chart(result: Mapping[str, Any]) -> Chart:
         "The model alone, its review threshold moving: a higher threshold raises precision and "
         "lowers recall and the daily load. Labelled events only."
     )
-    return Chart(title, alt, caption, png=_png(figure))
+    return Chart(title, alt, caption, png=png(figure))
 
 
 def _score_chart(result: Mapping[str, Any]) -> Chart:
@@ -593,7 +525,7 @@ def _score_chart(result: Mapping[str, Any]) -> Chart:
     if len(edges) != len(raw_edges) or bins < 1 or not len(fraud) == len(legit) == bins:
         return Chart(title, "", "", missing="No score histogram: the backtest scored no event.")
     calibrated = bool((result.get("model") or {}).get("calibrated"))
-    figure = _new_figure(9, 3.8)
+    figure = new_figure(9, 3.8)
     axes = figure.subplots()
     # On a log axis an empty bin (0) has no place: draw it at a floor below one event.
     log = any(c > 0 for c in fraud + legit)
@@ -615,36 +547,15 @@ def _score_chart(result: Mapping[str, Any]) -> Chart:
         f"log-scaled count axis; {sum(fraud):,.0f} fraud and {sum(legit):,.0f} legit events."
     )
     caption = "Labelled events by model score; counts on a log scale, so the rare fraud shows."
-    return Chart(title, alt, caption, png=_png(figure))
+    return Chart(title, alt, caption, png=png(figure))
 
 
 # ---- the page ------------------------------------------------------------------------------
 
-STYLE: Final = """
-body{font:15px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;color:#1d1d1f;
-margin:0;background:#fafafa}
-main{max-width:1100px;margin:0 auto;padding:24px 28px 64px;background:#fff}
-h1{font-size:1.6em;margin:0 0 .3em}h2{margin-top:2em;border-bottom:1px solid #ddd}
-h3{margin:1.4em 0 .4em}
-.run{color:#555;margin-top:0}
-.note{background:#fff8e1;border-left:4px solid #f0ad00;padding:10px 14px}
-table{border-collapse:collapse;margin:.5em 0;font-variant-numeric:tabular-nums}
-th,td{padding:4px 10px;border-bottom:1px solid #e5e5e5;text-align:left;vertical-align:top}
-th{background:#f3f3f3}.num{text-align:right;white-space:nowrap}
-.wide{overflow-x:auto}
-code{font-size:.85em;color:#666}
-.bar{display:inline-block;height:.8em;background:#0072B2;min-width:1px}
-figure{margin:0}img{max-width:100%;height:auto}
-figcaption,.caption{color:#555;font-size:.9em}
-.missing{color:#8a4b00;font-style:italic}
-"""
-
 
 def render(result: Mapping[str, Any]) -> str:
     """The backtest's result as one self-contained HTML page (charts inline, no network)."""
-    import matplotlib
-
-    matplotlib.use("Agg")  # no display; the PNGs go into the page
+    use_agg()
 
     strategies = _strategies(result)
     labels = _labels(strategies)
@@ -662,13 +573,8 @@ def render(result: Mapping[str, Any]) -> str:
         _summary_table(result, strategies, labels),
         _comparison(result, labels),
         "<h2>Charts</h2>",
-        *(_figure_html(c) for c in charts),
+        *(figure_html(c) for c in charts),
         _hourly(strategies, labels),
         _rules_section(strategies, labels),
     ))  # fmt: skip
-    return (
-        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-        '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f"<title>{_e(title)}</title><style>{STYLE}</style></head>"
-        f"<body><main>{body}</main></body></html>\n"
-    )
+    return page(title, body)

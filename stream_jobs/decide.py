@@ -186,7 +186,7 @@ class Decider:
         self._metrics = metrics or JobMetrics(CollectorRegistry())  # unserved when not given
         self._tokens = tokens
         self._personal = options.signals.personal
-        self._names = options.feature_names  # an alert's features, by name
+        self._names = options.feature_names  # a decision's features, by name
         self._letters = DeadLetterLog(log)
         self._warnings = ThrottledLog(log)
         self._redis_retry_at = 0.0
@@ -276,19 +276,13 @@ class Decider:
         for j, (v, row, flags) in enumerate(zip(valid, rows, blocked, strict=True)):
             compiled = versions.for_event(v.tx.event_time_ms)
             result = None if response is None else response.results[j]
-            decision = self._decision(v, compiled, row, flags, result, response, errors,
+            decision = self._decision(v, compiled, row, flags, result, response, j, errors,
                                       decided_at, losses)  # fmt: skip
             out = outputs[v.index]
             out.key = v.tx.card_id.encode()
             out.decision = encode(decision)
             if decision.decision != "approve":
-                features: dict[str, float | None] = {
-                    name: None if value != value else value  # NaN: a signal it lacked
-                    for name, value in zip(self._names, row, strict=True)
-                }
-                alert = Alert(**msgspec.structs.asdict(decision), transaction=v.tx,
-                              features=features)  # fmt: skip
-                out.alert = encode(alert)
+                out.alert = encode(Alert(**msgspec.structs.asdict(decision), transaction=v.tx))
             decisions.append(decision)
         for decision in decisions:  # counted once the whole batch is decided (never twice)
             self._observe(decision)
@@ -306,6 +300,7 @@ class Decider:
         blocked: tuple[bool, bool],
         result: RowResult | None,
         response: ScoreResponse | None,
+        index: int,
         errors: list[str],
         decided_at: int,
         losses: list[float],
@@ -331,6 +326,7 @@ class Decider:
             model, reasons = "approve", [*reasons, *hits.allow]  # spared the model's review
         acted = blocks + fired.active
         policy = rules.when_degraded(v.degraded, amount_usd, self._options.policy)
+        shadow = None if response is None else response.shadow
         return Decision(
             transaction_id=v.tx.transaction_id, card_id=v.tx.card_id,
             event_time=v.tx.event_time_ms, decided_at=decided_at, score=score,
@@ -339,6 +335,10 @@ class Decider:
             model_version=version, degraded=sorted(v.degraded),
             latency_ms=float(max(decided_at - v.record.read_ms, 0)),
             strategy_version=compiled.version, shadow=fired.shadow,
+            shadow_model_version=shadow.model_version if shadow else "",
+            shadow_score=shadow.scores[index] if shadow else None,
+            features={name: None if value != value else value  # NaN: a signal it lacked
+                      for name, value in zip(self._names, row, strict=True)},
         )  # fmt: skip
 
     def _count_series(self, versions: Versions) -> None:

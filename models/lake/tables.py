@@ -110,7 +110,11 @@ def transaction_row(tx: Transaction) -> dict[str, Any]:
 
 
 def decision_row(decision: Decision) -> dict[str, Any]:
-    return msgspec.structs.asdict(decision)
+    """A decision as the ledger keeps it: its feature row as JSON text (names vary with the
+    producer's signals)."""
+    row = msgspec.structs.asdict(decision)
+    row["features"] = msgspec.json.encode(decision.features).decode() if decision.features else None
+    return row
 
 
 def label_row(record: LabelRecord) -> dict[str, Any]:

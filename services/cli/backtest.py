@@ -27,6 +27,19 @@ StrategyRef = Annotated[
 ]
 
 
+MaturityOpt = Annotated[
+    float | None,
+    typer.Option(
+        min=0, help="Lake: an unlabelled transaction older than this many days is legit. "
+        "Default: FRAUDSTREAM_LAKE_LABEL_MATURITY_DAYS (60).",
+    ),
+]  # fmt: skip
+
+
+def matured(days: float | None) -> float:
+    return load_settings().lake.label_maturity_days if days is None else days
+
+
 def _day_ms(text: str, what: str) -> int:
     try:
         return parse_event_time(text if "T" in text else f"{text}T00:00:00Z", what)
@@ -68,9 +81,7 @@ def backtest_cmd(
     budget: Annotated[
         int | None, typer.Option(min=0, help="Daily alert budget, instead of each strategy's own.")
     ] = None,
-    maturity_days: Annotated[
-        float, typer.Option(min=0, help="Lake: an unlabelled transaction older than this is legit.")
-    ] = 90.0,
+    maturity_days: MaturityOpt = None,
     html: Annotated[Path | None, typer.Option(help="Write the report with charts here.")] = None,
     registry: RegistryOpt = None,
     as_json: JsonOpt = False,
@@ -87,7 +98,7 @@ def backtest_cmd(
     source = data or load_settings().lake_path
     named = [named_strategy(strategy), *([named_strategy(against)] if against is not None else [])]
     try:
-        scored = bt.scored(reg, version, source, window, mapping, maturity_days)
+        scored = bt.scored(reg, version, source, window, mapping, matured(maturity_days))
     except bt.BacktestError as error:
         raise UserError(str(error)) from None
     result = bt.report(scored, window, named, budget, version, source.name)

@@ -30,6 +30,9 @@ def drift_cmd(
         typer.Option(help="Transactions: .jsonl, .csv(.gz) or a lake. Default: the lake."),
     ] = None,
     mapping: MappingOpt = None,
+    html: Annotated[
+        Path | None, typer.Option(help="Write the report with the histograms here.")
+    ] = None,
     registry: RegistryOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
@@ -45,6 +48,10 @@ def drift_cmd(
         result = drift.measure(reg, chosen, data or load_settings().lake_path, window, mapping)
     except bt.BacktestError as error:
         raise UserError(str(error)) from None
+    if html is not None:
+        from stream_jobs.drift_report import render
+
+        html.write_text(render(result), encoding="utf-8")
     if as_json:
         typer.echo(json.dumps(result))
         return

@@ -27,6 +27,7 @@ from models.errors import ExportError, LakeError, RegistryError
 from models.training.dataset_files import labels_path
 from services.cli.backtest import backtest_cmd
 from services.cli.chargebacks import chargebacks_app
+from services.cli.compare import compare_cmd
 from services.cli.drift import drift_cmd
 from services.cli.feedback import features_cmd, feedback_app_cmd, feedback_cmd
 from services.cli.lake import erase_cmd, lake_app
@@ -75,6 +76,7 @@ app.add_typer(chargebacks_app, name="chargebacks")
 app.add_typer(workbench_app, name="workbench")
 app.command("backtest")(backtest_cmd)
 models_app.command("drift")(drift_cmd)
+models_app.command("compare")(compare_cmd)
 app.command("train")(train_cmd)
 app.command("verify")(verify_cmd)
 app.command("demo")(demo_cmd)

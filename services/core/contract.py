@@ -156,7 +156,9 @@ class Transaction(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class Decision(msgspec.Struct, frozen=True, kw_only=True):
-    """The outcome for one transaction; exactly one per transaction on ``decisions``."""
+    """The outcome for one transaction; exactly one per transaction on ``decisions``. It is
+    also the decision ledger's row (the lake keeps it): with the shadow model's score and the
+    feature row it was decided with, a later label judges both models on the same events."""
 
     transaction_id: Id
     card_id: Id
@@ -170,13 +172,15 @@ class Decision(msgspec.Struct, frozen=True, kw_only=True):
     latency_ms: float = 0.0
     strategy_version: int = 0  # the strategy document that decided it
     shadow: list[str] = []  # shadow rules that fired: recorded, not acted on
+    shadow_model_version: str = ""  # the challenger scored beside the model, not acted on
+    shadow_score: float | None = None
+    features: dict[str, float | None] = {}  # None: a declared signal the event lacked
 
 
 class Alert(Decision, frozen=True, kw_only=True):
-    """A review or decline decision with what drove it, for analysts."""
+    """A review or decline decision with the transaction it is about, for analysts."""
 
     transaction: Transaction
-    features: dict[str, float | None] = {}  # None: a declared signal the event lacked
 
 
 class Feedback(msgspec.Struct, frozen=True, kw_only=True):

@@ -424,6 +424,11 @@ class LakeSettings(_Group):
     flush_s: float = Field(
         5.0, gt=0, description="How long the raw archive gathers rows before writing a file"
     )
+    label_maturity_days: float = Field(
+        60.0, ge=0, le=3650,
+        description="When a day's labels count as complete: an unlabelled transaction older "
+        "than this is legit to backtests, model comparisons and retraining",
+    )  # fmt: skip
 
 
 class StackSettings(_Group):

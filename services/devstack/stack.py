@@ -215,7 +215,8 @@ def _start_scoring(settings: Settings, logs: Path, started: list[ProcessRecord])
     if not all(_installed(m) for m in ("onnxruntime", "uvicorn", "lightgbm")):
         return None
     url, record = start_scoring(logs, _registry(settings), settings.scoring.port,
-                                settings.model.signals)  # fmt: skip
+                                settings.model.signals,
+                                settings.scoring.shadow_version)  # fmt: skip
     started.append(record)
     return url
 
@@ -252,15 +253,21 @@ def _registry(settings: Settings) -> Path:
 
 
 def start_scoring(
-    logs: Path, registry: Path, port: int = 0, signals: Path | None = None
+    logs: Path,
+    registry: Path,
+    port: int = 0,
+    signals: Path | None = None,
+    shadow: str | None = None,
 ) -> tuple[str, ProcessRecord]:
     """A scoring service on loopback serving ``registry`` (with ``signals``, the features of
-    that signals file), ready to score: URL and process."""
+    that signals file; with ``shadow``, that version scored beside), ready to score: URL and
+    process."""
 
     def argv(port: int) -> list[str]:
         return [sys.executable, "-m", "services.cli", "serve", "--port", str(port),
                 "--registry", str(registry),
-                *(["--signals", str(signals)] if signals else [])]  # fmt: skip
+                *(["--signals", str(signals)] if signals else []),
+                *(["--shadow", shadow] if shadow else [])]  # fmt: skip
 
     return _start_ready("scoring", port, argv, logs, "http://127.0.0.1:{port}",
                         _scoring_ready, "scoring /readyz")  # fmt: skip
@@ -365,7 +372,9 @@ def _starter(settings: Settings, state: StackState, name: str) -> ProcessRecord 
         processes.wait_until(lambda: _cluster_ok(state.redis_cluster_ports), START_TIMEOUT_S,
                              "redis cluster_state:ok")  # fmt: skip
     elif name == "scoring" and state.scoring_url:
-        started.append(start_scoring(logs, _registry(settings), _port(state.scoring_url))[1])
+        started.append(start_scoring(logs, _registry(settings), _port(state.scoring_url),
+                                     settings.model.signals,
+                                     settings.scoring.shadow_version)[1])  # fmt: skip
     elif name == "feedback-app":
         record = _start_feedback(local, logs)
         started += [record] if record else []

@@ -499,6 +499,7 @@ class Steering:
             registry=working_registry(settings.model.registry, settings.state_dir),
             lake=settings.lake_path, candidate=text, active=active.model_dump_json(),
             active_name=f"version {active.version} (in force)", start_ms=start, end_ms=end,
+            maturity_days=settings.lake.label_maturity_days,
         )  # fmt: skip
 
     def rollback(self, request: Request, form: FormData) -> Response:

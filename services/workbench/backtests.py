@@ -20,7 +20,6 @@ from sqlalchemy.orm import Session
 from services.workbench.cases import Backtest, now
 
 DAYS_MAX: Final = 31  # what a page request may replay; longer ranges: `fraudstream backtest`
-MATURITY_DAYS: Final = 90.0  # as the command's default: older and unlabelled counts as legit
 
 
 @dataclass(frozen=True)
@@ -32,6 +31,7 @@ class Request:
     active_name: str
     start_ms: int
     end_ms: int  # exclusive
+    maturity_days: float  # older and unlabelled counts as legit
 
 
 def replay(request: Request) -> str:
@@ -46,7 +46,7 @@ def replay(request: Request) -> str:
     if version is None:
         raise bt.BacktestError("no model version in the registry")
     window = bt.Range(request.start_ms, request.end_ms)
-    scored = bt.scored(registry, version, request.lake, window, None, MATURITY_DAYS)
+    scored = bt.scored(registry, version, request.lake, window, None, request.maturity_days)
     named = [("the candidate", st.parse(request.candidate, "the candidate")),
              (request.active_name, st.parse(request.active, request.active_name))]  # fmt: skip
     return render(bt.report(scored, window, named, None, version, "the lake"))

@@ -215,7 +215,8 @@ def test_lake_labels_retrain_promote_and_the_service_reloads(
                              start_ms=1_772_323_200_000)  # 2026-03-01  # fmt: skip
     items = list(generated_items(config, count))
     truth = {item.transaction.transaction_id: item.is_fraud for item in items}
-    with running_stack(tmp_path / "state") as base:
+    # The model in service is its own shadow: every decision's shadow score is its score.
+    with running_stack(tmp_path / "state", scoring_shadow_version="v0001") as base:
         settings = base.updated({
             "feedback_metrics_port": free_loopback_port(), "lake_dir": tmp_path / "lake",
             "lake_flush_s": 1.0,
@@ -256,6 +257,11 @@ def test_lake_labels_retrain_promote_and_the_service_reloads(
             counts = _query(settings, "SELECT (SELECT count(*) FROM transactions_all) AS t, "
                             "(SELECT count(*) FROM labels) AS l")[0]  # fmt: skip
 
+            ledger = _query(settings, "SELECT count(*) AS n, count(features) AS rows, "
+                            "count(shadow_score) AS shadowed, "
+                            "max(abs(shadow_score - score)) AS gap FROM decisions")[0]  # fmt: skip
+            parity = _rescored_gap(lake, registry)
+
             started = time.monotonic()
             trained = _cli(settings, "train", "--data", str(lake), "--promote", "--json")
             train_s = time.monotonic() - started
@@ -270,6 +276,11 @@ def test_lake_labels_retrain_promote_and_the_service_reloads(
                     producer.send(item.transaction)
             decided = tail.wait_for(count + 200, 60, "decisions after the promotion")
             reload_s = time.monotonic() - started - train_s
+            processes.wait_until(lambda: _lake_rows(lake, "decisions") == count + len(fresh),
+                                 60, "the fresh decisions in the lake")  # fmt: skip
+            compared = _cli(settings, "models", "compare", "v0001", "v0002", "--from",
+                            "2026-03-01", "--to", "2026-03-03", "--maturity-days", "0",
+                            "--strategy", "0", "--bootstrap", "20", "--json")  # fmt: skip
         finally:
             processes.stop(app)
             processes.stop(job)
@@ -286,6 +297,20 @@ def test_lake_labels_retrain_promote_and_the_service_reloads(
     assert (labelled["alerted"], labelled["card_id"]) == (True, alert.card_id)
     assert version == "v0002"
     assert trained_meta["data"]["source"] == "lake"
+    # The ledger: every decision with its feature row, nearly all with the shadow's score
+    # (a decision past the scoring deadline has none), which is the model's own here; and the
+    # recorded features score as the service scored them.
+    assert ledger["rows"] == ledger["n"] == count
+    assert ledger["shadowed"] > 0.9 * count
+    assert ledger["gap"] == 0.0
+    assert parity < 1e-6
+    assert compared.returncode == 0, compared.stderr
+    judged = msgspec.json.decode(compared.stdout)
+    a, b = judged["sources"]["a"], judged["sources"]["b"]
+    assert a["recorded"] > 0.9 * judged["rows"]  # v0001 decided them; shadowed the fresh ones
+    assert a["recorded"] + a["shadow"] + a["rescored"] == judged["rows"]
+    assert 0.9 * len(fresh) < b["recorded"] <= len(fresh)  # v0002 decided only those
+    assert b["recorded"] + b["rescored"] == judged["rows"]
     assert (registry / "CURRENT").read_text().strip() == version
     assert {d.model_version for d in decided if d.transaction_id in fresh} == {version}
     print(
@@ -293,6 +318,20 @@ def test_lake_labels_retrain_promote_and_the_service_reloads(
         f" {train_s:.1f} s (PR-AUC {trained_meta['candidate_pr_auc']:.3f} against"
         f" {trained_meta['previous_pr_auc']:.3f}); 200 decisions by it {reload_s:.1f} s later"
     )
+
+
+def _rescored_gap(lake: Path, registry: Path) -> float:
+    """The largest difference between the service's recorded score and the model's score of
+    the recorded feature row, over the decisions scored."""
+    from models.training.registry import Registry
+    from stream_jobs import backtest as bt
+    from stream_jobs import compare
+
+    book = compare.ledger(lake, bt.Range(1_772_323_200_000, 1_772_496_000_000), 0.0)
+    recorded, rescored = (compare.scores(Registry(registry), "v0001", book, rescore=again)
+                          for again in (False, True))  # fmt: skip
+    scored = book.score > 0  # a decision without a score (past the deadline) has 0
+    return float(abs(recorded.score - rescored.score)[scored].max())
 
 
 def _metric(port: int, name: str) -> float:

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from models.training.registry import DEFAULT_REGISTRY
+from stream_jobs import drift_report
 from tests.conftest import Run
 
 pytestmark = pytest.mark.integration
@@ -54,7 +55,8 @@ def test_psi_is_low_on_the_same_law_and_pages_on_a_planted_shift(
     def drift(path: Path) -> dict[str, dict[str, Any]]:
         result = _ok(fraudstream("models", "drift", version, "--from", last_day, "--to",
                                  "2099-01-01", "--data", str(path), "--registry",
-                                 str(registry), "--json"))  # fmt: skip
+                                 str(registry), "--html", str(path.with_suffix(".html")),
+                                 "--json"))  # fmt: skip
         assert result["range"] == {"from": last_day, "to": "2099-01-01"}
         return {r["name"]: r for r in [result["score"], *result["features"]]}
 
@@ -64,6 +66,12 @@ def test_psi_is_low_on_the_same_law_and_pages_on_a_planted_shift(
     assert float(moved["amount_usd"]["psi"]) > 10 * float(same["amount_usd"]["psi"])
     # Eleven shares rounded to 6 places: their sum may miss 1 by up to 5.5e-6.
     assert sum(moved["amount_usd"]["observed"]) == pytest.approx(1.0, abs=1e-5)
+    page = shifted.with_suffix(".html").read_text()
+    drawn = page.count("data:image/png;base64,")
+    top = max((r for name, r in moved.items() if name != "score"), key=lambda r: r["psi"])
+    assert f"<h3>{top['name']}: PSI" in page  # the most drifted feature is drawn
+    assert "<h3>score: PSI" in page
+    assert drawn == 1 + drift_report.DRAWN
 
     older = tmp_path / "older"  # the shipped registry as it was before versions kept one
     shutil.copytree(DEFAULT_REGISTRY, older)

@@ -115,9 +115,10 @@ def test_decision_alert_feedback_round_trip() -> None:
     decision = Decision(
         transaction_id="tx-1", card_id="card_1", event_time=tx.event_time_ms, decided_at=1,
         score=0.9, decision="decline", reasons=["rule:blocklist"], model_version="v1",
-        degraded=["redis"], latency_ms=12.5,
+        degraded=["redis"], latency_ms=12.5, shadow_model_version="v2", shadow_score=0.25,
+        features={"amount": 42.5, "declared_signal": None},
     )  # fmt: skip
-    alert = Alert(**msgspec.structs.asdict(decision), transaction=tx, features={"amount": 42.5})
+    alert = Alert(**msgspec.structs.asdict(decision), transaction=tx)
     assert msgspec.json.decode(encode(decision), type=Decision) == decision
     assert msgspec.json.decode(encode(alert), type=Alert) == alert
     feedback = decode_feedback(
