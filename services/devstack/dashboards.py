@@ -24,6 +24,7 @@ OUT = Path(__file__).resolve().parents[2] / "helm" / "fraudstream" / "monitoring
 SEL = 'namespace=~"$namespace", job=~"$job", instance=~"$instance"'  # the project's metrics
 FLINK = 'namespace=~"$namespace", instance=~"$instance"'  # Flink's own: its job label is Flink's
 NS = '{namespace=~"$namespace"}'  # the recording rules' series: aggregated by namespace
+DRIFT = '{namespace=~"$namespace"'  # the same, left open for a feature matcher
 RATE = "$__rate_interval"
 
 
@@ -189,6 +190,20 @@ DASHBOARDS: dict[str, tuple[str, list[Panel]]] = {
               + " / " + _rate("fraudstream_job_decisions_total"), "percentunit",
               "Share of decisions the model had no part in (scoring unavailable or refusing).",
               "rules only"),
+        Panel("Score drift (PSI)", f"max by (model_version) (fraudstream:drift_psi:1h{DRIFT}, "
+              'feature="score"})', "short", "Population stability index of the score over the "
+              "last hour against the version's training data: 0.1 warns, 0.25 pages "
+              "(FraudstreamModelDrift). No value: fewer than 1,000 rows in the hour.",
+              "{{model_version}}"),
+        Panel("Most drifted features (PSI, 24 h)", "topk(5, max by (model_version, feature) "
+              f'(fraudstream:drift_psi:24h{DRIFT}, feature!="score"}}))', "short",
+              "The five features whose last 24 hours moved furthest from the training data; "
+              "`fraudstream models drift V --from DAY --to DAY --html` draws their histograms.",
+              "{{model_version}} {{feature}}"),
+        Panel("Rows counted for drift", _rate("fraudstream_scoring_drift_rows_total",
+                                              "model_version", 'feature="score"'), "ops",
+              "Rows per second the scoring service counts into the version's reference bins.",
+              "{{model_version}}"),
     ]),
 }  # fmt: skip
 

@@ -210,7 +210,7 @@ def test_every_dashboard_query_filters_on_the_namespace_and_the_other_variables(
     assert len(queries) >= 25
     assert [q for q in queries if unscoped(q)] == []
     recorded = [q for q in queries if "fraudstream:" in q]
-    assert len(recorded) == 2  # the recording-rule panels are among those checked
+    assert len(recorded) == 4  # the recording-rule panels are among those checked
     # The negative control: the queries as they were, unfiltered or partly filtered.
     assert unscoped("fraudstream:decisions_degraded:ratio_rate10m") == [
         "fraudstream:decisions_degraded:ratio_rate10m"
