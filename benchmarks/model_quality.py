@@ -14,10 +14,12 @@ earlier months as history (what ``fraudstream models evaluate V --data LATER --h
 EARLIER`` computes: the stream's view of a later period). Reported per file: PR-AUC, ROC-AUC,
 recall at 1 % and 0.1 % FPR, the features with the most gain, and, where the file has a
 ``fraud_scenario`` column (never a feature), PR-AUC and recall at the 1 %-FPR threshold per
-scenario against all legitimate rows.
+scenario against all legitimate rows. (c) On the same files, the drift and retraining study:
+a model trained on the first two months and left alone against one retrained weekly, PR-AUC
+per later week for both, and the days the drift alerts would have fired.
 
     python -m benchmarks.model_quality [--json] [--shared-data DIR] [--skip-real]
-        [--mapped FILE MAPPING] [--signals-count N]
+        [--mapped FILE MAPPING] [--signals-count N] [--weekly-only]
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ import pandas as pd
 from benchmarks.provenance import provenance
 from models.errors import DataError
 from models.features.offline import attribute_column
-from models.training import datasets
+from models.training import datasets, drift
 from models.training.metrics import evaluate
 from models.training.registry import Registry
 from models.training.trainer import TrainConfig, feature_matrix, scores_for, train
@@ -134,6 +136,88 @@ def _later_month(path: Path) -> dict[str, Any]:
         **_figures(y, scores),
         "by_scenario": _by_scenario(path, ids, y, scores),
         "top_features_by_gain": [name for _, name in top],
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+
+
+WEEK_MS = 7 * 86_400_000
+DAY_MS = 86_400_000
+FROZEN_DAYS = 61  # April and May
+LABEL_DELAY_DAYS = 7  # the handbook's delay period: a week's labels are known a week later
+
+
+def _psi_days(
+    reference: dict[str, Any], frame: pd.DataFrame, x: npt.NDArray[np.float32],
+    scores: npt.NDArray[np.float64], names: list[str],
+) -> list[dict[str, Any]]:  # fmt: skip
+    """Per day, PSI of the score and the most drifted feature against the frozen model's
+    reference, as the 24-hour recording rule computes them (days of 1,000 rows or more)."""
+    day = frame["event_time"].to_numpy() // DAY_MS
+    out = []
+    for d in np.unique(day):
+        rows = day == d
+        if rows.sum() < 1_000:
+            continue
+        columns = {n: x[rows, i] for i, n in enumerate(names)} | {"score": scores[rows]}
+        psi = drift.drift(reference, columns)
+        feature = max((n for n in psi if n != "score"), key=lambda n: psi[n])
+        out.append({"day": pd.to_datetime(int(d) * DAY_MS, unit="ms").strftime("%Y-%m-%d"),
+                    "score_psi": round(psi["score"], 4), "feature": feature,
+                    "feature_psi": round(psi[feature], 4)})  # fmt: skip
+    return out
+
+
+def _weekly_study(path: Path) -> dict[str, Any]:
+    """A model trained on April-May and left alone, against one retrained every week on all
+    the labels known by then (the rows a week older: labels come a week late), over the
+    weeks of June-July; every week scored with its whole history in place (the features are
+    computed once, over everything, each row from its own past). Drift: the frozen model's
+    reference against each day, as the 24-hour alert rule would see it."""
+    started = time.perf_counter()
+    whole = datasets.load(path)
+    frame = whole.frame.sort_values("event_time", kind="stable").reset_index(drop=True)
+    whole = replace(whole, frame=frame)
+    x = feature_matrix(whole)
+    y = frame["is_fraud"].to_numpy(bool)
+    times = frame["event_time"].to_numpy(np.int64)
+    first = int(times.min()) // DAY_MS * DAY_MS
+    cut = first + FROZEN_DAYS * DAY_MS
+
+    def trained_before(end: int) -> Any:
+        rows = times < end
+        part = replace(whole, frame=frame[rows].reset_index(drop=True))
+        return train(part, TrainConfig(), x=x[rows])
+
+    frozen = trained_before(cut - LABEL_DELAY_DAYS * DAY_MS)
+    names = list(whole.feature_names)
+    weeks, days = [], []
+    start = cut
+    while start + WEEK_MS <= int(times.max()) + DAY_MS:
+        rows = (times >= start) & (times < start + WEEK_MS)
+        week = pd.to_datetime(start, unit="ms").strftime("%Y-%m-%d")
+        weekly = trained_before(start - LABEL_DELAY_DAYS * DAY_MS)
+        frozen_scores = scores_for(x[rows], frozen.onnx)
+        weekly_scores = scores_for(x[rows], weekly.onnx)
+        weeks.append({
+            "week": week, "rows": int(rows.sum()), "fraud": int(y[rows].sum()),
+            "frozen_pr_auc": round(float(evaluate(y[rows], frozen_scores).pr_auc), 4),
+            "weekly_pr_auc": round(float(evaluate(y[rows], weekly_scores).pr_auc), 4),
+        })  # fmt: skip
+        days += _psi_days(frozen.metadata["drift"], frame[rows], x[rows], frozen_scores, names)
+        start += WEEK_MS
+    warn = [d["day"] for d in days if max(d["score_psi"], d["feature_psi"]) >= drift.WARN]
+    page = [d["day"] for d in days if max(d["score_psi"], d["feature_psi"]) >= drift.PAGE]
+    return {
+        "data": path.name,
+        "protocol": f"frozen: trained on the first {FROZEN_DAYS} days' labels known by then; "
+        f"weekly: retrained on every label known at each week's start ({LABEL_DELAY_DAYS}-day "
+        "label delay); each week scored with its history in place",
+        "weeks": weeks,
+        "mean_frozen_pr_auc": round(float(np.mean([w["frozen_pr_auc"] for w in weeks])), 4),
+        "mean_weekly_pr_auc": round(float(np.mean([w["weekly_pr_auc"] for w in weeks])), 4),
+        "drift_days": days,
+        "alert_would_warn_on": warn,
+        "alert_would_page_on": page,
         "seconds": round(time.perf_counter() - started, 1),
     }
 
@@ -270,7 +354,14 @@ def main() -> None:
     parser.add_argument("--skip-real", action="store_true", help="only the generator data")
     parser.add_argument("--mapped", nargs=2, type=Path, metavar=("FILE", "MAPPING"))
     parser.add_argument("--signals-count", type=int, default=300_000)
+    parser.add_argument("--weekly-only", action="store_true",
+                        help="only the drift and retraining study of the real files")  # fmt: skip
     args = parser.parse_args()
+    if args.weekly_only:
+        files = sorted(p for p in args.shared_data.iterdir() if is_card_csv_name(p))
+        print(json.dumps({"benchmark": "model_quality", "weekly_retraining":
+                          [_weekly_study(p) for p in files], **provenance()}))  # fmt: skip
+        return
 
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
@@ -283,16 +374,18 @@ def main() -> None:
         signals.append(_mapped_quality(*args.mapped))
     shared = args.shared_data
     real = sorted(p for p in shared.iterdir() if is_card_csv_name(p)) if shared.is_dir() else []
-    later, skipped = [], []
+    later, weekly, skipped = [], [], []
     for path in [] if args.skip_real else real:
         try:
             later.append(_later_month(path))
+            weekly.append(_weekly_study(path))
         except DataError as error:
             skipped.append({"data": path.name, "reason": str(error)})
     result = {
         "benchmark": "model_quality",
         "quality": quality,
         "later_period": later,
+        "weekly_retraining": weekly,
         "signals": signals,
         "real_files_found": [p.name for p in real],
         "skipped": skipped,
@@ -302,6 +395,10 @@ def main() -> None:
         for row in quality + later:
             print(f"{row['data']:>40}: PR-AUC {row['pr_auc']}  ROC-AUC {row['roc_auc']}  "
                   f"recall@1%FPR {row['recall_at_1pct_fpr']}")  # fmt: skip
+        for study in weekly:
+            for w in study["weeks"]:
+                print(f"{study['data'][:28]:>28} week of {w['week']}: PR-AUC frozen "
+                      f"{w['frozen_pr_auc']}  retrained weekly {w['weekly_pr_auc']}")  # fmt: skip
         for row in signals:
             for way in ("built_in", "with_signals", "plain_lightgbm_raw_columns"):
                 print(f"{row['data'][:28]:>28} {way:>26}: PR-AUC {row[way]['pr_auc']}  "

@@ -9,6 +9,9 @@ Layout::
                                            of the score into a probability
                            pr_curve.png
     REGISTRY/CURRENT                       the served version's name, replaced atomically
+    REGISTRY/SHADOW                        the version scored beside it, not acted on (the
+                                           scoring service follows it unless started with
+                                           a fixed --shadow)
     REGISTRY/history.json                  promotions and rollbacks, newest last
 
 A version is written in a hidden temporary directory and renamed into place, so a reader
@@ -24,7 +27,7 @@ import re
 import shutil
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -117,6 +120,24 @@ class Registry:
         except FileNotFoundError:
             return None
 
+    def shadow(self) -> str | None:
+        try:
+            return (self.root / "SHADOW").read_text().strip() or None
+        except FileNotFoundError:
+            return None
+
+    def set_shadow(self, version: str | None) -> None:
+        """Name the version the scoring service scores beside the current one (None: no
+        shadow); its inputs must be among what the job sends."""
+        if version is None:
+            (self.root / "SHADOW").unlink(missing_ok=True)
+            return
+        missing = [n for n in self.metadata(version)["feature_names"] if n not in self.serving]
+        if missing:
+            raise PromotionRefused(f"{version} cannot be the shadow: requests do not carry "
+                                   f"{_few(missing)}")  # fmt: skip
+        _atomic_write(self.root / "SHADOW", version + "\n")
+
     def metadata(self, version: str) -> dict[str, Any]:
         loaded: dict[str, Any] = json.loads((self.path(version) / "metadata.json").read_text())
         return loaded
@@ -127,8 +148,14 @@ class Registry:
             return []
         return msgspec.json.decode(path.read_bytes(), type=list[Promotion])
 
-    def publish(self, files: dict[str, bytes], metadata: dict[str, Any]) -> str:
-        """Write a new version atomically; return its name (metadata gets ``version``)."""
+    def publish(
+        self,
+        files: dict[str, bytes],
+        metadata: dict[str, Any],
+        named: Callable[[dict[str, Any]], dict[str, bytes]] | None = None,
+    ) -> str:
+        """Write a new version atomically; return its name (metadata gets ``version``).
+        ``named``: files that name the version (a model card), made from its metadata."""
         self.versions_dir.mkdir(parents=True, exist_ok=True)
         staging = self.versions_dir / f".staging-{uuid.uuid4().hex}"
         staging.mkdir()
@@ -140,6 +167,8 @@ class Registry:
                 version = f"v{(int(existing[-1][1:]) + 1) if existing else 1:04d}"
                 meta = {**metadata, "version": version}
                 (staging / "metadata.json").write_text(json.dumps(meta, indent=2) + "\n")
+                for name, content in (named(meta) if named else {}).items():
+                    (staging / name).write_bytes(content)
                 try:
                     staging.rename(self.versions_dir / version)  # fails if taken meanwhile
                 except OSError:

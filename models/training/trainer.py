@@ -114,9 +114,11 @@ def train(
     dataset: Dataset,
     config: TrainConfig,
     on_round: Callable[[int, int], None] = lambda _done, _total: None,
+    x: Matrix | None = None,
 ) -> Trained:
-    """Train, evaluate on the later split and export; raises if the split lacks a class."""
-    x = feature_matrix(dataset)
+    """Train, evaluate on the later split and export; raises if the split lacks a class.
+    ``x``: the dataset's feature matrix, if computed already (a study training many times)."""
+    x = feature_matrix(dataset) if x is None else x
     y = dataset.frame["is_fraud"].to_numpy(bool)
     split = time_split(dataset.frame["event_time"], config)
     for name, part in (("training", split.train), ("validation", split.valid),

@@ -34,6 +34,7 @@ from services.cli.lake import erase_cmd, lake_app
 from services.cli.models import models_app, train_cmd
 from services.cli.options import kafka_settings
 from services.cli.options import setting_option as _opt
+from services.cli.retrain import retrain_cmd
 from services.cli.signals import signals_app
 from services.cli.strategy import lists_app, rules_app
 from services.cli.stream import alerts_cmd, cluster_app, demo_cmd, job_app, verify_cmd
@@ -77,6 +78,7 @@ app.add_typer(workbench_app, name="workbench")
 app.command("backtest")(backtest_cmd)
 models_app.command("drift")(drift_cmd)
 models_app.command("compare")(compare_cmd)
+app.command("retrain")(retrain_cmd)
 app.command("train")(train_cmd)
 app.command("verify")(verify_cmd)
 app.command("demo")(demo_cmd)

@@ -261,3 +261,24 @@ def evaluate_cmd(
         _print_json({"version": version, **metrics.as_dict()})
     else:
         out.print(_metrics_table(metrics.as_dict(), f"{version} on {data.name}"))
+
+
+@models_app.command("shadow")
+def shadow_cmd(
+    version: Annotated[
+        str | None, typer.Argument(help="The version; none: show the shadow.")
+    ] = None,
+    clear: Annotated[bool, typer.Option("--clear", help="No shadow from now on.")] = False,
+    registry: RegistryOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Name the version the scoring service scores beside the current one, not acted on:
+    every decision then records both scores (`models compare` judges them)."""
+    reg = _registry(registry)
+    if clear or version is not None:
+        reg.set_shadow(None if clear else version)
+    shadow = reg.shadow()
+    if as_json:
+        _print_json({"current": reg.current(), "shadow": shadow})
+    else:
+        out.print(f"shadow: {shadow or 'none'} (current: {reg.current()})")

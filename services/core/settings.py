@@ -431,6 +431,31 @@ class LakeSettings(_Group):
     )  # fmt: skip
 
 
+class RetrainSettings(_Group):
+    """``fraudstream retrain``: what a run trains on and how its candidate is judged."""
+
+    window_days: float = Field(
+        90.0, gt=0, le=3650, description="Days of the lake a candidate trains on, ending where "
+        "labels mature (FRAUDSTREAM_LAKE_LABEL_MATURITY_DAYS before the run)",
+    )  # fmt: skip
+    shadow_days: float = Field(
+        7.0, ge=0, le=365, description="How long a candidate is scored as the shadow before it "
+        "is judged on the decisions' outcomes",
+    )  # fmt: skip
+    max_shadow_days: float = Field(
+        28.0, ge=0, le=365, description="How long a candidate waits in shadow for enough fraud "
+        "labels before the run ends undecided",
+    )  # fmt: skip
+    min_fraud: int = Field(
+        30, ge=1, le=1_000_000, description="Fraud labels among the shadow's decisions needed "
+        "to judge it",
+    )  # fmt: skip
+    tolerance: float = Field(
+        0.01, ge=0, le=1, description="How much PR-AUC a candidate may lose (at the low end of "
+        "its 95 % interval) and still be promoted",
+    )  # fmt: skip
+
+
 class StackSettings(_Group):
     """Knobs of the embedded local stack only (none of them is a Helm value)."""
 
@@ -497,7 +522,8 @@ GROUPS: dict[str, type[_Group]] = {
     "kafka": KafkaSettings, "redis": RedisSettings, "scoring": ScoringSettings,
     "topic": TopicSettings, "token": TokenSettings, "dlq": DeadLetterSettings,
     "model": ModelSettings, "job": JobSettings, "feedback": FeedbackSettings,
-    "lake": LakeSettings, "stack": StackSettings, "workbench": WorkbenchSettings,
+    "lake": LakeSettings, "retrain": RetrainSettings, "stack": StackSettings,
+    "workbench": WorkbenchSettings,
 }  # fmt: skip
 
 
@@ -519,6 +545,7 @@ class Settings(BaseSettings):
     job: JobSettings = JobSettings()
     feedback: FeedbackSettings = FeedbackSettings()
     lake: LakeSettings = LakeSettings()
+    retrain: RetrainSettings = RetrainSettings()
     stack: StackSettings = StackSettings()
     workbench: WorkbenchSettings = WorkbenchSettings()
     state_dir: Path = Field(Path(".fraudstream"), description="Embedded stack state and logs")

@@ -488,3 +488,26 @@ def test_a_model_of_declared_signals_is_served_with_missing_values_where_declare
     refused = served.post(_body(rows), **{"content-type": "application/json"})
     assert refused.status == 422
     assert b"amount_usd" in refused.data
+
+
+def test_without_a_fixed_shadow_the_service_follows_the_registrys(
+    start_service: Start, feature_rows: list[dict[str, float]]
+) -> None:
+    service = start_service()
+    registry = Registry(service.registry)
+    body = _body(feature_rows[:2])
+
+    def shadow() -> str | None:
+        reply = json.loads(service.post(body).data)
+        return reply["shadow"]["model_version"] if "shadow" in reply else None
+
+    assert shadow() is None
+    registry.set_shadow("v0001")
+    processes.wait_until(lambda: shadow() == "v0001", 20, "the shadow followed", interval=0.1)
+    (service.registry / "SHADOW").write_text("v0099\n")  # a version that is not there
+    processes.wait_until(lambda: 'reason="shadow_refused"} 1.0' in service.metrics(), 20,
+                         "the missing shadow refused", interval=0.1)  # fmt: skip
+    assert shadow() is None  # the primary goes on scoring alone
+    registry.set_shadow(None)
+    registry.set_shadow("v0001")
+    processes.wait_until(lambda: shadow() == "v0001", 20, "the shadow back", interval=0.1)

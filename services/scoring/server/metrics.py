@@ -24,7 +24,7 @@ from prometheus_client.registry import Collector
 
 ERROR_TYPES = ("unauthorized", "overloaded", "disconnected", "too_large", "invalid",
                "malformed", "not_ready")  # fmt: skip
-RELOAD_FAILURES = ("incompatible_inputs", "load_error", "registry_error")
+RELOAD_FAILURES = ("incompatible_inputs", "load_error", "registry_error", "shadow_refused")
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.02, 0.05, 0.1, 0.25, 1.0)
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024, 4096)
 SCORE_BUCKETS = (0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.5, 0.7, 0.9, 0.99)
@@ -187,7 +187,8 @@ class ScoringMetrics:
         )
         self.reload_failures = Counter(
             "fraudstream_scoring_reload_failures", "Registry versions refused, never served: "
-            "inputs other than the serving feature list, or not loadable", ["reason"],
+            "inputs other than the serving feature list, or not loadable (shadow_refused: the "
+            "registry's SHADOW)", ["reason"],
             registry=registry,
         )  # fmt: skip
         for reason in RELOAD_FAILURES:

@@ -98,13 +98,41 @@ class Scorer:
         self._current: tuple[LoadedModel, _Codec] | None = None
         self._refused: tuple[str, float] = ("", 0.0)  # the version refused, until when
         self._shadow: tuple[LoadedModel, list[int]] | None = None
+        self._follows_shadow = not shadow_version  # else fixed: the registry's SHADOW ignored
+        self._shadow_tried = ""  # the SHADOW pointer last acted on
         if shadow_version:
-            shadow = self._load(shadow_version, "shadow")
-            missing = [n for n in shadow.feature_names if n not in self._serving]
-            if missing:
-                raise IncompatibleModel(f"shadow {shadow_version} needs features requests do "
-                                        f"not carry: {', '.join(missing[:5])}")  # fmt: skip
-            self._shadow = (shadow, [self._serving.index(n) for n in shadow.feature_names])
+            self._shadow = self._shadow_of(self._load(shadow_version, "shadow"))
+
+    def _shadow_of(self, shadow: LoadedModel) -> tuple[LoadedModel, list[int]]:
+        """The shadow with the request columns it reads, by name."""
+        missing = [n for n in shadow.feature_names if n not in self._serving]
+        if missing:
+            raise IncompatibleModel(f"shadow {shadow.version} needs features requests do "
+                                    f"not carry: {', '.join(missing[:5])}")  # fmt: skip
+        return shadow, [self._serving.index(n) for n in shadow.feature_names]
+
+    def follow_shadow(self) -> None:
+        """Score beside the registry's SHADOW version (none: no shadow), unless the service
+        was started with a fixed one. A shadow that cannot be loaded is logged and left out
+        until SHADOW changes: the primary's scores never wait for it."""
+        if not self._follows_shadow:
+            return
+        try:
+            wanted = (self._registry / "SHADOW").read_text().strip()
+        except FileNotFoundError:
+            wanted = ""
+        if wanted == self._shadow_tried:
+            return
+        self._shadow_tried = wanted
+        previous = self._shadow
+        try:
+            self._shadow = self._shadow_of(self._load(wanted, "shadow")) if wanted else None
+        except Exception:
+            log.exception("shadow %s refused; scoring without a shadow", wanted)
+            self._metrics.reload_failures.labels("shadow_refused").inc()
+            self._shadow = None
+        if previous is not None:
+            self._metrics.model_info.labels(previous[0].version, "shadow").set(0)
 
     @property
     def model(self) -> LoadedModel | None:
@@ -129,6 +157,7 @@ class Scorer:
         """Load the registry's current version if it is not the one serving and was not
         refused already; swap it in if its inputs are the serving list. Blocking (call it off
         the event loop); returns whether a swap happened."""
+        self.follow_shadow()
         wanted = self.registry_current()
         serving = self.model
         if wanted is None or (serving is not None and serving.version == wanted):
