@@ -9,16 +9,14 @@ names every bad line, so nothing is ever half-imported."""
 from __future__ import annotations
 
 import csv
-import re
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
 import msgspec
 
 from services.clients.feedback import FeedbackProducer
-from services.core.contract import Feedback, Id, parse_event_time
+from services.core.contract import Chargeback
 from services.core.errors import UserError
 from services.core.settings import Settings
 
@@ -26,47 +24,43 @@ REQUIRED: Final = ("transaction_id", "transaction_date", "reason_code")
 RECEIVED: Final = "received_date"  # optional; default: today
 MAX_ROWS: Final = 1_000_000
 SHOWN_ERRORS: Final = 20
-_REASON = re.compile(r"[A-Za-z0-9._-]{1,16}")  # 10.4, 4837, fraud-cnp: the networks' codes
 _DAY_MS: Final = 86_400_000
-
-
-@dataclass(frozen=True)
-class Chargeback:
-    transaction_id: str
-    event_time: int  # the transaction's day (noon UTC) or its exact time
-    reason: str
-    received: int  # when the chargeback arrived: the label's time
 
 
 class ChargebackFileError(UserError):
     """The file was refused: the message names the lines."""
 
 
-def _when(text: str, field: str) -> int:
-    """A day (2026-11-02: its noon, UTC) or an RFC 3339 time, as epoch ms."""
+def _when(text: str) -> int | str:
+    """A day (2026-11-02: its noon, UTC) as epoch ms, or the text (an RFC 3339 time)."""
     value = text.strip()
-    return parse_event_time(f"{value}T12:00:00Z" if len(value) == 10 else value, field)
+    return f"{value}T12:00:00Z" if len(value) == 10 else value
 
 
 def _row(row: dict[str, str | None], today_ms: int) -> Chargeback:
     """One row, or a ValueError naming the field."""
+    received = row.get(RECEIVED)
     try:
-        transaction = msgspec.convert((row["transaction_id"] or "").strip(), Id)
-    except msgspec.ValidationError as error:
-        raise ValueError(f"transaction_id: {error}") from None
-    happened = _when(row["transaction_date"] or "", "transaction_date")
-    reason = (row["reason_code"] or "").strip()
-    if not _REASON.fullmatch(reason):
-        raise ValueError("reason_code: 1 to 16 letters, digits, '.', '_' or '-'")
-    received = _when(row.get(RECEIVED) or "", RECEIVED) if row.get(RECEIVED) else today_ms
-    if received > today_ms + _DAY_MS:
+        chargeback = Chargeback(
+            transaction_id=(row["transaction_id"] or "").strip(),
+            event_time=_when(row["transaction_date"] or ""),
+            reason_code=(row["reason_code"] or "").strip(),
+            received_at=_when(received) if received else today_ms,
+        )  # fmt: skip
+        checked = msgspec.convert(msgspec.to_builtins(chargeback), Chargeback)  # the lengths
+    except (msgspec.ValidationError, ValueError) as error:
+        raise ValueError(_field(str(error))) from None
+    if checked.received_ms > today_ms + _DAY_MS:
         raise ValueError(f"{RECEIVED}: in the future")
-    if received < happened - _DAY_MS:
-        raise ValueError(f"{RECEIVED}: before the transaction")
-    Feedback(
-        transaction_id=transaction, label="fraud", analyst="-", time=received, event_time=happened
-    )  # its own checks (printable id), before anything is sent
-    return Chargeback(transaction, happened, reason, received)
+    return checked
+
+
+def _field(message: str) -> str:
+    """``reason - at `$.name``` as ``name: reason`` (a file's columns are named otherwise)."""
+    reason, _, where = message.partition(" - at `$.")
+    name = where.rstrip("`")
+    column = {"event_time": "transaction_date", "received_at": RECEIVED}.get(name, name)
+    return f"{column}: {reason}" if name else reason
 
 
 def read(path: Path) -> list[Chargeback]:
@@ -114,6 +108,7 @@ def send(settings: Settings, chargebacks: list[Chargeback], by: str) -> int:
     acknowledge (a repeat of the file labels the same transactions the same way)."""
     producer = FeedbackProducer(settings)
     for c in chargebacks:
-        producer.send(c.transaction_id, "fraud", by, f"chargeback {c.reason}", c.event_time,
-                      at=c.received)  # fmt: skip
+        feedback = c.feedback(by)
+        producer.send(c.transaction_id, "fraud", by, feedback.note, c.event_time_ms,
+                      at=c.received_ms)  # fmt: skip
     return producer.close(30)

@@ -38,8 +38,8 @@ class FeedbackProducer:
         self.send_raw(transaction_id.encode(), encode(feedback))
         return feedback
 
-    def send_raw(self, key: bytes | None, value: bytes) -> None:
-        self._producer.produce(self._topic, value, key)
+    def send_raw(self, key: bytes | None, value: bytes, topic: str | None = None) -> None:
+        self._producer.produce(topic or self._topic, value, key)
         self._producer.poll(0)
 
     def close(self, timeout_s: float = 30.0) -> int:
@@ -62,8 +62,8 @@ class Redriven:
 
 def redrive(settings: Settings, from_beginning: bool = False, idle_s: float = 3.0) -> Redriven:
     """Send each dead letter of ``alert-feedback.dlq`` not re-sent before (this command's
-    committed offsets; ``from_beginning``: all of them) back to ``alert-feedback``, byte for
-    byte. One that fails again is a dead letter again, with its reason."""
+    committed offsets; ``from_beginning``: all of them) back to its topic (``alert-feedback``
+    or ``chargebacks``), byte for byte. One that fails again is a dead letter again."""
     topic = settings.topic.feedback_dlq
     consumer = Consumer(librdkafka_consumer(settings.kafka) | {
         "group.id": REDRIVE_GROUP, "enable.auto.commit": False,
@@ -76,6 +76,7 @@ def redrive(settings: Settings, from_beginning: bool = False, idle_s: float = 3.
                                     OFFSET_BEGINNING if from_beginning or tp.offset < 0
                                     else tp.offset) for tp in starts])  # fmt: skip
     producer = FeedbackProducer(settings)
+    resendable = (settings.topic.feedback, settings.topic.chargebacks)
     sent = incomplete = 0
     done: dict[int, int] = {}
     started_ms, stopped = int(time.time() * 1000), set[int]()
@@ -91,8 +92,10 @@ def redrive(settings: Settings, from_beginning: bool = False, idle_s: float = 3.
                 if letter is not None and letter.failed_at >= started_ms:
                     stopped.add(partition)  # failed again since this run began: next run's
                     continue
-                if letter is not None and _whole(letter):
-                    producer.send_raw(letter.key, letter.raw)
+                if letter is not None and _whole(letter):  # back where it came from
+                    back = letter.source_topic
+                    producer.send_raw(letter.key, letter.raw,
+                                      back if back in resendable else None)  # fmt: skip
                     sent += 1
                 else:
                     incomplete += 1

@@ -211,6 +211,43 @@ class Feedback(msgspec.Struct, frozen=True, kw_only=True):
         return self.time
 
 
+REASON_CODE: Final = "^[A-Za-z0-9._-]{1,16}$"  # 10.4, 4837, fraud-cnp: the networks' codes
+CHARGEBACK_ANALYST: Final = "chargebacks"  # the analyst a chargeback's label is recorded under
+
+
+class Chargeback(msgspec.Struct, frozen=True, kw_only=True):
+    """A chargeback as an issuer's system publishes it on ``chargebacks`` (and as a row of a
+    chargeback file reads): a fraud label for any transaction, approved ones included, with
+    when the transaction happened and when the chargeback arrived (the label's time)."""
+
+    transaction_id: Id
+    event_time: int | str
+    reason_code: Annotated[str, msgspec.Meta(pattern=REASON_CODE)]
+    received_at: int | str
+
+    def __post_init__(self) -> None:
+        for name in ("event_time", "received_at"):
+            msgspec.structs.force_setattr(self, name, parse_event_time(getattr(self, name), name))
+        _check_printable("transaction_id", self.transaction_id)
+        if self.received_ms < self.event_time_ms - 86_400_000:  # a day's slack: dates, zones
+            raise _invalid("received_at", "before the transaction")
+
+    @property
+    def event_time_ms(self) -> int:
+        assert isinstance(self.event_time, int)
+        return self.event_time
+
+    @property
+    def received_ms(self) -> int:
+        assert isinstance(self.received_at, int)
+        return self.received_at
+
+    def feedback(self, analyst: str = CHARGEBACK_ANALYST) -> Feedback:
+        return Feedback(transaction_id=self.transaction_id, label="fraud", analyst=analyst,
+                        time=self.received_ms, event_time=self.event_time_ms,
+                        note=f"chargeback {self.reason_code}")  # fmt: skip
+
+
 class LabelRecord(msgspec.Struct, frozen=True, kw_only=True):
     """A disposition as the feedback app applied it, with the transaction it labels: published
     to ``labels`` and kept in the lake's ``labels`` table. ``alerted``: the transaction's alert
@@ -261,6 +298,7 @@ class DeadLetter(msgspec.Struct, frozen=True, kw_only=True):
 
 _transaction_decoder = msgspec.json.Decoder(Transaction)
 _feedback_decoder = msgspec.json.Decoder(Feedback)
+_chargeback_decoder = msgspec.json.Decoder(Chargeback)
 _encoder = msgspec.json.Encoder()
 
 
@@ -319,6 +357,11 @@ def decode_record(key: bytes | None, value: bytes) -> Transaction | InvalidEvent
 def decode_feedback(raw: bytes) -> Feedback | InvalidEvent:
     """A valid Feedback, or the reason this message is not one."""
     return _decode(_feedback_decoder, raw)
+
+
+def decode_chargeback(raw: bytes) -> Chargeback | InvalidEvent:
+    """A valid Chargeback, or the reason this message is not one."""
+    return _decode(_chargeback_decoder, raw)
 
 
 def encode(event: msgspec.Struct) -> bytes:

@@ -40,6 +40,7 @@ def topic_partitions(settings: Settings, keyed: int | None = None) -> dict[str, 
         settings.topic.feedback_dlq: 1,
         settings.topic.labels: 1,
         settings.topic.strategy: 1,
+        settings.topic.chargebacks: 1,
     }
 
 

@@ -243,11 +243,15 @@ class TopicSettings(_Group):
     strategy: str = Field(
         "strategy", description="Published strategy documents, one per version (compacted)"
     )
+    chargebacks: str = Field(
+        "chargebacks", description="Chargebacks from an issuer's systems: fraud labels for any "
+        "transaction (the feedback app forwards each to the dispositions)",
+    )  # fmt: skip
 
     def all(self) -> list[str]:
         """Every topic the pipeline uses, in event-path order."""
         return [self.transactions, self.dlq, self.decisions, self.alerts, self.feedback,
-                self.feedback_dlq, self.labels, self.strategy]  # fmt: skip
+                self.feedback_dlq, self.labels, self.strategy, self.chargebacks]  # fmt: skip
 
 
 class TokenSettings(_Group):

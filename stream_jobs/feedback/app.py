@@ -36,7 +36,7 @@ from aiokafka.errors import KafkaError as AioKafkaError
 from models.lake import tables as lk
 from models.online.layout import AlertContext
 from models.online.ops import is_transient
-from services.core.contract import Feedback, InvalidEvent, encode
+from services.core.contract import Feedback, InvalidEvent, decode_chargeback, encode
 from services.core.dead_letters import DeadLetterLog
 from services.core.dead_letters import dead_letter as build_dead_letter
 from services.core.exposition import component_registry, serve_metrics
@@ -136,6 +136,7 @@ def create_app(
     feedback = app.topic(settings.topic.feedback)
     dlq = app.topic(settings.topic.feedback_dlq)
     labels = app.topic(settings.topic.labels)
+    chargebacks = app.topic(settings.topic.chargebacks)
     letters, warnings = DeadLetterLog(log), ThrottledLog(log)
     parking = asyncio.Lock()
 
@@ -260,6 +261,30 @@ def create_app(
                 await retrying("alert-feedback", where, one)  # its dead letter's send too
             processed(event)
 
+    @app.agent(chargebacks)
+    async def forward(stream: Any) -> None:
+        """Each chargeback becomes a fraud disposition on ``alert-feedback`` (acknowledged
+        before its offset commits; a repeat applies as a repeat), so it takes the one path
+        every label takes; one that is not a chargeback is a dead letter naming this topic."""
+        async for event in stream.events():
+            message, raw = event.message, event.value or b""
+            where = f"{message.topic} {message.partition}@{message.offset}"
+
+            async def one(raw: bytes = raw, partition: int = message.partition,
+                          offset: int = message.offset) -> None:  # fmt: skip
+                parsed = decode_chargeback(raw)
+                if isinstance(parsed, InvalidEvent):
+                    why = Rejected(parsed.field, parsed.reason)
+                    await dead_letter(raw, (settings.topic.chargebacks, partition, offset), why)
+                    return
+                label = parsed.feedback()
+                sent = await feedback.send(key=label.transaction_id.encode(), value=encode(label))
+                await sent
+                metrics.chargebacks.inc()
+
+            await retrying("chargebacks", where, one)
+            processed(event)
+
     @app.timer(interval=SWEEP_S)  # type: ignore[untyped-decorator]
     async def sweep() -> None:
         """Parked dispositions: applied once their transaction is known, dead letters once
@@ -277,7 +302,7 @@ def create_app(
     async def heartbeat() -> None:
         """The event loop answers (a blocking call would stop this)."""
         health.loop_seen = time.monotonic()
-        for agent in ("alerts", "alert-feedback"):
+        for agent in ("alerts", "alert-feedback", "chargebacks"):
             stuck = health.stuck.get(agent)
             metrics.stuck_seconds.labels(agent).set(time.monotonic() - stuck.since if stuck else 0)
 

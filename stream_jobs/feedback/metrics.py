@@ -27,6 +27,11 @@ class FeedbackMetrics:
             "recur)", ["field"], registry=registry,
         )  # fmt: skip
         self.alerts = Counter(f"{p}_alerts_remembered", "Alerts kept", registry=registry)
+        self.chargebacks = Counter(
+            f"{p}_chargebacks_forwarded",
+            "Chargebacks sent on as fraud dispositions",
+            registry=registry,
+        )
         self.alerts_skipped = Counter(
             f"{p}_alerts_skipped", "Alerts not kept: an error that would recur", registry=registry
         )

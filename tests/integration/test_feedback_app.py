@@ -26,7 +26,15 @@ from models.online import layout
 from services.clients.produce import generated_items
 from services.clients.producer import TransactionProducer
 from services.clients.reading import read_until_idle
-from services.core.contract import Alert, DeadLetter, Feedback, Label, Transaction, encode
+from services.core.contract import (
+    Alert,
+    Chargeback,
+    DeadLetter,
+    Feedback,
+    Label,
+    Transaction,
+    encode,
+)  # fmt: skip
 from services.core.kafka_config import librdkafka
 from services.core.settings import Settings
 from services.devstack import processes, stack
@@ -36,6 +44,7 @@ from tests.integration.streaming import running_stack
 
 pytestmark = [pytest.mark.integration, pytest.mark.loop]
 PARK_S, STUCK_S = 4.0, 3.0
+DAY_MS = 86_400_000
 
 
 def _app(settings: Settings, logs: Path) -> ProcessRecord:
@@ -77,6 +86,9 @@ class _Kafka:
         feedback = Feedback(transaction_id=tx_id, label=label, analyst="a",
                             time=int(time.time() * 1000), event_time=event_time)  # fmt: skip
         self._send(self._settings.topic.feedback, encode(feedback), tx_id)
+
+    def chargeback(self, value: bytes, key: str) -> None:
+        self._send(self._settings.topic.chargebacks, value, key)
 
     def _send(self, topic: str, value: bytes, key: str) -> None:
         self._producer.produce(topic, value, key.encode())
@@ -179,6 +191,43 @@ def test_dispositions_never_wait_for_each_other_and_every_transaction_is_found(
     alerted = dict(rows)
     assert (alerted[a.transaction_id], alerted[c.transaction_id]) == (False, True)
     assert set(alerted) == {tx.transaction_id for tx in (a, b, c, w, u, crafted)}
+
+
+@pytest.mark.timeout(300)
+def test_a_chargeback_on_its_topic_labels_an_approved_transaction_and_moves_its_merchant(
+    tmp_path: Path,
+) -> None:
+    with _feedback_stack(tmp_path) as (settings, _):
+        client = redis.Redis.from_url(settings.redis.require_url())
+        tokens = settings.token.tokenizer()
+        tx = tokens.transaction(next(generated_items(GeneratorConfig(seed=93), 1)).transaction)
+        with TransactionProducer(settings) as producer:  # approved: archived, never alerted
+            producer.send(tx)
+        risk = layout.merchant_days(tx.merchant_id)
+        day = f"f{tx.event_time_ms // DAY_MS}"
+        assert client.hget(risk, day) is None  # the negative control: no fraud counted yet
+        kafka = _Kafka(settings)
+        received = tx.event_time_ms + 20 * DAY_MS
+        chargeback = Chargeback(transaction_id=tx.transaction_id, event_time=tx.event_time_ms,
+                                reason_code="10.4", received_at=received)  # fmt: skip
+        kafka.chargeback(b'{"transaction_id": "x"}', "x")  # not a chargeback: a dead letter
+        kafka.chargeback(encode(chargeback), tx.transaction_id)
+        processes.wait_until(lambda: client.hget(risk, day) == b"1", 60,
+                             "the merchant's fraud counted")  # fmt: skip
+        assert client.exists(layout.blocklist_card(tx.card_id))
+        processes.wait_until(lambda: Lake(settings.lake_path).rows("labels") >= 1, 30,
+                             "the label in the lake")  # fmt: skip
+        label = connect(Lake(settings.lake_path)).execute(
+            "SELECT label, analyst, alerted, labelled_at, note FROM labels").fetchall()  # fmt: skip
+        dlq = settings.topic.feedback_dlq
+        letters = [msgspec.json.decode(r.value, type=DeadLetter)
+                   for r in read_until_idle(settings, dlq, 1.0)]  # fmt: skip
+        forwarded = _metric(settings.feedback.metrics_port,
+                            "fraudstream_feedback_chargebacks_forwarded_total")  # fmt: skip
+    assert label == [("fraud", "chargebacks", False, chargeback.received_ms, "chargeback 10.4")]
+    assert [(d.source_topic, d.field) for d in letters] == [(settings.topic.chargebacks,
+                                                              "event_time")]  # fmt: skip
+    assert forwarded == 1
 
 
 @pytest.mark.timeout(400)

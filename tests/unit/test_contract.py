@@ -8,10 +8,12 @@ import pytest
 from services.core.contract import (
     MAX_MESSAGE_BYTES,
     Alert,
+    Chargeback,
     Decision,
     Feedback,
     InvalidEvent,
     Transaction,
+    decode_chargeback,
     decode_feedback,
     decode_transaction,
     encode,
@@ -136,3 +138,23 @@ def test_decision_score_is_bounded() -> None:
     raw += b'"decision":"approve","reasons":[],"model_version":"v"}'
     with pytest.raises(msgspec.ValidationError, match="score"):
         msgspec.json.decode(raw, type=Decision)
+
+
+def test_a_chargeback_decodes_into_a_fraud_label_or_names_its_bad_field() -> None:
+    good = (b'{"transaction_id":"tx-9","event_time":"2026-11-02T10:00:00Z",'
+            b'"reason_code":"10.4","received_at":"2026-11-20T08:00:00Z"}')  # fmt: skip
+    chargeback = decode_chargeback(good)
+    assert isinstance(chargeback, Chargeback)
+    label = chargeback.feedback()
+    assert (label.label, label.analyst, label.note) == ("fraud", "chargebacks", "chargeback 10.4")
+    assert (label.event_time, label.time) == (1_793_613_600_000, 1_795_161_600_000)
+    bad = {
+        good.replace(b"10.4", b"10 4"): "reason_code",
+        good.replace(b"2026-11-20", b"2026-10-20"): "received_at",  # before the transaction
+        good.replace(b"tx-9", b"tx\\u0007"): "transaction_id",
+        good.replace(b'"received_at":"2026-11-20T08:00:00Z"', b'"x":1'): "received_at",
+    }
+    for raw, field in bad.items():
+        decoded = decode_chargeback(raw)
+        assert isinstance(decoded, InvalidEvent), raw
+        assert decoded.field == field, (raw, decoded)
