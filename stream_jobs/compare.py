@@ -21,6 +21,7 @@ resamples for both versions, so the difference's interval is paired):
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +36,7 @@ from models.training.calibration import brier, calibrate, expected_calibration_e
 from models.training.registry import Registry
 from models.training.trainer import scores_for
 from stream_jobs import backtest as bt
+from stream_jobs.rules import REVIEW_SAMPLE
 from stream_jobs.strategy import Thresholds
 
 Floats = npt.NDArray[np.float64]
@@ -57,6 +59,7 @@ class Ledger:
     shadow_model_version: list[str]
     shadow_score: Floats  # NaN: no shadow scored it
     features: list[dict[str, float | None]]
+    weight: Floats  # 1, or with ``weighted`` the inverse of the probability of review
     counts: dict[str, Any]
 
 
@@ -75,16 +78,24 @@ _features = msgspec.json.Decoder(dict[str, float | None]).decode
 
 
 def ledger(
-    lake: Path, window: bt.Range, maturity_days: float, as_of_ms: int | None = None
+    lake: Path,
+    window: bt.Range,
+    maturity_days: float,
+    as_of_ms: int | None = None,
+    weighted: bool = False,
 ) -> Ledger:
-    """The decisions of ``window`` with a known outcome and a feature row, from the lake."""
+    """The decisions of ``window`` with a known outcome and a feature row, from the lake.
+    ``weighted``: only the reviewed decisions (flagged, or in the random review sample) with
+    an analyst's label, each weighted by the inverse of its probability of review, so that
+    they stand for every decision (inverse-propensity weighting)."""
     from models.lake import tables as lk
 
     frame = (
         lk.connect(lk.Lake(lake))
         .execute(
             "SELECT d.transaction_id, d.event_time, d.decision, d.model_version, d.score, "
-            "d.shadow_model_version, d.shadow_score, d.features, l.label "
+            "d.shadow_model_version, d.shadow_score, d.features, d.review_probability, "
+            f"list_contains(d.reasons, '{REVIEW_SAMPLE}') AS sampled, l.label "
             "FROM decisions d LEFT JOIN labels l USING (transaction_id) "
             "WHERE d.event_time >= ? AND d.event_time < ? ORDER BY d.event_time, d.transaction_id",
             [window.start_ms, window.end_ms],
@@ -99,12 +110,18 @@ def ledger(
         frame["event_time"].to_numpy(np.int64), maturity_days, as_of_ms,
     )  # fmt: skip
     with_row = frame["features"].notna().to_numpy()
-    kept = states.known & with_row
+    probability = frame["review_probability"].to_numpy(np.float64, na_value=np.nan)
+    if weighted:
+        reviewed = (frame["decision"] != "approve").to_numpy() | frame["sampled"].fillna(
+            False
+        ).to_numpy(bool)
+        kept = reviewed & labelled & with_row & (probability > 0)
+    else:
+        kept = states.known & with_row
     chosen = frame[kept].reset_index(drop=True)
     if chosen.empty:
-        raise bt.BacktestError(
-            f"{lake}: no decision in the range has a known outcome and a feature row"
-        )
+        raise bt.BacktestError(f"{lake}: no decision in the range has a known outcome and a "
+                               f"feature row{' and was reviewed' if weighted else ''}")  # fmt: skip
     rows = [_features(text) for text in chosen["features"]]
     counts = {
         **states.counts(labelled & (frame["label"] == "fraud").to_numpy()),
@@ -112,6 +129,9 @@ def ledger(
         "without_feature_row": int((states.known & ~with_row).sum()),
         "judged": len(chosen),
     }
+    weight = 1 / probability[kept] if weighted else np.ones(len(chosen))
+    if weighted:
+        counts["weighted_total"] = round(float(weight.sum()), 1)  # the decisions they stand for
     return Ledger(
         transaction_id=chosen["transaction_id"].tolist(),
         day=chosen["event_time"].to_numpy(np.int64) // bt.DAY_MS,
@@ -122,6 +142,7 @@ def ledger(
         shadow_model_version=chosen["shadow_model_version"].fillna("").tolist(),
         shadow_score=chosen["shadow_score"].to_numpy(np.float64, na_value=np.nan),
         features=rows,
+        weight=weight,
         counts=counts,
     )
 
@@ -153,22 +174,30 @@ def scores(registry: Registry, version: str, book: Ledger, rescore: bool = False
     return Scores(version, score, calibrate(score, meta.get("calibration")), sources)
 
 
-def _top_per_day(day: npt.NDArray[np.int64], value: Floats, k: int) -> npt.NDArray[np.bool_]:
-    """Each day's ``k`` largest values (ties by ledger order: deterministic)."""
+def _top_per_day(
+    day: npt.NDArray[np.int64], value: Floats, k: float, weight: Floats
+) -> npt.NDArray[np.bool_]:
+    """Each day's largest values until ``k`` rows' worth of weight (each row counts its
+    weight: one, or the decisions it stands for); ties by ledger order, deterministic."""
     order = np.lexsort((-value, day))  # by day, then by value descending
-    sorted_days = day[order]
-    starts = np.searchsorted(sorted_days, sorted_days, side="left")
-    rank = np.arange(len(order)) - starts
+    w = weight[order]
+    before = np.cumsum(w) - w  # the weight ranked above each row, across days
+    starts = np.searchsorted(day[order], day[order], side="left")
+    day_before = before - before[starts]  # ... within its day
     chosen = np.zeros(len(day), bool)
-    chosen[order[rank < k]] = True
+    chosen[order[day_before < k]] = True
     return chosen
 
 
 def recall_at_budget(
-    fraud: npt.NDArray[np.bool_], day: npt.NDArray[np.int64], score: Floats, budget: int
+    fraud: npt.NDArray[np.bool_],
+    day: npt.NDArray[np.int64],
+    score: Floats,
+    budget: float,
+    weight: Floats,
 ) -> float:
-    caught = _top_per_day(day, score, budget) & fraud
-    return float(caught.sum() / fraud.sum()) if fraud.any() else 0.0
+    caught = _top_per_day(day, score, budget, weight) & fraud
+    return float(weight[caught].sum() / weight[fraud].sum()) if fraud.any() else 0.0
 
 
 def cost_usd(
@@ -177,31 +206,36 @@ def cost_usd(
     probability: Floats,
     amount_usd: Floats,
     t: Thresholds,
+    weight: Floats,
 ) -> float:
     """Reviews at the budget by expected loss, and the fraud they leave, in dollars."""
     loss = probability * amount_usd * t.loss_share
     worth = loss >= t.review_cost_usd
-    budget = t.daily_alert_budget or len(fraud)  # 0: no budget
-    reviewed = worth & _top_per_day(day, np.where(worth, loss, -np.inf), budget)
+    budget = t.daily_alert_budget or float(weight.sum())  # 0: no budget
+    reviewed = worth & _top_per_day(day, np.where(worth, loss, -np.inf), budget, weight)
     missed = fraud & ~reviewed
-    return float(reviewed.sum() * t.review_cost_usd + (amount_usd[missed] * t.loss_share).sum())
+    return float(weight[reviewed].sum() * t.review_cost_usd
+                 + (weight[missed] * amount_usd[missed] * t.loss_share).sum())  # fmt: skip
 
 
 def figures(
     fraud: npt.NDArray[np.bool_],
     day: npt.NDArray[np.int64],
     amount_usd: Floats,
-    s: Scores | tuple[Floats, Floats],
+    scored: tuple[Floats, Floats],
     t: Thresholds,
+    weight: Floats,
 ) -> dict[str, float]:
-    score, probability = (s.score, s.probability) if isinstance(s, Scores) else s
+    score, probability = scored
     both = fraud.any() and not fraud.all()
+    budget = t.daily_alert_budget or float(weight.sum())
+    pr_auc = average_precision_score(fraud, score, sample_weight=weight) if both else math.nan
     return {
-        "pr_auc": float(average_precision_score(fraud, score)) if both else float("nan"),
-        "recall_at_budget": recall_at_budget(fraud, day, score, t.daily_alert_budget or len(day)),
-        "cost_usd": cost_usd(fraud, day, probability, amount_usd, t),
-        "ece": expected_calibration_error(probability, fraud),
-        "brier": brier(probability, fraud),
+        "pr_auc": float(pr_auc),
+        "recall_at_budget": recall_at_budget(fraud, day, score, budget, weight),
+        "cost_usd": cost_usd(fraud, day, probability, amount_usd, t, weight),
+        "ece": expected_calibration_error(probability, fraud, weights=weight),
+        "brier": brier(probability, fraud, weight),
     }
 
 
@@ -223,11 +257,12 @@ def compare(
     if not both.any():
         raise bt.BacktestError("no decision in the range can be scored by both versions")
     fraud, day, amount = book.fraud[both], book.day[both], book.amount_usd[both]
+    weight = book.weight[both]
     pairs = [(s.score[both], s.probability[both]) for s in (a, b)]
 
     def on(rows: npt.NDArray[np.int64]) -> tuple[dict[str, float], dict[str, float]]:
-        fa, fb = (figures(fraud[rows], day[rows], amount[rows], (p[0][rows], p[1][rows]), t)
-                  for p in pairs)  # fmt: skip
+        fa, fb = (figures(fraud[rows], day[rows], amount[rows], (p[0][rows], p[1][rows]), t,
+                          weight[rows]) for p in pairs)  # fmt: skip
         return fa, fb
 
     everything = np.arange(int(both.sum()))
@@ -243,7 +278,10 @@ def compare(
     result: dict[str, Any] = {
         "rows": int(both.sum()),
         "fraud": int(fraud.sum()),
-        "pr_curves": {"a": _curve(fraud, pairs[0][0]), "b": _curve(fraud, pairs[1][0])},
+        "pr_curves": {
+            "a": _curve(fraud, pairs[0][0], weight),
+            "b": _curve(fraud, pairs[1][0], weight),
+        },
     }
     for name in point_a:
         result[name] = {
@@ -254,11 +292,11 @@ def compare(
     return result
 
 
-def _curve(fraud: npt.NDArray[np.bool_], score: Floats) -> dict[str, list[float]]:
+def _curve(fraud: npt.NDArray[np.bool_], score: Floats, weight: Floats) -> dict[str, list[float]]:
     """Precision at evenly spaced recalls (the best precision reaching each), for a chart."""
     if not fraud.any():
         return {"recall": [], "precision": []}
-    precision, recall, _ = precision_recall_curve(fraud, score)
+    precision, recall, _ = precision_recall_curve(fraud, score, sample_weight=weight)
     grid = np.linspace(0, 1, CURVE_POINTS)
     best = [float(precision[recall >= r].max()) for r in grid]
     return {"recall": grid.round(4).tolist(), "precision": np.round(best, 6).tolist()}
@@ -286,11 +324,12 @@ def report(
     rescore: bool = False,
     bootstrap: int = BOOTSTRAP,
     as_of_ms: int | None = None,
+    weighted: bool = False,
     progress: Callable[[str], None] = lambda _: None,
 ) -> dict[str, Any]:
     """``compare`` from the lake, JSON-able: the figures, where the scores came from, the
     ledger's counts and the version that wins, if one does."""
-    book = ledger(lake, window, maturity_days, as_of_ms)
+    book = ledger(lake, window, maturity_days, as_of_ms, weighted)
     progress(f"{book.counts['judged']:,} decisions with known outcomes")
     sa, sb = (scores(registry, v, book, rescore) for v in (a, b))
     result = compare(book, sa, sb, t, bootstrap)
@@ -299,6 +338,7 @@ def report(
         "b": b,
         "range": {"from": bt.day(window.start_ms), "to": bt.day(window.end_ms)},
         "maturity_days": maturity_days,
+        "weighted": weighted,
         "budget": t.daily_alert_budget,
         "bootstrap": bootstrap,
         "ledger": book.counts,

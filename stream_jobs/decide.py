@@ -88,6 +88,7 @@ class DecideOptions:
     unrecorded_max: int = 50_000  # events decided without Redis, held to be recorded later
     signals: Signals = EMPTY  # the attributes transactions may carry, and the entities
     workers: int = 1  # the job's parallelism: the alert budget is shared by this many
+    review_sample_rate: float = 0.0  # approved transactions also sent to review at random
 
     @classmethod
     def of(cls, settings: Settings) -> Self:
@@ -97,7 +98,7 @@ class DecideOptions:
             rules.FailurePolicy(job.redis_down_review_usd, job.scoring_down_review_usd),
             job.max_event_ahead_s * 1000, job.out_of_orderness_ms, job.merchant_cache_s,
             job.replay_horizon_s, job.unrecorded_max, load_signals(settings.model.signals),
-            job.parallelism,
+            job.parallelism, job.review_sample_rate,
         )  # fmt: skip
 
     @property
@@ -281,7 +282,7 @@ class Decider:
             out = outputs[v.index]
             out.key = v.tx.card_id.encode()
             out.decision = encode(decision)
-            if decision.decision != "approve":
+            if decision.decision != "approve" or rules.REVIEW_SAMPLE in decision.reasons:
                 out.alert = encode(Alert(**msgspec.structs.asdict(decision), transaction=v.tx))
             decisions.append(decision)
         for decision in decisions:  # counted once the whole batch is decided (never twice)
@@ -327,11 +328,15 @@ class Decider:
         acted = blocks + fired.active
         policy = rules.when_degraded(v.degraded, amount_usd, self._options.policy)
         shadow = None if response is None else response.shadow
+        outcome = rules.combine(model, acted + policy)
+        rate = 1.0 if outcome != "approve" else self._options.review_sample_rate
+        sampled = outcome == "approve" and rules.in_review_sample(v.tx.transaction_id, rate)
         return Decision(
             transaction_id=v.tx.transaction_id, card_id=v.tx.card_id,
             event_time=v.tx.event_time_ms, decided_at=decided_at, score=score,
-            decision=rules.combine(model, acted + policy),
-            reasons=[code for code, _ in acted] + reasons + [code for code, _ in policy],
+            decision=outcome,
+            reasons=[code for code, _ in acted] + reasons + [code for code, _ in policy]
+            + ([rules.REVIEW_SAMPLE] if sampled else []),
             model_version=version, degraded=sorted(v.degraded),
             latency_ms=float(max(decided_at - v.record.read_ms, 0)),
             strategy_version=compiled.version, shadow=fired.shadow,
@@ -339,6 +344,7 @@ class Decider:
             shadow_score=shadow.scores[index] if shadow else None,
             features={name: None if value != value else value  # NaN: a signal it lacked
                       for name, value in zip(self._names, row, strict=True)},
+            review_probability=rate,
         )  # fmt: skip
 
     def _count_series(self, versions: Versions) -> None:

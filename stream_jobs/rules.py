@@ -5,6 +5,7 @@ scoring is down. The strategy's own rules are data (``stream_jobs.strategy``).
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from typing import Final, Literal
 
@@ -14,6 +15,17 @@ BLOCKLIST_CARD: Final = "rule:blocklist_card"  # a fraud disposition blocked the
 BLOCKLIST_DEVICE: Final = "rule:blocklist_device"
 
 POLICY_PREFIX: Final = "policy:"
+REVIEW_SAMPLE: Final = "sample:review"  # approved, and sent to review at random
+_SPAN: Final = 2**64
+
+
+def in_review_sample(transaction_id: str, rate: float) -> bool:
+    """Whether an approved transaction is in the random review sample: a hash of its id, so
+    a replay samples the same ones and a producer cannot pick them by timing."""
+    if rate <= 0:
+        return False
+    digest = hashlib.blake2b(transaction_id.encode(), digest_size=8, person=b"fs-review").digest()
+    return int.from_bytes(digest, "big") < rate * _SPAN
 
 
 @dataclass(frozen=True)

@@ -65,20 +65,28 @@ def calibrate(scores: npt.ArrayLike, calibration: Mapping[str, Any] | None) -> P
 
 
 def expected_calibration_error(
-    probabilities: npt.ArrayLike, labels: npt.ArrayLike, bins: int = ECE_BINS
+    probabilities: npt.ArrayLike,
+    labels: npt.ArrayLike,
+    bins: int = ECE_BINS,
+    weights: npt.ArrayLike | None = None,
 ) -> float:
-    """|mean probability - fraud rate| per equal-width bin of [0, 1], weighted by its rows."""
+    """|mean probability - fraud rate| per equal-width bin of [0, 1], weighted by its rows
+    (``weights``: each row's, e.g. inverse-propensity weights; default 1)."""
     p = np.asarray(probabilities, dtype=np.float64)
     y = np.asarray(labels, dtype=np.float64)
+    w = np.ones_like(p) if weights is None else np.asarray(weights, dtype=np.float64)
     which = np.minimum((p * bins).astype(np.int64), bins - 1)
-    gaps = np.bincount(which, weights=p - y, minlength=bins)  # rows x (mean p - rate) per bin
-    return float(np.abs(gaps).sum() / p.size)
+    gaps = np.bincount(which, weights=w * (p - y), minlength=bins)  # weight x (p - rate)
+    return float(np.abs(gaps).sum() / w.sum())
 
 
-def brier(probabilities: npt.ArrayLike, labels: npt.ArrayLike) -> float:
-    """Mean squared difference between probability and outcome."""
+def brier(
+    probabilities: npt.ArrayLike, labels: npt.ArrayLike, weights: npt.ArrayLike | None = None
+) -> float:
+    """Mean squared difference between probability and outcome (weighted by ``weights``)."""
     p = np.asarray(probabilities, dtype=np.float64)
-    return float(np.mean((p - np.asarray(labels, dtype=np.float64)) ** 2))
+    squared = (p - np.asarray(labels, dtype=np.float64)) ** 2
+    return float(np.average(squared, weights=weights))
 
 
 def reliability(

@@ -40,6 +40,13 @@ def compare_cmd(
             "score was recorded."
         ),
     ] = False,
+    weighted: Annotated[
+        bool,
+        typer.Option(
+            help="Judge on the reviewed decisions only (flagged, or in the random review "
+            "sample), each weighted by the inverse of its probability of review."
+        ),
+    ] = False,
     bootstrap: Annotated[int, typer.Option(min=0, max=10_000, help="Bootstrap resamples.")] = 200,
     html: Annotated[Path | None, typer.Option(help="Write the report with charts here.")] = None,
     registry: RegistryOpt = None,
@@ -61,7 +68,7 @@ def compare_cmd(
     try:
         result = compare.report(reg, a, b, source, window, chosen.thresholds,
                                 matured(maturity_days), rescore=rescore,
-                                bootstrap=bootstrap)  # fmt: skip
+                                bootstrap=bootstrap, weighted=weighted)  # fmt: skip
     except bt.BacktestError as error:
         raise UserError(str(error)) from None
     if html is not None:

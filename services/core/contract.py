@@ -175,6 +175,8 @@ class Decision(msgspec.Struct, frozen=True, kw_only=True):
     shadow_model_version: str = ""  # the challenger scored beside the model, not acted on
     shadow_score: float | None = None
     features: dict[str, float | None] = {}  # None: a declared signal the event lacked
+    review_probability: float | None = None  # of being sent to review: 1 if flagged, else the
+    # review sample's rate (None: decided before the job logged it)
 
 
 class Alert(Decision, frozen=True, kw_only=True):

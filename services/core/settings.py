@@ -355,6 +355,12 @@ class JobSettings(_Group):
         description="Failure policy, scoring unavailable or refusing (rules only): decisions "
         "from this amount (USD) up are at least review; 0: every one (fail closed)",
     )  # fmt: skip
+    review_sample_rate: float = Field(
+        0.0, ge=0, le=0.05,
+        description="Share of approved transactions also sent to analysts at random (a hash of "
+        "the transaction id: a replay samples the same ones), each decision logging its "
+        "probability of review for inverse-propensity evaluation; 0: none",
+    )  # fmt: skip
     unrecorded_max: int = Field(
         50_000, ge=0,
         description="Events decided without Redis that a worker holds to record in their "

@@ -172,3 +172,52 @@ def test_a_version_that_never_saw_a_decision_is_scored_from_its_feature_row(
     assert recorded.sources["recorded"] == 12
     assert rescored.sources["rescored"] == 12
     np.testing.assert_allclose(rescored.score, recorded.score, atol=1e-7)
+
+
+def test_weighted_the_reviewed_decisions_stand_for_all_by_their_probability(
+    tmp_path: Path,
+) -> None:
+    """Two flagged decisions (reviewed for certain) and two of the 10 % review sample (each
+    stands for ten approvals); an approval outside the sample, even with a chargeback, and
+    an unlabelled one are left out. A fraud at the bottom of the ranking that stands for ten
+    weighs ten times as much: weighted PR-AUC 1/11 + (11/22)(10/11) = 6/11, against 3/4
+    unweighted on the same four."""
+    registry = _registry(tmp_path / "registry")
+    lake = lk.Lake(tmp_path / "lake")
+    rows = [  # id, score, outcome, in the sample, probability of review, label
+        ("r1", 0.9, "review", False, 1.0, "fraud"),
+        ("r2", 0.8, "review", False, 1.0, "legit"),
+        ("r3", 0.2, "approve", True, 0.1, "legit"),
+        ("r4", 0.1, "approve", True, 0.1, "fraud"),
+        ("r5", 0.3, "approve", False, 0.1, "fraud"),  # a chargeback, outside the sample
+        ("r6", 0.4, "approve", False, 0.1, None),
+    ]
+    decisions: list[lk.Sourced] = []
+    labels: list[lk.Sourced] = []
+    for i, (tx, score, outcome, sampled, probability, label) in enumerate(rows):
+        decision = Decision(
+            transaction_id=tx, card_id="c", event_time=DAY1 + i, decided_at=DAY1 + i,
+            score=score, decision=outcome, model_version="v0002",  # type: ignore[arg-type]
+            reasons=["sample:review"] if sampled else [], features=_features(10.0),
+            shadow_model_version="v0003", shadow_score=score, review_probability=probability,
+        )  # fmt: skip
+        decisions.append(lk.Sourced("decisions", 0, i, lk.decision_row(decision)))
+        if label is not None:
+            record = LabelRecord(transaction_id=tx, label=label, analyst="ana",  # type: ignore[arg-type]
+                                 labelled_at=DAY1 + DAY_MS, event_time=DAY1 + i, card_id="c",
+                                 customer_id="c", merchant_id="m")  # fmt: skip
+            labels.append(lk.Sourced("labels", 0, len(labels), lk.label_row(record)))
+    lake.append("decisions", decisions)
+    lake.append("labels", labels)
+
+    def pr_auc(weighted: bool) -> tuple[float, dict[str, object]]:
+        result = compare.report(registry, "v0002", "v0003", tmp_path / "lake", WINDOW,
+                                THRESHOLDS, MATURITY_DAYS, bootstrap=10, as_of_ms=AS_OF,
+                                weighted=weighted)  # fmt: skip
+        return result["pr_auc"]["a"]["value"], result["ledger"]
+
+    weighted, book = pr_auc(True)
+    assert weighted == pytest.approx(6 / 11, abs=1e-6)
+    assert (book["judged"], book["weighted_total"]) == (4, 22.0)
+    unweighted, _ = pr_auc(False)
+    assert unweighted != pytest.approx(6 / 11, abs=1e-3)  # the weights made the difference

@@ -205,3 +205,38 @@ def test_list_values_match_as_the_job_sees_them(redis_url: str) -> None:
     ]
     assert cache.hits({"merchant": "m-old"}, now).block == []  # expired
     assert cache.hits({"country": "GB", "bin": "411112"}, now).block == []
+
+
+def test_a_hash_seeded_sample_of_approvals_goes_to_review_with_its_probability(
+    redis_url: str,
+) -> None:
+    """At 5 %: about one approval in twenty is alerted as ``sample:review`` and stays approved;
+    every decision logs its probability of review (1 when flagged); a replay samples the same
+    ones. Without a sample (the default) no approval is alerted."""
+    from stream_jobs import rules
+    from stream_jobs.decide import DecideOptions
+
+    txs = [msgspec.structs.replace(_tx(i), card_id=f"s{i}") for i in range(2_000)]  # first uses
+
+    def run(rate: float) -> tuple[list[Decision], list[str]]:
+        decider = Decider(_client(redis_url), _scorer(), DecideOptions(review_sample_rate=rate))
+        records = [Record(tx.card_id.encode(), encode(tx), 0, i, T0) for i, tx in enumerate(txs)]
+        outputs = decider.decide(records)
+        decisions = [msgspec.json.decode(o.decision or b"", type=Decision) for o in outputs]
+        alerted = [d.transaction_id for d, o in zip(decisions, outputs, strict=True) if o.alert]
+        return decisions, alerted
+
+    decisions, alerted = run(0.05)
+    approved = [d for d in decisions if d.decision == "approve"]
+    sampled = [d for d in approved if rules.REVIEW_SAMPLE in d.reasons]
+    flagged = [d for d in decisions if d.decision != "approve"]
+    assert 0.03 < len(sampled) / len(approved) < 0.07
+    assert sorted(alerted) == sorted(d.transaction_id for d in sampled + flagged)
+    assert {d.review_probability for d in approved} == {0.05}
+    assert {d.review_probability for d in flagged} <= {1.0}
+    again, _ = run(0.05)
+    assert [d.reasons for d in again] == [d.reasons for d in decisions]  # a replay agrees
+    none, alerted_without = run(0.0)
+    assert not any(rules.REVIEW_SAMPLE in d.reasons for d in none)
+    assert sorted(alerted_without) == sorted(d.transaction_id for d in none
+                                             if d.decision != "approve")  # fmt: skip
