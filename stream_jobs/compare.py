@@ -12,7 +12,8 @@ Figures, each with a bootstrap 95 % interval (rows resampled with replacement, t
 resamples for both versions, so the difference's interval is paired):
 
 - ``pr_auc``: average precision;
-- ``recall_at_budget``: the share of fraud among each day's ``budget`` highest scores;
+- ``recall_at_budget``: the share of the fraud that is among its day's ``budget`` highest
+  scores;
 - ``cost_usd``: what the strategy's costs make of each day's reviews: the ``budget`` largest
   expected losses (calibrated probability x amount x loss share) that are worth a review cost,
   each a review cost, and every fraud not reviewed its amount x loss share;
@@ -27,9 +28,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
+import duckdb
 import msgspec
 import numpy as np
 import numpy.typing as npt
+import pandas as pd
 from sklearn.metrics import average_precision_score, precision_recall_curve
 
 from models.training.calibration import brier, calibrate, expected_calibration_error
@@ -58,7 +61,7 @@ class Ledger:
     score: Floats
     shadow_model_version: list[str]
     shadow_score: Floats  # NaN: no shadow scored it
-    features: list[dict[str, float | None]]
+    features: list[str]  # each row's JSON text, decoded only where a version is re-scored
     weight: Floats  # 1, or with ``weighted`` the inverse of the probability of review
     counts: dict[str, Any]
 
@@ -77,6 +80,20 @@ class Scores:
 _features = msgspec.json.Decoder(dict[str, float | None]).decode
 
 
+def _decisions(connection: Any, window: bt.Range) -> pd.DataFrame:
+    """The range's decisions with their latest label; the amount read out of the feature
+    row in SQL, so that rows scored already are never decoded."""
+    return connection.execute(
+        "SELECT d.transaction_id, d.event_time, d.decision, d.model_version, d.score, "
+        "d.shadow_model_version, d.shadow_score, d.features, d.review_probability, "
+        "TRY_CAST(json_extract(d.features, '$.amount_usd') AS DOUBLE) AS amount_usd, "
+        f"list_contains(d.reasons, '{REVIEW_SAMPLE}') AS sampled, l.label "
+        "FROM decisions d LEFT JOIN labels l USING (transaction_id) "
+        "WHERE d.event_time >= ? AND d.event_time < ? ORDER BY d.event_time, d.transaction_id",
+        [window.start_ms, window.end_ms],
+    ).df()
+
+
 def ledger(
     lake: Path,
     window: bt.Range,
@@ -90,18 +107,15 @@ def ledger(
     they stand for every decision (inverse-propensity weighting)."""
     from models.lake import tables as lk
 
-    frame = (
-        lk.connect(lk.Lake(lake))
-        .execute(
-            "SELECT d.transaction_id, d.event_time, d.decision, d.model_version, d.score, "
-            "d.shadow_model_version, d.shadow_score, d.features, d.review_probability, "
-            f"list_contains(d.reasons, '{REVIEW_SAMPLE}') AS sampled, l.label "
-            "FROM decisions d LEFT JOIN labels l USING (transaction_id) "
-            "WHERE d.event_time >= ? AND d.event_time < ? ORDER BY d.event_time, d.transaction_id",
-            [window.start_ms, window.end_ms],
-        )
-        .df()
-    )
+    try:
+        frame = _decisions(lk.connect(lk.Lake(lake)), window)
+    except duckdb.BinderException:  # files of every table, none with the ledger's columns
+        raise bt.BacktestError(
+            f"{lake}: its decisions predate the decision ledger (no "
+            "feature rows): judge a range decided since"
+        ) from None
+    except duckdb.CatalogException:
+        raise bt.BacktestError(f"{lake}: no decisions table") from None
     if frame.empty:
         raise bt.BacktestError(f"{lake}: no decision in the range")
     labelled = frame["label"].notna().to_numpy()
@@ -122,7 +136,6 @@ def ledger(
     if chosen.empty:
         raise bt.BacktestError(f"{lake}: no decision in the range has a known outcome and a "
                                f"feature row{' and was reviewed' if weighted else ''}")  # fmt: skip
-    rows = [_features(text) for text in chosen["features"]]
     counts = {
         **states.counts(labelled & (frame["label"] == "fraud").to_numpy()),
         "decisions": len(frame),
@@ -136,12 +149,12 @@ def ledger(
         transaction_id=chosen["transaction_id"].tolist(),
         day=chosen["event_time"].to_numpy(np.int64) // bt.DAY_MS,
         fraud=(chosen["label"] == "fraud").to_numpy(bool),
-        amount_usd=np.array([row.get("amount_usd") or 0.0 for row in rows], np.float64),
+        amount_usd=chosen["amount_usd"].fillna(0.0).to_numpy(np.float64),
         model_version=chosen["model_version"].fillna("").tolist(),
         score=chosen["score"].to_numpy(np.float64),
         shadow_model_version=chosen["shadow_model_version"].fillna("").tolist(),
         shadow_score=chosen["shadow_score"].to_numpy(np.float64, na_value=np.nan),
-        features=rows,
+        features=chosen["features"].tolist(),
         weight=weight,
         counts=counts,
     )
@@ -160,10 +173,12 @@ def scores(registry: Registry, version: str, book: Ledger, rescore: bool = False
         shadowed &= ~np.isnan(book.shadow_score)
         score[shadowed], source[shadowed] = book.shadow_score[shadowed], "shadow"
     names: list[str] = meta["feature_names"]
-    missing = np.isnan(score)
-    scorable = missing & np.array([all(n in row for n in names) for row in book.features], bool)
+    missing = np.flatnonzero(np.isnan(score))
+    decoded = {i: _features(book.features[i]) for i in missing}
+    scorable = np.zeros(len(score), bool)
+    scorable[[i for i, row in decoded.items() if all(n in row for n in names)]] = True
     if scorable.any():
-        picked = [book.features[i] for i in np.flatnonzero(scorable)]
+        picked = [decoded[i] for i in np.flatnonzero(scorable)]
         matrix = np.array(
             [[np.nan if row[n] is None else row[n] for n in names] for row in picked], np.float32
         )
@@ -239,10 +254,10 @@ def figures(
     }
 
 
-def _interval(values: list[float]) -> list[float]:
+def _interval(values: list[float]) -> list[float | None]:
     finite = np.asarray([v for v in values if v == v], np.float64)
     if finite.size == 0:
-        return [float("nan"), float("nan")]
+        return [None, None]  # no resample had both classes (or none was drawn)
     tail = (1 - LEVEL) / 2 * 100
     return [round(float(np.percentile(finite, tail)), 6),
             round(float(np.percentile(finite, 100 - tail)), 6)]  # fmt: skip
@@ -309,6 +324,8 @@ def _figure(value: float, draws: list[float]) -> dict[str, Any]:
 def winner(result: dict[str, Any], a: str, b: str) -> str | None:
     """The version whose PR-AUC is higher with the difference's interval clear of zero."""
     low, high = result["pr_auc"]["difference"]["ci95"]
+    if low is None or high is None:
+        return None
     return b if low > 0 else a if high < 0 else None
 
 

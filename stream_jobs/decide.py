@@ -147,6 +147,11 @@ def _reply_problem(response: ScoreResponse, rows: int) -> str | None:
     return None
 
 
+def _usable_shadow(scores: Sequence[float], rows: int) -> bool:
+    """A shadow's reply is recorded only whole and within bounds: never a wrong row's."""
+    return len(scores) == rows and all(math.isfinite(x) and 0.0 <= x <= 1.0 for x in scores)
+
+
 def _constant(versions: Versions) -> Callable[[], Versions]:
     return lambda: versions
 
@@ -464,6 +469,11 @@ class Decider:
             self._warnings.warning("scoring_reply", "scoring reply unusable (%s): by the "
                                    "failure policy", problem)  # fmt: skip
             return "scoring_reply"
+        shadow = response.shadow
+        if shadow is not None and not _usable_shadow(shadow.scores, len(rows)):
+            self._warnings.warning("shadow_reply", "shadow scores unusable: decided without "
+                                   "them (the primary's stand)")  # fmt: skip
+            return msgspec.structs.replace(response, shadow=None)
         return response
 
     def _dead_letter(self, record: Record, invalid: InvalidEvent) -> Output:

@@ -4,23 +4,24 @@ A run goes through these steps, each recorded in ``REGISTRY/retrain.json`` befor
 begins, so a run killed anywhere resumes where it stopped (a CronJob simply runs it again):
 
 1. **train**: the lake's transactions of ``window_days`` before the label-maturity cutoff (only
-   matured labels: an unlabelled transaction that old is legit), a time split for validation;
-   the candidate is published with its model card (``model_card.html``) and the run's id in
-   its metadata. A run that died after publishing finds its version by that id instead of
-   training again: one run publishes exactly one version.
+   matured labels: an unlabelled transaction that old is legit), their features computed with
+   the history before the window in place; a time split for validation. The candidate is
+   published with its model card (``model_card.html``) and the run's id in its metadata. A
+   run that died after publishing finds its version by that id instead of training again:
+   one run publishes exactly one version.
 2. **evaluate**: candidate and champion scored on the candidate's evaluation split (the latest
    rows, which it did not train on); a candidate worse by more than the tolerance is refused.
 3. **shadow**: the candidate becomes the registry's ``SHADOW``: the scoring service scores it
    beside the champion, and every decision records both scores (the decision ledger).
-4. **judge**: once ``shadow_days`` have passed, ``models compare`` on the ledger's decisions
-   since the shadow began. The candidate is promoted if it is no worse: its PR-AUC difference
-   is at least 0 and the lower end of its 95 % interval is above minus the tolerance
-   (non-inferiority). A candidate that loses stays the shadow, not promoted. Until the
-   decisions hold ``min_fraud`` fraud labels the run waits, up to ``max_shadow_days``, then
-   ends undecided.
+4. **judge**: ``models compare`` on the shadow's decisions whose labels have matured, once
+   there are ``shadow_days`` of them (up to ``max_shadow_days`` while fewer than ``min_fraud``
+   fraud labels are among them, then undecided). Promoted if no worse: its PR-AUC difference
+   is at least 0 and the low end of its 95 % interval above minus the tolerance
+   (non-inferiority). A candidate that loses stays the shadow, not promoted.
 
-Recent labels are incomplete (chargebacks come for weeks), but both versions are judged on
-the same decisions, so fraud not yet reported counts against neither one more than the other.
+A run ends ``superseded`` when the current version changes under it, and ``failed`` when a
+step raises (recorded, then raised): the next run starts afresh. A finished run is followed by
+a new one ``every_days`` after it started.
 """
 
 from __future__ import annotations
@@ -39,20 +40,29 @@ from typing import Any, Final, Literal
 
 import msgspec
 
-from models.errors import PromotionRefused
 from models.training import datasets
 from models.training.explain import PathExplainer
 from models.training.metrics import evaluate
 from models.training.registry import Registry
-from models.training.trainer import TrainConfig, feature_matrix, pr_curve_png, scores_for, train
+from models.training.trainer import (
+    Matrix,
+    TrainConfig,
+    feature_matrix,
+    pr_curve_png,
+    scores_for,
+    time_split,
+    train,
+)  # fmt: skip
 from services.core.settings import RetrainSettings
+from services.core.signals import EMPTY, Signals
 from stream_jobs import backtest as bt
 from stream_jobs import compare
 from stream_jobs.model_card import render as model_card
 from stream_jobs.strategy import Thresholds
 
-Step = Literal["train", "evaluate", "shadow", "judge", "promoted", "refused", "lost", "undecided"]
-FINAL: Final = frozenset({"promoted", "refused", "lost", "undecided"})
+Step = Literal["train", "evaluate", "shadow", "judge", "promoted", "refused", "lost",
+               "undecided", "superseded", "failed"]  # fmt: skip
+FINAL: Final = frozenset({"promoted", "refused", "lost", "undecided", "superseded", "failed"})
 STATE: Final = "retrain.json"
 DAY_MS: Final = bt.DAY_MS
 
@@ -129,13 +139,19 @@ class Pipeline:
     ) -> None:
         self.registry, self.lake, self.policy = registry, lake, policy
         self.maturity_days = maturity_days
+        self._data: tuple[str, datasets.Dataset, Matrix] | None = None  # a run's, computed once
         self.thresholds, self.now, self.say, self.config = thresholds, now, say, config
 
-    def run(self, stop_after: Step | None = None) -> Run:
-        """Start a run or resume the unfinished one; go as far as the clock allows."""
+    def run(self, stop_after: Step | None = None) -> Run | None:
+        """Start a run (unless the last one started less than ``every_days`` ago) or resume
+        the unfinished one; go as far as the clock allows. A step that fails ends the run as
+        ``failed``, recorded, and raises: the next run starts afresh, on a new window."""
         with _exclusive(self.registry):
             state = _load(self.registry)
             if state.run is None:
+                if (wait := self._rested(state)) is not None:
+                    self.say(wait)
+                    return None
                 state.run = self._start()
                 _save(self.registry, state)
             run = state.run
@@ -145,18 +161,37 @@ class Pipeline:
             }  # fmt: skip
             while run.step not in FINAL:
                 done = run.step
-                following = steps[run.step](run)
+                try:
+                    following = steps[run.step](run)
+                except Exception as error:
+                    self._note(run, f"failed: {type(error).__name__}: {error}")
+                    self._finish(state, run, "failed")
+                    raise RetrainError(f"run {run.id} failed at {done}: {error}") from error
                 if following is None:  # waiting for the clock or for labels
                     _save(self.registry, state)  # with the log's new line
                     break
-                run.step = following
-                if following in FINAL:
-                    state.finished.append(run)
-                    state.run = None
-                _save(self.registry, state)
+                self._finish(state, run, following)
                 if done == stop_after:
                     break
             return run
+
+    def _finish(self, state: State, run: Run, step: Step) -> None:
+        run.step = step
+        if step in FINAL:
+            state.finished.append(run)
+            state.run = None
+        _save(self.registry, state)
+
+    def _rested(self, state: State) -> str | None:
+        """Why no run starts now: the last one started less than ``every_days`` ago."""
+        if not state.finished or state.finished[-1].step == "failed":
+            return None  # a failed run is tried again at once, on a new window
+        next_at = state.finished[-1].as_of + int(self.policy.every_days * DAY_MS)
+        if self.now() >= next_at:
+            return None
+        return (
+            f"the last run started {_day(state.finished[-1].as_of)}: the next from {_day(next_at)}"
+        )
 
     def _note(self, run: Run, message: str) -> None:
         run.log.append(Entry(self.now(), run.step, message))
@@ -181,20 +216,27 @@ class Pipeline:
                 return version
         return None
 
-    def _dataset(self, run: Run) -> datasets.Dataset:
-        signals = self._signals(run.champion)
-        loaded = datasets.load(self.lake, None, signals)
+    def _dataset(self, run: Run) -> tuple[datasets.Dataset, Matrix]:
+        """The window's rows and their features, computed with the ``HISTORY_DAYS`` before
+        the window in place (as the job had them: no card or merchant starts cold)."""
+        if self._data is not None and self._data[0] == run.id:
+            return self._data[1], self._data[2]
+        loaded = datasets.load(self.lake, None, self._signals(run.champion))
         times = loaded.frame["event_time"].to_numpy()
-        kept = (times >= run.window[0]) & (times < run.window[1])
-        frame = loaded.frame[kept].reset_index(drop=True)
-        if frame.empty or not frame["is_fraud"].any():
+        lead = run.window[0] - bt.HISTORY_DAYS * DAY_MS
+        frame = loaded.frame[(times >= lead) & (times < run.window[1])]
+        frame = frame.sort_values("event_time", kind="stable").reset_index(drop=True)
+        x = feature_matrix(dataclasses.replace(loaded, frame=frame))
+        inside = frame["event_time"].to_numpy() >= run.window[0]
+        chosen = frame[inside].reset_index(drop=True)
+        if chosen.empty or not chosen["is_fraud"].any():
             raise RetrainError(f"the lake has no fraud label between {_day(run.window[0])} and "
                                f"{_day(run.window[1])}: nothing to learn from yet")  # fmt: skip
-        return dataclasses.replace(loaded, frame=frame)
+        dataset = dataclasses.replace(loaded, frame=chosen)
+        self._data = (run.id, dataset, x[inside])
+        return dataset, x[inside]
 
-    def _signals(self, version: str | None) -> Any:
-        from services.core.signals import EMPTY, Signals
-
+    def _signals(self, version: str | None) -> Signals:
         if version is None:
             return EMPTY
         return Signals.model_validate(self.registry.metadata(version).get("signals", {}))
@@ -205,14 +247,10 @@ class Pipeline:
             run.candidate = found
             self._note(run, f"{found} was published before the run stopped: kept")
             return "evaluate"
-        dataset = self._dataset(run)
-        try:
-            trained = train(dataset, self.config)
-        except ValueError as error:
-            raise RetrainError(str(error)) from None
+        dataset, x = self._dataset(run)
+        trained = train(dataset, self.config, x=x)
         previous = run.champion and self.registry.metadata(run.champion)
         metadata = {**trained.metadata, "retrain": {"run": run.id, "window": run.window}}
-        x = feature_matrix(dataset)
         png = pr_curve_png(trained.eval_labels, trained.eval_scores, "the lake: evaluation")
         files = {
             "model.onnx": trained.onnx,
@@ -237,12 +275,12 @@ class Pipeline:
             self.registry.promote(run.candidate)
             self._note(run, f"{run.candidate} promoted: the registry had no model")
             return "promoted"
-        dataset = self._dataset(run)
+        if (moved := self._superseded(run)) is not None:
+            return moved
+        dataset, features = self._dataset(run)
         meta = self.registry.metadata(run.candidate)
-        from models.training.trainer import time_split
-
         rows = time_split(dataset.frame["event_time"], TrainConfig(**meta["config"])).evaluation
-        x, y = feature_matrix(dataset)[rows], dataset.frame["is_fraud"].to_numpy(bool)[rows]
+        x, y = features[rows], dataset.frame["is_fraud"].to_numpy(bool)[rows]
         figures = {}
         for role, version in (("candidate", run.candidate), ("champion", run.champion)):
             names = self.registry.metadata(version)["feature_names"]
@@ -269,45 +307,66 @@ class Pipeline:
                         f"{run.champion}")  # fmt: skip
         return "judge"
 
+    def _superseded(self, run: Run) -> Step | None:
+        """The run ends if someone moved the current version meanwhile: it would judge
+        against a champion no longer in service, and promote over their choice."""
+        current = self.registry.current()
+        if current == run.champion:
+            return None
+        self._note(run, f"superseded: the current version is {current}, not {run.champion}")
+        if self.registry.shadow() == run.candidate:
+            self.registry.set_shadow(None)
+        return "superseded"
+
     def _judge(self, run: Run) -> Step | None:
         assert run.candidate is not None
-        assert run.champion is not None
         assert run.shadow_since is not None
+        if self.registry.current() == run.candidate:  # promoted before the run recorded it
+            self.registry.set_shadow(None)
+            self._note(run, f"{run.candidate} is current already: promoted")
+            return "promoted"
+        if (moved := self._superseded(run)) is not None:
+            return moved
+        assert run.champion is not None
         now = self.now()
-        waited = (now - run.shadow_since) / DAY_MS
-        if waited < self.policy.shadow_days:
-            self._note(run, f"in shadow {waited:.1f} of {self.policy.shadow_days:g} days")
+        # The shadow's decisions whose labels have matured, at most max_shadow_days of them.
+        end = min(now - int(self.maturity_days * DAY_MS),
+                  run.shadow_since + int(self.policy.max_shadow_days * DAY_MS))  # fmt: skip
+        days = max(end - run.shadow_since, 0) / DAY_MS
+        if days < self.policy.shadow_days:
+            self._note(run, f"in shadow: {days:.1f} of {self.policy.shadow_days:g} days judged "
+                            f"(labels mature after {self.maturity_days:g} days)")  # fmt: skip
             return None
-        window = bt.Range(run.shadow_since, now)
+        window = bt.Range(run.shadow_since, end)
         try:
             result = compare.report(self.registry, run.champion, run.candidate, self.lake,
-                                    window, self.thresholds, 0.0, as_of_ms=now)  # fmt: skip
+                                    window, self.thresholds, self.maturity_days,
+                                    as_of_ms=now)  # fmt: skip
         except bt.BacktestError as error:
             result = {"fraud": 0, "error": str(error)}
         if result["fraud"] < self.policy.min_fraud:
-            message = (f"{result['fraud']} fraud labels among the shadow's decisions, "
-                       f"{self.policy.min_fraud} needed")  # fmt: skip
-            if waited < self.policy.max_shadow_days:
+            message = (f"{result['fraud']} fraud labels among the shadow's {days:.0f} days of "
+                       f"decisions, {self.policy.min_fraud} needed")  # fmt: skip
+            if days < self.policy.max_shadow_days:
                 self._note(run, f"waiting: {message}")
                 return None
-            self._note(run, f"undecided after {waited:.0f} days: {message}")
+            self._note(run, f"undecided: {message}")
             return "undecided"
         figure = result["pr_auc"]
         run.judgement = {k: result[k] for k in ("rows", "fraud", "pr_auc", "recall_at_budget",
                                                 "cost_usd", "ece", "brier", "sources")}  # fmt: skip
         difference, (low, _) = figure["difference"]["value"], figure["difference"]["ci95"]
+        if difference is None or low is None:
+            self._note(run, "undecided: the PR-AUC is undefined on these decisions")
+            return "undecided"
         verdict = (f"PR-AUC {figure['b']['value']:.4f} against {figure['a']['value']:.4f} on "
                    f"{result['rows']:,} decisions, difference {difference:+.4f} "
                    f"(95 %: {low:+.4f} ..)")  # fmt: skip
         if difference < 0 or low <= -self.policy.tolerance:
             self._note(run, f"lost, stays the shadow: {verdict}")
             return "lost"
-        try:
-            self.registry.promote(run.candidate, self.policy.tolerance, False,
-                                  figure["b"]["value"], figure["a"]["value"])  # fmt: skip
-        except PromotionRefused as refused:
-            self._note(run, f"refused at promotion: {refused}")
-            return "refused"
+        self.registry.promote(run.candidate, self.policy.tolerance, False,
+                              figure["b"]["value"], figure["a"]["value"])  # fmt: skip
         self.registry.set_shadow(None)
         self._note(run, f"promoted: {verdict}")
         return "promoted"

@@ -24,6 +24,10 @@ BINS: Final = 10  # deciles
 FLOOR: Final = 1e-4  # the smallest share a bin counts with
 WARN: Final = 0.1
 PAGE: Final = 0.25
+CYCLIC: Final = frozenset({"hour_of_day", "day_of_week"})
+"""Calendar features are not measured: within an hour or a day one value fills the window, so
+their PSI against a whole training period is huge by construction (about 8 for the day of the
+week on every single day of the real data: ``benchmarks/model_quality.py``)."""
 
 Floats = npt.NDArray[np.floating[Any]]  # float32 (the model's input) or float64
 
@@ -51,7 +55,7 @@ def counts(cut: Sequence[float] | Floats, values: npt.ArrayLike) -> npt.NDArray[
 def reference(names: Sequence[str], x: Floats, scores: Floats) -> dict[str, Any]:
     """The bins and shares of each feature (columns of ``x``) and of the score, for the
     version's metadata."""
-    columns = {name: x[:, i] for i, name in enumerate(names)} | {"score": scores}
+    columns = {n: x[:, i] for i, n in enumerate(names) if n not in CYCLIC} | {"score": scores}
     result: dict[str, Any] = {}
     for name, values in columns.items():
         cut = edges(values.astype(np.float64))
@@ -79,5 +83,5 @@ def drift(reference_bins: Mapping[str, Any], columns: Mapping[str, Floats]) -> d
     return {
         name: psi(bins[name]["shares"], counts(bins[name]["edges"], values.astype(np.float64)))
         for name, values in columns.items()
-        if name in bins
+        if name in bins and name not in CYCLIC
     }

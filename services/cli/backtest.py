@@ -30,7 +30,7 @@ StrategyRef = Annotated[
 MaturityOpt = Annotated[
     float | None,
     typer.Option(
-        min=0, help="Lake: an unlabelled transaction older than this many days is legit. "
+        min=0, max=3650, help="Lake: an unlabelled transaction older than this many days is legit. "
         "Default: FRAUDSTREAM_LAKE_LABEL_MATURITY_DAYS (60).",
     ),
 ]  # fmt: skip

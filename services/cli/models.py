@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
-from services.core.errors import MissingExtra
+from services.core.errors import MissingExtra, UserError
 from services.core.settings import ENV_PREFIX, load_settings
 
 models_app = typer.Typer(help="The model registry: list, show, promote, roll back, evaluate.")
@@ -274,6 +274,8 @@ def shadow_cmd(
 ) -> None:
     """Name the version the scoring service scores beside the current one, not acted on:
     every decision then records both scores (`models compare` judges them)."""
+    if clear and version is not None:
+        raise UserError("give a version or --clear, not both")
     reg = _registry(registry)
     if clear or version is not None:
         reg.set_shadow(None if clear else version)

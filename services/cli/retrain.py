@@ -59,6 +59,10 @@ def retrain_cmd(
         run = pipeline.run(stop_after)  # type: ignore[arg-type]
     except retrain.RetrainError as error:
         raise UserError(str(error)) from None
+    if run is None:  # rested: the last run was too recent
+        if as_json:
+            typer.echo("null")
+        return
     if as_json:
         typer.echo(retrain.as_json(run))
     else:

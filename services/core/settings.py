@@ -448,13 +448,17 @@ class RetrainSettings(_Group):
         90.0, gt=0, le=3650, description="Days of the lake a candidate trains on, ending where "
         "labels mature (FRAUDSTREAM_LAKE_LABEL_MATURITY_DAYS before the run)",
     )  # fmt: skip
+    every_days: float = Field(
+        7.0, ge=0, le=365, description="A new run starts this long after the last one started "
+        "at the earliest (a daily CronJob then trains once a week)",
+    )  # fmt: skip
     shadow_days: float = Field(
-        7.0, ge=0, le=365, description="How long a candidate is scored as the shadow before it "
-        "is judged on the decisions' outcomes",
+        7.0, ge=0, le=365, description="Days of the shadow's decisions a candidate is judged "
+        "on at the least, once their labels have matured",
     )  # fmt: skip
     max_shadow_days: float = Field(
-        28.0, ge=0, le=365, description="How long a candidate waits in shadow for enough fraud "
-        "labels before the run ends undecided",
+        28.0, ge=0, le=365, description="Days of the shadow's decisions at the most: with fewer "
+        "than min_fraud fraud labels among them, the run ends undecided",
     )  # fmt: skip
     min_fraud: int = Field(
         30, ge=1, le=1_000_000, description="Fraud labels among the shadow's decisions needed "

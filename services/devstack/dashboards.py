@@ -192,8 +192,9 @@ DASHBOARDS: dict[str, tuple[str, list[Panel]]] = {
               "rules only"),
         Panel("Score drift (PSI)", f"max by (model_version) (fraudstream:drift_psi:1h{DRIFT}, "
               'feature="score"})', "short", "Population stability index of the score over the "
-              "last hour against the version's training data: 0.1 warns, 0.25 pages "
-              "(FraudstreamModelDrift). No value: fewer than 1,000 rows in the hour.",
+              "last hour against the version's training data: 0.1 warns (FraudstreamModelDrift, "
+              "over 24 h), 0.25 pages (FraudstreamModelDriftSevere). No value: fewer than "
+              "1,000 rows in the hour.",
               "{{model_version}}"),
         Panel("Most drifted features (PSI, 24 h)", "topk(5, max by (model_version, feature) "
               f'(fraudstream:drift_psi:24h{DRIFT}, feature!="score"}}))', "short",

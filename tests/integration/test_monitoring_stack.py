@@ -18,14 +18,18 @@ import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 
+import msgspec
 import pytest
 import yaml
 
+from models.training import drift
+from services.clients.produce import generated_items
 from services.clients.producer import TransactionProducer
 from services.core.exposition import component_registry, serve_metrics
 from services.core.settings import Settings
 from services.devstack import dashboards, monitoring, processes, stack
 from services.devstack.processes import free_loopback_port
+from services.generator import GeneratorConfig
 from tests.integration.streaming import DecisionTail, produce
 
 pytestmark = pytest.mark.integration
@@ -235,6 +239,36 @@ def test_every_dashboard_query_is_answered_with_a_series(monitored: tuple[Settin
     typo = _substituted(dashboards.DASHBOARDS["fraudstream-overview"][1][1].query)
     status, series = _query(prometheus, typo.replace("decisions_total", "decisions_totl"))
     assert (status, series) == ("success", [])  # the negative control: a typo answers nothing
+
+
+def _psi(prometheus: str, feature: str) -> float | None:
+    expr = f'max(fraudstream:drift_psi:1h{{feature="{feature}"}})'
+    _, series = _query(prometheus, expr)
+    return float(series[0]["value"][1]) if series else None  # type: ignore[index]
+
+
+def test_a_planted_amount_shift_pages_in_the_recorded_psi(monitored: tuple[Settings, str]) -> None:
+    """The live drift path: the scoring service's bin counters, Prometheus' recording rules.
+    The generator's own amounts stay under the warning; the same events with every amount
+    quadrupled, half again as many, push the hour's PSI over the page threshold."""
+    settings, prometheus = monitored
+    processes.wait_until(lambda: _psi(prometheus, "amount_usd") is not None, 60,
+                         "the amount's PSI recorded", interval=1.0)  # fmt: skip
+    before = _psi(prometheus, "amount_usd")
+    assert before is not None
+    assert before < drift.WARN  # the same law as the training data: no drift
+    shifted = generated_items(GeneratorConfig(seed=43, start_ms=1_772_366_400_000), 3_000)
+    with TransactionProducer(settings) as producer:
+        for item in shifted:
+            tx = item.transaction
+            producer.send(msgspec.structs.replace(tx, amount=round(tx.amount * 4, 2)))
+    processes.wait_until(lambda: (_psi(prometheus, "amount_usd") or 0) >= drift.PAGE, 120,
+                         "the amount's PSI over the page threshold", interval=2.0)  # fmt: skip
+    groups = yaml.safe_load(monitoring.RULES.read_text())["groups"]
+    severe = next(r["expr"] for g in groups for r in g["rules"]
+                  if r.get("alert") == "FraudstreamModelDriftSevere")  # fmt: skip
+    paged = [series["metric"]["feature"] for series in _query(prometheus, severe)[1]]  # type: ignore[index]
+    assert "amount_usd" in paged  # its condition holds; it fires once held for its 30 minutes
 
 
 def _status(url: str) -> int:

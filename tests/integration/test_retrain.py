@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -28,7 +27,8 @@ from stream_jobs.strategy import Thresholds
 pytestmark = pytest.mark.integration
 DAY_MS = 86_400_000
 START_MS = 1_772_323_200_000  # 2026-03-01
-LENIENT = RetrainSettings(window_days=3650, shadow_days=7, tolerance=1.0, min_fraud=20)
+LENIENT = RetrainSettings(window_days=3650, shadow_days=7, tolerance=1.0, min_fraud=20,
+                          every_days=0)  # fmt: skip
 
 
 def _lake(path: Path, count: int = 24_000) -> int:
@@ -81,7 +81,7 @@ def test_a_run_killed_after_publishing_resumes_and_publishes_exactly_one_version
         processes.wait_until(lambda: len(registry.versions()) > len(before) or
                              first.poll() is not None, 240, "a version published",
                              interval=0.01)  # fmt: skip
-        os.kill(first.pid, signal.SIGKILL)
+        first.kill()  # SIGKILL; a no-op on a child that has exited
     finally:
         first.wait(10)
     state = retrain.status(registry)
@@ -112,6 +112,12 @@ def test_a_run_killed_after_publishing_resumes_and_publishes_exactly_one_version
     assert kept == [f"{run['candidate']} was published before the run stopped: kept"]
 
 
+def _step(pipeline: retrain.Pipeline) -> retrain.Run:
+    run = pipeline.run()
+    assert run is not None
+    return run
+
+
 def _judged(tmp_path: Path, shadow_quality: float) -> tuple[Registry, retrain.Run]:
     """A run taken to its shadow step, then eight days of decisions where the shadow's score
     separates fraud ``shadow_quality`` as well as the champion's (1: as well), then judged."""
@@ -120,7 +126,7 @@ def _judged(tmp_path: Path, shadow_quality: float) -> tuple[Registry, retrain.Ru
     clock = [last + DAY_MS]
     pipeline = retrain.Pipeline(registry, tmp_path / "lake", LENIENT, 0.0, Thresholds(),
                                 now=lambda: clock[0])  # fmt: skip
-    run = pipeline.run()
+    run = _step(pipeline)
     assert run.step == "judge"
     shadow_since = clock[0]
     rng = np.random.default_rng(5)
@@ -146,9 +152,9 @@ def _judged(tmp_path: Path, shadow_quality: float) -> tuple[Registry, retrain.Ru
     lake.append("decisions", rows)
     lake.append("labels", labels)
     clock[0] = shadow_since + 3 * DAY_MS
-    assert pipeline.run().step == "judge"  # three days in: still waiting
+    assert _step(pipeline).step == "judge"  # three days in: still waiting
     clock[0] = shadow_since + 8 * DAY_MS
-    return registry, pipeline.run()
+    return registry, _step(pipeline)
 
 
 def test_a_candidate_that_loses_on_outcomes_stays_the_shadow(tmp_path: Path) -> None:
@@ -170,3 +176,52 @@ def test_a_candidate_no_worse_on_outcomes_is_promoted(tmp_path: Path) -> None:
         "a": {"recorded": 3_000, "shadow": 0, "rescored": 0, "unscorable": 0},
         "b": {"recorded": 0, "shadow": 3_000, "rescored": 0, "unscorable": 0},
     }
+
+
+def test_a_failing_run_ends_failed_and_the_next_starts_afresh(tmp_path: Path) -> None:
+    """A lake without a fraud label fails the training step: the run ends ``failed`` with
+    the reason, instead of blocking every later run on the same window."""
+    last = _lake(tmp_path / "lake", 2_000)
+    registry = _registry(tmp_path / "registry")
+    clock = [last + DAY_MS]
+    window = RetrainSettings(window_days=0.001, every_days=7)  # a window with no transaction
+    pipeline = retrain.Pipeline(registry, tmp_path / "lake", window, 0.0, Thresholds(),
+                                now=lambda: clock[0])  # fmt: skip
+    with pytest.raises(retrain.RetrainError, match="no fraud label"):
+        pipeline.run()
+    state = retrain.status(registry)
+    assert state["run"] is None
+    assert [r["step"] for r in state["finished"]] == ["failed"]
+    clock[0] += DAY_MS
+    with pytest.raises(retrain.RetrainError):  # tried again at once: a new run, a new window
+        pipeline.run()
+    runs = retrain.status(registry)["finished"]
+    assert len({r["id"] for r in runs}) == 2
+    assert runs[0]["window"] != runs[1]["window"]
+    assert registry.versions() == ["v0001"]
+
+
+def test_a_promotion_by_hand_meanwhile_ends_the_run_and_one_recorded_late_counts(
+    tmp_path: Path,
+) -> None:
+    last = _lake(tmp_path / "lake", 12_000)
+    registry = _registry(tmp_path / "registry")
+    clock = [last + DAY_MS]
+    pipeline = retrain.Pipeline(registry, tmp_path / "lake", LENIENT, 0.0, Thresholds(),
+                                now=lambda: clock[0])  # fmt: skip
+    run = _step(pipeline)
+    assert run.step == "judge"
+    assert run.candidate is not None
+    registry.promote(run.candidate, force=True)  # as if the run died after promoting it
+    assert _step(pipeline).step == "promoted"
+    assert registry.shadow() is None
+    again = retrain.Pipeline(registry, tmp_path / "lake", LENIENT, 0.0, Thresholds(),
+                             now=lambda: clock[0])  # fmt: skip
+    second = _step(again)  # a new run: its candidate shadows v0002
+    assert (second.step, second.champion) == ("judge", run.candidate)
+    registry.promote("v0001", force=True)  # an operator goes back meanwhile
+    clock[0] += 8 * DAY_MS
+    ended = _step(again)
+    assert ended.step == "superseded"
+    assert registry.current() == "v0001"
+    assert registry.shadow() is None

@@ -504,10 +504,22 @@ def test_without_a_fixed_shadow_the_service_follows_the_registrys(
     assert shadow() is None
     registry.set_shadow("v0001")
     processes.wait_until(lambda: shadow() == "v0001", 20, "the shadow followed", interval=0.1)
-    (service.registry / "SHADOW").write_text("v0099\n")  # a version that is not there
-    processes.wait_until(lambda: 'reason="shadow_refused"} 1.0' in service.metrics(), 20,
-                         "the missing shadow refused", interval=0.1)  # fmt: skip
-    assert shadow() is None  # the primary goes on scoring alone
-    registry.set_shadow(None)
+    garbage = (b"v0099\n", b"../../../tmp\n", b"\xff\xfe\x00")  # missing, outside, binary
+    for refused, content in enumerate(garbage, start=1):
+        (service.registry / "SHADOW").write_bytes(content)
+        count = f'reason="shadow_refused"}} {refused:.1f}'
+        processes.wait_until(lambda count=count: count in service.metrics(), 20,  # type: ignore[misc]
+                             f"SHADOW {content!r} refused", interval=0.1)  # fmt: skip
+        assert shadow() is None  # the primary goes on scoring alone
+    copy = service.registry / "versions" / "v0002"  # CURRENT is still followed meanwhile
+    shutil.copytree(service.registry / "versions" / "v0001", copy)
+    meta = json.loads((copy / "metadata.json").read_text())
+    (copy / "metadata.json").write_text(json.dumps(meta | {"version": "v0002"}))
+    registry.promote("v0002", force=True)
+
+    def serving() -> str:
+        return str(json.loads(service.post(body).data)["model_version"])
+
+    processes.wait_until(lambda: serving() == "v0002", 20, "CURRENT followed", interval=0.1)
     registry.set_shadow("v0001")
     processes.wait_until(lambda: shadow() == "v0001", 20, "the shadow back", interval=0.1)

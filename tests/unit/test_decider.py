@@ -22,7 +22,7 @@ from services.devstack.processes import free_loopback_port
 from services.devstack.stack import start_redis
 from services.scoring.client import ScoringRejected
 from services.scoring.server.inprocess import InProcessScorer
-from services.scoring.wire import RowResult, ScoreResponse
+from services.scoring.wire import RowResult, ScoreResponse, ShadowResult
 from stream_jobs import decide, rules
 from stream_jobs import strategy as st
 from stream_jobs.decide import DecideOptions, Decider, Output, Record
@@ -122,6 +122,30 @@ def test_an_unusable_scoring_reply_degrades_never_crashes(
     decisions = [msgspec.json.decode(o.decision or b"", type=Decision) for o in outputs]
     assert [d.degraded for d in decisions] == [[reason]] * 3
     assert all(d.model_version == "none" for d in decisions)
+
+
+class _ShadowReply:
+    """The primary's scores whole; the shadow's ``shadow`` (too few, or out of bounds)."""
+
+    def __init__(self, shadow: list[float]) -> None:
+        self._shadow = shadow
+
+    def score(self, rows: list[list[float]]) -> ScoreResponse:
+        results = [RowResult(0.25, []) for _ in rows]
+        return ScoreResponse("v1", results, 0.5, 0.9, ShadowResult("v2", self._shadow))
+
+
+@pytest.mark.parametrize("shadow", [[0.5], [0.5, 0.5, float("nan")], [0.5, 0.5, 0.25]])
+def test_a_bad_shadow_reply_is_left_out_and_the_decisions_stand(
+    redis_url: str, shadow: list[float]
+) -> None:
+    outputs = _decider(redis_url, _ShadowReply(shadow)).decide(_records(3))
+    decisions = [msgspec.json.decode(o.decision or b"", type=Decision) for o in outputs]
+    assert [(d.model_version, d.score, d.degraded) for d in decisions] == [("v1", 0.25, [])] * 3
+    usable = len(shadow) == 3 and shadow[2] == shadow[2]  # the last case: the control
+    expected = shadow if usable else [None] * 3
+    assert [d.shadow_score for d in decisions] == expected
+    assert {d.shadow_model_version for d in decisions} == {"v2" if usable else ""}
 
 
 def test_a_key_that_is_not_the_card_id_is_a_dead_letter(redis_url: str) -> None:

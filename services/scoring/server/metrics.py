@@ -22,6 +22,8 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
+from models.training import drift
+
 ERROR_TYPES = ("unauthorized", "overloaded", "disconnected", "too_large", "invalid",
                "malformed", "not_ready")  # fmt: skip
 RELOAD_FAILURES = ("incompatible_inputs", "load_error", "registry_error", "shadow_refused")
@@ -76,7 +78,8 @@ class _Layout:
     @classmethod
     def of(cls, reference: Mapping[str, Any], features: Sequence[str]) -> _Layout:
         bins = reference["features"]
-        chosen = [(i, n) for i, n in enumerate([*features, "score"]) if n in bins]
+        chosen = [(i, n) for i, n in enumerate([*features, "score"])
+                  if n in bins and n not in drift.CYCLIC]  # fmt: skip
         width = max((len(bins[n]["edges"]) for _, n in chosen), default=0)
         edges = np.full((len(chosen), width), np.inf)
         for row, (_, name) in enumerate(chosen):
@@ -113,17 +116,29 @@ class DriftBins(Collector):
         self._layouts: dict[str, _Layout] = {}
         self._counts: dict[str, npt.NDArray[np.int64]] = {}
 
+    def prepare(
+        self, version: str, reference: Mapping[str, Any] | None, names: Sequence[str]
+    ) -> _Layout | None:
+        """The version's bins, exported at zero from its load on: an increase over a window
+        then counts the first rows too (a series first seen already counting would not)."""
+        if reference is None:
+            return None
+        layout = self._layouts.get(version)
+        if layout is None:
+            layout = _Layout.of(reference, names)
+            zero = np.zeros((len(layout.names), layout.edges.shape[1] + 2), np.int64)
+            with self._lock:
+                self._layouts[version] = layout
+                self._counts.setdefault(version, zero)
+        return layout
+
     def observe(
         self, version: str, reference: Mapping[str, Any] | None, names: Sequence[str],
         rows: npt.NDArray[np.float32], scores: npt.NDArray[np.float64],
     ) -> None:  # fmt: skip
-        if reference is None:
-            return
-        layout = self._layouts.get(version)
+        layout = self.prepare(version, reference, names)
         if layout is None:
-            layout = _Layout.of(reference, names)
-            with self._lock:
-                self._layouts[version] = layout
+            return
         batch = np.column_stack([rows.astype(np.float64), scores])[:, layout.columns]
         counted = layout.count(batch)
         with self._lock:

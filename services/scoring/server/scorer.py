@@ -25,7 +25,7 @@ import msgspec
 import numpy as np
 
 from models.features.definitions import FEATURE_NAMES
-from models.training.registry import inputs_problem
+from models.training.registry import VERSION_PATTERN, inputs_problem
 from services.core.errors import UserError
 from services.scoring.server import model as models
 from services.scoring.server.metrics import ScoringMetrics
@@ -113,26 +113,36 @@ class Scorer:
 
     def follow_shadow(self) -> None:
         """Score beside the registry's SHADOW version (none: no shadow), unless the service
-        was started with a fixed one. A shadow that cannot be loaded is logged and left out
-        until SHADOW changes: the primary's scores never wait for it."""
+        was started with a fixed one. A shadow that cannot be read or loaded is logged,
+        counted and left out until SHADOW changes; nothing here ever raises: the primary's
+        reloads and scores never wait for the shadow."""
         if not self._follows_shadow:
             return
         try:
             wanted = (self._registry / "SHADOW").read_text().strip()
         except FileNotFoundError:
             wanted = ""
+        except (OSError, UnicodeError) as error:
+            wanted = f"unreadable ({type(error).__name__})"
         if wanted == self._shadow_tried:
             return
         self._shadow_tried = wanted
         previous = self._shadow
         try:
-            self._shadow = self._shadow_of(self._load(wanted, "shadow")) if wanted else None
+            if wanted and not VERSION_PATTERN.fullmatch(wanted):
+                raise ValueError(f"SHADOW names no version: {wanted[:40]!r}")
+            loaded = (
+                models.load(self._registry / "versions" / wanted, self._threads) if wanted else None
+            )
+            self._shadow = self._shadow_of(loaded) if loaded else None
         except Exception:
-            log.exception("shadow %s refused; scoring without a shadow", wanted)
+            self._shadow = None  # before it is counted: a reader of the count sees it gone
+            log.exception("shadow %s refused; scoring without a shadow", wanted[:40])
             self._metrics.reload_failures.labels("shadow_refused").inc()
-            self._shadow = None
         if previous is not None:
             self._metrics.model_info.labels(previous[0].version, "shadow").set(0)
+        if self._shadow is not None:
+            self._metrics.model_info.labels(self._shadow[0].version, "shadow").set(1)
 
     @property
     def model(self) -> LoadedModel | None:
@@ -156,8 +166,14 @@ class Scorer:
     def reload_if_changed(self) -> bool:
         """Load the registry's current version if it is not the one serving and was not
         refused already; swap it in if its inputs are the serving list. Blocking (call it off
-        the event loop); returns whether a swap happened."""
-        self.follow_shadow()
+        the event loop); returns whether a swap happened. Then the shadow, whatever
+        happened to the primary."""
+        try:
+            return self._reload_primary()
+        finally:
+            self.follow_shadow()
+
+    def _reload_primary(self) -> bool:
         wanted = self.registry_current()
         serving = self.model
         if wanted is None or (serving is not None and serving.version == wanted):
@@ -175,6 +191,7 @@ class Scorer:
             return False
         self._metrics.model_load_seconds.labels(loaded.version).set(loaded.load_seconds)
         self._metrics.model_info.labels(loaded.version, "primary").set(1)
+        self._metrics.drift.prepare(loaded.version, loaded.drift_reference, loaded.feature_names)
         self._current = (loaded, _Codec.for_features(loaded.feature_names))  # atomic swap
         self._refused = ("", 0.0)
         self._metrics.current_refused.set(0)
@@ -211,9 +228,9 @@ class Scorer:
         self._metrics.scores.observe_many(model.version, "primary", scores)
         self._metrics.drift.observe(model.version, model.drift_reference, model.feature_names,
                                     matrix, scores)  # fmt: skip
-        shadow = None
-        if self._shadow is not None:  # its own columns, by name
-            shadow_model, columns = self._shadow
+        shadow, following = None, self._shadow  # read once: a reload may swap it meanwhile
+        if following is not None:  # its own columns, by name
+            shadow_model, columns = following
             shadow_scores = shadow_model.score(np.ascontiguousarray(matrix[:, columns]))
             self._metrics.scores.observe_many(shadow_model.version, "shadow", shadow_scores)
             shadow = ShadowResult(shadow_model.version, shadow_scores.tolist())
