@@ -3,7 +3,9 @@
 Latency p50/p99 at batch 1 and 256 (sequential requests on a kept-alive connection, JSON and
 msgpack), rows/s at saturation (concurrent clients), and p99 at batch 1 under an open-loop
 load of 1,000 requests/s (latency counted from each request's scheduled time, so a stall is
-not hidden). Client and service share the machine's two cores.
+not hidden). Client and service share the machine's two cores. Beside in-process scoring, the
+cost of counting a batch into the model's drift bins (``drift_count_batch*``), which the
+service does for every batch it scores.
 
     python -m benchmarks.scoring [--json] [--seconds 5]
 """
@@ -35,6 +37,7 @@ from models.training.registry import DEFAULT_REGISTRY, Registry
 from services.devstack import processes
 from services.generator import GeneratorConfig, generate
 from services.scoring.server import model as scoring_model
+from services.scoring.server.metrics import DriftBins
 
 
 def _percentiles(samples: list[float]) -> dict[str, float]:
@@ -163,10 +166,20 @@ def main() -> None:
     local = scoring_model.load(DEFAULT_REGISTRY / "versions" / version)
     matrix = np.array([[r[n] for n in FEATURE_NAMES] for r in rows], dtype=np.float32)
     result: dict[str, Any] = {"benchmark": "scoring", "model_version": version}
+    bins = DriftBins()
     for batch in (1, 256):
         result[f"inprocess_batch{batch}"] = _percentiles(
             _timed(partial(local.score, matrix[:batch]), args.repeats)
         )
+        scores = local.score(matrix[:batch])
+        count = partial(bins.observe, local.version, local.drift_reference, local.feature_names,
+                        matrix[:batch], scores)  # fmt: skip
+        drift = _percentiles(_timed(count, args.repeats))
+        scoring = result[f"inprocess_batch{batch}"]["p50_ms"]
+        result[f"drift_count_batch{batch}"] = {
+            **drift, "us_per_row": round(drift["p50_ms"] * 1000 / batch, 3),
+            "share_of_scoring": round(drift["p50_ms"] / scoring, 3),
+        }  # fmt: skip
 
     with tempfile.TemporaryDirectory() as tmp:
         registry = Path(tmp) / "registry"
