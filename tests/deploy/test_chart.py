@@ -245,7 +245,7 @@ def test_models_and_the_lake_are_shared_volumes_and_flink_keeps_state_in_the_use
         for m in training["volumeMounts"]
         if m["name"] in {"models", "lake"}
     } == {"/var/lib/fraudstream": False, "/var/lib/fraudstream-lake": True}
-    assert training["args"][:3] == ["train", "--data", "/var/lib/fraudstream-lake/lake"]
+    assert training["args"][:3] == ["retrain", "--lake", "/var/lib/fraudstream-lake/lake"]
     own = render({"storage": {"models": {"existingClaim": "nfs-models"}}})
     assert "fs-fraudstream-models" not in {d["metadata"]["name"] for d in own}
     config = one(docs, "FlinkDeployment")["spec"]["flinkConfiguration"]
