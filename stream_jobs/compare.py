@@ -86,7 +86,8 @@ def _decisions(connection: Any, window: bt.Range) -> pd.DataFrame:
     return connection.execute(
         "SELECT d.transaction_id, d.event_time, d.decision, d.model_version, d.score, "
         "d.shadow_model_version, d.shadow_score, d.features, d.review_probability, "
-        "TRY_CAST(json_extract(d.features, '$.amount_usd') AS DOUBLE) AS amount_usd, "
+        "TRY_CAST(json_extract(TRY_CAST(d.features AS JSON), '$.amount_usd') AS DOUBLE) "
+        "AS amount_usd, "
         f"list_contains(d.reasons, '{REVIEW_SAMPLE}') AS sampled, l.label "
         "FROM decisions d LEFT JOIN labels l USING (transaction_id) "
         "WHERE d.event_time >= ? AND d.event_time < ? ORDER BY d.event_time, d.transaction_id",
@@ -189,19 +190,18 @@ def scores(registry: Registry, version: str, book: Ledger, rescore: bool = False
     return Scores(version, score, calibrate(score, meta.get("calibration")), sources)
 
 
-def _top_per_day(
-    day: npt.NDArray[np.int64], value: Floats, k: float, weight: Floats
-) -> npt.NDArray[np.bool_]:
-    """Each day's largest values until ``k`` rows' worth of weight (each row counts its
-    weight: one, or the decisions it stands for); ties by ledger order, deterministic."""
+def _top_per_day(day: npt.NDArray[np.int64], value: Floats, k: float, weight: Floats) -> Floats:
+    """How much of each row is among its day's ``k`` largest values, each row counting its
+    weight (one, or the decisions it stands for): 1 or 0, and a fraction for the row that
+    crosses ``k``. Ties by ledger order: deterministic."""
     order = np.lexsort((-value, day))  # by day, then by value descending
     w = weight[order]
-    before = np.cumsum(w) - w  # the weight ranked above each row, across days
+    total = np.cumsum(w)
     starts = np.searchsorted(day[order], day[order], side="left")
-    day_before = before - before[starts]  # ... within its day
-    chosen = np.zeros(len(day), bool)
-    chosen[order[day_before < k]] = True
-    return chosen
+    before = total - w - (total[starts] - w[starts])  # the weight ranked above, in its day
+    share = np.zeros(len(day))
+    share[order] = np.clip((k - before) / np.where(w > 0, w, 1.0), 0.0, 1.0)
+    return share
 
 
 def recall_at_budget(
@@ -211,8 +211,8 @@ def recall_at_budget(
     budget: float,
     weight: Floats,
 ) -> float:
-    caught = _top_per_day(day, score, budget, weight) & fraud
-    return float(weight[caught].sum() / weight[fraud].sum()) if fraud.any() else 0.0
+    caught = _top_per_day(day, score, budget, weight) * weight * fraud
+    return float(caught.sum() / weight[fraud].sum()) if fraud.any() else 0.0
 
 
 def cost_usd(
@@ -227,10 +227,10 @@ def cost_usd(
     loss = probability * amount_usd * t.loss_share
     worth = loss >= t.review_cost_usd
     budget = t.daily_alert_budget or float(weight.sum())  # 0: no budget
-    reviewed = worth & _top_per_day(day, np.where(worth, loss, -np.inf), budget, weight)
-    missed = fraud & ~reviewed
-    return float(weight[reviewed].sum() * t.review_cost_usd
-                 + (weight[missed] * amount_usd[missed] * t.loss_share).sum())  # fmt: skip
+    reviewed = worth * _top_per_day(day, np.where(worth, loss, -np.inf), budget, weight)
+    missed = fraud * (1.0 - reviewed)  # a share, for the row that crosses the budget
+    return float((weight * reviewed).sum() * t.review_cost_usd
+                 + (weight * missed * amount_usd).sum() * t.loss_share)  # fmt: skip
 
 
 def figures(

@@ -40,6 +40,7 @@ from typing import Any, Final, Literal
 
 import msgspec
 
+from models.errors import PromotionRefused
 from models.training import datasets
 from models.training.explain import PathExplainer
 from models.training.metrics import evaluate
@@ -64,6 +65,7 @@ Step = Literal["train", "evaluate", "shadow", "judge", "promoted", "refused", "l
                "undecided", "superseded", "failed"]  # fmt: skip
 FINAL: Final = frozenset({"promoted", "refused", "lost", "undecided", "superseded", "failed"})
 STATE: Final = "retrain.json"
+ATTEMPTS: Final = 3  # a step that fails (or is killed) this often in a row ends the run
 DAY_MS: Final = bt.DAY_MS
 
 
@@ -87,6 +89,7 @@ class Run(msgspec.Struct):
     shadow_since: int | None = None
     evaluation: dict[str, Any] = {}
     judgement: dict[str, Any] = {}
+    attempts: int = 0  # of the current step, counted before it runs: a killed one counts too
     log: list[Entry] = []
 
 
@@ -161,12 +164,15 @@ class Pipeline:
             }  # fmt: skip
             while run.step not in FINAL:
                 done = run.step
+                run.attempts += 1  # saved first: an out-of-memory kill or a timeout counts too
+                _save(self.registry, state)
                 try:
-                    following = steps[run.step](run)
+                    following = self._attempt(run, steps[run.step])
                 except Exception as error:
-                    self._note(run, f"failed: {type(error).__name__}: {error}")
-                    self._finish(state, run, "failed")
-                    raise RetrainError(f"run {run.id} failed at {done}: {error}") from error
+                    self._failed(state, run, f"{type(error).__name__}: {error}")
+                    raise RetrainError(f"run {run.id}, step {done} (attempt {run.attempts} of "
+                                       f"{ATTEMPTS}): {error}") from error  # fmt: skip
+                run.attempts = 0
                 if following is None:  # waiting for the clock or for labels
                     _save(self.registry, state)  # with the log's new line
                     break
@@ -174,6 +180,24 @@ class Pipeline:
                 if done == stop_after:
                     break
             return run
+
+    def _attempt(self, run: Run, step: Callable[[Run], Step | None]) -> Step | None:
+        """The step, unless it has failed or been killed ``ATTEMPTS`` times: then the run
+        ends ``failed``, and the next starts afresh on a new window."""
+        if run.attempts > ATTEMPTS:
+            run.attempts = ATTEMPTS  # killed each time: this one ends it
+            raise RetrainError(f"{ATTEMPTS} attempts were killed before they finished")
+        return step(run)
+
+    def _failed(self, state: State, run: Run, why: str) -> None:
+        """Record a failure; the last attempt ends the run and its candidate's shadowing."""
+        run.log.append(Entry(self.now(), run.step, f"attempt {run.attempts} failed: {why}"))
+        if run.attempts >= ATTEMPTS:
+            self._unshadow(run)
+            self._finish(state, run, "failed")
+        else:
+            _save(self.registry, state)  # the step is tried again at the next run
+        self.say(f"{run.log[-1].step}: {run.log[-1].message}")
 
     def _finish(self, state: State, run: Run, step: Step) -> None:
         run.step = step
@@ -271,12 +295,15 @@ class Pipeline:
 
     def _evaluate(self, run: Run) -> Step:
         assert run.candidate is not None
-        if run.champion is None:
-            self.registry.promote(run.candidate)
-            self._note(run, f"{run.candidate} promoted: the registry had no model")
-            return "promoted"
+        if run.champion is None:  # the registry had no model: this one serves at once
+            if self.registry.current() is None:
+                self.registry.promote(run.candidate)
+            if self.registry.current() == run.candidate:
+                self._note(run, f"{run.candidate} promoted: the registry had no model")
+                return "promoted"
         if (moved := self._superseded(run)) is not None:
             return moved
+        assert run.champion is not None  # current, and the run's champion
         dataset, features = self._dataset(run)
         meta = self.registry.metadata(run.candidate)
         rows = time_split(dataset.frame["event_time"], TrainConfig(**meta["config"])).evaluation
@@ -314,15 +341,14 @@ class Pipeline:
         if current == run.champion:
             return None
         self._note(run, f"superseded: the current version is {current}, not {run.champion}")
-        if self.registry.shadow() == run.candidate:
-            self.registry.set_shadow(None)
+        self._unshadow(run)
         return "superseded"
 
     def _judge(self, run: Run) -> Step | None:
         assert run.candidate is not None
         assert run.shadow_since is not None
         if self.registry.current() == run.candidate:  # promoted before the run recorded it
-            self.registry.set_shadow(None)
+            self._unshadow(run)
             self._note(run, f"{run.candidate} is current already: promoted")
             return "promoted"
         if (moved := self._superseded(run)) is not None:
@@ -330,10 +356,10 @@ class Pipeline:
         assert run.champion is not None
         now = self.now()
         # The shadow's decisions whose labels have matured, at most max_shadow_days of them.
-        end = min(now - int(self.maturity_days * DAY_MS),
-                  run.shadow_since + int(self.policy.max_shadow_days * DAY_MS))  # fmt: skip
-        days = max(end - run.shadow_since, 0) / DAY_MS
-        if days < self.policy.shadow_days:
+        longest = run.shadow_since + int(self.policy.max_shadow_days * DAY_MS)
+        end = min(now - int(self.maturity_days * DAY_MS), longest)
+        days = max(end - run.shadow_since, 0) / DAY_MS  # for messages: decisions in ms
+        if end - run.shadow_since < int(self.policy.shadow_days * DAY_MS):
             self._note(run, f"in shadow: {days:.1f} of {self.policy.shadow_days:g} days judged "
                             f"(labels mature after {self.maturity_days:g} days)")  # fmt: skip
             return None
@@ -347,7 +373,7 @@ class Pipeline:
         if result["fraud"] < self.policy.min_fraud:
             message = (f"{result['fraud']} fraud labels among the shadow's {days:.0f} days of "
                        f"decisions, {self.policy.min_fraud} needed")  # fmt: skip
-            if days < self.policy.max_shadow_days:
+            if end < longest:
                 self._note(run, f"waiting: {message}")
                 return None
             self._note(run, f"undecided: {message}")
@@ -365,11 +391,23 @@ class Pipeline:
         if difference < 0 or low <= -self.policy.tolerance:
             self._note(run, f"lost, stays the shadow: {verdict}")
             return "lost"
-        self.registry.promote(run.candidate, self.policy.tolerance, False,
-                              figure["b"]["value"], figure["a"]["value"])  # fmt: skip
-        self.registry.set_shadow(None)
+        if (moved := self._superseded(run)) is not None:  # moved while it was judged
+            return moved
+        try:
+            self.registry.promote(run.candidate, self.policy.tolerance, False,
+                                  figure["b"]["value"], figure["a"]["value"])  # fmt: skip
+        except PromotionRefused as refused:
+            self._unshadow(run)
+            self._note(run, f"refused at promotion: {refused}")
+            return "refused"
+        self._unshadow(run)
         self._note(run, f"promoted: {verdict}")
         return "promoted"
+
+    def _unshadow(self, run: Run) -> None:
+        """Clear SHADOW if it is still this run's candidate (not one set since by hand)."""
+        if run.candidate is not None and self.registry.shadow() == run.candidate:
+            self.registry.set_shadow(None)
 
 
 def as_json(run: Run) -> str:

@@ -54,7 +54,7 @@ def retrain_cmd(
     _, chosen = named_strategy(strategy)
     pipeline = retrain.Pipeline(reg, lake or settings.lake_path, settings.retrain,
                                 matured(maturity_days), chosen.thresholds,
-                                say=lambda line: out.print(line))  # fmt: skip
+                                say=lambda line: out.print(line, markup=False))  # fmt: skip
     try:
         run = pipeline.run(stop_after)  # type: ignore[arg-type]
     except retrain.RetrainError as error:

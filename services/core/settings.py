@@ -469,6 +469,12 @@ class RetrainSettings(_Group):
         "its 95 % interval) and still be promoted",
     )  # fmt: skip
 
+    @model_validator(mode="after")
+    def _shadow_period(self) -> Self:
+        if self.max_shadow_days < self.shadow_days:
+            raise ValueError("max_shadow_days is less than shadow_days: no run could be judged")
+        return self
+
 
 class StackSettings(_Group):
     """Knobs of the embedded local stack only (none of them is a Helm value)."""

@@ -187,14 +187,21 @@ def test_a_failing_run_ends_failed_and_the_next_starts_afresh(tmp_path: Path) ->
     window = RetrainSettings(window_days=0.001, every_days=7)  # a window with no transaction
     pipeline = retrain.Pipeline(registry, tmp_path / "lake", window, 0.0, Thresholds(),
                                 now=lambda: clock[0])  # fmt: skip
-    with pytest.raises(retrain.RetrainError, match="no fraud label"):
-        pipeline.run()
-    state = retrain.status(registry)
-    assert state["run"] is None
+    for attempt in range(1, retrain.ATTEMPTS + 1):  # retried at each run, then given up
+        with pytest.raises(retrain.RetrainError, match="no fraud label"):
+            pipeline.run()
+        state = retrain.status(registry)
+        assert (state["run"] is None) == (attempt == retrain.ATTEMPTS)
     assert [r["step"] for r in state["finished"]] == ["failed"]
+    assert [e["message"][:9] for e in state["finished"][0]["log"][1:]] == ["attempt 1",
+                                                                         "attempt 2",
+                                                                         "attempt 3"]  # fmt: skip
     clock[0] += DAY_MS
     with pytest.raises(retrain.RetrainError):  # tried again at once: a new run, a new window
         pipeline.run()
+    for _ in range(retrain.ATTEMPTS - 1):
+        with pytest.raises(retrain.RetrainError):
+            pipeline.run()
     runs = retrain.status(registry)["finished"]
     assert len({r["id"] for r in runs}) == 2
     assert runs[0]["window"] != runs[1]["window"]

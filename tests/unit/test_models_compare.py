@@ -221,3 +221,14 @@ def test_weighted_the_reviewed_decisions_stand_for_all_by_their_probability(
     assert (book["judged"], book["weighted_total"]) == (4, 22.0)
     unweighted, _ = pr_auc(False)
     assert unweighted != pytest.approx(6 / 11, abs=1e-3)  # the weights made the difference
+
+
+def test_a_row_that_crosses_the_budget_counts_for_its_share() -> None:
+    """A sampled fraud standing for 100 approvals, against a daily budget of 50: half of it
+    is reviewed, not all (nor none); with unit weights the top row counts whole."""
+    fraud = np.array([True, False])
+    day = np.array([0, 0], np.int64)
+    score = np.array([0.9, 0.1])
+    assert compare.recall_at_budget(fraud, day, score, 50, np.array([100.0, 1.0])) == 0.5
+    assert compare.recall_at_budget(fraud, day, score, 1, np.ones(2)) == 1.0
+    assert compare.recall_at_budget(fraud, day, score[::-1], 1, np.ones(2)) == 0.0

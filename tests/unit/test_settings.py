@@ -146,3 +146,11 @@ def test_a_tansu_stack_makes_the_job_at_least_once_unless_told(
     (tmp_path / "stack.json").write_text(json.dumps(stack | {"broker": "tansu"}))
     monkeypatch.setenv("FRAUDSTREAM_JOB_DELIVERY", "exactly-once")
     assert load_settings(state_dir=tmp_path).job.delivery == "exactly-once"  # told
+
+
+def test_a_shadow_period_longer_than_its_maximum_is_refused() -> None:
+    from services.core.settings import RetrainSettings
+
+    with pytest.raises(ValueError, match="max_shadow_days is less than shadow_days"):
+        RetrainSettings(shadow_days=7, max_shadow_days=5)
+    assert RetrainSettings(shadow_days=2.3, max_shadow_days=2.3).max_shadow_days == 2.3

@@ -137,12 +137,14 @@ class Scorer:
             self._shadow = self._shadow_of(loaded) if loaded else None
         except Exception:
             self._shadow = None  # before it is counted: a reader of the count sees it gone
-            log.exception("shadow %s refused; scoring without a shadow", wanted[:40])
+            log.exception("shadow %r refused; scoring without a shadow", wanted[:40])
             self._metrics.reload_failures.labels("shadow_refused").inc()
         if previous is not None:
             self._metrics.model_info.labels(previous[0].version, "shadow").set(0)
         if self._shadow is not None:
-            self._metrics.model_info.labels(self._shadow[0].version, "shadow").set(1)
+            shadow = self._shadow[0]
+            self._metrics.model_load_seconds.labels(shadow.version).set(shadow.load_seconds)
+            self._metrics.model_info.labels(shadow.version, "shadow").set(1)
 
     @property
     def model(self) -> LoadedModel | None:
@@ -189,9 +191,15 @@ class Scorer:
         if problem := inputs_problem(loaded.feature_names, self._serving):
             self._refuse(wanted, "incompatible_inputs", problem, math.inf)
             return False
+        try:
+            self._metrics.drift.prepare(loaded.version, loaded.drift_reference,
+                                        loaded.feature_names)  # fmt: skip
+        except Exception:
+            self._refuse(wanted, "load_error", "its drift reference cannot be read",
+                         LOAD_RETRY_S, exc_info=True)  # fmt: skip
+            return False
         self._metrics.model_load_seconds.labels(loaded.version).set(loaded.load_seconds)
         self._metrics.model_info.labels(loaded.version, "primary").set(1)
-        self._metrics.drift.prepare(loaded.version, loaded.drift_reference, loaded.feature_names)
         self._current = (loaded, _Codec.for_features(loaded.feature_names))  # atomic swap
         self._refused = ("", 0.0)
         self._metrics.current_refused.set(0)
