@@ -17,7 +17,7 @@ from stream_jobs.report_html import (
     png,
     table,
     use_agg,
-)  # fmt: skip
+)
 
 DRAWN: Final = 6  # the most drifted features drawn
 REFERENCE, OBSERVED = "#0072B2", "#E69F00"  # Okabe-Ito: apart for colour-blind readers

@@ -28,7 +28,7 @@ from stream_jobs.report_html import (
     png,
     table,
     use_agg,
-)  # fmt: skip
+)
 
 TOP: Final = 15
 RELIABILITY_BINS: Final = 10

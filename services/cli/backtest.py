@@ -4,6 +4,7 @@ of past transactions, against another strategy, before it is published."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -38,6 +39,19 @@ MaturityOpt = Annotated[
 
 def matured(days: float | None) -> float:
     return load_settings().lake.label_maturity_days if days is None else days
+
+
+def reported(
+    result: dict[str, Any], html: Path | None, render: Callable[[dict[str, Any]], str],
+    as_json: bool,
+) -> bool:  # fmt: skip
+    """Write ``--html`` and print ``--json``; whether the JSON was the output (else the
+    caller prints its table)."""
+    if html is not None:
+        html.write_text(render(result), encoding="utf-8")
+    if as_json:
+        typer.echo(json.dumps(result))
+    return as_json
 
 
 def _day_ms(text: str, what: str) -> int:
@@ -102,10 +116,7 @@ def backtest_cmd(
     except bt.BacktestError as error:
         raise UserError(str(error)) from None
     result = bt.report(scored, window, named, budget, version, source.name)
-    if html is not None:
-        html.write_text(render(result), encoding="utf-8")
-    if as_json:
-        typer.echo(json.dumps(result))
+    if reported(result, html, render, as_json):
         return
     _print(result)
     if html is not None:

@@ -3,7 +3,6 @@ matured, labelled decisions, with bootstrap intervals (``stream_jobs.compare``).
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -11,7 +10,13 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from services.cli.backtest import MaturityOpt, StrategyRef, matured, range_and_version
+from services.cli.backtest import (
+    MaturityOpt,
+    StrategyRef,
+    matured,
+    range_and_version,
+    reported,
+)  # fmt: skip
 from services.cli.models import JsonOpt, RegistryOpt
 from services.cli.strategy import named_strategy
 from services.core.errors import MissingExtra, UserError
@@ -58,6 +63,7 @@ def compare_cmd(
     try:
         from stream_jobs import backtest as bt
         from stream_jobs import compare
+        from stream_jobs.compare_report import render
     except ImportError as error:
         raise MissingExtra("train", error.name) from None
     window, reg, _ = range_and_version(start, end, registry, a, "name it")
@@ -71,14 +77,8 @@ def compare_cmd(
                                 bootstrap=bootstrap, weighted=weighted)  # fmt: skip
     except bt.BacktestError as error:
         raise UserError(str(error)) from None
-    if html is not None:
-        from stream_jobs.compare_report import render
-
-        html.write_text(render(result), encoding="utf-8")
-    if as_json:
-        typer.echo(json.dumps(result))
-        return
-    _print(result)
+    if not reported(result, html, render, as_json):
+        _print(result)
 
 
 def _print(result: dict[str, Any]) -> None:

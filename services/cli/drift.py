@@ -3,7 +3,6 @@ version learned (PSI per feature and for the score), from the lake or a file."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated
 
@@ -11,7 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from services.cli.backtest import range_and_version
+from services.cli.backtest import range_and_version, reported
 from services.cli.models import JsonOpt, MappingOpt, RegistryOpt
 from services.core.errors import MissingExtra, UserError
 from services.core.settings import load_settings
@@ -41,6 +40,7 @@ def drift_cmd(
     try:
         from stream_jobs import backtest as bt
         from stream_jobs import drift
+        from stream_jobs.drift_report import render
     except ImportError as error:
         raise MissingExtra("train", error.name) from None
     window, reg, chosen = range_and_version(start, end, registry, version, "name it")
@@ -48,12 +48,7 @@ def drift_cmd(
         result = drift.measure(reg, chosen, data or load_settings().lake_path, window, mapping)
     except bt.BacktestError as error:
         raise UserError(str(error)) from None
-    if html is not None:
-        from stream_jobs.drift_report import render
-
-        html.write_text(render(result), encoding="utf-8")
-    if as_json:
-        typer.echo(json.dumps(result))
+    if reported(result, html, render, as_json):
         return
     table = Table("feature", "PSI", "level", title=f"{chosen}: {result['rows']:,} transactions "
                   f"{result['range']['from']} .. {result['range']['to']}")  # fmt: skip
