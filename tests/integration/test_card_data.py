@@ -135,7 +135,8 @@ def _replay_scan_and_erase(
         leaks = {place: found(text, everyone) for place, text in places.items()}
         assert leaks == {place: set() for place in places}, leaks
         read = {place for place, text in places.items() if len(text) < 100}
-        assert read <= {settings.topic.feedback_dlq, settings.topic.strategy, "logs"}, read
+        quiet = {settings.topic.feedback_dlq, settings.topic.strategy, settings.topic.chargebacks}
+        assert read <= quiet | {"logs"}, read  # every other place held data to search
 
         card = settings.token.tokenizer().token("card", pans[0])
         assert client.exists(layout.card_state(card), layout.card_seen(card)) == 2
