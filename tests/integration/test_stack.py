@@ -40,7 +40,7 @@ def test_stack_up_produce_read_back_down(fraudstream: Run, tmp_path: Path) -> No
         assert state["topics"]["transactions"] == 4
         assert set(state["topics"]) == {
             "transactions", "transactions.dlq", "decisions", "alerts", "alert-feedback",
-            "alert-feedback.dlq", "labels", "strategy",
+            "alert-feedback.dlq", "labels", "strategy", "chargebacks",
         }  # fmt: skip
         again = fraudstream("stack", "up", "--json")  # idempotent: same stack
         assert json.loads(again.stdout)["pids"] == state["pids"]
