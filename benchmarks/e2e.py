@@ -13,7 +13,14 @@ service, produce. Both run on the same embedded broker and Redis, on their own t
   own read of the record (``latency_ms``), and whether the pipeline kept up (every event
   decided within 10 s of the last one sent, so lag did not grow).
 
-    python -m benchmarks.e2e [--json] [--warmup 40000] [--count 40000] [--seconds 8]
+At each rate, where the time goes (``stages``): ``source_ms``, the producer's send to the
+pipeline's read of the record (broker, Kafka source); ``pipeline_ms``, the read to the decision
+(Flink's hand-over to Python and the micro-batch's wait, then deciding it); ``sink_ms``, the
+decision to this benchmark's consumer receiving it (sink, broker, consumer); and per batch,
+from the workers' own histograms, ``batch_ms`` (deciding it), ``redis_ms``, ``scoring_ms``.
+
+    python -m benchmarks.e2e [--json] [--broker tansu|kafka] [--warmup 40000] [--count 40000]
+        [--seconds 8]
 """
 
 from __future__ import annotations
@@ -30,21 +37,26 @@ from typing import Any
 
 import msgspec
 import numpy as np
+import prometheus_client
 import redis
 from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Producer
 
+from benchmarks import stages
+from benchmarks.cleanup import stop_on_signals
 from benchmarks.provenance import provenance
 from models.training.registry import DEFAULT_REGISTRY, Registry
 from services.clients.produce import KafkaSink, generated_items, run
 from services.clients.reading import transaction_id
 from services.core import kafka
 from services.core.contract import Decision
+from services.core.exposition import serve_metrics
 from services.core.kafka_config import librdkafka
 from services.core.settings import Settings
 from services.devstack import processes, stack
 from services.generator import GeneratorConfig, start_ending_now
 from services.scoring.server.inprocess import InProcessScorer
 from stream_jobs.decide import DecideOptions, Decider, Record
+from stream_jobs.metrics import JobMetrics
 from stream_jobs.strategy_feed import StrategyFeed
 
 RATES = (1_000, 2_000, 5_000)
@@ -70,10 +82,12 @@ def baseline_worker(settings: Settings, from_end: bool, batch: int = 500) -> Non
     assert version is not None
     scorer = InProcessScorer(registry.path(version))
     options = DecideOptions.of(settings)
+    metrics = JobMetrics(prometheus_client.CollectorRegistry())
+    serve_metrics(metrics.registry, "127.0.0.1", settings.job.metrics_port or 0)
     feed = StrategyFeed(settings, options.signals)
     feed.start()
     decider = Decider(redis.Redis.from_url(settings.redis.require_url()), scorer, options,
-                      versions=lambda: feed.versions)  # fmt: skip
+                      metrics, versions=lambda: feed.versions)  # fmt: skip
     while True:
         messages = [m for m in consumer.consume(batch, timeout=0.01) if not m.error()]
         if not messages:
@@ -100,8 +114,9 @@ def _now_ms() -> int:
 
 
 class Collector:
-    """Decisions of one pipeline from the beginning, kept per transaction id (the first), and
-    when each transaction was sent (its Kafka timestamp, set by this benchmark's producer)."""
+    """Decisions of one pipeline from the beginning, kept per transaction id (the first), when
+    each transaction was sent (its Kafka timestamp, set by this benchmark's producer) and when
+    its decision reached this consumer."""
 
     def __init__(self, settings: Settings) -> None:
         topics = [settings.topic.decisions, settings.topic.transactions]
@@ -109,16 +124,23 @@ class Collector:
         self._decisions = settings.topic.decisions
         self.by_id: dict[str, Decision] = {}
         self.sent_ms: dict[str, int] = {}
+        self.received_ms: dict[str, int] = {}
 
     def wait(self, ids: set[str], timeout: float) -> list[Decision]:
         deadline = time.monotonic() + timeout
         while not ids <= self.by_id.keys() and time.monotonic() < deadline:
-            for m in self._consumer.consume(10_000, timeout=0.2):
+            first = self._consumer.poll(0.05)  # returns at the first message: receipt is timely
+            if first is None:
+                continue
+            received = _now_ms()
+            for m in [first, *self._consumer.consume(10_000, timeout=0)]:
                 if m.error():
                     continue
                 if m.topic() == self._decisions:
                     d = _decision(m.value() or b"")
-                    self.by_id.setdefault(d.transaction_id, d)
+                    if d.transaction_id not in self.by_id:
+                        self.by_id[d.transaction_id] = d
+                        self.received_ms[d.transaction_id] = received
                 elif (tx := transaction_id(m.value() or b"")) is not None:
                     self.sent_ms[tx] = m.timestamp()[1]
         return [self.by_id[i] for i in ids if i in self.by_id]
@@ -127,6 +149,18 @@ class Collector:
         """Sent (by the producer) to decided, per decision: what a payment waits."""
         return [float(d.decided_at - self.sent_ms[d.transaction_id]) for d in decisions
                 if d.transaction_id in self.sent_ms]  # fmt: skip
+
+    def stages(self, decisions: list[Decision]) -> dict[str, Any]:
+        """Sent to read, read to decided, decided to received: p50/p99 of each."""
+        sent = [d for d in decisions if d.transaction_id in self.sent_ms]
+        source = [d.decided_at - d.latency_ms - self.sent_ms[d.transaction_id] for d in sent]
+        sink = [float(self.received_ms[d.transaction_id] - d.decided_at) for d in decisions]
+        return {"source_ms": _both(source), "pipeline_ms": _both([d.latency_ms for d in decisions]),
+                "sink_ms": _both(sink)}  # fmt: skip
+
+
+def _both(values: list[float]) -> dict[str, float | None]:
+    return {"p50_ms": _percentile(values, 50), "p99_ms": _percentile(values, 99)}
 
 
 def _send(sink: KafkaSink, count: int, rate: int, seed: int) -> set[str]:
@@ -139,8 +173,10 @@ def _send(sink: KafkaSink, count: int, rate: int, seed: int) -> set[str]:
 
 def _measure(settings: Settings, start: Any, stop: Any, args: argparse.Namespace,
              seed: int) -> dict[str, Any]:  # fmt: skip
-    """Warm-up, throughput on a backlog, then latency at each fixed rate, for one pipeline."""
+    """Warm-up, throughput on a backlog, then latency at each fixed rate, for one pipeline
+    (its workers serving their metrics from ``job_metrics_port``)."""
     collector = Collector(settings)
+    metrics_port = settings.job.metrics_port or 0
     sink = KafkaSink(settings, None)  # one producer: its start-up (~0.5 s on Tansu) is not timed
     warmup = _send(sink, args.warmup, 0, seed)
     handle = start(False)
@@ -153,13 +189,16 @@ def _measure(settings: Settings, start: Any, stop: Any, args: argparse.Namespace
         result: dict[str, Any] = {"events_per_s": round(len(got) / span_s, 1),
                                   "backlog_decided": len(got)}  # fmt: skip
         for i, rate in enumerate(RATES):
+            before = stages.snapshot(metrics_port)
             ids = _send(sink, int(rate * args.seconds), rate, seed + 2 + i)
             got = collector.wait(ids, 10)
+            per_batch = stages.breakdown(before, stages.snapshot(metrics_port))
             latencies, in_job = collector.end_to_end_ms(got), [d.latency_ms for d in got]
             result[f"rate_{rate}"] = {
                 "decided": len(got), "sent": len(ids), "kept_up": len(got) == len(ids),
                 "p50_ms": _percentile(latencies, 50), "p99_ms": _percentile(latencies, 99),
                 "read_to_decision_p99_ms": _percentile(in_job, 99),
+                "stages": collector.stages(got) | per_batch,
             }  # fmt: skip
     finally:
         stop(handle)
@@ -172,13 +211,17 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=40_000)
     parser.add_argument("--count", type=int, default=40_000)
     parser.add_argument("--seconds", type=float, default=8.0)
+    parser.add_argument("--broker", choices=("tansu", "kafka"), default="tansu",
+                        help="the local stack's broker: Tansu, or Apache Kafka")  # fmt: skip
     args = parser.parse_args()
+    stop_on_signals()
     with tempfile.TemporaryDirectory() as tmp:
-        base = Settings.of(state_dir=Path(tmp))
+        base = Settings.of(state_dir=Path(tmp), stack_broker=args.broker)
         state = stack.up(base, feedback=False, workbench=False)  # the job alone is measured
-        settings = stack.client_settings(base, state).updated(
-            {"job_metrics_port": 0, "job_from_beginning": True}  # the warm-up comes first
-        )
+        settings = stack.client_settings(base, state).updated({
+            "job_metrics_port": processes.free_loopback_port(),
+            "job_from_beginning": True,  # the warm-up comes first
+        })  # fmt: skip
         try:
             flink = _measure(
                 settings,
@@ -203,7 +246,7 @@ def main() -> None:
         finally:
             stack.down(base)
     summary = {
-        "pyflink": flink, "baseline": base_result,
+        "benchmark": "e2e", "broker": args.broker, "pyflink": flink, "baseline": base_result,
         "pyflink_events_per_s": flink["events_per_s"],
         "baseline_events_per_s": base_result["events_per_s"],
         "ratio": round(flink["events_per_s"] / base_result["events_per_s"], 3),

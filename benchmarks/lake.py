@@ -27,6 +27,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from benchmarks.cleanup import stop_on_signals
 from benchmarks.provenance import provenance
 from models.lake import tables as lk
 from services.clients.producer import TransactionProducer
@@ -127,6 +128,7 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=100_000, help="transactions per measurement")
     parser.add_argument("--json", action="store_true", help="print only the JSON object")
     args = parser.parse_args()
+    stop_on_signals()
 
     rows = _rows(args.count)
     with tempfile.TemporaryDirectory() as work:

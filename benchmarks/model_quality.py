@@ -19,7 +19,7 @@ a model trained on the first two months and left alone against one retrained wee
 per later week for both, and the days the drift alerts would have fired.
 
     python -m benchmarks.model_quality [--json] [--shared-data DIR] [--skip-real]
-        [--mapped FILE MAPPING] [--signals-count N] [--weekly-only]
+        [--mapped FILE MAPPING] [--count N] [--signals-count N] [--weekly-only]
 """
 
 from __future__ import annotations
@@ -359,6 +359,8 @@ def main() -> None:
     parser.add_argument("--shared-data", type=Path, default=ROOT.parent / "shared" / "data")
     parser.add_argument("--skip-real", action="store_true", help="only the generator data")
     parser.add_argument("--mapped", nargs=2, type=Path, metavar=("FILE", "MAPPING"))
+    parser.add_argument("--count", type=int, default=RECIPE_COUNT,
+                        help="generated events of the quality figure")  # fmt: skip
     parser.add_argument("--signals-count", type=int, default=300_000)
     parser.add_argument("--weekly-only", action="store_true",
                         help="only the drift and retraining study of the real files")  # fmt: skip
@@ -372,7 +374,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
         generated = workdir / "generated.jsonl"
-        run(generated_items(RECIPE, RECIPE_COUNT), FileSink(generated), rate=0,
+        run(generated_items(RECIPE, args.count), FileSink(generated), rate=0,
             labels=workdir / "generated.labels.csv")  # fmt: skip
         quality = [_quality(generated, workdir)]
         signals = [_signals_quality(workdir, args.signals_count)]

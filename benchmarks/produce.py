@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from benchmarks.cleanup import stop_on_signals
 from benchmarks.provenance import provenance
 from services.clients.produce import KafkaSink, generated_items, run
 from services.clients.producer import TransactionProducer
@@ -68,6 +69,7 @@ def main() -> None:
     parser.add_argument("--count", type=int, default=300_000, help="events per measurement")
     parser.add_argument("--json", action="store_true", help="print only the JSON object")
     args = parser.parse_args()
+    stop_on_signals()
 
     with tempfile.TemporaryDirectory() as state_dir:
         settings = Settings.of(state_dir=Path(state_dir))

@@ -1,11 +1,12 @@
 """The scoring service against in-process ONNX Runtime (the floor), same model, same rows.
 
-Latency p50/p99 at batch 1 and 256 (sequential requests on a kept-alive connection, JSON and
-msgpack), rows/s at saturation (concurrent clients), and p99 at batch 1 under an open-loop
-load of 1,000 requests/s (latency counted from each request's scheduled time, so a stall is
-not hidden). Client and service share the machine's two cores. Beside in-process scoring, the
-cost of counting a batch into the model's drift bins (``drift_count_batch*``), which the
-service does for every batch it scores.
+Latency p50/p99 at batch 1 and 256 (sequential requests on a kept-alive connection: named
+rows in JSON and msgpack, and the stream job's float32 matrix), rows/s at saturation
+(concurrent clients sending matrices), and p99 at batch 1 under an open-loop load of 1,000
+requests/s (latency counted from each request's scheduled time, so a stall is not hidden).
+Client and service share the machine's two cores. Beside in-process scoring, the cost of
+counting a batch into the model's drift bins (``drift_count_batch*``), which the service does
+for every batch it scores. ``ratio_batch256``: the best service format against in-process.
 
     python -m benchmarks.scoring [--json] [--seconds 5]
 """
@@ -29,6 +30,7 @@ import msgspec
 import numpy as np
 import urllib3
 
+from benchmarks.cleanup import stop_on_signals
 from benchmarks.provenance import provenance
 from models.features import offline
 from models.features.definitions import FEATURE_NAMES
@@ -38,6 +40,7 @@ from services.devstack import processes
 from services.generator import GeneratorConfig, generate
 from services.scoring.server import model as scoring_model
 from services.scoring.server.metrics import DriftBins
+from services.scoring.wire import MATRIX_TYPE, MatrixRequest
 
 
 def _percentiles(samples: list[float]) -> dict[str, float]:
@@ -63,6 +66,11 @@ def _rows(count: int) -> list[dict[str, float]]:
     return [dict(zip(FEATURE_NAMES, map(float, r), strict=True)) for r in frame.to_numpy()]
 
 
+def _matrix_body(matrix: np.ndarray[Any, Any]) -> bytes:
+    """What the stream job sends: the rows as one float32 matrix, the names once."""
+    return msgspec.msgpack.encode(MatrixRequest(list(FEATURE_NAMES), matrix.tobytes()))
+
+
 def _start(registry: Path, workdir: Path) -> tuple[str, processes.ProcessRecord]:
     port = processes.free_loopback_port()
     argv = [sys.executable, "-m", "services.cli", "serve", "--port", str(port),
@@ -72,12 +80,16 @@ def _start(registry: Path, workdir: Path) -> tuple[str, processes.ProcessRecord]
     record = processes.spawn("scoring", argv, workdir / "scoring.log", env)
     url = f"http://127.0.0.1:{port}"
     pool = urllib3.PoolManager()
-    processes.wait_until(lambda: pool.request("GET", f"{url}/readyz").status == 200, 60, "ready")
+    try:
+        processes.wait_until(lambda: pool.request("GET", f"{url}/readyz").status == 200, 60,
+                             "ready")  # fmt: skip
+    except BaseException:
+        processes.stop(record)
+        raise
     return url, record
 
 
-def _post(pool: urllib3.HTTPConnectionPool, body: bytes, binary: bool) -> None:
-    kind = "application/msgpack" if binary else "application/json"
+def _post(pool: urllib3.HTTPConnectionPool, body: bytes, kind: str) -> None:
     reply = pool.urlopen("POST", "/v1/score", body=body, headers={"content-type": kind})
     if reply.status != 200:
         raise RuntimeError(f"{reply.status}: {reply.data[:200]!r}")
@@ -90,7 +102,7 @@ def _saturation(url: str, body: bytes, rows: int, seconds: float, clients: int) 
     def client(i: int) -> None:
         pool = urllib3.connection_from_url(url, maxsize=1)
         while time.monotonic() < stop:
-            _post(pool, body, binary=True)
+            _post(pool, body, MATRIX_TYPE)
             done[i] += rows
 
     threads = [threading.Thread(target=client, args=(i,)) for i in range(clients)]
@@ -111,7 +123,7 @@ def _open_loop(url: str, body: bytes, rate: float, seconds: float) -> dict[str, 
         while (now := time.perf_counter()) < scheduled:
             if scheduled - now > 0.0005:
                 time.sleep(scheduled - now - 0.0003)
-        _post(pool, body, binary=False)
+        _post(pool, body, "application/json")
         latencies.append(time.perf_counter() - scheduled)
     achieved = count / (time.perf_counter() - start)
     return {**_percentiles(latencies), "achieved_rps": round(achieved, 1)}
@@ -160,6 +172,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=5.0, help="per throughput measurement")
     parser.add_argument("--repeats", type=int, default=1000, help="requests per latency figure")
     args = parser.parse_args()
+    stop_on_signals()
 
     rows = _rows(4_096)
     version = Registry(DEFAULT_REGISTRY).current() or "v0001"
@@ -189,13 +202,15 @@ def main() -> None:
             pool = urllib3.connection_from_url(url, maxsize=1)
             for batch in (1, 256):
                 payload = {"rows": rows[:batch]}
-                for name, binary, body in (
-                    ("json", False, msgspec.json.encode(payload)),
-                    ("msgpack", True, msgspec.msgpack.encode(payload)),
+                for name, kind, body in (
+                    ("json", "application/json", msgspec.json.encode(payload)),
+                    ("msgpack", "application/msgpack", msgspec.msgpack.encode(payload)),
+                    ("matrix", MATRIX_TYPE, _matrix_body(matrix[:batch])),
                 ):
-                    samples = _timed(partial(_post, pool, body, binary), args.repeats)
+                    samples = _timed(partial(_post, pool, body, kind), args.repeats)
                     result[f"service_{name}_batch{batch}"] = _percentiles(samples)
-            body256 = msgspec.msgpack.encode({"rows": rows[:256]})
+                    result[f"service_{name}_batch{batch}"]["request_bytes"] = len(body)
+            body256 = _matrix_body(matrix[:256])
             result["service_rows_per_s_saturation"] = round(
                 _saturation(url, body256, 256, args.seconds, clients=2))  # fmt: skip
             body1 = msgspec.json.encode({"rows": rows[:1]})
@@ -204,8 +219,8 @@ def main() -> None:
         finally:
             processes.stop(record)
     inproc = result["inprocess_batch256"]["p50_ms"]
-    best256 = min(result["service_json_batch256"]["p50_ms"],
-                  result["service_msgpack_batch256"]["p50_ms"])  # fmt: skip
+    best256 = min(result[f"service_{name}_batch256"]["p50_ms"]
+                  for name in ("json", "msgpack", "matrix"))  # fmt: skip
     result["inprocess_rows_per_s_batch256"] = round(256 / (inproc / 1000))
     result["ratio_batch256"] = round(best256 / inproc, 3)
     result["ratio_batch256_json"] = round(result["service_json_batch256"]["p50_ms"] / inproc, 3)

@@ -30,6 +30,7 @@ from confluent_kafka import Producer
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from benchmarks.cleanup import stop_on_signals
 from benchmarks.provenance import provenance
 from services.core.contract import Alert, Transaction
 from services.core.kafka_config import librdkafka
@@ -126,6 +127,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=200, help="page loads timed")
     parser.add_argument("--json", action="store_true", help="print only the JSON object")
     args = parser.parse_args()
+    stop_on_signals()
 
     with tempfile.TemporaryDirectory() as state_dir:
         base = Settings.of(state_dir=Path(state_dir))

@@ -206,6 +206,7 @@ class Decider:
         self._counted: Versions | None = None  # whose rules have their series
 
     def decide(self, records: Sequence[Record]) -> list[Output]:
+        started = time.perf_counter()
         outputs = [Output(key=r.key) for r in records]
         valid: list[_Valid] = []
         now = _wall_ms()
@@ -227,6 +228,7 @@ class Decider:
         if valid:
             self._decide_isolating(valid, outputs)
         self._count(records, valid)
+        self._metrics.batch.observe(time.perf_counter() - started)
         return outputs
 
     def _decide_isolating(self, valid: list[_Valid], outputs: list[Output]) -> None:

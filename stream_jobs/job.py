@@ -165,21 +165,25 @@ def sink_ddl(settings: Settings) -> str:
 
 
 def insert_sql(settings: Settings) -> str:
-    """Every output row once: the reused decide() call feeds the three topic branches. The
-    read time is cast: a Python function cannot take a time attribute, and the cast makes the
-    JVM read the clock as each row passes."""
-    decided = (
-        f"(SELECT decide(`key`, `value`, `partition`, `offset`, "
-        f"CAST(`read_at` AS TIMESTAMP_LTZ(3)), `ingest`) AS r FROM {SOURCE})"
-    )
-    branches = [
-        (settings.topic.decisions, "d"), (settings.topic.alerts, "a"), (settings.topic.dlq, "q"),
-    ]  # fmt: skip
-    union = "\nUNION ALL ".join(
-        f"SELECT {_literal(topic)}, r.k, r.{col} FROM {decided} WHERE r.{col} IS NOT NULL"
-        for topic, col in branches
-    )
-    return f"INSERT INTO {SINK}\n{union}"
+    """Every output row once: one decide() call per record, its (up to) three messages
+    unnested into one stream for the sink, so the whole plan is one chain of operators (three
+    branches into the sink would put a network hand-off, and its buffering, before the sink).
+    The read time is cast: a Python function cannot take a time attribute, and the cast makes
+    the JVM read the clock as each row passes."""
+    out = "ROW<topic STRING, k BYTES, v BYTES>"
+    messages = ", ".join(
+        f"CAST(ROW({_literal(topic)}, d.r.k, d.r.{column}) AS {out})"
+        for topic, column in ((settings.topic.decisions, "d"), (settings.topic.alerts, "a"),
+                              (settings.topic.dlq, "q"))
+    )  # fmt: skip
+    return f"""INSERT INTO {SINK}
+    SELECT m.topic, m.k, m.v FROM (
+      SELECT decide(`key`, `value`, `partition`, `offset`, CAST(`read_at` AS TIMESTAMP_LTZ(3)),
+                    `ingest`) AS r
+      FROM {SOURCE}
+    ) AS d
+    CROSS JOIN UNNEST(ARRAY[{messages}]) AS m(topic, k, v)
+    WHERE m.v IS NOT NULL"""
 
 
 def _python_environment() -> dict[str, str]:
@@ -282,7 +286,8 @@ def table_environment(
         # Bounded restarts: a failing job restarts a few times, then fails for all to see
         # (no record can fail it: decide() turns any per-record failure into a dead letter).
         **_restart_strategy(settings),
-        "table.optimizer.reuse-sub-plan-enabled": "true",
+        # Records handed along the chain as they are, not copied at each operator.
+        "pipeline.object-reuse": "true",
     } | _python_environment()
     if remote is not None:
         options |= {"execution.target": "remote", "rest.address": remote[0],

@@ -16,6 +16,9 @@ from services.core.lag import Partition
 DEPENDENCIES = ("redis", "scoring", "scoring_rejected", "scoring_reply")  # degraded reasons
 POLICIES = ("policy:redis_down", "policy:scoring_down")  # the failure policy's reasons
 LATENCY_BUCKETS = (0.002, 0.005, 0.01, 0.02, 0.035, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1, 2.5, 5)
+# A batch's stages take a millisecond or two: finer buckets, so their quantiles mean something.
+STAGE_BUCKETS = (0.0005, 0.001, 0.0015, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.035,
+                 0.05, 0.1, 0.25, 0.5, 1, 2.5)  # fmt: skip
 
 
 class JobMetrics:
@@ -59,12 +62,17 @@ class JobMetrics:
             buckets=LATENCY_BUCKETS, registry=registry,
         )  # fmt: skip
         self.scoring = Histogram(
-            f"{p}_scoring_call_seconds", "Scoring service call time", buckets=LATENCY_BUCKETS,
+            f"{p}_scoring_call_seconds", "Scoring service call time", buckets=STAGE_BUCKETS,
             registry=registry,
         )  # fmt: skip
         self.redis = Histogram(
             f"{p}_redis_call_seconds", "Redis time of one batch's features (both round trips)",
-            buckets=LATENCY_BUCKETS, registry=registry,
+            buckets=STAGE_BUCKETS, registry=registry,
+        )  # fmt: skip
+        self.batch = Histogram(
+            f"{p}_batch_seconds", "One micro-batch decided: decoding, Redis, scoring, rules and "
+            "encoding (what a batch waits for beyond this is the batching itself)",
+            buckets=STAGE_BUCKETS, registry=registry,
         )  # fmt: skip
         self.breaker = Gauge(
             f"{p}_scoring_breaker_state", "The scoring client's circuit breaker: 0 closed, "

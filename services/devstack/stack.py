@@ -305,7 +305,7 @@ def _start_ready(
     url = url_template.format(port=_start_server(name, port, argv, logs, started))
     try:
         processes.wait_until(lambda: answers(url), START_TIMEOUT_S, what)
-    except processes.WaitTimeout:
+    except BaseException:  # a timeout, or a signal meanwhile: never left running
         processes.stop(started[0])
         raise
     return url, started[0]

@@ -36,6 +36,7 @@ from services.generator import GeneratorConfig, generate
 from services.generator.signals import generated_signals
 from services.scoring.client import CircuitOpen, ScoringClient, ScoringUnavailable
 from services.scoring.server import model as scoring_model
+from services.scoring.wire import MATRIX_TYPE
 from tests.signals_model import publish, trained_signals_model
 
 pytestmark = pytest.mark.integration
@@ -523,3 +524,42 @@ def test_without_a_fixed_shadow_the_service_follows_the_registrys(
     processes.wait_until(lambda: serving() == "v0002", 20, "CURRENT followed", interval=0.1)
     registry.set_shadow("v0001")
     processes.wait_until(lambda: shadow() == "v0001", 20, "the shadow back", interval=0.1)
+
+
+def test_a_matrix_request_scores_as_named_rows_do_and_bad_ones_are_refused(
+    start_service: Start, feature_rows: list[dict[str, float]]
+) -> None:
+    """The stream job's request: one float32 matrix, the names once. The same scores and
+    reasons as named rows; a matrix that is not the model's columns, or not whole rows, or
+    holds NaN in a built-in feature, is refused naming what is wrong."""
+    service = start_service()
+    names = list(FEATURE_NAMES)
+    matrix = np.array([[r[n] for n in names] for r in feature_rows[:500]], dtype=np.float32)
+    client = ScoringClient(service.url, deadline_s=10)
+    by_matrix = client.score_matrix(names, matrix)
+    by_name = client.score(feature_rows[:500])
+    assert by_matrix == by_name
+    assert any(r.reasons for r in by_matrix.results)  # flagged rows explained the same
+
+    def post(features: list[str], data: bytes, **more: object) -> tuple[int, dict[str, object]]:
+        body = msgspec.msgpack.encode({"features": features, "matrix": data, **more})
+        reply = service.post(body, **{"content-type": MATRIX_TYPE})
+        return reply.status, msgspec.json.decode(reply.data)
+
+    swapped = [names[1], names[0], *names[2:]]
+    nan_built_in = matrix[:2].copy()
+    nan_built_in[1, names.index("amount_usd")] = np.nan
+    cases = [
+        (swapped, matrix.tobytes(), {}, 422, "features"),
+        (names[:-1], matrix[:, :-1].tobytes(), {}, 422, "features"),
+        ([*names, "surprise"], matrix.tobytes(), {}, 422, "features"),
+        (names, matrix.tobytes()[:-3], {}, 422, "matrix"),
+        (names, b"", {}, 422, "rows"),
+        (names, nan_built_in.tobytes(), {}, 422, "amount_usd"),
+        (names, matrix[:1].tobytes(), {"explain": "all"}, 422, None),
+    ]
+    for features, data, more, status, field in cases:
+        got, detail = post(features, data, **more)
+        assert (got, detail.get("field")) == (status, field), detail
+    garbage = service.post(b"\xc1not msgpack", **{"content-type": MATRIX_TYPE})
+    assert garbage.status == 400

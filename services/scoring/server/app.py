@@ -31,6 +31,7 @@ from services.core.throttled_log import ThrottledLog
 from services.scoring.server.guard import BoundedHttpToolsProtocol
 from services.scoring.server.metrics import ScoringMetrics
 from services.scoring.server.scorer import NotReady, Rejected, Scorer
+from services.scoring.wire import MATRIX_TYPE
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -164,7 +165,7 @@ class ScoringApp:
                            extra=[(b"retry-after", b"1"), CLOSE])  # fmt: skip
             return
         content_type = headers.get(b"content-type", b"application/json").decode(errors="replace")
-        binary = content_type.startswith("application/msgpack")
+        binary = content_type.startswith(("application/msgpack", MATRIX_TYPE))
         self._in_flight += 1
         self._buffered += reserve
         try:
@@ -201,7 +202,7 @@ class ScoringApp:
             await self._error(send, 503, "not_ready", "no model loaded yet")
             return
         encoded = _msgpack.encode(response) if binary else _json.encode(response)
-        await _respond(send, 200, encoded, content_type if binary else "application/json")
+        await _respond(send, 200, encoded, "application/msgpack" if binary else "application/json")
 
     async def _body(self, headers: dict[bytes, bytes], receive: Receive) -> bytes:
         declared = headers.get(b"content-length", b"0")

@@ -30,7 +30,7 @@ from services.core.errors import UserError
 from services.scoring.server import model as models
 from services.scoring.server.metrics import ScoringMetrics
 from services.scoring.server.model import LoadedModel
-from services.scoring.wire import RowResult, ScoreResponse, ShadowResult
+from services.scoring.wire import MATRIX_TYPE, MatrixRequest, RowResult, ScoreResponse, ShadowResult
 
 log = logging.getLogger("fraudstream.scoring")
 LOAD_RETRY_S = 30.0  # a version that could not be loaded (a registry read failing) is retried
@@ -57,6 +57,7 @@ class IncompatibleModel(UserError):
 
 
 _BUILT_IN = frozenset(FEATURE_NAMES)
+_matrix_request = msgspec.msgpack.Decoder(MatrixRequest).decode
 
 
 @cache
@@ -224,15 +225,17 @@ class Scorer:
         if current is None:
             raise NotReady("no model loaded")
         model, codec = current
-        request = self._decode(codec, body, content_type)
-        rows = request.rows
-        if not rows:
+        if content_type.startswith(MATRIX_TYPE):
+            matrix = self._matrix(model, body)
+        else:
+            rows = self._decode(codec, body, content_type).rows
+            matrix = np.array([msgspec.structs.astuple(r) for r in rows], dtype=np.float32)
+        if not len(matrix):
             raise Rejected(422, "no rows to score", field="rows")
-        matrix = np.array([msgspec.structs.astuple(r) for r in rows], dtype=np.float32)
         self._check_finite(matrix, model)
         scores = model.score(matrix)
         reasons = self._reasons(model, matrix, scores, self._explain)
-        self._metrics.batch_rows.observe(len(rows))
+        self._metrics.batch_rows.observe(len(matrix))
         self._metrics.scores.observe_many(model.version, "primary", scores)
         self._metrics.drift.observe(model.version, model.drift_reference, model.feature_names,
                                     matrix, scores)  # fmt: skip
@@ -249,6 +252,28 @@ class Scorer:
         ]
         return ScoreResponse(model.version, results, model.review_threshold,
                              model.decline_threshold, shadow)  # fmt: skip
+
+    @staticmethod
+    def _matrix(model: LoadedModel, body: bytes) -> np.ndarray[Any, Any]:
+        """A matrix request's rows: its columns must be the model's features, in order."""
+        try:
+            request = _matrix_request(body)
+        except msgspec.ValidationError as error:
+            raise Rejected(422, str(error)) from None
+        except msgspec.DecodeError as error:
+            raise Rejected(400, f"malformed body: {error}") from None
+        names = model.feature_names
+        if tuple(request.features) != names:
+            given = [*request.features, *[""] * (len(names) - len(request.features))]
+            wrong = next((i for i, n in enumerate(names) if given[i] != n), len(names))
+            wanted = names[wrong] if wrong < len(names) else "none (too many columns)"
+            raise Rejected(422, f"the matrix's columns are not the model's features: column "
+                           f"{wrong} should be {wanted}", field="features")  # fmt: skip
+        width = 4 * len(names)
+        if len(request.matrix) % width:
+            raise Rejected(422, f"the matrix's {len(request.matrix)} bytes are not whole rows "
+                           f"of {len(names)} float32", field="matrix")  # fmt: skip
+        return np.frombuffer(request.matrix, dtype="<f4").reshape(-1, len(names))
 
     @staticmethod
     def _decode(codec: _Codec, body: bytes, content_type: str) -> Any:

@@ -1,0 +1,148 @@
+"""Every benchmark runs once, in a short mode, so none can rot unnoticed: it finishes and its
+JSON has the keys it promises. The figures themselves are not judged here (they belong to a
+quiet machine, not to a CI run on a loaded one); and a benchmark stopped by a signal stops the
+processes it started."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from services.devstack import processes
+from services.generator import GeneratorConfig, generate
+from tests.unit.test_datasets import write_card_csv
+
+ROOT = Path(__file__).resolve().parents[2]
+E2E_STAGES = {"source_ms", "pipeline_ms", "sink_ms", "batch_ms", "redis_ms", "scoring_ms",
+              "rows_per_batch", "batches"}  # fmt: skip
+
+
+def _run(name: str, *argv: str, timeout: float = 280) -> dict[str, object]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FRAUDSTREAM_")}
+    done = subprocess.run([sys.executable, "-m", f"benchmarks.{name}", "--json", *argv],
+                          capture_output=True, text=True, timeout=timeout, cwd=ROOT, env=env,
+                          check=False)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert isinstance(result, dict)
+    assert result.get("commit"), "provenance missing"
+    assert result.get("machine"), "provenance missing"
+    return result
+
+
+SHORT = {  # benchmark: its short arguments, and the keys its JSON promises
+    "scoring": (["--seconds", "0.3", "--repeats", "30"],
+                {"inprocess_batch256", "service_msgpack_batch256", "service_json_batch1",
+                 "service_rows_per_s_saturation", "service_batch1_at_1000rps", "reload_batch1",
+                 "drift_count_batch1", "drift_count_batch256", "ratio_batch256"}),
+    "features": (["--events", "300"],
+                 {"by_history", "declared_entities", "memory", "batch"}),
+    "strategy": (["--events", "300"],
+                 {"python_3_rules_us_per_event", "rules_30", "rules_30_tables_50k_entries"}),
+    "produce": (["--count", "2000"],
+                {"baseline_librdkafka_events_per_s", "full_path_events_per_s",
+                 "ratio_full_to_baseline", "bytes_per_event"}),
+    "lake": (["--count", "2000"],
+             {"parquet_alone_rows_per_s", "lake_append_rows_per_s", "archive_events_per_s",
+              "ratio_archive_to_read_decode"}),
+    "workbench": (["--cases", "50", "--requests", "10"],
+                  {"ingest_cases_per_s", "queue_full_ms", "baseline_healthz_full_ms"}),
+    "model_quality": (["--skip-real", "--count", "20000", "--signals-count", "20000",
+                       "--shared-data", "no-such-directory"],
+                      {"quality", "signals", "later_period", "weekly_retraining"}),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", sorted(SHORT))
+def test_a_benchmark_runs_short_and_keeps_its_keys(name: str) -> None:
+    argv, keys = SHORT[name]
+    result = _run(name, *argv)
+    assert result["benchmark"] == name
+    assert keys <= result.keys(), keys - result.keys()
+
+
+def test_the_backtest_benchmark_runs_on_a_small_file(tmp_path: Path) -> None:
+    items = list(generate(GeneratorConfig(seed=3, customers=300), 3_000))
+    data = write_card_csv(tmp_path / "cards.csv", items)
+    result = _run("backtest", "--data", str(data), "--from", "2000-01-01", "--to", "2100-01-01")
+    assert result["events"] == len(items)
+    assert {"events_per_s", "strategy_share", "seconds_per_million"} <= result.keys()
+
+
+@pytest.mark.timeout(900)
+@pytest.mark.parametrize("broker", ["tansu", "kafka"])
+def test_the_end_to_end_benchmark_measures_both_pipelines_stage_by_stage(broker: str) -> None:
+    result = _run("e2e", "--broker", broker, "--warmup", "300", "--count", "1000",
+                  "--seconds", "0.5", timeout=850)  # fmt: skip
+    assert result["broker"] == broker
+    assert {"ratio", "pyflink_events_per_s", "baseline_events_per_s", "p99_ms"} <= result.keys()
+    for pipeline in ("pyflink", "baseline"):
+        figures = result[pipeline]
+        assert isinstance(figures, dict)
+        assert figures["backlog_decided"] == 1000, pipeline
+        stages = figures["rate_1000"]["stages"]
+        assert stages.keys() >= E2E_STAGES
+        # the workers' own histograms were read: batches were counted, their time is known
+        assert stages["batches"] > 0, pipeline
+        assert stages["batch_ms"]["p50_ms"] is not None, pipeline
+
+
+def _children(pid: int) -> set[int]:
+    found = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.add(int(stat.parent.name))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def test_a_benchmark_stopped_by_a_signal_stops_what_it_started() -> None:
+    """SIGTERM (a CI timeout) while the scoring benchmark's service runs: both end."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FRAUDSTREAM_")}
+    bench = subprocess.Popen([sys.executable, "-m", "benchmarks.scoring", "--json",
+                              "--seconds", "60"], cwd=ROOT, env=env,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        processes.wait_until(lambda: bool(_children(bench.pid)), 120, "the scoring service")
+        started = _children(bench.pid)
+        assert all(_alive(pid) for pid in started)
+        bench.send_signal(signal.SIGTERM)
+        bench.wait(30)
+        processes.wait_until(lambda: not any(_alive(pid) for pid in started), 20,
+                             "the benchmark's processes to stop")  # fmt: skip
+    finally:
+        if bench.poll() is None:
+            bench.kill()
+            bench.wait()
+
+
+def test_the_capacity_plan_reads_the_figures_the_other_benchmarks_print(tmp_path: Path) -> None:
+    files = []
+    for name, figures in (("e2e", {"pyflink_events_per_s": 6_000}),
+                          ("features", {"redis_cpu_us_per_event": 30.0}),
+                          ("scoring", {"service_rows_per_s_saturation": 100_000})):  # fmt: skip
+        path = tmp_path / f"{name}.json"
+        path.write_text("a line of progress\n" + json.dumps(figures) + "\n")
+        files += [f"--{name}", str(path)]
+    result = _run("capacity", *files, "--load", "10000")
+    assert result["plans"] == [{
+        "load_per_s": 10_000, "taskmanager_slots": 6, "redis_shards": 1, "scoring_pods": 1,
+        "kafka_partitions": 12, "cores": 8, "first_bottleneck": "taskmanager_slots",
+    }]  # fmt: skip
