@@ -31,6 +31,7 @@ import json
 import multiprocessing
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -116,7 +117,8 @@ def _now_ms() -> int:
 class Collector:
     """Decisions of one pipeline from the beginning, kept per transaction id (the first), when
     each transaction was sent (its Kafka timestamp, set by this benchmark's producer) and when
-    its decision reached this consumer."""
+    its decision reached this consumer: read all along by a thread, as a real consumer would,
+    so that the receipt times are true while the benchmark sends."""
 
     def __init__(self, settings: Settings) -> None:
         topics = [settings.topic.decisions, settings.topic.transactions]
@@ -125,25 +127,45 @@ class Collector:
         self.by_id: dict[str, Decision] = {}
         self.sent_ms: dict[str, int] = {}
         self.received_ms: dict[str, int] = {}
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._read, name="collector", daemon=True)
+        self._thread.start()
 
-    def wait(self, ids: set[str], timeout: float) -> list[Decision]:
-        deadline = time.monotonic() + timeout
-        while not ids <= self.by_id.keys() and time.monotonic() < deadline:
+    def _read(self) -> None:
+        while not self._stop.is_set():
             first = self._consumer.poll(0.05)  # returns at the first message: receipt is timely
             if first is None:
                 continue
             received = _now_ms()
-            for m in [first, *self._consumer.consume(10_000, timeout=0)]:
-                if m.error():
-                    continue
-                if m.topic() == self._decisions:
-                    d = _decision(m.value() or b"")
-                    if d.transaction_id not in self.by_id:
-                        self.by_id[d.transaction_id] = d
-                        self.received_ms[d.transaction_id] = received
-                elif (tx := transaction_id(m.value() or b"")) is not None:
-                    self.sent_ms[tx] = m.timestamp()[1]
-        return [self.by_id[i] for i in ids if i in self.by_id]
+            messages = [first, *self._consumer.consume(10_000, timeout=0)]
+            with self._lock:
+                for m in messages:
+                    if m.error():
+                        continue
+                    if m.topic() == self._decisions:
+                        d = _decision(m.value() or b"")
+                        if d.transaction_id not in self.by_id:
+                            self.by_id[d.transaction_id] = d
+                            self.received_ms[d.transaction_id] = received
+                    elif (tx := transaction_id(m.value() or b"")) is not None:
+                        self.sent_ms[tx] = m.timestamp()[1]
+
+    def wait(self, ids: set[str], timeout: float) -> list[Decision]:
+        """The decisions of ``ids``, once all are in or at the deadline (those in by then)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self._lock:
+                if ids <= self.by_id.keys():
+                    break
+            time.sleep(0.05)
+        with self._lock:
+            return [self.by_id[i] for i in ids if i in self.by_id]
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(10)
+        self._consumer.close()
 
     def end_to_end_ms(self, decisions: list[Decision]) -> list[float]:
         """Sent (by the producer) to decided, per decision: what a payment waits."""
@@ -182,17 +204,23 @@ def _measure(settings: Settings, start: Any, stop: Any, args: argparse.Namespace
     handle = start(False)
     try:
         collector.wait(warmup, 600)
+        before = stages.cpu_seconds()
         ids = _send(sink, args.count, 0, seed + 1)
         got = collector.wait(ids, 600)
+        cpu = stages.cpu_since(before)
         decided_at = sorted(d.decided_at for d in got)
         span_s = max((decided_at[-1] - decided_at[0]) / 1000, 1e-3)
-        result: dict[str, Any] = {"events_per_s": round(len(got) / span_s, 1),
-                                  "backlog_decided": len(got)}  # fmt: skip
+        result: dict[str, Any] = {
+            "events_per_s": round(len(got) / span_s, 1), "backlog_decided": len(got),
+            # CPU per event of each process while the backlog was decided
+            "cpu_us_per_event": {part: round(s / max(len(got), 1) * 1e6, 1)
+                                 for part, s in sorted(cpu.items())},
+        }  # fmt: skip
         for i, rate in enumerate(RATES):
-            before = stages.snapshot(metrics_port)
+            counted = stages.snapshot(metrics_port)
             ids = _send(sink, int(rate * args.seconds), rate, seed + 2 + i)
             got = collector.wait(ids, 10)
-            per_batch = stages.breakdown(before, stages.snapshot(metrics_port))
+            per_batch = stages.breakdown(counted, stages.snapshot(metrics_port))
             latencies, in_job = collector.end_to_end_ms(got), [d.latency_ms for d in got]
             result[f"rate_{rate}"] = {
                 "decided": len(got), "sent": len(ids), "kept_up": len(got) == len(ids),
@@ -202,6 +230,7 @@ def _measure(settings: Settings, start: Any, stop: Any, args: argparse.Namespace
             }  # fmt: skip
     finally:
         stop(handle)
+        collector.close()
     return result
 
 

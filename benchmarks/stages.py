@@ -1,4 +1,5 @@
-"""Per-stage times of a running pipeline, from its workers' Prometheus histograms.
+"""Where a running pipeline's time goes: per-stage times from its workers' Prometheus
+histograms, and the CPU each of its processes uses.
 
 A snapshot sums each histogram's buckets over every worker serving on the ports from
 ``first_port`` (one port per Python worker); the difference of two snapshots is what happened
@@ -9,8 +10,11 @@ between them, and its quantiles are read off the buckets the way Prometheus's
 from __future__ import annotations
 
 import math
+import os
+import time
 from collections import defaultdict
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import urllib3
 from prometheus_client.parser import text_string_to_metric_families
@@ -89,3 +93,63 @@ def breakdown(before: Snapshot, after: Snapshot) -> dict[str, object]:
     )
     out["batches"] = int(batches)
     return out
+
+
+def _part(argv: list[str]) -> str:
+    """Which part of the pipeline a process is, by its command line."""
+    line = " ".join(argv)
+    for part, marks in (("redis", ("redis-server",)), ("broker", ("tansu", "kafka.Kafka")),
+                        ("scoring", ("services.cli serve",)),
+                        ("python_workers", ("pyflink.fn_execution", "beam_boot")),
+                        ("flink_jvm", ("java",)), ("job_client", ("services.cli job run",)),
+                        ("baseline", ("multiprocessing",))):  # fmt: skip
+        if any(mark in line for mark in marks):
+            return part
+    return "other"
+
+
+def _descendants(root: int) -> dict[int, list[str]]:
+    """Every process under ``root``, with its command line."""
+    parents: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            parents[int(stat.parent.name)] = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+    found, frontier = {}, [root]
+    while frontier:
+        pid = frontier.pop()
+        for child, parent in parents.items():
+            if parent == pid and child not in found:
+                try:
+                    argv = Path(f"/proc/{child}/cmdline").read_bytes().split(b"\0")
+                except OSError:
+                    continue
+                found[child] = [a.decode(errors="replace") for a in argv if a]
+                frontier.append(child)
+    return found
+
+
+CpuTimes = dict[int, tuple[str, float]]  # pid: (part, CPU seconds so far)
+
+
+def cpu_seconds() -> CpuTimes:
+    """CPU seconds (user and system) each process under this one has used, by part."""
+    tick = os.sysconf("SC_CLK_TCK")
+    times: CpuTimes = {}
+    for pid, argv in _descendants(os.getpid()).items():
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        times[pid] = (_part(argv), (int(fields[11]) + int(fields[12])) / tick)
+    times[os.getpid()] = ("this_benchmark", time.process_time())
+    return times
+
+
+def cpu_since(before: CpuTimes) -> dict[str, float]:
+    """CPU seconds used by each part since ``before`` (a process started since counts whole)."""
+    used: dict[str, float] = defaultdict(float)
+    for pid, (part, seconds) in cpu_seconds().items():
+        used[part] += seconds - before.get(pid, (part, 0.0))[1]
+    return dict(used)

@@ -143,6 +143,7 @@ class ScoringApp:
             ready = {"ready": model is not None, "model_version": model.version if model else None}
             await _respond(send, 200 if model else 503, _json.encode(ready))
         elif path == "/metrics":
+            self.scorer.settle()  # the batches answered so far are all counted
             await _respond(send, 200, generate_latest(self.registry), CONTENT_TYPE_LATEST)
         else:
             await _respond(send, 404, _json.encode({"error": f"no route {method} {path}"}))
