@@ -19,8 +19,11 @@ pipeline's read of the record (broker, Kafka source); ``pipeline_ms``, the read 
 decision to this benchmark's consumer receiving it (sink, broker, consumer); and per batch,
 from the workers' own histograms, ``batch_ms`` (deciding it), ``redis_ms``, ``scoring_ms``.
 
-    python -m benchmarks.e2e [--json] [--broker tansu|kafka] [--warmup 40000] [--count 40000]
-        [--seconds 8]
+With ``--cluster``, the same job submitted to a standalone Flink cluster (a JobManager and two
+TaskManagers of one slot each, on this machine) is measured the same way, after the baseline.
+
+    python -m benchmarks.e2e [--json] [--broker tansu|kafka] [--cluster] [--warmup 40000]
+        [--count 40000] [--seconds 8]
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ import argparse
 import dataclasses
 import json
 import multiprocessing
+import subprocess
 import sys
 import tempfile
 import threading
@@ -53,7 +57,7 @@ from services.core.contract import Decision
 from services.core.exposition import serve_metrics
 from services.core.kafka_config import librdkafka
 from services.core.settings import Settings
-from services.devstack import processes, stack
+from services.devstack import flink_cluster, processes, stack
 from services.generator import GeneratorConfig, start_ending_now
 from services.scoring.server.inprocess import InProcessScorer
 from stream_jobs.decide import DecideOptions, Decider, Record
@@ -64,12 +68,34 @@ RATES = (1_000, 2_000, 5_000)
 _decision = msgspec.json.Decoder(Decision).decode
 
 
-def _baseline_topics(settings: Settings) -> Settings:
-    return settings.updated({
-        "topic_transactions": "baseline.transactions", "topic_decisions": "baseline.decisions",
-        "topic_alerts": "baseline.alerts", "topic_dlq": "baseline.dlq",
-        "topic_feedback": "baseline.feedback",
+def _own_topics(settings: Settings, name: str) -> Settings:
+    """A pipeline's own topics and consumer group, created; Redis emptied for it."""
+    own = settings.updated({
+        "topic_transactions": f"{name}.transactions", "topic_decisions": f"{name}.decisions",
+        "topic_alerts": f"{name}.alerts", "topic_dlq": f"{name}.dlq",
+        "topic_feedback": f"{name}.feedback", "job_group_id": f"fraudstream-{name}",
     })  # fmt: skip
+    kafka.create_topics(own)
+    redis.Redis.from_url(settings.redis.require_url()).flushdb()
+    return own
+
+
+def _on_cluster(settings: Settings, directory: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """The same job submitted to a standalone Flink cluster, two TaskManagers of one slot."""
+    remote = _own_topics(settings, "cluster")
+    cluster = flink_cluster.start(directory, taskmanagers=2)
+    try:
+
+        def submit(_end: bool) -> flink_cluster.Cluster:
+            argv = [sys.executable, "-m", "services.cli", "job", "submit", "--jobmanager",
+                    cluster.jobmanager, "--parallelism", str(remote.job.parallelism)]  # fmt: skip
+            subprocess.run(argv, env=remote.child_environment(), capture_output=True,
+                           timeout=240, check=True)  # fmt: skip
+            return cluster
+
+        return _measure(remote, submit, flink_cluster.cancel_jobs, args, 100)
+    finally:
+        flink_cluster.stop(cluster)
 
 
 def baseline_worker(settings: Settings, from_end: bool, batch: int = 500) -> None:
@@ -242,6 +268,8 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=8.0)
     parser.add_argument("--broker", choices=("tansu", "kafka"), default="tansu",
                         help="the local stack's broker: Tansu, or Apache Kafka")  # fmt: skip
+    parser.add_argument("--cluster", action="store_true",
+                        help="also the job on a Flink cluster of two TaskManagers")  # fmt: skip
     args = parser.parse_args()
     stop_on_signals()
     with tempfile.TemporaryDirectory() as tmp:
@@ -257,9 +285,7 @@ def main() -> None:
                 lambda _end: stack.start_job(settings, Path(tmp) / "logs"),
                 processes.stop, args, 100,
             )  # fmt: skip
-            other = _baseline_topics(settings)
-            kafka.create_topics(other)
-            redis.Redis.from_url(settings.redis.require_url()).flushdb()
+            other = _own_topics(settings, "baseline")
             context = multiprocessing.get_context("spawn")
 
             def start_baseline(from_end: bool) -> Any:
@@ -272,6 +298,7 @@ def main() -> None:
                 worker.join(10)
 
             base_result = _measure(other, start_baseline, stop_baseline, args, 100)
+            cluster = _on_cluster(settings, Path(tmp) / "flink", args) if args.cluster else None
         finally:
             stack.down(base)
     summary = {
@@ -282,6 +309,11 @@ def main() -> None:
         "p99_ms": {str(r): {"pyflink": flink[f"rate_{r}"]["p99_ms"],
                             "baseline": base_result[f"rate_{r}"]["p99_ms"]} for r in RATES},
     } | provenance()  # fmt: skip
+    if cluster is not None:
+        summary["pyflink_cluster"] = cluster
+        summary["cluster_ratio_to_local"] = round(
+            cluster["events_per_s"] / flink["events_per_s"], 3
+        )
     if not args.json:
         print(json.dumps(summary, indent=2))
     print(json.dumps(summary))
