@@ -25,7 +25,7 @@ Before each timed part the benchmark's own objects are frozen out of the garbage
 (``gc.freeze``): the generated events it holds would otherwise make every collection slower
 than in a stream job, which holds none.
 
-    python -m benchmarks.features [--json] [--events N]
+    python -m benchmarks.features [--json] [--events N] [--fill N]
 """
 
 from __future__ import annotations
@@ -68,9 +68,10 @@ MEMORY_HISTORIES = (10, 100, 1_000)
 CITIES = [(40.7, -74.0), (51.5, -0.1), (48.9, 2.35), (35.7, 139.7), (-33.9, 151.2)]
 
 
-def _cards_for(history: int) -> int:
-    """Enough cards that a batch spans many of them, few enough to fill quickly."""
-    return max(200, min(20_000, 200_000 // history))
+def _cards_for(history: int, fill: int) -> int:
+    """Enough cards that a batch spans many of them, few enough to fill quickly (``fill``
+    events in all: 200,000 gives at least 200 cards at every history measured)."""
+    return max(10, min(20_000, fill // history))
 
 
 def _card_events(card: int, times: Sequence[int], rng: random.Random) -> Iterator[Transaction]:
@@ -152,10 +153,11 @@ def _memory(client: redis.Redis) -> dict[str, Any]:
     return result
 
 
-def _fill(client: redis.Redis, store: OnlineFeatureStore, history: int, seed: int) -> int:
+def _fill(client: redis.Redis, store: OnlineFeatureStore, history: int, seed: int,
+          fill: int) -> int:  # fmt: skip
     """A fresh Redis holding ``history`` events of each card's last 30 days."""
     client.flushdb()
-    cards = _cards_for(history)
+    cards = _cards_for(history, fill)
     for batch in _batches(_stream(cards, history, START_MS, MONTH_MS, seed)):
         store.update(batch)
     return cards
@@ -171,11 +173,12 @@ def _next_events(cards: int, count: int, seed: int) -> list[Transaction]:
     return events[:count]
 
 
-def _cost(client: redis.Redis, store: OnlineFeatureStore, count: int) -> dict[str, Any]:
+def _cost(client: redis.Redis, store: OnlineFeatureStore, count: int,
+          fill: int) -> dict[str, Any]:  # fmt: skip
     rows: dict[int, dict[str, Any]] = {}
     cost: dict[int, float] = {}
     for history in HISTORIES:
-        cards = _fill(client, store, history, seed=history)
+        cards = _fill(client, store, history, history, fill)
         memory = _memory_per_card(client, cards) if history in MEMORY_HISTORIES else {}
         events = _next_events(cards, count, seed=history + 1)
         _quiet_gc()
@@ -202,21 +205,23 @@ def _batch_p99(store: OnlineFeatureStore, batches: list[list[Transaction]]) -> f
     return float(np.percentile(times, 99) * 1000)
 
 
-def _hostile(client: redis.Redis, store: OnlineFeatureStore) -> dict[str, Any]:
+def _hostile(client: redis.Redis, store: OnlineFeatureStore, fill: int) -> dict[str, Any]:
     """Batches of 450 ordinary events plus 50 of one card; that card is hostile (10,000
-    events in 10 minutes, over 200 batches) or ordinary (50 events per batch of many cards)."""
+    events in 10 minutes, over 200 batches at the default fill) or ordinary (50 events per
+    batch of many cards)."""
     results = {}
+    count = max(5, fill // 1_000)  # batches
     for name in ("ordinary", "hostile"):
-        cards = _fill(client, store, 64, seed=64)
-        others = _next_events(cards, 450 * 200, seed=65)
+        cards = _fill(client, store, 64, 64, fill)
+        others = _next_events(cards, 450 * count, seed=65)
         if name == "hostile":
             start = START_MS + MONTH_MS
-            times = [start + i * 60 for i in range(10_000)]  # one every 60 ms for 10 minutes
+            times = [start + i * 60 for i in range(50 * count)]  # one every 60 ms
             extra = list(_card_events(cards + 1, times, random.Random(9)))
         else:
-            extra = _next_events(cards, 50 * 200, seed=66)
+            extra = _next_events(cards, 50 * count, seed=66)
         batches = [others[450 * i : 450 * (i + 1)] + extra[50 * i : 50 * (i + 1)]
-                   for i in range(200)]  # fmt: skip
+                   for i in range(count)]  # fmt: skip
         results[name] = _batch_p99(store, [sorted(b, key=lambda t: t.event_time_ms)
                                            for b in batches])  # fmt: skip
     return {
@@ -226,10 +231,11 @@ def _hostile(client: redis.Redis, store: OnlineFeatureStore) -> dict[str, Any]:
     }
 
 
-def _decider(client: redis.Redis, store: OnlineFeatureStore, count: int) -> dict[str, Any]:
+def _decider(client: redis.Redis, store: OnlineFeatureStore, count: int,
+            fill: int) -> dict[str, Any]:  # fmt: skip
     registry = Registry(DEFAULT_REGISTRY)
     scorer = InProcessScorer(registry.path(registry.current() or ""))
-    cards = _fill(client, store, 64, seed=64)
+    cards = _fill(client, store, 64, 64, fill)
     events = _next_events(cards, count, seed=67)
     records = [Record(tx.card_id.encode(), encode(tx), 0, i, tx.event_time_ms)
                for i, tx in enumerate(events)]  # fmt: skip
@@ -286,13 +292,13 @@ class _BuiltInScorer:
         return self._scorer.score([row[: len(FEATURE_NAMES)] for row in rows])
 
 
-def _entities(client: redis.Redis, count: int) -> dict[str, Any]:
+def _entities(client: redis.Redis, count: int, warm: int) -> dict[str, Any]:
     """The Decider's CPU per event with 0, 4 and 12 declared entities, after a warm-up."""
     registry = Registry(DEFAULT_REGISTRY)
     scorer = _BuiltInScorer(InProcessScorer(registry.path(registry.current() or "")))
     config = GeneratorConfig(seed=5, customers=5_000, fraud_rate=0.01, start_ms=START_MS,
                              attributes=True)  # fmt: skip
-    events = [item.transaction for item in generate(config, 40_000 + count)]
+    events = [item.transaction for item in generate(config, warm + count)]
     records = [Record(tx.card_id.encode(), encode(tx), 0, i, tx.event_time_ms)
                for i, tx in enumerate(events)]  # fmt: skip
     by_count: dict[str, Any] = {}
@@ -300,11 +306,11 @@ def _entities(client: redis.Redis, count: int) -> dict[str, Any]:
         client.flushdb()
         signals = _with_entities(generated_signals(), entities)
         decider = Decider(client, scorer, DecideOptions(signals=signals))
-        for i in range(0, 40_000, BATCH):  # a warm store: the entities' past in place
+        for i in range(0, warm, BATCH):  # a warm store: the entities' past in place
             decider.decide(records[i : i + BATCH])
         _quiet_gc()
         started = time.process_time()
-        for i in range(40_000, len(records), BATCH):
+        for i in range(warm, len(records), BATCH):
             decider.decide(records[i : i + BATCH])
         per_event = (time.process_time() - started) / count * 1e6
         states = [k for k in client.scan_iter(match="fs:v3:{e:*:state", count=1_000)]
@@ -323,6 +329,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--json", action="store_true", help="print only the JSON object")
     parser.add_argument("--events", type=int, default=20_000, help="timed events per history")
+    parser.add_argument("--fill", type=int, default=200_000,
+                        help="events stored before each measurement (history x cards)")  # fmt: skip
     args = parser.parse_args()
     stop_on_signals()
     with tempfile.TemporaryDirectory() as tmp:
@@ -333,10 +341,10 @@ def main() -> None:
             result = {
                 "benchmark": "features",
                 "batch": BATCH,
-                **_cost(client, store, args.events),
-                **_hostile(client, store),
-                **_decider(client, store, args.events),
-                **_entities(client, args.events),
+                **_cost(client, store, args.events, args.fill),
+                **_hostile(client, store, args.fill),
+                **_decider(client, store, args.events, args.fill),
+                **_entities(client, args.events, args.fill // 5),
                 "memory": _memory(client),
                 **provenance(),
             }

@@ -41,7 +41,7 @@ SHORT = {  # benchmark: its short arguments, and the keys its JSON promises
                 {"inprocess_batch256", "service_msgpack_batch256", "service_json_batch1",
                  "service_rows_per_s_saturation", "service_batch1_at_1000rps", "reload_batch1",
                  "drift_count_batch1", "drift_count_batch256", "ratio_batch256"}),
-    "features": (["--events", "300"],
+    "features": (["--events", "300", "--fill", "3000"],
                  {"by_history", "declared_entities", "memory", "batch"}),
     "strategy": (["--events", "300"],
                  {"python_3_rules_us_per_event", "rules_30", "rules_30_tables_50k_entries"}),
@@ -133,16 +133,16 @@ def test_a_benchmark_stopped_by_a_signal_stops_what_it_started() -> None:
             bench.wait()
 
 
-def test_the_capacity_plan_reads_the_figures_the_other_benchmarks_print(tmp_path: Path) -> None:
-    files = []
-    for name, figures in (("e2e", {"pyflink_events_per_s": 6_000}),
-                          ("features", {"redis_cpu_us_per_event": 30.0}),
-                          ("scoring", {"service_rows_per_s_saturation": 100_000})):  # fmt: skip
-        path = tmp_path / f"{name}.json"
-        path.write_text("a line of progress\n" + json.dumps(figures) + "\n")
-        files += [f"--{name}", str(path)]
-    result = _run("capacity", *files, "--load", "10000")
+def test_the_capacity_plan_reads_the_figures_the_end_to_end_benchmark_prints(
+    tmp_path: Path,
+) -> None:
+    cpu = {"python_workers": 200.0, "flink_jvm": 80.0, "redis": 40.0, "scoring": 12.0,
+           "broker": 75.0}  # fmt: skip
+    path = tmp_path / "e2e.json"
+    path.write_text("a line of progress\n" + json.dumps({"pyflink": {"cpu_us_per_event": cpu}}))
+    result = _run("capacity", "--e2e", str(path), "--load", "10000")
     assert result["plans"] == [{
-        "load_per_s": 10_000, "taskmanager_slots": 6, "redis_shards": 1, "scoring_pods": 1,
-        "kafka_partitions": 12, "cores": 8, "first_bottleneck": "taskmanager_slots",
+        "load_per_s": 10_000, "taskmanager_slots": 5, "redis_shards": 1, "scoring_pods": 1,
+        "broker_cores": 2, "kafka_partitions": 10, "cores": 9,
+        "first_bottleneck": "taskmanager_slots",
     }]  # fmt: skip
