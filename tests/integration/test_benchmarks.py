@@ -70,7 +70,15 @@ def test_a_benchmark_runs_short_and_keeps_its_keys(name: str) -> None:
 def test_the_backtest_benchmark_runs_on_a_small_file(tmp_path: Path) -> None:
     items = list(generate(GeneratorConfig(seed=3, customers=300), 3_000))
     data = write_card_csv(tmp_path / "cards.csv", items)
-    result = _run("backtest", "--data", str(data), "--from", "2000-01-01", "--to", "2100-01-01")
+    result = _run(
+        "backtest",
+        "--data",
+        str(data),
+        "--from",
+        "2000-01-01T00:00:00Z",
+        "--to",
+        "2099-01-01T00:00:00Z",
+    )
     assert result["events"] == len(items)
     assert {"events_per_s", "strategy_share", "seconds_per_million"} <= result.keys()
 
