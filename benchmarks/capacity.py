@@ -48,7 +48,8 @@ class Costs:
     @classmethod
     def of(cls, cpu_us_per_event: dict[str, float]) -> Costs:
         """From ``benchmarks.e2e``'s ``pyflink.cpu_us_per_event``."""
-        cpu = cpu_us_per_event
+        cpu = {part: cpu_us_per_event.get(part, 0.0) for part in
+               ("python_workers", "flink_jvm", "redis", "scoring", "broker")}  # fmt: skip
         return cls(cpu["python_workers"] + cpu["flink_jvm"], cpu["redis"], cpu["scoring"],
                    cpu["broker"])  # fmt: skip
 
@@ -56,21 +57,19 @@ class Costs:
 def plan(load: float, costs: Costs, utilisation: float = 0.6) -> dict[str, Any]:
     """How many of each part ``load`` events/s takes, each core at most ``utilisation`` busy."""
 
-    def cores(us_per_event: float) -> int:
-        return max(1, math.ceil(load * us_per_event / 1e6 / utilisation))
-
-    need = {
-        "taskmanager_slots": cores(costs.slot),
-        "redis_shards": cores(costs.redis),
-        "scoring_pods": cores(costs.scoring),
-        "broker_cores": cores(costs.broker),
+    busy = {  # cores' worth of work
+        "taskmanager_slots": load * costs.slot / 1e6,
+        "redis_shards": load * costs.redis / 1e6,
+        "scoring_pods": load * costs.scoring / 1e6,
+        "broker_cores": load * costs.broker / 1e6,
     }
+    need = {part: max(1, math.ceil(work / utilisation)) for part, work in busy.items()}
     return {
         "load_per_s": load,
         **need,
         "kafka_partitions": need["taskmanager_slots"] * PARTITIONS_PER_SLOT,
         "cores": sum(need.values()),
-        "first_bottleneck": max(need, key=lambda part: need[part]),
+        "first_bottleneck": max(busy, key=lambda part: busy[part]),
     }
 
 

@@ -15,12 +15,13 @@ _SIGNALS = (signal.SIGTERM, signal.SIGHUP, signal.SIGINT)
 
 
 def _exit(signum: int, _frame: FrameType | None) -> None:
-    for each in _SIGNALS:  # a second signal must not cut the cleanup short
-        signal.signal(each, signal.SIG_IGN)
+    for each in _SIGNALS:  # a second signal ends the benchmark at once, cleanup or not
+        signal.signal(each, signal.SIG_DFL)
     raise SystemExit(128 + signum)
 
 
 def stop_on_signals() -> None:
-    """Make SIGTERM, SIGHUP and SIGINT unwind the benchmark, once, through its cleanup."""
+    """Make SIGTERM, SIGHUP and SIGINT unwind the benchmark through its cleanup; a second
+    one, during a cleanup that hangs, ends it."""
     for each in _SIGNALS:
         signal.signal(each, _exit)

@@ -155,32 +155,42 @@ class Collector:
         self.received_ms: dict[str, int] = {}
         self._lock = threading.Lock()
         self._stop = threading.Event()
+        self._failed: BaseException | None = None
         self._thread = threading.Thread(target=self._read, name="collector", daemon=True)
         self._thread.start()
 
     def _read(self) -> None:
-        while not self._stop.is_set():
-            first = self._consumer.poll(0.05)  # returns at the first message: receipt is timely
-            if first is None:
-                continue
-            received = _now_ms()
-            messages = [first, *self._consumer.consume(10_000, timeout=0)]
-            with self._lock:
-                for m in messages:
-                    if m.error():
-                        continue
-                    if m.topic() == self._decisions:
-                        d = _decision(m.value() or b"")
-                        if d.transaction_id not in self.by_id:
-                            self.by_id[d.transaction_id] = d
-                            self.received_ms[d.transaction_id] = received
-                    elif (tx := transaction_id(m.value() or b"")) is not None:
-                        self.sent_ms[tx] = m.timestamp()[1]
+        try:
+            while not self._stop.is_set():
+                self._read_some()
+        except BaseException as error:  # reported by wait(), not lost with the thread
+            self._failed = error
+
+    def _read_some(self) -> None:
+        first = self._consumer.poll(0.05)  # returns at the first message: receipt is timely
+        if first is not None:
+            received = _now_ms()  # small batches: a late one does not date many messages
+            self._keep(received, [first, *self._consumer.consume(500, timeout=0)])
+
+    def _keep(self, received: int, messages: list[Any]) -> None:
+        with self._lock:
+            for m in messages:
+                if m.error():
+                    continue
+                if m.topic() == self._decisions:
+                    d = _decision(m.value() or b"")
+                    if d.transaction_id not in self.by_id:
+                        self.by_id[d.transaction_id] = d
+                        self.received_ms[d.transaction_id] = received
+                elif (tx := transaction_id(m.value() or b"")) is not None:
+                    self.sent_ms[tx] = m.timestamp()[1]
 
     def wait(self, ids: set[str], timeout: float) -> list[Decision]:
         """The decisions of ``ids``, once all are in or at the deadline (those in by then)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
+            if self._failed is not None:
+                raise RuntimeError("the collector stopped reading") from self._failed
             with self._lock:
                 if ids <= self.by_id.keys():
                     break
@@ -211,10 +221,14 @@ def _both(values: list[float]) -> dict[str, float | None]:
     return {"p50_ms": _percentile(values, 50), "p99_ms": _percentile(values, 99)}
 
 
-def _send(sink: KafkaSink, count: int, rate: int, seed: int) -> set[str]:
-    config = GeneratorConfig(seed=seed)  # events ending now: none refused as future-dated
+def _items(count: int, seed: int) -> list[Any]:
+    """``count`` generated events ending now: none refused as future-dated."""
+    config = GeneratorConfig(seed=seed)
     config = dataclasses.replace(config, start_ms=start_ending_now(config, count, _now_ms()))
-    items = list(generated_items(config, count))
+    return list(generated_items(config, count))
+
+
+def _send(sink: KafkaSink, items: list[Any], rate: int) -> set[str]:
     run(items, sink, rate=rate, labels=None)
     return {item.transaction.transaction_id for item in items}
 
@@ -226,12 +240,15 @@ def _measure(settings: Settings, start: Any, stop: Any, args: argparse.Namespace
     collector = Collector(settings)
     metrics_port = settings.job.metrics_port or 0
     sink = KafkaSink(settings, None)  # one producer: its start-up (~0.5 s on Tansu) is not timed
-    warmup = _send(sink, args.warmup, 0, seed)
-    handle = start(False)
+    warmup = _send(sink, _items(args.warmup, seed), 0)
+    handle = None
     try:
-        collector.wait(warmup, 600)
+        handle = start(False)
+        if len(collector.wait(warmup, 600)) < len(warmup):
+            raise RuntimeError("the warm-up was not decided within 600 s")
+        backlog = _items(args.count, seed + 1)  # generated before the CPU is counted
         before = stages.cpu_seconds()
-        ids = _send(sink, args.count, 0, seed + 1)
+        ids = _send(sink, backlog, 0)
         got = collector.wait(ids, 600)
         cpu = stages.cpu_since(before)
         decided_at = sorted(d.decided_at for d in got)
@@ -244,7 +261,7 @@ def _measure(settings: Settings, start: Any, stop: Any, args: argparse.Namespace
         }  # fmt: skip
         for i, rate in enumerate(RATES):
             counted = stages.snapshot(metrics_port)
-            ids = _send(sink, int(rate * args.seconds), rate, seed + 2 + i)
+            ids = _send(sink, _items(int(rate * args.seconds), seed + 2 + i), rate)
             got = collector.wait(ids, 10)
             per_batch = stages.breakdown(counted, stages.snapshot(metrics_port))
             latencies, in_job = collector.end_to_end_ms(got), [d.latency_ms for d in got]
@@ -255,7 +272,8 @@ def _measure(settings: Settings, start: Any, stop: Any, args: argparse.Namespace
                 "stages": collector.stages(got) | per_batch,
             }  # fmt: skip
     finally:
-        stop(handle)
+        if handle is not None:
+            stop(handle)
         collector.close()
     return result
 
@@ -289,7 +307,9 @@ def main() -> None:
             context = multiprocessing.get_context("spawn")
 
             def start_baseline(from_end: bool) -> Any:
-                worker = context.Process(target=baseline_worker, args=(other, from_end))
+                worker = context.Process(
+                    target=baseline_worker, args=(other, from_end), daemon=True
+                )
                 worker.start()
                 return worker
 

@@ -330,7 +330,9 @@ def main() -> None:
     parser.add_argument("--json", action="store_true", help="print only the JSON object")
     parser.add_argument("--events", type=int, default=20_000, help="timed events per history")
     parser.add_argument("--fill", type=int, default=200_000,
-                        help="events stored before each measurement (history x cards)")  # fmt: skip
+                        help="events stored before each measurement (history x cards); "
+                        "also sizes the hostile card's run (fill / 1,000 batches) and the "
+                        "entities' warm-up (fill / 5 events)")  # fmt: skip
     args = parser.parse_args()
     stop_on_signals()
     with tempfile.TemporaryDirectory() as tmp:

@@ -40,7 +40,7 @@ from services.devstack import processes
 from services.generator import GeneratorConfig, generate
 from services.scoring.server import model as scoring_model
 from services.scoring.server.metrics import DriftBins
-from services.scoring.wire import MATRIX_TYPE, MatrixRequest
+from services.scoring.wire import MATRIX_TYPE, matrix_body
 
 
 def _percentiles(samples: list[float]) -> dict[str, float]:
@@ -64,11 +64,6 @@ def _rows(count: int) -> list[dict[str, float]]:
     items = list(generate(GeneratorConfig(seed=5, customers=2_000, fraud_rate=0.01), count))
     frame = offline.compute(frame_from_transactions([i.transaction for i in items]))
     return [dict(zip(FEATURE_NAMES, map(float, r), strict=True)) for r in frame.to_numpy()]
-
-
-def _matrix_body(matrix: np.ndarray[Any, Any]) -> bytes:
-    """What the stream job sends: the rows as one float32 matrix, the names once."""
-    return msgspec.msgpack.encode(MatrixRequest(list(FEATURE_NAMES), matrix.tobytes()))
 
 
 def _start(registry: Path, workdir: Path) -> tuple[str, processes.ProcessRecord]:
@@ -205,12 +200,12 @@ def main() -> None:
                 for name, kind, body in (
                     ("json", "application/json", msgspec.json.encode(payload)),
                     ("msgpack", "application/msgpack", msgspec.msgpack.encode(payload)),
-                    ("matrix", MATRIX_TYPE, _matrix_body(matrix[:batch])),
+                    ("matrix", MATRIX_TYPE, matrix_body(FEATURE_NAMES, matrix[:batch])),
                 ):
                     samples = _timed(partial(_post, pool, body, kind), args.repeats)
                     result[f"service_{name}_batch{batch}"] = _percentiles(samples)
                     result[f"service_{name}_batch{batch}"]["request_bytes"] = len(body)
-            body256 = _matrix_body(matrix[:256])
+            body256 = matrix_body(FEATURE_NAMES, matrix[:256])
             result["service_rows_per_s_saturation"] = round(
                 _saturation(url, body256, 256, args.seconds, clients=2))  # fmt: skip
             body1 = msgspec.json.encode({"rows": rows[:1]})

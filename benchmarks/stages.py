@@ -37,7 +37,7 @@ class Histogram:
 
     def since(self, before: Histogram) -> list[tuple[float, float]]:
         """Cumulative (upper bound, count) pairs of what was observed after ``before``."""
-        return sorted((le, n - before.buckets[le]) for le, n in list(self.buckets.items()))
+        return sorted((le, n - before.buckets.get(le, 0.0)) for le, n in self.buckets.items())
 
 
 Snapshot = dict[str, Histogram]
@@ -50,8 +50,12 @@ def snapshot(first_port: int) -> Snapshot:
     for port in range(first_port, first_port + WORKER_PORTS):
         if not processes.port_open(port):
             continue
-        text = http.request("GET", f"http://127.0.0.1:{port}/metrics").data.decode()
-        for family in text_string_to_metric_families(text):
+        try:
+            text = http.request("GET", f"http://127.0.0.1:{port}/metrics").data.decode()
+            families = list(text_string_to_metric_families(text))
+        except (urllib3.exceptions.HTTPError, UnicodeDecodeError, ValueError):
+            continue  # not a worker's metrics: something else took the port
+        for family in families:
             if family.name not in totals:
                 continue
             for sample in family.samples:
@@ -111,11 +115,10 @@ def _part(argv: list[str]) -> str:
 def _descendants(root: int) -> dict[int, list[str]]:
     """Every process under ``root``, with its command line."""
     parents: dict[int, int] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            parents[int(stat.parent.name)] = int(stat.read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, ValueError, IndexError):
-            continue
+    for entry in Path("/proc").glob("[0-9]*"):
+        fields = processes.stat_fields(int(entry.name))
+        if fields is not None:
+            parents[int(entry.name)] = int(fields[1])
     found, frontier = {}, [root]
     while frontier:
         pid = frontier.pop()
@@ -138,11 +141,9 @@ def cpu_seconds() -> CpuTimes:
     tick = os.sysconf("SC_CLK_TCK")
     times: CpuTimes = {}
     for pid, argv in _descendants(os.getpid()).items():
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        times[pid] = (_part(argv), (int(fields[11]) + int(fields[12])) / tick)
+        fields = processes.stat_fields(pid)
+        if fields is not None:  # utime and stime: a process ended meanwhile is not counted
+            times[pid] = (_part(argv), (int(fields[11]) + int(fields[12])) / tick)
     times[os.getpid()] = ("this_benchmark", time.process_time())
     return times
 

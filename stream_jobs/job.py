@@ -286,7 +286,9 @@ def table_environment(
         # Bounded restarts: a failing job restarts a few times, then fails for all to see
         # (no record can fail it: decide() turns any per-record failure into a dead letter).
         **_restart_strategy(settings),
-        # Records handed along the chain as they are, not copied at each operator.
+        # Records handed along the chain as they are, not copied at each operator: safe while
+        # every operator of the plan is done with a record before it takes the next (the
+        # Kafka sink serialises as it writes); one that keeps records would need copies.
         "pipeline.object-reuse": "true",
     } | _python_environment()
     if remote is not None:

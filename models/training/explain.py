@@ -28,14 +28,19 @@ class PathExplainer:
     service only loads it: a model swap then holds the interpreter lock for milliseconds.
     """
 
+    BLOCK = 256  # rows explained at once: (rows x trees x features) floats in memory
+
     def __init__(self, booster: lgb.Booster, names: Sequence[str],
                  table: npt.NDArray[np.float64], offsets: npt.NDArray[np.int64],
-                 baseline: float) -> None:  # fmt: skip
-        self._booster, self._names = booster, tuple(names)
+                 baseline: float, threads: int = 0) -> None:  # fmt: skip
+        """``threads``: LightGBM's for the leaf lookup (0: its default, every core). The
+        scoring service passes its own: OpenMP threads spin-waiting for a core its other
+        requests hold cost milliseconds under load, for the few rows explained."""
+        self._booster, self._names, self._threads = booster, tuple(names), threads
         self.table, self.offsets, self.baseline = table, offsets, baseline
 
     @classmethod
-    def build(cls, booster: lgb.Booster, names: Sequence[str]) -> PathExplainer:
+    def build(cls, booster: lgb.Booster, names: Sequence[str], threads: int = 0) -> PathExplainer:
         trees = booster.dump_model()["tree_info"]
         offsets = np.zeros(len(trees), dtype=np.int64)
         blocks: list[npt.NDArray[np.float64]] = []
@@ -49,7 +54,7 @@ class PathExplainer:
             _walk(root, np.zeros(len(names)), table)
             blocks.append(table)
         joined = np.concatenate(blocks) if blocks else np.zeros((0, len(names)))
-        return cls(booster, names, joined, offsets, baseline)
+        return cls(booster, names, joined, offsets, baseline, threads)
 
     def to_bytes(self) -> bytes:
         buffer = io.BytesIO()
@@ -58,24 +63,26 @@ class PathExplainer:
         return buffer.getvalue()
 
     @classmethod
-    def from_bytes(cls, booster: lgb.Booster, names: Sequence[str], data: bytes) -> PathExplainer:
+    def from_bytes(cls, booster: lgb.Booster, names: Sequence[str], data: bytes,
+                   threads: int = 0) -> PathExplainer:  # fmt: skip
         with np.load(io.BytesIO(data)) as arrays:
             return cls(booster, names, arrays["table"], arrays["offsets"],
-                       float(arrays["baseline"]))  # fmt: skip
+                       float(arrays["baseline"]), threads)  # fmt: skip
 
     def contributions(self, rows: npt.NDArray[np.float32]) -> npt.NDArray[np.float64]:
         """(rows, features): each feature's share of each row's raw score above baseline."""
-        # One thread: a few flagged rows at a time, and OpenMP's threads spin-waiting for a
-        # core the scoring service's others are using cost milliseconds under load.
-        leaves = np.asarray(self._booster.predict(rows, pred_leaf=True, num_threads=1),
-                            dtype=np.int64)  # fmt: skip
-        leaves = leaves.reshape(len(rows), -1)
+        found = self._booster.predict(rows, pred_leaf=True, num_threads=self._threads)
+        leaves = np.asarray(found, dtype=np.int64).reshape(len(rows), -1)
         result: npt.NDArray[np.float64] = self.table[leaves + self.offsets].sum(axis=1)
         return result
 
     def top(self, rows: npt.NDArray[np.float32], k: int = 3) -> list[list[str]]:
         """Per row, up to ``k`` features with the largest positive contribution, largest
         first; a row no feature pushed up gets the one that held it down least."""
+        return [why for start in range(0, len(rows), self.BLOCK)
+                for why in self._top(rows[start : start + self.BLOCK], k)]  # fmt: skip
+
+    def _top(self, rows: npt.NDArray[np.float32], k: int) -> list[list[str]]:
         contributions = self.contributions(rows)
         order = np.argsort(-contributions, axis=1)[:, :k]
         return [

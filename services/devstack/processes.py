@@ -73,14 +73,19 @@ def port_open(port: int, host: str = "127.0.0.1") -> bool:
         return False
 
 
+def stat_fields(pid: int) -> list[str] | None:
+    """The fields of /proc/PID/stat from the third (state) on, or None if it has gone. The
+    command name (field 2) may contain spaces and parentheses: the rest follows the last ')'."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+
+
 def _start_ticks(pid: int) -> int | None:
     """The process start time in clock ticks since boot (field 22 of /proc/PID/stat)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    # The command name (field 2) may contain spaces; fields after it follow the last ')'.
-    return int(stat.rsplit(")", 1)[1].split()[19])
+    fields = stat_fields(pid)
+    return None if fields is None else int(fields[19])
 
 
 def spawn(
@@ -106,8 +111,8 @@ def is_running(record: ProcessRecord) -> bool:
     ticks = _start_ticks(record.pid)
     if ticks is None or ticks != record.start_ticks:
         return False
-    state = Path(f"/proc/{record.pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    return state != "Z"
+    fields = stat_fields(record.pid)
+    return fields is not None and fields[0] != "Z"
 
 
 def _reap(pid: int) -> None:

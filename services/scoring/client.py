@@ -17,11 +17,10 @@ from typing import Any, Literal
 from urllib.parse import urlsplit
 
 import msgspec
-import numpy as np
 import numpy.typing as npt
 import urllib3
 
-from services.scoring.wire import MATRIX_TYPE, MatrixRequest, ScoreResponse
+from services.scoring.wire import MATRIX_TYPE, ScoreResponse, matrix_body
 
 # msgpack: measured faster than JSON for batches in benchmarks/scoring.py.
 _decode = msgspec.msgpack.Decoder(ScoreResponse).decode
@@ -39,6 +38,10 @@ class CircuitOpen(ScoringUnavailable):
 
 class ScoringRejected(RuntimeError):
     """The service refused the request itself (4xx): retrying would not help."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(f"{status}: {message}")
+        self.status = status
 
 
 class CircuitBreaker:
@@ -104,8 +107,7 @@ class ScoringClient:
 
     def score_matrix(self, names: Sequence[str], rows: npt.NDArray[Any]) -> ScoreResponse:
         """The same for a matrix whose columns are ``names``: no name repeated per row."""
-        matrix = np.ascontiguousarray(rows, dtype="<f4").tobytes()
-        return self._call(_encode(MatrixRequest(list(names), matrix)), self._matrix)
+        return self._call(matrix_body(names, rows), self._matrix)
 
     def _call(self, body: bytes, headers: dict[str, str]) -> ScoreResponse:
         if not self.breaker.allow():
@@ -129,7 +131,7 @@ class ScoringClient:
                     return _decode(reply.data)
                 if reply.status not in _RETRYABLE:  # not retried; but a service refusing
                     self.breaker.failure()  # every batch (a model of other inputs) is down
-                    raise ScoringRejected(f"{reply.status}: {reply.data[:300]!r}")
+                    raise ScoringRejected(reply.status, repr(reply.data[:300]))
                 last = f"HTTP {reply.status}"
             pause = self._backoff * (2**attempt) * random.uniform(0.5, 1.5)
             time.sleep(max(0.0, min(pause, deadline - time.monotonic())))

@@ -9,9 +9,17 @@ decoding. The reply is these structs, JSON or msgpack (msgpack for a matrix).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Annotated, Any
+
 import msgspec
+import numpy as np
+import numpy.typing as npt
 
 MATRIX_TYPE = "application/vnd.fraudstream.matrix+msgpack"
+MAX_ROWS = 4096  # rows per request, either format: the most one call may cost the service
+MAX_FEATURES = 1024  # columns a matrix may name (a signals file's features included)
+_Name = Annotated[str, msgspec.Meta(max_length=128)]
 
 
 class MatrixRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -19,8 +27,16 @@ class MatrixRequest(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     the rows, row after row, each value a little-endian float32 (NaN: a declared signal the
     event lacks)."""
 
-    features: list[str]
+    features: Annotated[list[_Name], msgspec.Meta(max_length=MAX_FEATURES)]
     matrix: bytes
+
+
+def matrix_body(names: Sequence[str], rows: npt.NDArray[Any]) -> bytes:
+    """A matrix request's body: ``rows`` (rows x ``names``) as little-endian float32."""
+    if rows.ndim != 2 or rows.shape[1] != len(names):
+        raise ValueError(f"a matrix of shape {rows.shape} for {len(names)} feature names")
+    matrix = np.ascontiguousarray(rows, dtype="<f4").tobytes()
+    return msgspec.msgpack.encode(MatrixRequest(list(names), matrix))
 
 
 class RowResult(msgspec.Struct, frozen=True):

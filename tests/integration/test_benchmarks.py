@@ -11,9 +11,11 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from benchmarks.capacity import Costs
 from services.devstack import processes
 from services.generator import GeneratorConfig, generate
 from tests.unit.test_datasets import write_card_csv
@@ -23,7 +25,7 @@ E2E_STAGES = {"source_ms", "pipeline_ms", "sink_ms", "batch_ms", "redis_ms", "sc
               "rows_per_batch", "batches"}  # fmt: skip
 
 
-def _run(name: str, *argv: str, timeout: float = 280) -> dict[str, object]:
+def _run(name: str, *argv: str, timeout: float = 280) -> dict[str, Any]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("FRAUDSTREAM_")}
     done = subprocess.run([sys.executable, "-m", f"benchmarks.{name}", "--json", *argv],
                           capture_output=True, text=True, timeout=timeout, cwd=ROOT, env=env,
@@ -99,26 +101,32 @@ def test_the_end_to_end_benchmark_measures_both_pipelines_stage_by_stage(broker:
         # the workers' own histograms were read: batches were counted, their time is known
         assert stages["batches"] > 0, pipeline
         assert stages["batch_ms"]["p50_ms"] is not None, pipeline
+    # every process of the job was found and charged its CPU: what the capacity plan reads
+    cpu = result["pyflink"]["cpu_us_per_event"]
+    assert all(cpu.get(part, 0) > 0 for part in ("python_workers", "flink_jvm", "redis",
+                                                   "scoring", "broker")), cpu  # fmt: skip
+    assert Costs.of(cpu).slot > 0
 
 
-def _children(pid: int) -> set[int]:
+def _services(pid: int) -> set[int]:
+    """The scoring services ``pid`` started (its children running ``services.cli serve``)."""
     found = set()
-    for stat in Path("/proc").glob("[0-9]*/stat"):
+    for entry in Path("/proc").glob("[0-9]*"):
+        fields = processes.stat_fields(int(entry.name))
+        if fields is None or int(fields[1]) != pid:
+            continue
         try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
+            argv = (entry / "cmdline").read_bytes()
         except OSError:
             continue
-        if int(fields[1]) == pid:
-            found.add(int(stat.parent.name))
+        if b"services.cli\0serve" in argv:
+            found.add(int(entry.name))
     return found
 
 
 def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except OSError:
-        return False
-    return state != "Z"
+    fields = processes.stat_fields(pid)
+    return fields is not None and fields[0] != "Z"
 
 
 def test_a_benchmark_stopped_by_a_signal_stops_what_it_started() -> None:
@@ -128,13 +136,12 @@ def test_a_benchmark_stopped_by_a_signal_stops_what_it_started() -> None:
                               "--seconds", "60"], cwd=ROOT, env=env,
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
     try:
-        processes.wait_until(lambda: bool(_children(bench.pid)), 120, "the scoring service")
-        started = _children(bench.pid)
-        assert all(_alive(pid) for pid in started)
+        processes.wait_until(lambda: bool(_services(bench.pid)), 120, "the scoring service")
+        started = _services(bench.pid)
         bench.send_signal(signal.SIGTERM)
-        bench.wait(30)
+        assert bench.wait(30) == 128 + signal.SIGTERM  # it unwound, not killed outright
         processes.wait_until(lambda: not any(_alive(pid) for pid in started), 20,
-                             "the benchmark's processes to stop")  # fmt: skip
+                             "the benchmark's scoring service to stop")  # fmt: skip
     finally:
         if bench.poll() is None:
             bench.kill()

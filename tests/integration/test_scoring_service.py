@@ -541,21 +541,27 @@ def test_a_matrix_request_scores_as_named_rows_do_and_bad_ones_are_refused(
     assert by_matrix == by_name
     assert any(r.reasons for r in by_matrix.results)  # flagged rows explained the same
 
-    def post(features: list[str], data: bytes, **more: object) -> tuple[int, dict[str, object]]:
+    def post(features: object, data: object, **more: object) -> tuple[int, dict[str, object]]:
         body = msgspec.msgpack.encode({"features": features, "matrix": data, **more})
         reply = service.post(body, **{"content-type": MATRIX_TYPE})
         return reply.status, msgspec.json.decode(reply.data)
 
     swapped = [names[1], names[0], *names[2:]]
-    nan_built_in = matrix[:2].copy()
+    nan_built_in, infinite = matrix[:2].copy(), matrix[:2].copy()
     nan_built_in[1, names.index("amount_usd")] = np.nan
-    cases = [
+    infinite[0, names.index("count_1h")] = np.inf
+    too_many = np.repeat(matrix[:1], 4_097, axis=0)
+    cases: list[tuple[object, object, dict[str, object], int, str | None]] = [
         (swapped, matrix.tobytes(), {}, 422, "features"),
         (names[:-1], matrix[:, :-1].tobytes(), {}, 422, "features"),
         ([*names, "surprise"], matrix.tobytes(), {}, 422, "features"),
+        (["x" * 200], matrix.tobytes(), {}, 422, None),  # a name no model has: too long
         (names, matrix.tobytes()[:-3], {}, 422, "matrix"),
-        (names, b"", {}, 422, "rows"),
+        (names, b"", {}, 422, "matrix"),
+        (names, too_many.tobytes(), {}, 422, "matrix"),  # at most 4,096 rows
         (names, nan_built_in.tobytes(), {}, 422, "amount_usd"),
+        (names, infinite.tobytes(), {}, 422, "count_1h"),
+        (names, "not bytes", {}, 422, None),
         (names, matrix[:1].tobytes(), {"explain": "all"}, 422, None),
     ]
     for features, data, more, status, field in cases:

@@ -4,6 +4,9 @@ transaction, dead letters for the rest, through a crash and through outages."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -109,8 +112,8 @@ def test_every_valid_transaction_decided_every_invalid_dead_lettered(
             calls = job_metric(settings, "fraudstream_job_events_total{")
         finally:
             processes.stop(job)
-        # decide() saw each record once: the three topic branches reuse one call (a planner
-        # that duplicated the non-deterministic call would count each record three times)
+        # decide() saw each record once: its decision, alert and dead letter are unnested
+        # from one call (a planner that duplicated the call would count each record again)
         assert calls == 20_300
         assert result.valid == 20_000
         assert result.invalid == 300
@@ -304,3 +307,35 @@ def test_the_job_checks_tokenizes_and_scores_declared_signals(tmp_path: Path) ->
     assert all(set(serving_names(generated_signals())) == set(a.features) for a in parsed)
     for message in [*raw, *alerts]:  # e-mail addresses are tokens on every topic
         assert b"@gmail.com" not in message.value
+
+
+PLAN = """
+import sys
+from services.core.settings import Settings
+from stream_jobs import job
+from stream_jobs.udf import decide_udf
+s = Settings.of(kafka_bootstrap_servers="127.0.0.1:9", redis_url="redis://127.0.0.1:9/0",
+                scoring_url="http://127.0.0.1:9")
+env = job.table_environment(s, None, local=False)
+env.execute_sql(job.source_ddl(s, {"scan.startup.mode": "latest-offset"}))
+env.execute_sql(job.sink_ddl(s))
+env.create_temporary_function("decide", decide_udf(s))
+print(env.explain_sql(job.insert_sql(s)))
+"""
+
+
+def test_the_plan_is_one_chain_around_one_decide_call(tmp_path: Path) -> None:
+    """Source, decide(), the unnesting of its three messages and the sink, in a line: no
+    union or exchange before the sink (three SQL branches into it put one there), and the
+    Python function once."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FRAUDSTREAM_")}
+    done = subprocess.run([sys.executable, "-c", PLAN], capture_output=True, text=True,
+                          timeout=120, env=env | {"FRAUDSTREAM_STATE_DIR": str(tmp_path)},
+                          check=False)  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
+    plan = done.stdout.split("== Optimized Execution Plan ==")[1]
+    assert "Sink(table=" in plan
+    assert "Correlate(" in plan  # the unnesting: what replaced the branches
+    assert plan.count("PythonCalc(") == 1
+    assert "Union(" not in plan
+    assert "Exchange(" not in plan

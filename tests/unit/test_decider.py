@@ -110,7 +110,7 @@ class _ShortReply:
 
 class _Rejecting:
     def score(self, rows: list[list[float]]) -> ScoreResponse:
-        raise ScoringRejected("422: a feature the model does not know")
+        raise ScoringRejected(422, "a feature the model does not know")
 
 
 @pytest.mark.parametrize(("scorer", "reason"), [(_ShortReply(), "scoring_reply"),

@@ -132,6 +132,21 @@ def test_reason_codes_name_the_top_features(trained: Trained) -> None:
     assert reasons[1]  # something pushed the burst's score up
 
 
+def test_reasons_in_blocks_equal_reasons_row_by_row(trained: Trained) -> None:
+    """Explained a block of rows at a time (memory bounded), on one thread or all: the
+    same reasons as each row alone."""
+    from models.training.explain import PathExplainer
+
+    rng = np.random.default_rng(4)
+    shape = (PathExplainer.BLOCK * 2 + 7, len(FEATURE_NAMES))
+    rows = rng.uniform(0, 20, shape).astype(np.float32)
+    one = PathExplainer.build(trained.booster, FEATURE_NAMES, threads=1)
+    every = PathExplainer.build(trained.booster, FEATURE_NAMES)
+    alone = [one.top(rows[i : i + 1])[0] for i in range(len(rows))]
+    assert one.top(rows) == alone
+    assert every.top(rows) == alone
+
+
 def test_a_split_without_fraud_is_refused() -> None:
     dataset = small_dataset(count=5_000)
     dataset.frame["is_fraud"] = False

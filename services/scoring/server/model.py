@@ -70,9 +70,9 @@ def load(version_dir: Path, threads: int = 1) -> LoadedModel:
     booster = lgb.Booster(model_file=str(version_dir / "model.txt"))
     stored = version_dir / "explainer.npz"
     explainer = (
-        PathExplainer.from_bytes(booster, names, stored.read_bytes())
+        PathExplainer.from_bytes(booster, names, stored.read_bytes(), threads)
         if stored.is_file()
-        else PathExplainer.build(booster, names)  # versions from before it was stored
+        else PathExplainer.build(booster, names, threads)  # versions from before it was stored
     )
     warm = np.zeros((1, len(names)), dtype=np.float32)
     session.run(None, {"features": warm})  # the first run allocates; do it before traffic
