@@ -17,7 +17,6 @@ import numpy as np
 import numpy.typing as npt
 
 MATRIX_TYPE = "application/vnd.fraudstream.matrix+msgpack"
-MAX_ROWS = 4096  # rows per request, either format: the most one call may cost the service
 MAX_FEATURES = 1024  # columns a matrix may name (a signals file's features included)
 _Name = Annotated[str, msgspec.Meta(max_length=128)]
 

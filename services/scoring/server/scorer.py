@@ -33,7 +33,6 @@ from services.scoring.server.metrics import ScoringMetrics
 from services.scoring.server.model import LoadedModel
 from services.scoring.wire import (
     MATRIX_TYPE,
-    MAX_ROWS,
     MatrixRequest,
     RowResult,
     ScoreResponse,
@@ -68,11 +67,8 @@ _BUILT_IN = frozenset(FEATURE_NAMES)
 
 
 def _check_rows(count: int, field: str) -> None:
-    """At least one row, at most ``MAX_ROWS``: what one request may cost is bounded."""
     if not count:
         raise Rejected(422, "no rows to score", field=field)
-    if count > MAX_ROWS:
-        raise Rejected(422, f"{count} rows: at most {MAX_ROWS} per request", field=field)
 
 
 _matrix_request = msgspec.msgpack.Decoder(MatrixRequest).decode
