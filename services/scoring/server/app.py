@@ -48,8 +48,7 @@ _msgpack = msgspec.msgpack.Encoder()
 # Small batches are scored on the event loop (no thread hand-off on the latency path); larger
 # ones in a worker thread, where ONNX Runtime releases the GIL, so two batches infer in
 # parallel and probes are not stuck behind them (measured: 87k vs 60k rows/s at saturation).
-INLINE_BODY_BYTES = 64 * 1024  # about 80 named rows
-INLINE_MATRIX_BYTES = 16 * 1024  # about 100 rows of the 39 shipped features
+INLINE_BODY_BYTES = 64 * 1024  # about 80 named rows, or 420 matrix rows of 39 features
 # Answered before its body was read: the connection cannot carry another request after it.
 CLOSE = (b"connection", b"close")
 
@@ -180,10 +179,7 @@ class ScoringApp:
                           receive: Receive, send: Send) -> None:  # fmt: skip
         try:
             body = await self._body(headers, receive)
-            inline = (
-                INLINE_MATRIX_BYTES if content_type.startswith(MATRIX_TYPE) else INLINE_BODY_BYTES
-            )
-            if len(body) <= inline:
+            if len(body) <= INLINE_BODY_BYTES:
                 response = self.scorer.score(body, content_type)
             else:
                 response = await asyncio.get_running_loop().run_in_executor(
