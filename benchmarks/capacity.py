@@ -16,8 +16,10 @@ The costs are the CPU each process of the PyFlink pipeline spent per event while
 Each part is planned at ``--utilisation`` (0.6: headroom for bursts and a lost node). The
 first bottleneck is the part that needs the most cores: the one to make cheaper first.
 
-    python -m benchmarks.capacity --e2e E2E.json [--load 1000 10000 13236] [--utilisation 0.6]
-        [--json]
+    python -m benchmarks.capacity --e2e E2E.json [E2E.json ...] [--load 1000 10000 13236]
+        [--utilisation 0.6] [--json]
+
+Given several runs, each part's cost is its median over them.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ import argparse
 import dataclasses
 import json
 import math
+import statistics
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -53,6 +56,12 @@ class Costs:
         return cls(cpu["python_workers"] + cpu["flink_jvm"], cpu["redis"], cpu["scoring"],
                    cpu["broker"])  # fmt: skip
 
+    @classmethod
+    def median(cls, runs: list[Costs]) -> Costs:
+        """Each part's median over several runs (this machine's speed varies between runs)."""
+        return cls(*(statistics.median(getattr(run, f.name) for run in runs)
+                     for f in dataclasses.fields(cls)))  # fmt: skip
+
 
 def plan(load: float, costs: Costs, utilisation: float = 0.6) -> dict[str, Any]:
     """How many of each part ``load`` events/s takes, each core at most ``utilisation`` busy."""
@@ -75,15 +84,15 @@ def plan(load: float, costs: Costs, utilisation: float = 0.6) -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--e2e", type=Path, required=True,
-                        help="the JSON benchmarks.e2e printed")  # fmt: skip
+    parser.add_argument("--e2e", type=Path, nargs="+", required=True,
+                        help="the JSON benchmarks.e2e printed, one file per run")  # fmt: skip
     parser.add_argument("--load", type=float, nargs="+", default=list(LOADS))
     parser.add_argument("--utilisation", type=float, default=0.6)
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
-    e2e = json.loads(args.e2e.read_text().strip().splitlines()[-1])
-    costs = Costs.of(e2e["pyflink"]["cpu_us_per_event"])
-    result = {"benchmark": "capacity", "broker": e2e.get("broker"),
+    runs = [json.loads(p.read_text().strip().splitlines()[-1]) for p in args.e2e]
+    costs = Costs.median([Costs.of(run["pyflink"]["cpu_us_per_event"]) for run in runs])
+    result = {"benchmark": "capacity", "broker": runs[0].get("broker"), "runs": len(runs),
               "cpu_us_per_event": dataclasses.asdict(costs), "utilisation": args.utilisation,
               "plans": [plan(load, costs, args.utilisation) for load in args.load]}  # fmt: skip
     if not args.json:

@@ -21,3 +21,9 @@ def test_a_plan_sizes_each_part_at_the_utilisation_and_names_the_largest() -> No
     dear = Costs(slot=280.0, redis=1_000.0, scoring=12.0, broker=75.0)
     assert plan(13_236, Costs(280.0, 100.0, 12.0, 75.0), 0.6)["redis_shards"] == 3
     assert plan(13_236, dear, 0.6)["first_bottleneck"] == "redis_shards"
+
+
+def test_several_runs_give_each_part_its_median() -> None:
+    runs = [Costs(300.0, 40.0, 10.0, 70.0), Costs(250.0, 50.0, 12.0, 60.0),
+            Costs(270.0, 30.0, 11.0, 90.0)]  # fmt: skip
+    assert Costs.median(runs) == Costs(slot=270.0, redis=40.0, scoring=11.0, broker=70.0)
