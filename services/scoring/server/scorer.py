@@ -66,11 +66,6 @@ class IncompatibleModel(UserError):
 _BUILT_IN = frozenset(FEATURE_NAMES)
 
 
-def _check_rows(count: int, field: str) -> None:
-    if not count:
-        raise Rejected(422, "no rows to score", field=field)
-
-
 _matrix_request = msgspec.msgpack.Decoder(MatrixRequest).decode
 
 
@@ -243,7 +238,8 @@ class Scorer:
             matrix = self._matrix(model, body)
         else:
             rows = self._decode(codec, body, content_type).rows
-            _check_rows(len(rows), "rows")
+            if not rows:
+                raise Rejected(422, "no rows to score", field="rows")
             matrix = np.array([msgspec.structs.astuple(r) for r in rows], dtype=np.float32)
         self._check_finite(matrix, model)
         scores = model.score(matrix)
@@ -277,8 +273,8 @@ class Scorer:
             raise Rejected(400, f"malformed body: {error}") from None
         names = model.feature_names
         if tuple(request.features) != names:
-            pairs = zip_longest(request.features, names)
-            wrong = next(i for i, (given, wanted) in enumerate(pairs) if given != wanted)
+            pairs = enumerate(zip_longest(request.features, names))
+            wrong = next(i for i, (sent, expected) in pairs if sent != expected)
             wanted = names[wrong] if wrong < len(names) else "none (too many columns)"
             raise Rejected(422, f"the matrix's columns are not the model's features: column "
                            f"{wrong} should be {wanted}", field="features")  # fmt: skip
@@ -286,7 +282,8 @@ class Scorer:
         if rest:
             raise Rejected(422, f"the matrix's {len(request.matrix)} bytes are not whole rows "
                            f"of {len(names)} float32", field="matrix")  # fmt: skip
-        _check_rows(rows, "matrix")
+        if not rows:
+            raise Rejected(422, "no rows to score", field="matrix")
         return np.frombuffer(request.matrix, dtype="<f4").reshape(rows, len(names))
 
     @staticmethod
