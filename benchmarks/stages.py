@@ -19,6 +19,7 @@ from pathlib import Path
 import urllib3
 from prometheus_client.parser import text_string_to_metric_families
 
+from services.core.exposition import PORT_ATTEMPTS
 from services.devstack import processes
 
 STAGES = {  # the breakdown's name: the job's histogram
@@ -27,7 +28,6 @@ STAGES = {  # the breakdown's name: the job's histogram
     "scoring_ms": "fraudstream_job_scoring_call_seconds",
 }
 ROWS = "fraudstream_job_batch_rows"
-WORKER_PORTS = 4  # at most this many workers are looked for
 
 
 @dataclass
@@ -47,7 +47,7 @@ def snapshot(first_port: int) -> Snapshot:
     """Every worker's buckets of the stage histograms (and rows per batch), summed."""
     totals: Snapshot = {name: Histogram() for name in (*STAGES.values(), ROWS)}
     http = urllib3.PoolManager(timeout=2.0, retries=False)
-    for port in range(first_port, first_port + WORKER_PORTS):
+    for port in range(first_port, first_port + PORT_ATTEMPTS):  # where workers may serve
         if not processes.port_open(port):
             continue
         try:

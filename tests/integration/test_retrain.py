@@ -118,9 +118,8 @@ def _step(pipeline: retrain.Pipeline) -> retrain.Run:
     return run
 
 
-def _judged(tmp_path: Path, shadow_quality: float) -> tuple[Registry, retrain.Run]:
-    """A run taken to its shadow step, then eight days of decisions where the shadow's score
-    separates fraud ``shadow_quality`` as well as the champion's (1: as well), then judged."""
+def _to_judge(tmp_path: Path) -> tuple[Registry, retrain.Pipeline, list[int], retrain.Run]:
+    """A lake, a registry, and a run taken to its judge step on a clock the test moves."""
     last = _lake(tmp_path / "lake", 12_000)
     registry = _registry(tmp_path / "registry")
     clock = [last + DAY_MS]
@@ -128,6 +127,13 @@ def _judged(tmp_path: Path, shadow_quality: float) -> tuple[Registry, retrain.Ru
                                 now=lambda: clock[0])  # fmt: skip
     run = _step(pipeline)
     assert run.step == "judge"
+    return registry, pipeline, clock, run
+
+
+def _judged(tmp_path: Path, shadow_quality: float) -> tuple[Registry, retrain.Run]:
+    """A run taken to its shadow step, then eight days of decisions where the shadow's score
+    separates fraud ``shadow_quality`` as well as the champion's (1: as well), then judged."""
+    registry, pipeline, clock, run = _to_judge(tmp_path)
     shadow_since = clock[0]
     rng = np.random.default_rng(5)
     rows: list[lk.Sourced] = []
@@ -211,13 +217,7 @@ def test_a_failing_run_ends_failed_and_the_next_starts_afresh(tmp_path: Path) ->
 def test_a_promotion_by_hand_meanwhile_ends_the_run_and_one_recorded_late_counts(
     tmp_path: Path,
 ) -> None:
-    last = _lake(tmp_path / "lake", 12_000)
-    registry = _registry(tmp_path / "registry")
-    clock = [last + DAY_MS]
-    pipeline = retrain.Pipeline(registry, tmp_path / "lake", LENIENT, 0.0, Thresholds(),
-                                now=lambda: clock[0])  # fmt: skip
-    run = _step(pipeline)
-    assert run.step == "judge"
+    registry, pipeline, clock, run = _to_judge(tmp_path)
     assert run.candidate is not None
     registry.promote(run.candidate, force=True)  # as if the run died after promoting it
     assert _step(pipeline).step == "promoted"
