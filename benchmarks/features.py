@@ -12,7 +12,12 @@ history through the real store, then timed on the next events of the same cards:
 - ``hostile``: p99 batch time of the other cards' batches while one card sends 10,000 events
   in 10 minutes within them, over the same batches with an ordinary card in its place;
 - ``decider_events_per_s``: the whole Decider (decode, features, in-process ONNX, rules) on
-  one core at a history of 64;
+  one core at a history of 64. Its fill counts the history on a job clock that follows the
+  events (a batch's latest event time), as a live job would: a card keeps the replay rows of
+  its last replay horizon only, about one, not its most (figures before 2026-12 carried 64
+  rows a card); the timed events are counted on the wall clock. ``decider_wall_us_per_event``
+  splits its time by the Decider's own histograms, and ``decider_alert_share`` says how
+  many events raised an alert (those the model flagged are explained too);
 - ``declared_entities``: the Decider's CPU per event on generated events with attributes
   (``produce --attributes``) with a signals file of 0, 4 and 12 declared entities, the cost
   each adds over none (``us_added_per_event``; goal at 4: 40 µs or less), and Redis bytes per
@@ -42,9 +47,11 @@ from typing import Any
 
 import numpy as np
 import redis
+from prometheus_client import CollectorRegistry
 
 from benchmarks.cleanup import stop_on_signals
 from benchmarks.provenance import provenance
+from benchmarks.stages import STAGES
 from models.features.definitions import FEATURE_NAMES
 from models.online import layout
 from models.online.layout import AlertContext
@@ -59,6 +66,7 @@ from services.generator.signals import generated_signals
 from services.scoring.server.inprocess import InProcessScorer
 from services.scoring.wire import ScoreResponse
 from stream_jobs.decide import DecideOptions, Decider, Record
+from stream_jobs.metrics import JobMetrics
 
 BATCH = 500
 MONTH_MS = 30 * 86_400_000
@@ -154,12 +162,14 @@ def _memory(client: redis.Redis) -> dict[str, Any]:
 
 
 def _fill(client: redis.Redis, store: OnlineFeatureStore, history: int, seed: int,
-          fill: int) -> int:  # fmt: skip
-    """A fresh Redis holding ``history`` events of each card's last 30 days."""
+          fill: int, live: bool = False) -> int:  # fmt: skip
+    """A fresh Redis holding ``history`` events of each card's last 30 days. ``live``: the
+    job's clock follows the events, as in a live stream (a card keeps replay rows only for
+    its last replay horizon); else every event counts now (each card keeps its most)."""
     client.flushdb()
     cards = _cards_for(history, fill)
     for batch in _batches(_stream(cards, history, START_MS, MONTH_MS, seed)):
-        store.update(batch)
+        store.update(batch, now_ms=batch[-1].event_time_ms if live else None)
     return cards
 
 
@@ -235,16 +245,18 @@ def _decider(client: redis.Redis, store: OnlineFeatureStore, count: int,
             fill: int) -> dict[str, Any]:  # fmt: skip
     registry = Registry(DEFAULT_REGISTRY)
     scorer = InProcessScorer(registry.path(registry.current() or ""))
-    cards = _fill(client, store, 64, 64, fill)
+    cards = _fill(client, store, 64, 64, fill, live=True)
     events = _next_events(cards, count, seed=67)
     records = [Record(tx.card_id.encode(), encode(tx), 0, i, tx.event_time_ms)
                for i, tx in enumerate(events)]  # fmt: skip
-    decider = Decider(client, scorer)
+    metrics = JobMetrics(CollectorRegistry())
+    decider = Decider(client, scorer, metrics=metrics)
     _quiet_gc()
     redis_cpu = _redis_cpu_s(client)
+    alerts = 0
     started = time.process_time(), time.perf_counter()
     for i in range(0, len(records), BATCH):
-        decider.decide(records[i : i + BATCH])
+        alerts += sum(out.alert is not None for out in decider.decide(records[i : i + BATCH]))
     cpu, wall = time.process_time() - started[0], time.perf_counter() - started[1]
     redis_cpu = _redis_cpu_s(client) - redis_cpu
     return {
@@ -253,7 +265,27 @@ def _decider(client: redis.Redis, store: OnlineFeatureStore, count: int,
         # per event, what a capacity plan needs: the worker's CPU and the Redis server's
         "decider_cpu_us_per_event": round(cpu / len(records) * 1e6, 1),
         "redis_cpu_us_per_event": round(redis_cpu / len(records) * 1e6, 1),
+        "decider_alert_share": round(alerts / len(records), 3),
+        "decider_wall_us_per_event": _parts(metrics.registry, len(records)),
     }
+
+
+def _parts(registry: CollectorRegistry, events: int) -> dict[str, float]:
+    """Where a decided event's wall time goes, from the Decider's own histograms: features
+    (the lists' refresh, the fold in Python and both Redis round trips), scoring (the rows'
+    matrix, in-process ONNX and reasons), and the rest of the batch (decoding, rules, lists,
+    building and encoding the decision and alert)."""
+
+    def total(stage: str) -> float:
+        value = registry.get_sample_value(f"{STAGES[stage]}_sum")
+        if value is None:
+            raise RuntimeError(f"the Decider exported no {STAGES[stage]}")
+        return value
+
+    features, scoring = total("redis_ms"), total("scoring_ms")
+    parts = {"features": features, "scoring": scoring,
+             "rest": total("batch_ms") - features - scoring}  # fmt: skip
+    return {name: round(seconds / events * 1e6, 1) for name, seconds in parts.items()}
 
 
 def _redis_cpu_s(client: redis.Redis) -> float:

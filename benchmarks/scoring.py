@@ -7,6 +7,10 @@ requests/s (latency counted from each request's scheduled time, so a stall is no
 Client and service share the machine's two cores. Beside in-process scoring, the cost of
 counting a batch into the model's drift bins (``drift_count_batch*``), which the service does
 for every batch it scores. ``ratio_batch256``: the best service format against in-process.
+``service_healthz``: a request that carries and does nothing (``GET /healthz`` on the same
+kept-alive connection), the HTTP round trip under every request; ``ratio_batch256_lower_bound``:
+(in-process + that round trip) / in-process, a ratio no service over HTTP can beat on this
+machine (a real batch also sends its rows, counts drift and explains).
 
     python -m benchmarks.scoring [--json] [--seconds 5]
 """
@@ -82,6 +86,12 @@ def _start(registry: Path, workdir: Path) -> tuple[str, processes.ProcessRecord]
         processes.stop(record)
         raise
     return url, record
+
+
+def _get(pool: urllib3.HTTPConnectionPool, path: str) -> None:
+    reply = pool.urlopen("GET", path)
+    if reply.status != 200:
+        raise RuntimeError(f"GET {path}: {reply.status}")
 
 
 def _post(pool: urllib3.HTTPConnectionPool, body: bytes, kind: str) -> None:
@@ -205,6 +215,8 @@ def main() -> None:
                     samples = _timed(partial(_post, pool, body, kind), args.repeats)
                     result[f"service_{name}_batch{batch}"] = _percentiles(samples)
                     result[f"service_{name}_batch{batch}"]["request_bytes"] = len(body)
+            samples = _timed(partial(_get, pool, "/healthz"), args.repeats)
+            result["service_healthz"] = _percentiles(samples)
             body256 = matrix_body(FEATURE_NAMES, matrix[:256])
             result["service_rows_per_s_saturation"] = round(
                 _saturation(url, body256, 256, args.seconds, clients=2))  # fmt: skip
@@ -219,6 +231,8 @@ def main() -> None:
     result["inprocess_rows_per_s_batch256"] = round(256 / (inproc / 1000))
     result["ratio_batch256"] = round(best256 / inproc, 3)
     result["ratio_batch256_json"] = round(result["service_json_batch256"]["p50_ms"] / inproc, 3)
+    round_trip = result["service_healthz"]["p50_ms"]
+    result["ratio_batch256_lower_bound"] = round((inproc + round_trip) / inproc, 3)
     result.update(provenance())
     if not args.json:
         for key, value in result.items():

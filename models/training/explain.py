@@ -18,6 +18,7 @@ from typing import Any
 import lightgbm as lgb
 import numpy as np
 import numpy.typing as npt
+from scipy import sparse
 
 
 class PathExplainer:
@@ -28,7 +29,7 @@ class PathExplainer:
     service only loads it: a model swap then holds the interpreter lock for milliseconds.
     """
 
-    BLOCK = 256  # rows explained at once: (rows x trees x features) floats in memory
+    BLOCK = 256  # rows explained at once (their leaves and contributions in memory)
 
     def __init__(self, booster: lgb.Booster, names: Sequence[str],
                  table: npt.NDArray[np.float64], offsets: npt.NDArray[np.int64],
@@ -72,8 +73,17 @@ class PathExplainer:
     def contributions(self, rows: npt.NDArray[np.float32]) -> npt.NDArray[np.float64]:
         """(rows, features): each feature's share of each row's raw score above baseline."""
         found = self._booster.predict(rows, pred_leaf=True, num_threads=self._threads)
-        leaves = np.asarray(found, dtype=np.int64).reshape(len(rows), -1)
-        result: npt.NDArray[np.float64] = self.table[leaves + self.offsets].sum(axis=1)
+        leaves = np.asarray(found, dtype=np.int64).reshape(len(rows), -1) + self.offsets
+        # Each row's leaves as a sparse (rows x all leaves) indicator times the per-leaf
+        # table: the sum over trees without a (rows x trees x features) array. Measured on
+        # the shipped model against that gather: 20 µs against 11 for one row, 39 against 58
+        # for six, 1 ms against 5.4 for 256.
+        trees = leaves.shape[1]
+        indicator = sparse.csr_array(
+            (np.ones(leaves.size), leaves.ravel(), np.arange(len(rows) + 1) * trees),
+            shape=(len(rows), len(self.table)),
+        )
+        result: npt.NDArray[np.float64] = indicator @ self.table
         return result
 
     def top(self, rows: npt.NDArray[np.float32], k: int = 3) -> list[list[str]]:
@@ -85,9 +95,12 @@ class PathExplainer:
     def _top(self, rows: npt.NDArray[np.float32], k: int) -> list[list[str]]:
         contributions = self.contributions(rows)
         order = np.argsort(-contributions, axis=1)[:, :k]
+        values = np.take_along_axis(contributions, order, axis=1)
+        names = self._names
         return [
-            [self._names[j] for j in ranked if contributions[i, j] > 0] or [self._names[ranked[0]]]
-            for i, ranked in enumerate(order)
+            [names[j] for j, value in zip(ranked, row, strict=True) if value > 0]
+            or [names[ranked[0]]]
+            for ranked, row in zip(order.tolist(), values.tolist(), strict=True)
         ]
 
 

@@ -42,9 +42,11 @@ SHORT = {  # benchmark: its short arguments, and the keys its JSON promises
     "scoring": (["--seconds", "0.3", "--repeats", "30"],
                 {"inprocess_batch256", "service_msgpack_batch256", "service_json_batch1",
                  "service_rows_per_s_saturation", "service_batch1_at_1000rps", "reload_batch1",
-                 "drift_count_batch1", "drift_count_batch256", "ratio_batch256"}),
+                 "drift_count_batch1", "drift_count_batch256", "ratio_batch256",
+                 "service_healthz", "ratio_batch256_lower_bound"}),
     "features": (["--events", "300", "--fill", "3000"],
-                 {"by_history", "declared_entities", "memory", "batch"}),
+                 {"by_history", "declared_entities", "memory", "batch", "decider_events_per_s",
+                  "decider_wall_us_per_event", "decider_alert_share"}),
     "strategy": (["--events", "300"],
                  {"python_3_rules_us_per_event", "rules_30", "rules_30_tables_50k_entries"}),
     "produce": (["--count", "2000"],
@@ -67,6 +69,9 @@ def test_a_benchmark_runs_short_and_keeps_its_keys(name: str) -> None:
     result = _run(name, *argv)
     assert result["benchmark"] == name
     assert keys <= result.keys(), keys - result.keys()
+    if name == "features":  # the Decider's time split by its own histograms: each part spent
+        parts = result["decider_wall_us_per_event"]
+        assert all(parts[part] > 0 for part in ("features", "scoring", "rest")), parts
 
 
 def test_the_backtest_benchmark_runs_on_a_small_file(tmp_path: Path) -> None:
@@ -91,6 +96,7 @@ def test_the_end_to_end_benchmark_measures_both_pipelines_stage_by_stage(broker:
     result = _run("e2e", "--broker", broker, "--warmup", "300", "--count", "1000",
                   "--seconds", "0.5", timeout=850)  # fmt: skip
     assert result["broker"] == broker
+    assert result["delivery"] == ("exactly-once" if broker == "kafka" else "at-least-once")
     assert {"ratio", "pyflink_events_per_s", "baseline_events_per_s", "p99_ms"} <= result.keys()
     for pipeline in ("pyflink", "baseline"):
         figures = result[pipeline]
@@ -106,6 +112,15 @@ def test_the_end_to_end_benchmark_measures_both_pipelines_stage_by_stage(broker:
     assert all(cpu.get(part, 0) > 0 for part in ("python_workers", "flink_jvm", "redis",
                                                    "scoring", "broker")), cpu  # fmt: skip
     assert Costs.of(cpu).slot > 0
+
+
+def test_the_end_to_end_benchmark_refuses_exactly_once_on_tansu() -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FRAUDSTREAM_")}
+    done = subprocess.run([sys.executable, "-m", "benchmarks.e2e", "--broker", "tansu",
+                           "--delivery", "exactly-once"], capture_output=True, text=True,
+                          timeout=60, cwd=ROOT, env=env, check=False)  # fmt: skip
+    assert done.returncode == 2
+    assert "Tansu has no exactly-once delivery" in done.stderr
 
 
 def _services(pid: int) -> set[int]:
