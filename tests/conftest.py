@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -12,6 +11,7 @@ import pytest
 
 from services.devstack import processes
 from services.devstack.stack import start_redis
+from tests.environment import without_settings
 
 CLI = Path(sys.executable).with_name("fraudstream")
 Run = Callable[..., subprocess.CompletedProcess[str]]
@@ -28,7 +28,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 @pytest.fixture
 def fraudstream(tmp_path: Path) -> Run:
     """Run the installed CLI with its state directory inside this test's tmp_path."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FRAUDSTREAM_")}
+    env = without_settings()
     env["FRAUDSTREAM_STATE_DIR"] = str(tmp_path / "state")
 
     def run(*args: str, timeout: float = 120.0) -> subprocess.CompletedProcess[str]:

@@ -6,7 +6,6 @@ processes it started."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -18,6 +17,7 @@ import pytest
 from benchmarks.capacity import Costs
 from services.devstack import processes
 from services.generator import GeneratorConfig, generate
+from tests.environment import without_settings
 from tests.unit.test_datasets import write_card_csv
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -26,7 +26,7 @@ E2E_STAGES = {"source_ms", "pipeline_ms", "sink_ms", "batch_ms", "redis_ms", "sc
 
 
 def _run(name: str, *argv: str, timeout: float = 280) -> dict[str, Any]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FRAUDSTREAM_")}
+    env = without_settings()
     done = subprocess.run([sys.executable, "-m", f"benchmarks.{name}", "--json", *argv],
                           capture_output=True, text=True, timeout=timeout, cwd=ROOT, env=env,
                           check=False)  # fmt: skip
@@ -115,7 +115,7 @@ def test_the_end_to_end_benchmark_measures_both_pipelines_stage_by_stage(broker:
 
 
 def test_the_end_to_end_benchmark_refuses_exactly_once_on_tansu() -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FRAUDSTREAM_")}
+    env = without_settings()
     done = subprocess.run([sys.executable, "-m", "benchmarks.e2e", "--broker", "tansu",
                            "--delivery", "exactly-once"], capture_output=True, text=True,
                           timeout=60, cwd=ROOT, env=env, check=False)  # fmt: skip
@@ -146,7 +146,7 @@ def _alive(pid: int) -> bool:
 
 def test_a_benchmark_stopped_by_a_signal_stops_what_it_started() -> None:
     """SIGTERM (a CI timeout) while the scoring benchmark's service runs: both end."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FRAUDSTREAM_")}
+    env = without_settings()
     bench = subprocess.Popen([sys.executable, "-m", "benchmarks.scoring", "--json",
                               "--seconds", "60"], cwd=ROOT, env=env,
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip

@@ -37,6 +37,7 @@ from services.generator.signals import generated_signals
 from services.scoring.client import CircuitOpen, ScoringClient, ScoringUnavailable
 from services.scoring.server import model as scoring_model
 from services.scoring.wire import MATRIX_TYPE
+from tests.environment import without_settings
 from tests.signals_model import publish, trained_signals_model
 
 pytestmark = pytest.mark.integration
@@ -71,7 +72,7 @@ def start_service(tmp_path: Path) -> Iterator[Start]:
         chosen = port or processes.free_loopback_port()
         argv = [sys.executable, "-m", "services.cli", "serve", "--port", str(chosen),
                 "--registry", str(registry), *args]  # fmt: skip
-        environ = {k: v for k, v in os.environ.items() if not k.startswith("FRAUDSTREAM_")}
+        environ = without_settings()
         environ |= {"FRAUDSTREAM_SCORING_RELOAD_INTERVAL_S": "0.1", **env}
         record = processes.spawn("scoring", argv, tmp_path / f"scoring-{chosen}.log", environ)
         service = Service(f"http://127.0.0.1:{chosen}", chosen, registry, record)
@@ -342,7 +343,7 @@ def test_readyz_waits_for_a_model(start_service: Start, tmp_path: Path) -> None:
     port = processes.free_loopback_port()
     argv = [sys.executable, "-m", "services.cli", "serve", "--port", str(port),
             "--registry", str(empty)]  # fmt: skip
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FRAUDSTREAM_")}
+    env = without_settings()
     record = processes.spawn("scoring", argv, tmp_path / "empty.log",
                              env | {"FRAUDSTREAM_SCORING_RELOAD_INTERVAL_S": "0.1"})  # fmt: skip
     url = f"http://127.0.0.1:{port}"
@@ -451,7 +452,7 @@ def test_request_bodies_beyond_the_memory_budget_get_503(
 def test_a_service_that_requires_a_token_refuses_to_serve_without_one(tmp_path: Path) -> None:
     """The chart requires one: an existing Secret without scoring_token must not leave the
     scoring API open (a free score-and-reasons oracle)."""
-    environ = {k: v for k, v in os.environ.items() if not k.startswith("FRAUDSTREAM_")}
+    environ = without_settings()
     environ |= {"FRAUDSTREAM_SCORING_REQUIRE_TOKEN": "true", "FRAUDSTREAM_STATE_DIR": str(tmp_path)}
     argv = [sys.executable, "-m", "services.cli", "serve", "--port", "0"]
     done = subprocess.run(argv, env=environ, capture_output=True, text=True, timeout=60,

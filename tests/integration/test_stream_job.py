@@ -4,7 +4,6 @@ transaction, dead letters for the rest, through a crash and through outages."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
@@ -27,6 +26,7 @@ from services.core.signals import to_yaml
 from services.devstack import processes, stack
 from services.generator import GeneratorConfig
 from services.generator.signals import generated_signals
+from tests.environment import without_settings
 from tests.integration.streaming import (
     BROKERS,
     DecisionTail,
@@ -328,7 +328,7 @@ def test_the_plan_is_one_chain_around_one_decide_call(tmp_path: Path) -> None:
     """Source, decide(), the unnesting of its three messages and the sink, in a line: no
     union or exchange before the sink (three SQL branches into it put one there), and the
     Python function once."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("FRAUDSTREAM_")}
+    env = without_settings()
     done = subprocess.run([sys.executable, "-c", PLAN], capture_output=True, text=True,
                           timeout=120, env=env | {"FRAUDSTREAM_STATE_DIR": str(tmp_path)},
                           check=False)  # fmt: skip
